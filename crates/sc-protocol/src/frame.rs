@@ -1,0 +1,368 @@
+//! Decoding inbound frames the way `sc-formatter` and the reference servers do (PROTOCOL.md §2.1, §3).
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::json::Json;
+
+/// What one inbound WebSocket text frame turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// `#1`: the protocol v1 ping (server to client).
+    PingV1,
+    /// `#2`: the protocol v1 pong (client to server).
+    PongV1,
+    /// The empty frame: the protocol v2 ping or pong.
+    Empty,
+    /// One packet, or the packets of a batch (a JSON array), in order.
+    Packets(Vec<Packet>),
+    /// Anything else: not JSON, a JSON scalar, or an object that is neither event nor response.
+    Raw(Bytes),
+}
+
+/// One packet of a frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Packet {
+    /// `{"event":…,"data":…,"cid":…}`.
+    Event(EventPacket),
+    /// `{"rid":…,"error":…,"data":…}`.
+    Response(ResponsePacket),
+    /// A batch element that is neither an event nor a response; handled as a raw message.
+    Raw(Bytes),
+}
+
+/// An event (or request, when it carries a `cid`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPacket {
+    /// Event, procedure or receiver name. Names starting with `#` belong to the protocol.
+    pub event: String,
+    /// The payload, verbatim; `None` when the sender left it out.
+    pub data: Option<Json>,
+    /// The call id, present only when the sender expects a response. Only numeric cids count
+    /// (a string cid makes the packet fire-and-forget, as in the v15+ reference server).
+    pub cid: Option<u64>,
+}
+
+/// A response to an earlier request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponsePacket {
+    /// The cid being answered.
+    pub rid: u64,
+    /// The error, when the request failed (`"error":null` counts as success).
+    pub error: Option<Json>,
+    /// The response data.
+    pub data: Option<Json>,
+}
+
+impl Frame {
+    /// Decodes a text frame held in a `&str` (copies it once into shared bytes).
+    pub fn decode(text: &str) -> Frame {
+        Frame::decode_bytes(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    /// Decodes a frame's bytes. Packet payloads are zero-copy slices of `bytes`.
+    ///
+    /// Binary frames are decoded the same way (the reference servers read them as UTF-8 text);
+    /// bytes that are not UTF-8 are a raw message.
+    pub fn decode_bytes(bytes: Bytes) -> Frame {
+        match &bytes[..] {
+            b"#1" => return Frame::PingV1,
+            b"#2" => return Frame::PongV1,
+            b"" => return Frame::Empty,
+            _ => {}
+        }
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            return Frame::Raw(bytes);
+        };
+        let first = text.trim_start_matches([' ', '\n', '\r', '\t']).as_bytes().first();
+        match first {
+            Some(b'{') => match serde_json::from_str::<&RawValue>(text) {
+                Ok(raw) => match packet_from_raw(&bytes, raw) {
+                    Some(packet) => Frame::Packets(vec![packet]),
+                    None => Frame::Raw(bytes),
+                },
+                Err(_) => Frame::Raw(bytes),
+            },
+            Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(text) {
+                Ok(items) => Frame::Packets(
+                    items
+                        .into_iter()
+                        .map(|raw| {
+                            packet_from_raw(&bytes, raw)
+                                .unwrap_or_else(|| Packet::Raw(bytes.slice_ref(raw.get().as_bytes())))
+                        })
+                        .collect(),
+                ),
+                // A JSON array whose items are not all values cannot happen; anything that does
+                // not parse is raw, as with `JSON.parse` failures in sc-formatter.
+                Err(_) => Frame::Raw(bytes),
+            },
+            _ => Frame::Raw(bytes),
+        }
+    }
+}
+
+/// The fields of an inbound packet object; unknown fields are ignored.
+#[derive(Deserialize)]
+struct PacketFields<'a> {
+    #[serde(borrow, default)]
+    event: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    cid: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    rid: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+fn packet_from_raw(frame: &Bytes, raw: &RawValue) -> Option<Packet> {
+    if !raw.get().starts_with('{') {
+        return None;
+    }
+    let fields: PacketFields<'_> = serde_json::from_str(raw.get()).ok()?;
+    let slice = |value: &RawValue| Json::from_validated(frame.slice_ref(value.get().as_bytes()));
+    if let Some(event) = fields.event {
+        // v15+ servers: `event` must be a string.
+        let event: Cow<'_, str> = serde_json::from_str(event.get()).ok()?;
+        return Some(Packet::Event(EventPacket {
+            event: event.into_owned(),
+            data: fields.data.map(slice),
+            cid: fields.cid.and_then(numeric_id),
+        }));
+    }
+    let rid = numeric_id(fields.rid?)?;
+    let error = fields.error.filter(|e| e.get() != "null").map(slice);
+    Some(Packet::Response(ResponsePacket { rid, error, data: fields.data.map(slice) }))
+}
+
+/// A call id: a JSON number that is a non-negative integer. Anything else does not count.
+fn numeric_id(raw: &RawValue) -> Option<u64> {
+    let text = raw.get();
+    text.parse::<u64>().ok().or_else(|| {
+        let float: f64 = text.parse().ok()?;
+        (float.fract() == 0.0 && (0.0..9.007_199_254_740_992e15).contains(&float)).then_some(float as u64)
+    })
+}
+
+/// The data of a `#handshake` event: `{"authToken": <string or null>}`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HandshakeData {
+    /// The token the client holds; `None` for null, missing, or missing `data`.
+    pub auth_token: Option<Json>,
+}
+
+impl HandshakeData {
+    /// Reads the handshake data; anything unreadable counts as "no token".
+    pub fn parse(data: Option<&Json>) -> HandshakeData {
+        #[derive(Deserialize)]
+        struct Fields {
+            #[serde(rename = "authToken", default)]
+            auth_token: Option<Json>,
+        }
+        let auth_token = data
+            .and_then(|d| d.parse::<Fields>().ok())
+            .and_then(|f| f.auth_token)
+            .filter(|t| !t.is_null());
+        HandshakeData { auth_token }
+    }
+}
+
+/// The data of a `#subscribe` event (PROTOCOL.md §7.1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscribeData {
+    /// Channel name.
+    pub channel: String,
+    /// Whether the client only subscribes while authenticated.
+    pub wait_for_auth: bool,
+    /// Free-form data for subscribe middleware.
+    pub data: Option<Json>,
+    /// v1 batch channel: the answer goes out inside a batch array.
+    pub batch: bool,
+}
+
+impl SubscribeData {
+    /// Reads `#subscribe` data; `None` when the channel name is missing or not a string.
+    pub fn parse(data: Option<&Json>) -> Option<SubscribeData> {
+        #[derive(Deserialize)]
+        struct Fields {
+            channel: String,
+            #[serde(rename = "waitForAuth", default)]
+            wait_for_auth: Option<serde_json::Value>,
+            #[serde(default)]
+            data: Option<Json>,
+            #[serde(default)]
+            batch: Option<serde_json::Value>,
+        }
+        let fields: Fields = data?.parse().ok()?;
+        let truthy = |v: &Option<serde_json::Value>| {
+            matches!(v, Some(v) if !(v.is_null() || v == &false || v == &0 || v == ""))
+        };
+        Some(SubscribeData {
+            wait_for_auth: truthy(&fields.wait_for_auth),
+            batch: truthy(&fields.batch),
+            data: fields.data.filter(|d| !d.is_null()),
+            channel: fields.channel,
+        })
+    }
+}
+
+/// The data of a client `#publish` event: `{"channel": <string>, "data": <any>}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishData {
+    /// Channel name.
+    pub channel: String,
+    /// The published payload, verbatim (`None` when absent, forwarded as no `data` key).
+    pub data: Option<Json>,
+}
+
+impl PublishData {
+    /// Reads `#publish` data; `None` when the channel is missing or not a string.
+    pub fn parse(data: Option<&Json>) -> Option<PublishData> {
+        let data = data?;
+        #[derive(Deserialize)]
+        struct Fields<'a> {
+            channel: Cow<'a, str>,
+            #[serde(borrow, default)]
+            data: Option<&'a RawValue>,
+        }
+        let fields: Fields<'_> = serde_json::from_slice(data.as_bytes()).ok()?;
+        let bytes = data.to_bytes();
+        Some(PublishData {
+            channel: fields.channel.into_owned(),
+            data: fields.data.map(|raw| Json::from_validated(bytes.slice_ref(raw.get().as_bytes()))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packets(text: &str) -> Vec<Packet> {
+        match Frame::decode(text) {
+            Frame::Packets(p) => p,
+            other => panic!("expected packets for {text}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn heartbeats() {
+        assert_eq!(Frame::decode("#1"), Frame::PingV1);
+        assert_eq!(Frame::decode("#2"), Frame::PongV1);
+        assert_eq!(Frame::decode(""), Frame::Empty);
+    }
+
+    #[test]
+    fn raw_messages_follow_sc_formatter() {
+        for raw in ["this is raw", "{\"bad json", "\"hello\"", "123", "true", "null", "#3", " ", "{}", "{\"x\":1}"] {
+            assert!(matches!(Frame::decode(raw), Frame::Raw(_)), "{raw:?} should be raw");
+        }
+    }
+
+    #[test]
+    fn event_with_and_without_cid() {
+        let p = packets(r#"{"event":"fire","data":{"x":1}}"#);
+        assert_eq!(
+            p,
+            vec![Packet::Event(EventPacket {
+                event: "fire".into(),
+                data: Some(Json::from_text(r#"{"x":1}"#).unwrap()),
+                cid: None
+            })]
+        );
+        let p = packets(r#"  {"event":"askme","cid":8}"#);
+        let Packet::Event(e) = &p[0] else { panic!() };
+        assert_eq!((e.data.clone(), e.cid), (None, Some(8)));
+    }
+
+    #[test]
+    fn string_cid_is_fire_and_forget() {
+        let p = packets(r#"{"event":"echo","data":"x","cid":"abc"}"#);
+        let Packet::Event(e) = &p[0] else { panic!() };
+        assert_eq!(e.cid, None);
+    }
+
+    #[test]
+    fn non_string_event_is_raw() {
+        assert!(matches!(Frame::decode(r#"{"event":5,"cid":1}"#), Frame::Raw(_)));
+    }
+
+    #[test]
+    fn responses() {
+        let p = packets(r#"{"rid":1,"data":{"a":"like this"}}"#);
+        assert_eq!(
+            p,
+            vec![Packet::Response(ResponsePacket {
+                rid: 1,
+                error: None,
+                data: Some(Json::from_text(r#"{"a":"like this"}"#).unwrap())
+            })]
+        );
+        let p = packets(r#"{"rid":2,"error":null}"#);
+        let Packet::Response(r) = &p[0] else { panic!() };
+        assert!(r.error.is_none());
+        assert!(matches!(Frame::decode(r#"{"rid":"1"}"#), Frame::Raw(_)));
+    }
+
+    #[test]
+    fn batches_keep_order_and_raw_elements() {
+        let p = packets(r#"[{"event":"echo","data":"a","cid":2},{"event":"echo","data":"b","cid":3},5]"#);
+        assert_eq!(p.len(), 3);
+        assert!(matches!(&p[0], Packet::Event(e) if e.cid == Some(2)));
+        assert!(matches!(&p[2], Packet::Raw(b) if &b[..] == b"5"));
+    }
+
+    #[test]
+    fn payload_keeps_original_text() {
+        let p = packets(r#"{"event":"e","data":{"a" : 1.50, "b":"\u00e9"},"cid":1}"#);
+        let Packet::Event(e) = &p[0] else { panic!() };
+        assert_eq!(e.data.as_ref().unwrap().get(), r#"{"a" : 1.50, "b":"\u00e9"}"#);
+    }
+
+    #[test]
+    fn subscribe_and_publish_data() {
+        let d = Json::from_text(r#"{"channel":"private","waitForAuth":true,"data":{"sub":"extra"}}"#).unwrap();
+        let s = SubscribeData::parse(Some(&d)).unwrap();
+        assert_eq!(s.channel, "private");
+        assert!(s.wait_for_auth && !s.batch);
+        assert_eq!(s.data.unwrap().get(), r#"{"sub":"extra"}"#);
+        assert!(SubscribeData::parse(Some(&Json::from_text(r#""stringchannel""#).unwrap())).is_none());
+        assert!(SubscribeData::parse(Some(&Json::from_text(r#"{"channel":123}"#).unwrap())).is_none());
+        assert!(SubscribeData::parse(None).is_none());
+
+        let d = Json::from_text(r#"{"channel":"news","data":{"headline" : "x"}}"#).unwrap();
+        let p = PublishData::parse(Some(&d)).unwrap();
+        assert_eq!((p.channel.as_str(), p.data.unwrap().get()), ("news", r#"{"headline" : "x"}"#));
+        assert!(PublishData::parse(Some(&Json::from_text(r#"{"channel":456}"#).unwrap())).is_none());
+    }
+
+    #[test]
+    fn handshake_token() {
+        let d = Json::from_text(r#"{"authToken":null}"#).unwrap();
+        assert_eq!(HandshakeData::parse(Some(&d)).auth_token, None);
+        let d = Json::from_text(r#"{"authToken":"abc"}"#).unwrap();
+        assert_eq!(HandshakeData::parse(Some(&d)).auth_token.unwrap().get(), r#""abc""#);
+        assert_eq!(HandshakeData::parse(None), HandshakeData::default());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(s in ".{0,200}") {
+            let _ = Frame::decode(&s);
+        }
+
+        #[test]
+        fn echo_payload_survives(text in "[a-zA-Z0-9 \\u{e9}\\u{1F600}]{0,40}", n in proptest::num::i64::ANY) {
+            let data = serde_json::to_string(&(text.clone(), n)).unwrap();
+            let frame = format!(r#"{{"event":"echo","data":{data},"cid":7}}"#);
+            let p = packets(&frame);
+            let Packet::Event(e) = &p[0] else { panic!() };
+            proptest::prop_assert_eq!(e.data.as_ref().unwrap().get(), data.as_str());
+        }
+    }
+}

@@ -1,0 +1,791 @@
+// Test harness for the interop suite: server process control, official-client adapters (socketcluster-client
+// 14.3.2 = protocol v1, 20.x = protocol v2), a frame-recording raw WebSocket client, bounded waits.
+//
+// Every wait in here is bounded; nothing a test awaits through these helpers can hang forever.
+
+import {spawn} from 'node:child_process';
+import http from 'node:http';
+import path from 'node:path';
+import {fileURLToPath} from 'node:url';
+import {afterEach, after} from 'node:test';
+import WebSocket from 'ws';
+import sc14 from 'sc14';
+import sc20 from 'sc20';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+export const ROOT = path.resolve(HERE, '..');
+
+// ---------------------------------------------------------------------------------------------------------------
+// Environment / skip reasons
+// ---------------------------------------------------------------------------------------------------------------
+
+/** The server under test: `SC_SERVER_CMD` (e.g. the Rust `interop_fixture` binary) or the Node reference. */
+export const SERVER_CMD = process.env.SC_SERVER_CMD || '';
+export const USING_REFERENCE = SERVER_CMD === '';
+
+/** Skip reason for tests that need one server speaking v1 and v2 at once (`--protocol-version auto`). */
+export const NEEDS_AUTO = USING_REFERENCE ? 'needs auto protocol' : false;
+/** Skip reason for tests that need the server to forward the JSON text of `data` byte-for-byte. */
+export const NEEDS_RAW_JSON = USING_REFERENCE
+  ? 'needs a server that forwards raw JSON text (the Node reference re-serialises data)'
+  : false;
+/** Skip reason for tests of v1 server semantics that socketcluster-server 20 (protocolVersion 1) does not have. */
+export const NEEDS_V1_SERVER = USING_REFERENCE
+  ? 'needs v14-server semantics in v1 mode (socketcluster-server 20 with protocolVersion 1 ignores them)'
+  : false;
+
+export const DEFAULT_WAIT = 5000;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Small async utilities
+// ---------------------------------------------------------------------------------------------------------------
+
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Resolves/rejects like `promise`, or rejects after `ms` with an error naming `label`. */
+export function withTimeout(promise, ms = DEFAULT_WAIT, label = 'operation') {
+  let timer;
+  let timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${label}`)), ms);
+  });
+  return Promise.race([Promise.resolve(promise), timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Resolves with the rejection reason of `promise` (bounded); fails if it resolves instead. */
+export async function expectRejection(promise, ms = DEFAULT_WAIT, label = 'rejection') {
+  let settled = await withTimeout(
+    Promise.resolve(promise).then((value) => ({ok: true, value}), (error) => ({ok: false, error})),
+    ms, label
+  );
+  if (settled.ok) {
+    throw new Error(`Expected ${label} but it resolved with ${JSON.stringify(settled.value)}`);
+  }
+  return settled.error;
+}
+
+/**
+ * An unbounded FIFO that tests can wait on. `waitFor(pred)` removes and returns the first (oldest) item matching
+ * `pred`, waiting up to `ms`; items that do not match stay in the queue. `all` keeps everything ever pushed.
+ */
+export class Queue {
+  constructor(name = 'queue') {
+    this.name = name;
+    this.items = [];
+    this.all = [];
+    this._waiters = [];
+  }
+
+  push(item) {
+    this.all.push(item);
+    for (let i = 0; i < this._waiters.length; i++) {
+      let waiter = this._waiters[i];
+      if (waiter.pred(item)) {
+        this._waiters.splice(i, 1);
+        clearTimeout(waiter.timer);
+        waiter.resolve(item);
+        return;
+      }
+    }
+    this.items.push(item);
+  }
+
+  waitFor(pred = () => true, ms = DEFAULT_WAIT, label) {
+    let index = this.items.findIndex(pred);
+    if (index !== -1) {
+      return Promise.resolve(this.items.splice(index, 1)[0]);
+    }
+    return new Promise((resolve, reject) => {
+      let waiter = {pred, resolve};
+      waiter.timer = setTimeout(() => {
+        let i = this._waiters.indexOf(waiter);
+        if (i !== -1) this._waiters.splice(i, 1);
+        let seen = this.items.slice(-10).map(describeItem).join(' | ');
+        reject(new Error(`Timed out after ${ms} ms waiting for ${label || 'an item'} on ${this.name}` +
+          ` (unconsumed, last 10: ${seen || 'none'})`));
+      }, ms);
+      this._waiters.push(waiter);
+    });
+  }
+
+  next(ms = DEFAULT_WAIT, label) {
+    return this.waitFor(() => true, ms, label || 'the next item');
+  }
+
+  /** Removes and returns everything currently queued. */
+  drain() {
+    let items = this.items;
+    this.items = [];
+    return items;
+  }
+
+  cancelWaiters() {
+    for (let waiter of this._waiters) clearTimeout(waiter.timer);
+    this._waiters = [];
+  }
+}
+
+function describeItem(item) {
+  if (typeof item === 'string') return JSON.stringify(item.length > 200 ? item.slice(0, 200) + '…' : item);
+  try {
+    let text = JSON.stringify(item, (k, v) => (v instanceof Error ? {name: v.name, message: v.message} : v));
+    return text && text.length > 200 ? text.slice(0, 200) + '…' : text;
+  } catch (e) {
+    return String(item);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Resource tracking: everything a test opens is closed in afterEach; `keep` servers at the end of the file.
+// ---------------------------------------------------------------------------------------------------------------
+
+const testResources = new Set();
+const fileResources = new Set();
+let hooksInstalled = false;
+
+/** Installs the cleanup hooks. Call once at the top level of every test file. */
+export function useHarness() {
+  if (hooksInstalled) return;
+  hooksInstalled = true;
+  afterEach(async () => {
+    await closeAll(testResources);
+  });
+  after(async () => {
+    await closeAll(testResources);
+    await closeAll(fileResources);
+  });
+}
+
+async function closeAll(set) {
+  let items = [...set].reverse();
+  set.clear();
+  // Clients first, then servers (servers were usually created first).
+  items.sort((a, b) => (a.kind === 'server') - (b.kind === 'server'));
+  for (let item of items) {
+    try {
+      await withTimeout(item.close(), 5000, `closing ${item.kind}`);
+    } catch (err) {
+      process.stderr.write(`harness: cleanup of ${item.kind} failed: ${err.message}\n`);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Server process
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Splits a command line on whitespace, honouring simple single/double quotes. */
+export function splitCommand(commandLine) {
+  let words = [];
+  let re = /"([^"]*)"|'([^']*)'|(\S+)/g;
+  let match;
+  while ((match = re.exec(commandLine))) {
+    words.push(match[1] ?? match[2] ?? match[3]);
+  }
+  return words;
+}
+
+function flagsToArgs(flags) {
+  if (Array.isArray(flags)) return flags.map(String);
+  let args = [];
+  for (let [name, value] of Object.entries(flags || {})) {
+    if (value === undefined || value === null) continue;
+    args.push(`--${name}`, String(value));
+  }
+  return args;
+}
+
+/**
+ * Starts the server under test with `flags` (array of strings or `{name: value}` object) plus `--port 0`.
+ * Resolves `{port, url, stop(), output}` once the server printed `LISTENING <port>`.
+ * Options: `keep: true` → lives until the end of the test file (use in `before`), otherwise stopped after the test.
+ */
+export async function startServer(flags = {}, {keep = false, startTimeout = 20000} = {}) {
+  let [command, ...baseArgs] = SERVER_CMD ? splitCommand(SERVER_CMD) : [process.execPath, path.join(ROOT, 'fixtures', 'node-server.js')];
+  let args = [...baseArgs, ...flagsToArgs(flags), '--port', '0'];
+  let child = spawn(command, args, {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true // own process group, so stop() also ends helpers a wrapper script may have started
+  });
+  let output = {stdout: '', stderr: ''};
+  let exited = new Promise((resolve) => {
+    child.once('exit', (code, signal) => resolve({code, signal}));
+    child.once('error', (error) => resolve({code: null, signal: null, error}));
+  });
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk) => {
+    output.stderr += chunk;
+    if (process.env.SC_INTEROP_DEBUG) process.stderr.write(`[server] ${chunk}`);
+  });
+  child.stdout.setEncoding('utf8');
+  let port = await withTimeout(new Promise((resolve, reject) => {
+    child.stdout.on('data', (chunk) => {
+      output.stdout += chunk;
+      let match = /^LISTENING (\d+)\s*$/m.exec(output.stdout);
+      if (match) resolve(Number(match[1]));
+    });
+    exited.then(({code, signal, error}) => reject(new Error(
+      `Server ${JSON.stringify([command, ...args].join(' '))} exited before LISTENING (code ${code}, signal ${signal}` +
+      `${error ? ', ' + error.message : ''}); stderr:\n${output.stderr}`
+    )));
+  }), startTimeout, `server ${command} to print LISTENING`).catch((err) => {
+    killGroup(child, 'SIGKILL');
+    throw err;
+  });
+
+  let stopped = false;
+  let server = {
+    kind: 'server',
+    port,
+    host: '127.0.0.1',
+    url: `ws://127.0.0.1:${port}/socketcluster/`,
+    args,
+    output,
+    child,
+    exited,
+    async stop() {
+      if (stopped) return exited;
+      stopped = true;
+      testResources.delete(server);
+      fileResources.delete(server);
+      killGroup(child, 'SIGTERM');
+      let result = await Promise.race([exited, sleep(3000).then(() => null)]);
+      if (!result) {
+        killGroup(child, 'SIGKILL');
+        result = await Promise.race([exited, sleep(2000).then(() => ({code: null, signal: 'timeout'}))]);
+      }
+      return result;
+    },
+    close() {
+      return server.stop();
+    }
+  };
+  (keep ? fileResources : testResources).add(server);
+  return server;
+}
+
+function killGroup(child, signal) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  try {
+    process.kill(-child.pid, signal);
+  } catch (err) {
+    try {
+      child.kill(signal);
+    } catch (e) {
+      // already gone
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Official clients behind one small interface
+// ---------------------------------------------------------------------------------------------------------------
+
+export const FAST_RECONNECT = {initialDelay: 100, randomness: 50};
+
+/** The client/protocol pairs every single-protocol test runs for. */
+export const VERSIONS = [
+  {name: 'v14', client: 14, protocol: '1'},
+  {name: 'v20', client: 20, protocol: '2'}
+];
+
+/**
+ * Creates an official client (14 → socketcluster-client 14.3.2, 20 → socketcluster-client 20.x) connected to
+ * `server`, wrapped in a {@link Client}. Does not wait for the connection; use `await client.ready()`.
+ */
+export function createClient(version, server, options = {}) {
+  let base = {
+    hostname: '127.0.0.1',
+    port: server.port,
+    autoReconnectOptions: {...FAST_RECONNECT},
+    ...options
+  };
+  let socket;
+  if (version === 14) {
+    socket = sc14.create({multiplex: false, ...base});
+  } else if (version === 20) {
+    socket = sc20.create(base);
+  } else {
+    throw new Error(`unknown client version ${version}`);
+  }
+  let client = version === 14 ? new Client14(socket) : new Client20(socket);
+  testResources.add(client);
+  return client;
+}
+
+/** Creates a client and waits for its first `connect` event. */
+export async function connectClient(version, server, options = {}) {
+  let client = createClient(version, server, options);
+  await client.ready();
+  return client;
+}
+
+class ClientBase {
+  constructor(version, socket) {
+    this.kind = `v${version} client`;
+    this.version = version;
+    this.socket = socket;
+    /** Local events as plain objects: {type: 'connect'|'disconnect'|'close'|'connectAbort'|'kickOut'|...}. */
+    this.events = new Queue(`v${version} client events`);
+    this._closed = false;
+  }
+
+  /** Waits for the next `connect` event (consumes it). Resolves with the handshake status. */
+  async ready(ms = DEFAULT_WAIT) {
+    let event = await this.events.waitFor((e) => e.type === 'connect', ms, 'connect');
+    return event.status;
+  }
+
+  waitEvent(type, pred = () => true, ms = DEFAULT_WAIT) {
+    return this.events.waitFor((e) => e.type === type && pred(e), ms, `local event ${type}`);
+  }
+
+  get id() {
+    return this.socket.id;
+  }
+
+  get state() {
+    return this.socket.state;
+  }
+
+  get authState() {
+    return this.socket.authState;
+  }
+
+  get pendingReconnect() {
+    return this.socket.pendingReconnect;
+  }
+
+  /** Round-trips an `echo`; resolves when answered. */
+  async echo(data, ms = DEFAULT_WAIT) {
+    return withTimeout(this.invoke('echo', data), ms, 'echo');
+  }
+
+  async close() {
+    if (this._closed) return;
+    this._closed = true;
+    this._shutdown();
+    this.events.cancelWaiters();
+  }
+}
+
+class ChannelHandle {
+  constructor(client, name, channel) {
+    this.client = client;
+    this.name = name;
+    this.channel = channel;
+    this.messages = new Queue(`channel ${name} (v${client.version})`);
+  }
+
+  get state() {
+    return this.channel.state;
+  }
+
+  /** Waits for this channel's next `subscribe` (resolves) or `subscribeFail` (rejects with the error). */
+  async waitSubscribed(ms = DEFAULT_WAIT) {
+    let event = await this.client.events.waitFor(
+      (e) => (e.type === 'subscribe' || e.type === 'subscribeFail') && e.channel === this.name,
+      ms, `subscribe/subscribeFail of ${this.name}`
+    );
+    if (event.type === 'subscribeFail') throw event.error;
+    return event;
+  }
+
+  /** Waits for this channel's next `subscribeFail`; resolves with its error. */
+  async waitSubscribeFail(ms = DEFAULT_WAIT) {
+    let event = await this.client.events.waitFor(
+      (e) => (e.type === 'subscribe' || e.type === 'subscribeFail') && e.channel === this.name,
+      ms, `subscribeFail of ${this.name}`
+    );
+    if (event.type === 'subscribe') throw new Error(`channel ${this.name} was subscribed, expected a failure`);
+    return event.error;
+  }
+
+  next(ms = DEFAULT_WAIT) {
+    return this.messages.next(ms, `a message on ${this.name}`);
+  }
+
+  waitMessage(pred, ms = DEFAULT_WAIT) {
+    return this.messages.waitFor(pred, ms, `a matching message on ${this.name}`);
+  }
+}
+
+/** socketcluster-client 14.3.2 (protocol v1): Emitter API, callbacks. */
+class Client14 extends ClientBase {
+  constructor(socket) {
+    super(14, socket);
+    let ev = this.events;
+    // v14 throws 'error' events that have no listener: always listen.
+    socket.on('error', (error) => ev.push({type: 'error', error}));
+    socket.on('connecting', () => ev.push({type: 'connecting'}));
+    socket.on('connect', (status) => ev.push({type: 'connect', status}));
+    socket.on('connectAbort', (code, reason) => ev.push({type: 'connectAbort', code, reason}));
+    socket.on('disconnect', (code, reason) => ev.push({type: 'disconnect', code, reason}));
+    socket.on('close', (code, reason) => ev.push({type: 'close', code, reason}));
+    socket.on('kickOut', (message, channel) => ev.push({type: 'kickOut', channel, message}));
+    socket.on('subscribe', (channel, subscriptionOptions) => ev.push({type: 'subscribe', channel, subscriptionOptions}));
+    socket.on('subscribeFail', (error, channel) => ev.push({type: 'subscribeFail', channel, error}));
+    socket.on('unsubscribe', (channel) => ev.push({type: 'unsubscribe', channel}));
+    socket.on('raw', (message) => ev.push({type: 'raw', message}));
+  }
+
+  /** `socket.emit(event, data, callback)` as a promise. */
+  invoke(event, data) {
+    return new Promise((resolve, reject) => {
+      this.socket.emit(event, data, (err, response) => (err ? reject(err) : resolve(response)));
+    });
+  }
+
+  /** `socket.emit(event, data)` without callback. */
+  transmit(event, data) {
+    this.socket.emit(event, data);
+  }
+
+  subscribe(name, options) {
+    let channel = this.socket.subscribe(name, options);
+    let handle = new ChannelHandle(this, name, channel);
+    channel.watch((data) => handle.messages.push(data));
+    handle.unsubscribe = () => channel.unsubscribe();
+    handle.publish = (data) => channel.publish(data);
+    handle.invokePublish = (data) => new Promise((resolve, reject) => {
+      channel.publish(data, (err, response) => (err ? reject(err) : resolve(response)));
+    });
+    return handle;
+  }
+
+  unsubscribe(name) {
+    this.socket.unsubscribe(name);
+  }
+
+  /** `socket.publish(channel, data)` without callback. */
+  publish(channel, data) {
+    this.socket.publish(channel, data);
+  }
+
+  /** `socket.publish(channel, data, callback)` as a promise. */
+  invokePublish(channel, data) {
+    return new Promise((resolve, reject) => {
+      this.socket.publish(channel, data, (err, response) => (err ? reject(err) : resolve(response)));
+    });
+  }
+
+  /** Server → client events named `name` (transmits and invokes), as a Queue of `data`. */
+  receive(name) {
+    let queue = new Queue(`v14 receiver ${name}`);
+    this.socket.on(name, (data) => queue.push(data));
+    return queue;
+  }
+
+  /** Answers server invokes of `name` with `handler(data)` (a throw becomes an error response). */
+  answer(name, handler) {
+    this.socket.on(name, (data, respond) => {
+      let result;
+      try {
+        result = handler(data);
+      } catch (err) {
+        respond(err);
+        return;
+      }
+      respond(null, result);
+    });
+  }
+
+  disconnect(code, reason) {
+    this.socket.disconnect(code, reason);
+  }
+
+  _shutdown() {
+    try {
+      this.socket.destroy();
+    } catch (err) {
+      // ignore
+    }
+    // Keep the error listener: late SocketProtocolErrors are thrown when nobody listens.
+    let ev = this.events;
+    this.socket.off();
+    this.socket.on('error', () => {});
+    ev.cancelWaiters();
+  }
+}
+
+/** socketcluster-client 20.x (protocol v2): async iterables, promises. */
+class Client20 extends ClientBase {
+  constructor(socket) {
+    super(20, socket);
+    let ev = this.events;
+    let listen = (name, map) => {
+      (async () => {
+        for await (let payload of socket.listener(name)) ev.push(map(payload));
+      })();
+    };
+    listen('error', ({error}) => ({type: 'error', error}));
+    listen('connecting', () => ({type: 'connecting'}));
+    listen('connect', (status) => ({type: 'connect', status}));
+    listen('connectAbort', ({code, reason}) => ({type: 'connectAbort', code, reason}));
+    listen('disconnect', ({code, reason}) => ({type: 'disconnect', code, reason}));
+    listen('close', ({code, reason}) => ({type: 'close', code, reason}));
+    listen('kickOut', ({channel, message}) => ({type: 'kickOut', channel, message}));
+    listen('subscribe', ({channel, subscriptionOptions}) => ({type: 'subscribe', channel, subscriptionOptions}));
+    listen('subscribeFail', ({channel, error}) => ({type: 'subscribeFail', channel, error}));
+    listen('unsubscribe', ({channel}) => ({type: 'unsubscribe', channel}));
+    listen('raw', ({message}) => ({type: 'raw', message}));
+  }
+
+  /** `await socket.invoke(event, data, options)`. */
+  invoke(event, data, options) {
+    return this.socket.invoke(event, data, options);
+  }
+
+  /** `socket.transmit(event, data)`. */
+  transmit(event, data) {
+    this.socket.transmit(event, data);
+  }
+
+  subscribe(name, options) {
+    let channel = this.socket.subscribe(name, options);
+    let handle = new ChannelHandle(this, name, channel);
+    (async () => {
+      for await (let data of channel) handle.messages.push(data);
+    })();
+    handle.unsubscribe = () => channel.unsubscribe();
+    handle.publish = (data) => channel.transmitPublish(data);
+    handle.invokePublish = (data) => channel.invokePublish(data);
+    return handle;
+  }
+
+  unsubscribe(name) {
+    this.socket.unsubscribe(name);
+  }
+
+  /** `socket.transmitPublish(channel, data)`. */
+  publish(channel, data) {
+    this.socket.transmitPublish(channel, data);
+  }
+
+  /** `socket.invokePublish(channel, data)`. */
+  invokePublish(channel, data) {
+    return this.socket.invokePublish(channel, data);
+  }
+
+  /** Server → client transmits named `name` (`socket.receiver(name)`), as a Queue of `data`. */
+  receive(name) {
+    let queue = new Queue(`v20 receiver ${name}`);
+    (async () => {
+      for await (let data of this.socket.receiver(name)) queue.push(data);
+    })();
+    return queue;
+  }
+
+  /** Answers server invokes of `name` (`socket.procedure(name)`) with `handler(data)`. */
+  answer(name, handler) {
+    (async () => {
+      for await (let request of this.socket.procedure(name)) {
+        let result;
+        try {
+          result = handler(request.data);
+        } catch (err) {
+          request.error(err);
+          continue;
+        }
+        request.end(result);
+      }
+    })();
+  }
+
+  disconnect(code, reason) {
+    this.socket.disconnect(code, reason);
+  }
+
+  _shutdown() {
+    let socket = this.socket;
+    try {
+      socket.disconnect();
+    } catch (err) {
+      // ignore
+    }
+    socket.killAllListeners();
+    socket.killAllReceivers();
+    socket.killAllProcedures();
+    socket.killAllChannels();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Raw WebSocket client that records frames
+// ---------------------------------------------------------------------------------------------------------------
+
+export const HANDSHAKE = '{"event":"#handshake","data":{"authToken":null},"cid":1}';
+
+/**
+ * Opens a plain `ws` WebSocket to the server's SocketCluster path.
+ * Options: `path` (default '/socketcluster/'), `query` (string without '?'), `headers`, `origin`,
+ * `pong` ('v1' answers `#1` with `#2`, 'v2' answers '' with '', 'any' both, false = never answer).
+ * Heartbeat frames (`#1` / `''`) go to `heartbeats`, every other inbound frame to `frames` (text as string,
+ * binary as Buffer). `log` has every frame in both directions with timestamps.
+ */
+export async function rawConnect(server, {path: wsPath = '/socketcluster/', query = '', headers = {}, origin, pong = false} = {}) {
+  let url = `ws://127.0.0.1:${server.port}${wsPath}${query ? '?' + query : ''}`;
+  let ws = new WebSocket(url, {headers, origin, perMessageDeflate: false});
+  let raw = new RawClient(ws, pong);
+  testResources.add(raw);
+  await withTimeout(new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+    ws.once('unexpected-response', (req, res) => reject(new Error(`upgrade refused with HTTP ${res.statusCode}`)));
+  }), DEFAULT_WAIT, `WebSocket open on ${url}`);
+  return raw;
+}
+
+class RawClient {
+  constructor(ws, pong) {
+    this.kind = 'raw client';
+    this.ws = ws;
+    this.pong = pong;
+    this.t0 = Date.now();
+    this.frames = new Queue('raw frames');
+    this.heartbeats = new Queue('raw heartbeats');
+    this.log = [];
+    this.closeInfo = null;
+    this.closed = new Promise((resolve) => {
+      ws.on('close', (code, reason) => {
+        this.closeInfo = {code, reason: reason.toString()};
+        this.log.push({dir: 'close', t: Date.now() - this.t0, ...this.closeInfo});
+        resolve(this.closeInfo);
+      });
+    });
+    ws.on('error', () => {});
+    ws.on('message', (data, isBinary) => {
+      let frame = isBinary ? Buffer.from(data) : data.toString('utf8');
+      this.log.push({dir: 'in', t: Date.now() - this.t0, frame});
+      if (!isBinary && (frame === '#1' || frame === '')) {
+        this.heartbeats.push(frame);
+        if ((frame === '#1' && (pong === 'v1' || pong === 'any')) || (frame === '' && (pong === 'v2' || pong === 'any'))) {
+          this.send(frame === '#1' ? '#2' : '');
+        }
+        return;
+      }
+      this.frames.push(frame);
+    });
+  }
+
+  send(text) {
+    this.log.push({dir: 'out', t: Date.now() - this.t0, frame: text});
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(text);
+  }
+
+  sendJson(value) {
+    this.send(JSON.stringify(value));
+  }
+
+  /** Sends the standard token-less handshake with `cid` and resolves with the exact response frame text. */
+  async handshake(cid = 1, ms = DEFAULT_WAIT) {
+    this.send(`{"event":"#handshake","data":{"authToken":null},"cid":${cid}}`);
+    return this.waitFrame((f) => typeof f === 'string' && f.startsWith(`{"rid":${cid},`), ms, `handshake response rid ${cid}`);
+  }
+
+  next(ms = DEFAULT_WAIT) {
+    return this.frames.next(ms, 'the next frame');
+  }
+
+  /** Waits for (and removes) the first frame matching `pred` (a function or an exact string). */
+  waitFrame(pred, ms = DEFAULT_WAIT, label) {
+    if (typeof pred === 'string') {
+      let exact = pred;
+      return this.frames.waitFor((f) => f === exact, ms, label || `frame ${exact}`);
+    }
+    return this.frames.waitFor(pred, ms, label || 'a matching frame');
+  }
+
+  /** Waits for the first JSON frame whose parsed value matches `pred`; resolves with {text, value}. */
+  async waitJson(pred, ms = DEFAULT_WAIT, label) {
+    let text = await this.frames.waitFor((f) => {
+      if (typeof f !== 'string') return false;
+      try {
+        return pred(JSON.parse(f));
+      } catch (e) {
+        return false;
+      }
+    }, ms, label || 'a matching JSON frame');
+    return {text, value: JSON.parse(text)};
+  }
+
+  waitClose(ms = DEFAULT_WAIT) {
+    return withTimeout(this.closed, ms, 'the server to close the connection');
+  }
+
+  close() {
+    this.frames.cancelWaiters();
+    this.heartbeats.cancelWaiters();
+    if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) {
+      try {
+        this.ws.terminate();
+      } catch (e) {
+        // ignore
+      }
+    }
+    return Promise.resolve();
+  }
+}
+
+/**
+ * Sends a WebSocket upgrade request by hand and reports how the server answered:
+ * `{status, headers, body}` (for 101, body is '' and the socket is destroyed right away).
+ */
+export function rawUpgrade(server, {path: reqPath = '/socketcluster/', headers = {}} = {}) {
+  return withTimeout(new Promise((resolve, reject) => {
+    let req = http.request({
+      host: '127.0.0.1',
+      port: server.port,
+      path: reqPath,
+      method: 'GET',
+      headers: {
+        'Connection': 'Upgrade',
+        'Upgrade': 'websocket',
+        'Sec-WebSocket-Version': '13',
+        'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==',
+        ...headers
+      }
+    });
+    req.on('upgrade', (res, socket) => {
+      socket.destroy();
+      resolve({status: res.statusCode, headers: res.headers, body: ''});
+    });
+    req.on('response', (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => (body += chunk));
+      res.on('end', () => resolve({status: res.statusCode, headers: res.headers, body}));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  }), DEFAULT_WAIT, `HTTP upgrade response for ${reqPath}`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Helpers shared by test files
+// ---------------------------------------------------------------------------------------------------------------
+
+let uniqueCounter = 0;
+/** A channel name unique within this test process. */
+export function uniqueName(prefix = 'ch') {
+  uniqueCounter++;
+  return `${prefix}-${process.pid}-${uniqueCounter}`;
+}
+
+/**
+ * Ordering barrier for publish deliveries to `client`: subscribes (once) to a private channel, asks the server to
+ * publish a fresh token to it (`serverpublish`), and waits until the token arrives. Publishes that the server handled
+ * before the barrier have then been delivered (or will never be).
+ */
+export async function publishBarrier(client, ms = DEFAULT_WAIT) {
+  if (!client._barrier) {
+    client._barrier = client.subscribe(uniqueName('barrier'));
+    await client._barrier.waitSubscribed(ms);
+  }
+  let token = uniqueName('token');
+  client.transmit('serverpublish', {channel: client._barrier.name, data: token});
+  await client._barrier.waitMessage((m) => m === token, ms);
+}
