@@ -24,10 +24,10 @@
 //! let Frame::Packets(packets) = frame else { panic!("not a packet") };
 //! let Packet::Event(event) = &packets[0] else { panic!("not an event") };
 //! assert_eq!(event.event, "echo");
-//! assert_eq!(event.data.map(|d| d.get()), Some(r#"{"msg":"hi"}"#));
+//! assert_eq!(event.data.as_ref().map(|d| d.get()), Some(r#"{"msg":"hi"}"#));
 //! assert_eq!(event.cid, Some(2));
 //!
-//! let reply = sc_protocol::encode::response(2, event.data.map(|d| d.get()));
+//! let reply = sc_protocol::encode::response(2, event.data.as_ref().map(|d| d.get()));
 //! assert_eq!(&reply[..], br#"{"rid":2,"data":{"msg":"hi"}}"#);
 //! ```
 

@@ -1,0 +1,109 @@
+//! Brokers: where a worker's channel traffic goes and comes from.
+//!
+//! A worker keeps one subscription per channel towards its [`Broker`], however many sockets
+//! subscribe locally; the broker hands every publication for a subscribed channel back to the
+//! worker's [`DeliverySink`], which fans it out to local subscribers.
+//!
+//! # Layout
+//!
+//! - [`Broker`]: the engine trait (subscribe / unsubscribe / publish) and its guarantees.
+//! - [`memory`]: [`MemoryBroker`], the in-process engine (the embedded default: one process,
+//!   no external service).
+//! - [`BrokerError`]: what can go wrong, typed.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sc_broker::{Broker, DeliverySink, MemoryBroker};
+//! use sc_protocol::{Json, Publication};
+//!
+//! struct Print;
+//! impl DeliverySink for Print {
+//!     fn deliver(&self, publication: Publication) {
+//!         println!("{} <- {:?}", publication.channel(), publication.data());
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let broker = MemoryBroker::new();
+//! broker.attach(Arc::new(Print));
+//! broker.subscribe("pong").await.unwrap();
+//! broker.publish(Publication::new("pong", Some(&Json::encode(&1).unwrap()))).await.unwrap();
+//! # });
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sc_protocol::Publication;
+
+pub mod memory;
+
+pub use memory::MemoryBroker;
+
+/// A boxed future, as returned by [`Broker`] methods (the trait is object-safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Receives the publications of every channel the worker is subscribed to.
+///
+/// Called from the broker's own context; implementations must not block (queue, don't wait).
+pub trait DeliverySink: Send + Sync + 'static {
+    /// One publication for a subscribed channel.
+    fn deliver(&self, publication: Publication);
+}
+
+/// The engine that carries publications between workers (and machines).
+///
+/// Guarantees every implementation gives:
+/// - after `subscribe(ch)` returns `Ok`, every publication to `ch` made afterwards (by anyone
+///   using the same broker) reaches the attached sink, until `unsubscribe(ch)`;
+/// - publications from one publisher to one channel arrive in publish order;
+/// - delivery is at most once: a publication made while the engine is unreachable is lost, and
+///   `publish` says so with an error;
+/// - after a reconnect the engine restores its own subscriptions; callers need not resubscribe.
+///
+/// Callers hold at most one subscription per channel (the worker's channel table dedupes), so
+/// implementations need not reference-count.
+pub trait Broker: Send + Sync + 'static {
+    /// Sets where publications of subscribed channels go. Called once, before any subscribe.
+    fn attach(&self, sink: Arc<dyn DeliverySink>);
+
+    /// Starts delivering publications of `channel` to the sink.
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Stops delivering publications of `channel`.
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>>;
+
+    /// Publishes to every subscriber of the publication's channel, everywhere.
+    fn publish(&self, publication: Publication) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// A short human description for logs and the health endpoint (e.g. `memory`).
+    fn describe(&self) -> String;
+}
+
+/// A broker operation failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BrokerError {
+    /// The engine cannot be reached right now; the operation was not performed.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The engine did not answer in time.
+    #[error("broker operation {action} timed out")]
+    Timeout {
+        /// The action that timed out (`subscribe`, `publish`, …).
+        action: &'static str,
+    },
+    /// The message is larger than the engine accepts.
+    #[error("message of {size} bytes exceeds the broker limit of {limit} bytes")]
+    TooLarge {
+        /// Size of the refused message.
+        size: usize,
+        /// The engine's limit.
+        limit: usize,
+    },
+    /// The engine refused or failed the operation.
+    #[error("{0}")]
+    Engine(String),
+}
