@@ -201,3 +201,23 @@ mod tests {
         assert_eq!(e.field("x").unwrap().get(), "[1]");
     }
 }
+
+impl From<&str> for ScError {
+    /// A plain error with only a message.
+    fn from(message: &str) -> ScError {
+        ScError::message_only(message)
+    }
+}
+
+impl From<String> for ScError {
+    /// A plain error with only a message.
+    fn from(message: String) -> ScError {
+        ScError::message_only(message)
+    }
+}
+
+impl From<crate::json::JsonError> for ScError {
+    fn from(error: crate::json::JsonError) -> ScError {
+        ScError::new(names::INVALID_MESSAGE, error.to_string())
+    }
+}

@@ -1,0 +1,110 @@
+//! [`Exchange`]: publish to channels and subscribe to them from server code.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+use sc_protocol::{Json, Publication};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::error::ExchangeError;
+use crate::hub::Hub;
+
+/// Buffered messages per server-side channel stream; when the consumer falls this far behind,
+/// newer messages are dropped (and logged) rather than slowing the fan-out.
+pub const CHANNEL_STREAM_BUFFER: usize = 1024;
+
+/// The server's access to channels (SocketCluster's `exchange`): publish to every subscriber on
+/// every worker, and subscribe from server code.
+///
+/// ```no_run
+/// use futures_util::StreamExt;
+/// # async fn demo(exchange: sc_server::Exchange) -> Result<(), sc_server::ExchangeError> {
+/// let mut pongs = exchange.subscribe("pong").await?;
+/// exchange.publish("pong", &1).await?;
+/// let first = pongs.next().await.unwrap();
+/// assert_eq!(first.data().unwrap().get(), "1");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Exchange {
+    hub: Arc<Hub>,
+}
+
+impl Exchange {
+    pub(crate) fn new(hub: Arc<Hub>) -> Exchange {
+        Exchange { hub }
+    }
+
+    /// Publishes `data` (serialised as JSON) to `channel`.
+    pub async fn publish<T: Serialize + ?Sized>(&self, channel: &str, data: &T) -> Result<(), ExchangeError> {
+        let data = Json::encode(data).map_err(|e| ExchangeError::Serialize(e.to_string()))?;
+        self.publish_json(channel, Some(&data)).await
+    }
+
+    /// Publishes data that is already JSON (forwarded verbatim), or no data.
+    pub async fn publish_json(&self, channel: &str, data: Option<&Json>) -> Result<(), ExchangeError> {
+        self.publish_encoded(Publication::new(channel, data)).await
+    }
+
+    /// Publishes an already encoded publication.
+    pub async fn publish_encoded(&self, publication: Publication) -> Result<(), ExchangeError> {
+        Ok(self.hub.broker().publish(publication).await?)
+    }
+
+    /// Subscribes server code to `channel`; the stream yields every publication until dropped.
+    pub async fn subscribe(&self, channel: &str) -> Result<ChannelStream, ExchangeError> {
+        let channel: Arc<str> = Arc::from(channel);
+        let (id, rx) = self.hub.watch(&channel, CHANNEL_STREAM_BUFFER).await?;
+        Ok(ChannelStream { hub: self.hub.clone(), channel, id, rx })
+    }
+
+    /// Number of local subscribers (sockets and server-side streams) of `channel` in this worker.
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.hub.subscriber_count(channel)
+    }
+
+    /// Channels with at least one local subscriber in this worker.
+    pub fn channels(&self) -> Vec<String> {
+        self.hub.channel_names()
+    }
+
+    /// A description of the broker engine behind the exchange (for logs and health checks).
+    pub fn broker_description(&self) -> String {
+        self.hub.broker().describe()
+    }
+}
+
+/// Publications of one channel, for server code. Dropping it unsubscribes.
+pub struct ChannelStream {
+    hub: Arc<Hub>,
+    channel: Arc<str>,
+    id: u64,
+    rx: mpsc::Receiver<Publication>,
+}
+
+impl ChannelStream {
+    /// The channel name.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+}
+
+impl Stream for ChannelStream {
+    type Item = Publication;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Publication>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for ChannelStream {
+    fn drop(&mut self) {
+        let (hub, channel, id) = (self.hub.clone(), self.channel.clone(), self.id);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { hub.unwatch(&channel, id).await });
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The HTTP side: the WebSocket upgrade on the SocketCluster path (with the reference's 400 / 403
+//! answers), static files, `/health`, and serving with axum.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_websockets::{Config, Limits, ServerBuilder};
+
+use crate::connection;
+use crate::id::new_socket_id;
+use crate::origin::origin_allowed;
+use crate::server::Server;
+use crate::socket::{Socket, UpgradeRequest};
+
+const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+impl Server {
+    /// A router with just the SocketCluster endpoint (`options.path`), to merge into an existing
+    /// axum app. Serve it with connect info (`into_make_service_with_connect_info::<SocketAddr>`)
+    /// so sockets know their remote address.
+    pub fn router(&self) -> Router {
+        Router::new().route(&self.0.options.path, get(upgrade_route)).with_state(self.clone())
+    }
+
+    /// The complete HTTP app of a worker: the SocketCluster endpoint, `GET /health`, static files
+    /// from `public_dir` (if given) for everything else, and the reference's `400 Bad Request` for
+    /// WebSocket upgrades on any other path.
+    pub fn app(&self, public_dir: Option<PathBuf>) -> Router {
+        let mut app = Router::new()
+            .route(&self.0.options.path, get(upgrade_route))
+            .route("/health", get(health))
+            .with_state(self.clone());
+        if let Some(dir) = public_dir {
+            app = app.fallback_service(tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true));
+        }
+        app.layer(middleware::from_fn_with_state(self.clone(), reject_misrouted_upgrades))
+    }
+
+    /// Serves `app` on `listener` until the process ends (TCP_NODELAY on, remote addresses known).
+    pub async fn serve(&self, listener: TcpListener, app: Router) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+    }
+
+    /// Answers a WebSocket upgrade request for this server: use it inside your own axum or hyper
+    /// handler when [`Server::router`] does not fit.
+    pub fn accept(&self, request: Request) -> Response {
+        upgrade(self, request)
+    }
+}
+
+async fn upgrade_route(State(server): State<Server>, request: Request) -> Response {
+    upgrade(&server, request)
+}
+
+async fn health(State(server): State<Server>) -> impl IntoResponse {
+    let body = serde_json::json!({
+        "status": "ok",
+        "clients": server.clients_count(),
+        "connectionsTotal": server.connections_total(),
+        "broker": server.exchange().broker_description(),
+        "protocolVersion": server.options().protocol_version,
+    });
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string())
+}
+
+async fn reject_misrouted_upgrades(State(server): State<Server>, request: Request, next: Next) -> Response {
+    if is_websocket_upgrade(request.headers()) && request.uri().path() != server.options().path {
+        return bad_request();
+    }
+    next.run(request).await
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    header_has_token(headers, header::UPGRADE, "websocket")
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim().eq_ignore_ascii_case(token))
+}
+
+fn bad_request() -> Response {
+    (StatusCode::BAD_REQUEST, "Bad Request").into_response()
+}
+
+fn upgrade(server: &Server, mut request: Request) -> Response {
+    let headers = request.headers();
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
+    let version_ok = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let (Some(key), true, true, true) = (
+        key,
+        version_ok,
+        is_websocket_upgrade(headers),
+        header_has_token(headers, header::CONNECTION, "upgrade"),
+    ) else {
+        return bad_request();
+    };
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !origin_allowed(&server.options().origins, origin) {
+        let shown = origin.filter(|o| *o != "null").unwrap_or("*");
+        tracing::info!(origin = shown, "rejected a WebSocket upgrade: invalid origin");
+        return (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "text/html")],
+            format!("Failed to authorize socket handshake - Invalid origin: {shown}"),
+        )
+            .into_response();
+    }
+    let protocol = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|p| p.trim().to_owned());
+    let remote_addr = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let upgrade_request =
+        UpgradeRequest { remote_addr, uri: request.uri().clone(), headers: request.headers().clone() };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+
+    let server = server.clone();
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        let limits = Limits::default().max_payload_len(Some(server.options().max_payload));
+        let ws = ServerBuilder::new().limits(limits).config(Config::default()).serve(TokioIo::new(upgraded));
+        server.0.stats.connections_total.fetch_add(1, Ordering::Relaxed);
+        let socket = Socket::new(new_socket_id(), server.0.clone(), upgrade_request, server.fixed_dialect());
+        connection::run(ws, socket).await;
+    });
+
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(protocol) = protocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    response
+}
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
+fn accept_key(key: &[u8]) -> String {
+    let mut sha = sha1_smol::Sha1::new();
+    sha.update(key);
+    sha.update(WEBSOCKET_GUID.as_bytes());
+    STANDARD.encode(sha.digest().bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc6455_accept_key() {
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+}

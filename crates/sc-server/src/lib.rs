@@ -1,0 +1,64 @@
+//! A SocketCluster server for one worker, wire-compatible with the official JavaScript clients
+//! (`socketcluster-client` 14.x speaking protocol v1 and 15+ speaking v2, on the same endpoint).
+//!
+//! # Layout
+//!
+//! - [`server`]: [`Server`], its handlers, its sockets; [`http`] serves it (upgrade, static
+//!   files, `/health`) alone or inside an existing axum app.
+//! - [`socket`]: [`Socket`], the handle on one client: `emit`, `invoke`, `disconnect`, …
+//! - [`handler`]: [`Request`], [`Reply`] and the [`Handler`] trait your async closures implement.
+//! - [`exchange`]: [`Exchange`]: `publish` and `subscribe` (as a `Stream`) from server code.
+//! - `connection` (reader: handshake, heartbeat, timeouts), `dispatch` (protocol and application
+//!   events), `outbound` (bounded per-socket queue and the writer that batches flushes),
+//!   `hub` (channel table and fan-out), `heartbeat` (v1/v2 dialect detection): internals.
+//! - [`options`]: [`ServerOptions`] with SocketCluster's names and defaults.
+//!
+//! # The seed's boilerplate, in Rust
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use sc_protocol::ScError;
+//! use sc_server::{Reply, Request, Server, ServerOptions};
+//!
+//! # async fn run() -> anyhow::Result<()> {
+//! let server = Server::new(ServerOptions::default())?;
+//! let exchange = server.exchange();
+//! let count = Arc::new(AtomicU64::new(0));
+//! // A client emits `ping`; the worker counts it and publishes the count to `pong`.
+//! server.on("ping", move |_req: Request| {
+//!     let (exchange, count) = (exchange.clone(), count.clone());
+//!     async move {
+//!         let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+//!         exchange.publish("pong", &n).await.map_err(ScError::from)
+//!     }
+//! });
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8000").await?;
+//! server.serve(listener, server.app(Some("public".into()))).await?;
+//! # Ok(()) }
+//! ```
+
+mod connection;
+mod dispatch;
+pub mod error;
+pub mod exchange;
+pub mod handler;
+mod heartbeat;
+pub mod http;
+mod hub;
+mod id;
+pub mod options;
+mod origin;
+mod outbound;
+pub mod server;
+pub mod socket;
+
+pub use error::{ExchangeError, InvokeError, SendError};
+pub use exchange::{ChannelStream, Exchange};
+pub use handler::{ConnectionHandler, Handler, Reply, Request};
+pub use options::{InvalidOptions, ServerOptions};
+pub use server::Server;
+pub use socket::{Socket, SocketState, UpgradeRequest};
+
+pub use sc_broker::{Broker, BrokerError, MemoryBroker};
+pub use sc_protocol::{CloseCode, Json, ProtocolVersion, Publication, ScError};

@@ -1,0 +1,143 @@
+//! [`ServerOptions`]: the server's settings, with SocketCluster's option names and defaults.
+
+use std::time::Duration;
+
+use sc_protocol::ProtocolVersion;
+use serde::{Deserialize, Serialize};
+
+/// Settings of one realtime server (PROTOCOL.md §13). Field names serialise in SocketCluster's
+/// camelCase (`pingInterval`, `socketChannelLimit`, …), so a config file reads like the reference's
+/// options object. Durations are in milliseconds, as in SocketCluster.
+///
+/// ```
+/// let options = sc_server::ServerOptions { ping_interval: 2000, ..Default::default() };
+/// assert_eq!(options.path, "/socketcluster/");
+/// assert_eq!(options.socket_channel_limit, Some(1000));
+/// options.validate().unwrap();
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServerOptions {
+    /// URL path of the WebSocket endpoint; matched exactly (query ignored).
+    pub path: String,
+    /// Heartbeat dialect: `1`, `2`, or `auto` (detect per connection; serves 14.x and 15+ clients).
+    pub protocol_version: ProtocolVersion,
+    /// How long server-initiated invokes wait for the client's response.
+    pub ack_timeout: u64,
+    /// How long a new connection may take to send `#handshake` (else close 4005).
+    pub handshake_timeout: u64,
+    /// Close with 4009 when anything but `#handshake` arrives first.
+    pub strict_handshake: bool,
+    /// Interval between server pings.
+    pub ping_interval: u64,
+    /// Close with 4001 when the client is silent this long; sent to clients in the handshake.
+    pub ping_timeout: u64,
+    /// No pings and no pong timeout.
+    pub ping_timeout_disabled: bool,
+    /// Whether clients may `#publish`.
+    pub allow_client_publish: bool,
+    /// Most channels one socket may subscribe to (`None`: unlimited). SocketCluster's cluster
+    /// default is 1000.
+    pub socket_channel_limit: Option<usize>,
+    /// Allowed origins: `host:port`, `host:*`, `*:port` entries, or `*:*` for all.
+    pub origins: String,
+    /// Largest inbound message in bytes (above it: close 1009). Default 100 MiB, as the reference.
+    pub max_payload: usize,
+    /// Most frames waiting in one socket's outbound queue. A socket that lets its queue fill up
+    /// (a slow consumer) is closed with code 4100; no other socket ever waits for it.
+    pub outbound_queue_limit: usize,
+    /// Application name, informational (logs, health endpoint).
+    pub app_name: Option<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            path: "/socketcluster/".to_owned(),
+            protocol_version: ProtocolVersion::Auto,
+            ack_timeout: 10_000,
+            handshake_timeout: 10_000,
+            strict_handshake: true,
+            ping_interval: 8_000,
+            ping_timeout: 20_000,
+            ping_timeout_disabled: false,
+            allow_client_publish: true,
+            socket_channel_limit: Some(1000),
+            origins: "*:*".to_owned(),
+            max_payload: 100 * 1024 * 1024,
+            outbound_queue_limit: 4096,
+            app_name: None,
+        }
+    }
+}
+
+/// An option value is out of range.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("InvalidOptionsError: {0}")]
+pub struct InvalidOptions(pub String);
+
+impl ServerOptions {
+    /// Checks every value; the server refuses to start with invalid options.
+    pub fn validate(&self) -> Result<(), InvalidOptions> {
+        let positive = [
+            ("ackTimeout", self.ack_timeout),
+            ("handshakeTimeout", self.handshake_timeout),
+            ("pingInterval", self.ping_interval),
+            ("pingTimeout", self.ping_timeout),
+        ];
+        for (name, value) in positive {
+            if value == 0 || value > i32::MAX as u64 {
+                return Err(InvalidOptions(format!("{name} must be between 1 and 2147483647 ms, not {value}")));
+            }
+        }
+        if !self.path.starts_with('/') {
+            return Err(InvalidOptions(format!("path must start with '/', not {:?}", self.path)));
+        }
+        if self.max_payload == 0 {
+            return Err(InvalidOptions("maxPayload must be positive".to_owned()));
+        }
+        if self.outbound_queue_limit == 0 {
+            return Err(InvalidOptions("outboundQueueLimit must be positive".to_owned()));
+        }
+        if self.socket_channel_limit == Some(0) {
+            return Err(InvalidOptions("socketChannelLimit must be positive (omit it for no limit)".to_owned()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.ack_timeout)
+    }
+
+    pub(crate) fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout)
+    }
+
+    pub(crate) fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval)
+    }
+
+    pub(crate) fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_socketcluster_names() {
+        let o: ServerOptions =
+            serde_json::from_str(r#"{"pingInterval":1000,"socketChannelLimit":2,"protocolVersion":"1"}"#).unwrap();
+        assert_eq!((o.ping_interval, o.socket_channel_limit, o.protocol_version), (1000, Some(2), ProtocolVersion::V1));
+        assert_eq!(o.ping_timeout, 20_000);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(ServerOptions { ping_interval: 0, ..Default::default() }.validate().is_err());
+        assert!(ServerOptions { path: "x".into(), ..Default::default() }.validate().is_err());
+        assert!(ServerOptions { socket_channel_limit: Some(0), ..Default::default() }.validate().is_err());
+    }
+}

@@ -1,0 +1,158 @@
+//! [`Server`]: one worker's realtime server, its handlers and its sockets.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+use sc_broker::{Broker, MemoryBroker};
+use sc_protocol::{CloseCode, HeartbeatDialect, ProtocolVersion};
+
+use crate::exchange::Exchange;
+use crate::handler::{ConnectionHandler, Handler};
+use crate::hub::Hub;
+use crate::options::{InvalidOptions, ServerOptions};
+use crate::socket::Socket;
+
+/// A SocketCluster realtime server. Cheap to clone; all clones are the same server.
+///
+/// ```no_run
+/// use sc_server::{Reply, Request, Server, ServerOptions};
+/// use sc_protocol::ScError;
+///
+/// # async fn run() -> anyhow::Result<()> {
+/// let server = Server::new(ServerOptions::default())?;
+/// let exchange = server.exchange();
+/// server.on("echo", |req: Request| async move { Ok::<_, ScError>(Reply::from(req.data().cloned())) });
+/// server.on_connection(move |socket| {
+///     let exchange = exchange.clone();
+///     async move {
+///         let _ = socket.on("ping", move |_req: Request| {
+///             let exchange = exchange.clone();
+///             async move { exchange.publish("pong", &1).await.map_err(ScError::from) }
+///         });
+///     }
+/// });
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+/// server.serve(listener, server.app(None)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Server(pub(crate) Arc<ServerShared>);
+
+pub(crate) struct ServerShared {
+    pub(crate) options: Arc<ServerOptions>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) handlers: RwLock<HashMap<Box<str>, Arc<dyn Handler>>>,
+    connection_handlers: RwLock<Vec<Arc<dyn ConnectionHandler>>>,
+    clients: RwLock<HashMap<Box<str>, Socket>>,
+    pub(crate) stats: Stats,
+}
+
+/// Counters for the health and metrics endpoints.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) connections_total: AtomicU64,
+}
+
+impl Server {
+    /// A server with the in-process broker (one process, no external service).
+    pub fn new(options: ServerOptions) -> Result<Server, InvalidOptions> {
+        Server::with_broker(options, Arc::new(MemoryBroker::new()))
+    }
+
+    /// A server whose channels go through `broker` (broker processes, Redis, NATS, …).
+    pub fn with_broker(options: ServerOptions, broker: Arc<dyn Broker>) -> Result<Server, InvalidOptions> {
+        options.validate()?;
+        Ok(Server(Arc::new(ServerShared {
+            options: Arc::new(options),
+            hub: Hub::new(broker),
+            handlers: RwLock::new(HashMap::new()),
+            connection_handlers: RwLock::new(Vec::new()),
+            clients: RwLock::new(HashMap::new()),
+            stats: Stats::default(),
+        })))
+    }
+
+    /// The server's options.
+    pub fn options(&self) -> &ServerOptions {
+        &self.0.options
+    }
+
+    /// Publish to and subscribe to channels from server code.
+    pub fn exchange(&self) -> Exchange {
+        Exchange::new(self.0.hub.clone())
+    }
+
+    /// Runs `handler` for every socket once its handshake succeeded (SocketCluster's `connection`
+    /// event). Handlers run in registration order.
+    pub fn on_connection<H: ConnectionHandler>(&self, handler: H) {
+        self.0.connection_handlers.write().push(Arc::new(handler));
+    }
+
+    /// Registers a handler for `event` on every socket (a socket's own [`Socket::on`] handler of
+    /// the same name takes precedence). Costs nothing per socket. Names starting with `#` are
+    /// refused (returns false).
+    pub fn on<H: Handler>(&self, event: &str, handler: H) -> bool {
+        if event.starts_with('#') {
+            return false;
+        }
+        self.0.handlers.write().insert(event.into(), Arc::new(handler));
+        true
+    }
+
+    /// Number of sockets that completed the handshake and are still open.
+    pub fn clients_count(&self) -> usize {
+        self.0.clients.read().len()
+    }
+
+    /// The open socket with this id.
+    pub fn socket(&self, id: &str) -> Option<Socket> {
+        self.0.clients.read().get(id).cloned()
+    }
+
+    /// All open sockets.
+    pub fn sockets(&self) -> Vec<Socket> {
+        self.0.clients.read().values().cloned().collect()
+    }
+
+    /// Connections accepted since start.
+    pub fn connections_total(&self) -> u64 {
+        self.0.stats.connections_total.load(Ordering::Relaxed)
+    }
+
+    /// Closes every socket with `code` (e.g. 1001 when shutting down) and returns how many.
+    pub fn disconnect_all(&self, code: u16, reason: &str) -> usize {
+        let sockets = self.sockets();
+        for socket in &sockets {
+            socket.close_with(CloseCode(code), reason, true);
+        }
+        sockets.len()
+    }
+
+    /// The heartbeat dialect new connections start with (`None` in auto mode).
+    pub(crate) fn fixed_dialect(&self) -> Option<HeartbeatDialect> {
+        match self.0.options.protocol_version {
+            ProtocolVersion::V1 => Some(HeartbeatDialect::V1),
+            ProtocolVersion::V2 => Some(HeartbeatDialect::V2),
+            ProtocolVersion::Auto => None,
+        }
+    }
+}
+
+impl ServerShared {
+    pub(crate) fn register(&self, socket: &Socket) {
+        self.clients.write().insert(socket.id().into(), socket.clone());
+    }
+
+    pub(crate) fn unregister(&self, socket: &Socket) {
+        self.clients.write().remove(socket.id());
+    }
+
+    pub(crate) async fn run_connection_handlers(&self, socket: &Socket) {
+        let handlers = self.connection_handlers.read().clone();
+        for handler in handlers {
+            handler.call(socket.clone()).await;
+        }
+    }
+}

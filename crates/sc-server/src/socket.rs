@@ -1,0 +1,322 @@
+//! [`Socket`]: the server's handle on one connected client.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use sc_protocol::{CloseCode, HeartbeatDialect, Json, ScError, encode};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::error::{InvokeError, SendError};
+use crate::handler::Handler;
+use crate::outbound::{OutboundQueue, PushError};
+use crate::server::ServerShared;
+
+/// Connection state of a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketState {
+    /// The WebSocket is open, the SocketCluster handshake is not done yet.
+    Connecting,
+    /// Handshake done: events flow.
+    Open,
+    /// Closed or closing.
+    Closed,
+}
+
+/// What the HTTP upgrade request said about the client.
+#[derive(Debug, Clone)]
+pub struct UpgradeRequest {
+    /// The client's address (`None` when the server was not told, e.g. behind a custom acceptor).
+    pub remote_addr: Option<SocketAddr>,
+    /// The request URI (path and query).
+    pub uri: http::Uri,
+    /// The request headers.
+    pub headers: http::HeaderMap,
+}
+
+type PendingInvoke = oneshot::Sender<Result<Option<Json>, ScError>>;
+type DisconnectListener = Box<dyn FnOnce(CloseCode, &str) + Send>;
+
+/// The server side of one client connection. Cheap to clone; every clone is the same socket.
+///
+/// ```no_run
+/// # async fn demo(socket: sc_server::Socket) -> Result<(), Box<dyn std::error::Error>> {
+/// socket.emit("serverPush", &serde_json::json!({ "hello": "world" }))?;
+/// let answer = socket.invoke("serverQuestion", &serde_json::json!({ "q": "how?" })).await?;
+/// println!("client answered {answer:?}");
+/// socket.disconnect(4321, "dropped by server");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Socket(pub(crate) Arc<SocketShared>);
+
+pub(crate) struct SocketShared {
+    pub(crate) id: Box<str>,
+    pub(crate) server: Arc<ServerShared>,
+    pub(crate) queue: OutboundQueue,
+    state: AtomicU8,
+    dialect: AtomicU8,
+    next_cid: AtomicU64,
+    pending: Mutex<HashMap<u64, PendingInvoke>>,
+    pub(crate) channels: Mutex<HashSet<Arc<str>>>,
+    handlers: RwLock<HashMap<Box<str>, Arc<dyn Handler>>>,
+    disconnect_listeners: Mutex<Vec<DisconnectListener>>,
+    pub(crate) request: UpgradeRequest,
+}
+
+const STATE_CONNECTING: u8 = 0;
+const STATE_OPEN: u8 = 1;
+const STATE_CLOSED: u8 = 2;
+const DIALECT_UNKNOWN: u8 = 0;
+const DIALECT_V1: u8 = 1;
+const DIALECT_V2: u8 = 2;
+
+impl Socket {
+    pub(crate) fn new(
+        id: Box<str>,
+        server: Arc<ServerShared>,
+        request: UpgradeRequest,
+        dialect: Option<HeartbeatDialect>,
+    ) -> Socket {
+        let limit = server.options.outbound_queue_limit;
+        Socket(Arc::new(SocketShared {
+            id,
+            server,
+            queue: OutboundQueue::new(limit),
+            state: AtomicU8::new(STATE_CONNECTING),
+            dialect: AtomicU8::new(dialect.map_or(DIALECT_UNKNOWN, dialect_code)),
+            next_cid: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            channels: Mutex::new(HashSet::new()),
+            handlers: RwLock::new(HashMap::new()),
+            disconnect_listeners: Mutex::new(Vec::new()),
+            request,
+        }))
+    }
+
+    /// The socket id sent to the client in the handshake (20 URL-safe characters).
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    /// The connection state.
+    pub fn state(&self) -> SocketState {
+        match self.0.state.load(Ordering::Acquire) {
+            STATE_CONNECTING => SocketState::Connecting,
+            STATE_OPEN => SocketState::Open,
+            _ => SocketState::Closed,
+        }
+    }
+
+    /// The upgrade request: remote address, URI (with the client's `query`), headers.
+    pub fn request(&self) -> &UpgradeRequest {
+        &self.0.request
+    }
+
+    /// The heartbeat dialect in use, once known (always known unless `protocolVersion` is `auto`
+    /// and the first ping has not been answered yet).
+    pub fn dialect(&self) -> Option<HeartbeatDialect> {
+        match self.0.dialect.load(Ordering::Acquire) {
+            DIALECT_V1 => Some(HeartbeatDialect::V1),
+            DIALECT_V2 => Some(HeartbeatDialect::V2),
+            _ => None,
+        }
+    }
+
+    /// Registers a handler for `event` on this socket only (it takes precedence over a
+    /// server-wide handler of the same name). Names starting with `#` belong to the protocol and
+    /// are refused.
+    pub fn on<H: Handler>(&self, event: &str, handler: H) -> Result<(), SendError> {
+        crate::error::check_event_name(event)?;
+        self.0.handlers.write().insert(event.into(), Arc::new(handler));
+        Ok(())
+    }
+
+    /// Runs `listener` once when the socket closes, with the close code and reason.
+    pub fn on_disconnect(&self, listener: impl FnOnce(CloseCode, &str) + Send + 'static) {
+        if self.state() == SocketState::Closed {
+            return;
+        }
+        self.0.disconnect_listeners.lock().push(Box::new(listener));
+    }
+
+    /// Sends an event without expecting a response (SocketCluster's `transmit` / v14 `emit`).
+    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), SendError> {
+        let data = Json::encode(data).map_err(|e| SendError::Serialize(e.to_string()))?;
+        self.emit_json(event, Some(&data))
+    }
+
+    /// Sends an event whose data is already JSON (or has none).
+    pub fn emit_json(&self, event: &str, data: Option<&Json>) -> Result<(), SendError> {
+        crate::error::check_event_name(event)?;
+        self.send_frame(encode::event(event, data.map(Json::get), None))
+    }
+
+    /// Sends an event and waits for the client's response, up to the server's `ackTimeout`.
+    pub async fn invoke<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<Option<Json>, InvokeError> {
+        let data = Json::encode(data).map_err(|e| InvokeError::Send(SendError::Serialize(e.to_string())))?;
+        self.invoke_json(event, Some(&data)).await
+    }
+
+    /// [`Socket::invoke`] with data that is already JSON.
+    pub async fn invoke_json(&self, event: &str, data: Option<&Json>) -> Result<Option<Json>, InvokeError> {
+        crate::error::check_event_name(event)?;
+        let cid = self.0.next_cid.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.0.pending.lock().insert(cid, tx);
+        if let Err(e) = self.send_frame(encode::event(event, data.map(Json::get), Some(cid))) {
+            self.0.pending.lock().remove(&cid);
+            return Err(e.into());
+        }
+        let timeout = self.0.server.options.ack_timeout();
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(data))) => Ok(data),
+            Ok(Ok(Err(error))) => Err(InvokeError::Remote(error)),
+            Ok(Err(_)) => Err(InvokeError::Disconnected),
+            Err(_) => {
+                self.0.pending.lock().remove(&cid);
+                Err(InvokeError::Timeout { event: event.to_owned() })
+            }
+        }
+    }
+
+    /// Sends a raw text frame (the client sees a `raw` / `message` event).
+    pub fn send_raw(&self, text: &str) -> Result<(), SendError> {
+        self.send_frame(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    /// Closes the connection with `code` (1000, or 3000–4999 outside the protocol's own
+    /// 4000–4009) and `reason`, after the frames already queued. v1 clients first get the
+    /// `#disconnect` event, as socketcluster-server 14 sends it.
+    pub fn disconnect(&self, code: u16, reason: &str) {
+        let code = if CloseCode(code).is_application_code() { CloseCode(code) } else { CloseCode::NORMAL };
+        self.close_with(code, reason, true);
+    }
+
+    /// Frames waiting in this socket's outbound queue (a growing number means a slow client).
+    pub fn outbound_queue_len(&self) -> usize {
+        self.0.queue.len()
+    }
+
+    /// Channels this socket is subscribed to.
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.0.channels.lock().iter().map(|c| c.to_string()).collect()
+    }
+
+    /// Whether the socket is subscribed to `channel`.
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.0.channels.lock().contains(channel)
+    }
+
+    /// Removes the socket from `channel` (or from every channel when `None`) and tells the client
+    /// with `#kickOut`; the client does not re-subscribe kicked channels.
+    pub async fn kick_out(&self, channel: Option<&str>, message: &str) {
+        let channels: Vec<Arc<str>> = {
+            let subscribed = self.0.channels.lock();
+            match channel {
+                Some(name) => subscribed.get(name).cloned().into_iter().collect(),
+                None => subscribed.iter().cloned().collect(),
+            }
+        };
+        for name in channels {
+            let data = kick_out_data(self.dialect(), &name, message);
+            let _ = self.send_frame(encode::event("#kickOut", Some(data.get()), None));
+            if self.0.channels.lock().remove(&name) {
+                self.0.server.hub.unsubscribe_socket(self, &name).await;
+            }
+        }
+    }
+
+    pub(crate) fn send_frame(&self, frame: Bytes) -> Result<(), SendError> {
+        match self.0.queue.push(frame) {
+            Ok(()) => Ok(()),
+            Err(PushError::Closed) => Err(SendError::Closed),
+            Err(PushError::Overflow) => Err(SendError::SlowConsumer),
+        }
+    }
+
+    /// Closes the socket: optional v1 `#disconnect` event, then the close frame.
+    pub(crate) fn close_with(&self, code: CloseCode, reason: &str, announce: bool) {
+        if announce && self.dialect() == Some(HeartbeatDialect::V1) {
+            let mut data = format!("{{\"code\":{}", code.0);
+            if !reason.is_empty() {
+                data.push_str(",\"data\":");
+                data.push_str(Json::string(reason).get());
+            }
+            data.push('}');
+            let _ = self.send_frame(encode::event("#disconnect", Some(&data), None));
+        }
+        // v1 peers get the reason in `#disconnect`; the close frame then carries none.
+        let wire_reason = if self.dialect() == Some(HeartbeatDialect::V1) { "" } else { reason };
+        if self.0.queue.push_close(code, wire_reason.to_owned()) {
+            tracing::debug!(socket = %self.id(), code = code.0, reason, "closing socket");
+        }
+    }
+
+    pub(crate) fn set_open(&self) {
+        self.0.state.store(STATE_OPEN, Ordering::Release);
+    }
+
+    pub(crate) fn set_dialect(&self, dialect: HeartbeatDialect) {
+        self.0.dialect.store(dialect_code(dialect), Ordering::Release);
+    }
+
+    pub(crate) fn handler(&self, event: &str) -> Option<Arc<dyn Handler>> {
+        let own = self.0.handlers.read().get(event).cloned();
+        own.or_else(|| self.0.server.handlers.read().get(event).cloned())
+    }
+
+    /// Completes a server-to-client invoke with the client's response.
+    pub(crate) fn resolve_invoke(&self, rid: u64, result: Result<Option<Json>, ScError>) {
+        if let Some(tx) = self.0.pending.lock().remove(&rid) {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// Marks the socket closed, fails pending invokes and runs disconnect listeners. Returns the
+    /// channels it was subscribed to, for the caller to release.
+    pub(crate) fn mark_closed(&self, code: CloseCode, reason: &str) -> Vec<Arc<str>> {
+        self.0.state.store(STATE_CLOSED, Ordering::Release);
+        self.0.queue.finish();
+        self.0.pending.lock().clear();
+        let listeners = std::mem::take(&mut *self.0.disconnect_listeners.lock());
+        for listener in listeners {
+            listener(code, reason);
+        }
+        self.0.handlers.write().clear();
+        self.0.channels.lock().drain().collect()
+    }
+
+    pub(crate) fn ptr_eq(&self, other: &Socket) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+fn dialect_code(dialect: HeartbeatDialect) -> u8 {
+    match dialect {
+        HeartbeatDialect::V1 => DIALECT_V1,
+        HeartbeatDialect::V2 => DIALECT_V2,
+    }
+}
+
+/// `#kickOut` data, in each version's key order.
+fn kick_out_data(dialect: Option<HeartbeatDialect>, channel: &str, message: &str) -> Json {
+    let (channel, message) = (Json::string(channel), Json::string(message));
+    let text = if dialect == Some(HeartbeatDialect::V1) {
+        format!("{{\"message\":{message},\"channel\":{channel}}}")
+    } else {
+        format!("{{\"channel\":{channel},\"message\":{message}}}")
+    };
+    Json::from_text(&text).unwrap_or(Json::NULL)
+}
+
+impl fmt::Debug for Socket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Socket").field("id", &self.id()).field("state", &self.state()).finish()
+    }
+}
