@@ -9,6 +9,7 @@
 //! - [`Broker`]: the engine trait (subscribe / unsubscribe / publish) and its guarantees.
 //! - [`memory`]: [`MemoryBroker`], the in-process engine (the embedded default: one process,
 //!   no external service).
+//! - [`kv`]: [`KvStore`] and [`KvCommand`], the exchange's key/value store.
 //! - [`BrokerError`]: what can go wrong, typed.
 //!
 //! # Example
@@ -39,8 +40,10 @@ use std::sync::Arc;
 
 use sc_protocol::Publication;
 
+pub mod kv;
 pub mod memory;
 
+pub use kv::{KeyPath, KvCommand, KvStore};
 pub use memory::MemoryBroker;
 
 /// A boxed future, as returned by [`Broker`] methods (the trait is object-safe).

@@ -51,12 +51,14 @@ struct State {
 pub(crate) struct OutboundQueue {
     state: Mutex<State>,
     wake: Notify,
+    /// Signalled on overflow, to interrupt a writer blocked on a client that does not read.
+    abort: Notify,
     limit: usize,
 }
 
 impl OutboundQueue {
     pub(crate) fn new(limit: usize) -> OutboundQueue {
-        OutboundQueue { state: Mutex::new(State::default()), wake: Notify::new(), limit }
+        OutboundQueue { state: Mutex::new(State::default()), wake: Notify::new(), abort: Notify::new(), limit }
     }
 
     /// Queues a text frame.
@@ -72,6 +74,7 @@ impl OutboundQueue {
                 state.items.clear();
                 drop(state);
                 self.wake.notify_one();
+                self.abort.notify_one();
                 return Err(PushError::Overflow);
             }
             state.items.push_back(Outbound::Text(frame));
@@ -148,25 +151,25 @@ where
     loop {
         match queue.take(&mut batch).await {
             Take::Items => {
-                for item in batch.drain(..) {
-                    let result = match item {
-                        Outbound::Text(frame) => sink.feed(Message::text(Payload::from(frame))).await,
-                        Outbound::Close(code, reason) => {
-                            let _ = send_close(&mut sink, code, &reason).await;
-                            return Some(code);
-                        }
-                    };
-                    if result.is_err() {
-                        return None;
+                let written = tokio::select! {
+                    written = write_batch(&mut sink, &mut batch) => written,
+                    // The client stopped reading and its queue overflowed while we were blocked
+                    // on it: give up on it without a close frame (it would not be read either).
+                    () = queue.abort.notified() => {
+                        tracing::warn!("dropping a slow consumer: its outbound queue reached {} frames", queue.limit);
+                        return Some(CloseCode::SLOW_CONSUMER);
                     }
-                }
-                if sink.flush().await.is_err() {
-                    return None;
+                };
+                match written {
+                    Written::All => {}
+                    Written::Closed(code) => return Some(code),
+                    Written::Failed => return None,
                 }
             }
             Take::Overflow => {
                 tracing::warn!("closing a slow consumer: its outbound queue reached {} frames", queue.limit);
-                let _ = send_close(&mut sink, CloseCode::SLOW_CONSUMER, "").await;
+                let close = send_close(&mut sink, CloseCode::SLOW_CONSUMER, "");
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), close).await;
                 return Some(CloseCode::SLOW_CONSUMER);
             }
             Take::Finished => {
@@ -175,6 +178,32 @@ where
             }
         }
     }
+}
+
+enum Written {
+    All,
+    Closed(CloseCode),
+    Failed,
+}
+
+/// Writes a batch with one flush at the end (or up to a close, which ends the connection).
+async fn write_batch<S>(sink: &mut S, batch: &mut VecDeque<Outbound>) -> Written
+where
+    S: Sink<Message, Error = tokio_websockets::Error> + Unpin,
+{
+    while let Some(item) = batch.pop_front() {
+        let result = match item {
+            Outbound::Text(frame) => sink.feed(Message::text(Payload::from(frame))).await,
+            Outbound::Close(code, reason) => {
+                let _ = send_close(sink, code, &reason).await;
+                return Written::Closed(code);
+            }
+        };
+        if result.is_err() {
+            return Written::Failed;
+        }
+    }
+    if sink.flush().await.is_err() { Written::Failed } else { Written::All }
 }
 
 async fn send_close<S>(sink: &mut S, code: CloseCode, reason: &str) -> Result<(), tokio_websockets::Error>
