@@ -5,7 +5,7 @@
  * real thing) and for side-by-side benchmarks.
  *
  *   node server.js [--port N] [--host ADDR] [--public DIR] [--protocol-version 1|2]
- *                  [--ping-interval MS] [--ping-timeout MS] [--verbose]
+ *                  [--ping-interval MS] [--ping-timeout MS] [--verbose] [--test-procedures]
  *
  *   --port N               listen port (default: env PORT, else 8000; 0 = pick a free port)
  *   --host ADDR            bind address (default: all interfaces)
@@ -14,12 +14,25 @@
  *   --ping-interval MS     server ping interval (default 8000, the socketcluster-server default)
  *   --ping-timeout MS      server pong timeout and the pingTimeout announced in the handshake (default 30000)
  *   --verbose              log connections and server warnings to stderr
+ *   --test-procedures      also register the test.* procedures below (used by tests/browser/client.test.mjs to
+ *                          exercise auth, kick-out, server-initiated close and server->client invokes; off by
+ *                          default so that the boilerplate stays identical to the Rust one for benchmarks)
  *
  * Prints "LISTENING <port>" on stdout once the HTTP server accepts connections.
  *
  * Boilerplate app (WebSocket path /socketcluster/):
  *   ping  (transmit or invoke) -> count += 1; exchange.transmitPublish('pong', count); invoke is answered with count
  *   echo  (invoke)             -> answered with the same data (a transmit is ignored)
+ *
+ * With --test-procedures (all invokes):
+ *   test.login (payload)         -> socket.setAuthToken(payload); answers true
+ *   test.logout                  -> socket.deauthenticate(); answers true
+ *   test.whoami                  -> answers {authState, authToken} as the server sees them
+ *   test.kickOut (channel)       -> socket.kickOut(channel, 'kicked by test'); answers true
+ *   test.disconnect ({code, reason}) -> answers true, then socket.disconnect(code, reason)
+ *   test.fail ({message, name, ...extra}) -> request.error(Error with those own fields)
+ *   test.ask (data)              -> invokes 'question' on the client with data, answers {answer} or {error}
+ *   test.publish ({channel, data}) -> exchange.transmitPublish(channel, data); answers true
  */
 'use strict';
 
@@ -31,7 +44,7 @@ const socketClusterServer = require('socketcluster-server');
 // ------------------------------------------------------------------------------------------------ options
 
 const USAGE = `usage: node server.js [--port N] [--host ADDR] [--public DIR] [--protocol-version 1|2]
-                      [--ping-interval MS] [--ping-timeout MS] [--verbose]
+                      [--ping-interval MS] [--ping-timeout MS] [--verbose] [--test-procedures]
 (see the comment at the top of server.js for details)
 `;
 
@@ -43,7 +56,8 @@ function parseArgs(argv) {
     protocolVersion: 2,
     pingInterval: 8000,
     pingTimeout: 30000,
-    verbose: false
+    verbose: false,
+    testProcedures: false
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -57,6 +71,7 @@ function parseArgs(argv) {
       case '--ping-interval': opts.pingInterval = Number(value()); break;
       case '--ping-timeout': opts.pingTimeout = Number(value()); break;
       case '--verbose': opts.verbose = true; break;
+      case '--test-procedures': opts.testProcedures = true; break;
       case '-h': case '--help':
         process.stdout.write(USAGE);
         process.exit(0);
@@ -175,7 +190,40 @@ consume(agServer.listener('connection'), ({ socket }) => {
   consume(socket.procedure('ping'), (request) => { request.end(ping()); });
 
   consume(socket.procedure('echo'), (request) => { request.end(request.data); });
+
+  if (opts.testProcedures) registerTestProcedures(socket);
 });
+
+function registerTestProcedures(socket) {
+  const procedures = {
+    'test.login': async (data) => { await socket.setAuthToken(data); return true; },
+    'test.logout': async () => { await socket.deauthenticate(); return true; },
+    'test.whoami': () => ({ authState: socket.authState, authToken: socket.authToken }),
+    'test.kickOut': (channel) => { socket.kickOut(channel, 'kicked by test'); return true; },
+    'test.disconnect': (data) => { setTimeout(() => socket.disconnect(data.code, data.reason), 20); return true; },
+    'test.fail': (data) => { throw Object.assign(new Error(data.message), data); },
+    'test.ask': async (data) => {
+      try {
+        return { answer: await socket.invoke('question', data, { ackTimeout: 2000 }) };
+      } catch (error) {
+        return { error: { name: error.name, message: error.message } };
+      }
+    },
+    'test.publish': (data) => { agServer.exchange.transmitPublish(data.channel, data.data); return true; }
+  };
+  for (const [name, fn] of Object.entries(procedures)) {
+    consume(socket.procedure(name), async (request) => {
+      let result;
+      try {
+        result = await fn(request.data);
+      } catch (error) {
+        request.error(error);
+        return;
+      }
+      request.end(result);
+    });
+  }
+}
 
 function shutdown(signal) {
   log(`${signal}: shutting down`);

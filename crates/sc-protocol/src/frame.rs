@@ -110,7 +110,7 @@ impl Frame {
 struct PacketFields<'a> {
     #[serde(borrow, default)]
     event: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     #[serde(borrow, default)]
     cid: Option<&'a RawValue>,
@@ -118,6 +118,12 @@ struct PacketFields<'a> {
     rid: Option<&'a RawValue>,
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
+}
+
+/// A field that is present is `Some`, even when its value is `null` (plain `Option` would turn
+/// `"data":null` into `None` and drop it when forwarding).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 fn packet_from_raw(frame: &Bytes, raw: &RawValue) -> Option<Packet> {
@@ -227,7 +233,7 @@ impl PublishData {
         #[derive(Deserialize)]
         struct Fields<'a> {
             channel: Cow<'a, str>,
-            #[serde(borrow, default)]
+            #[serde(borrow, default, deserialize_with = "present")]
             data: Option<&'a RawValue>,
         }
         let fields: Fields<'_> = serde_json::from_slice(data.as_bytes()).ok()?;
@@ -278,6 +284,15 @@ mod tests {
         let p = packets(r#"  {"event":"askme","cid":8}"#);
         let Packet::Event(e) = &p[0] else { panic!() };
         assert_eq!((e.data.clone(), e.cid), (None, Some(8)));
+    }
+
+    #[test]
+    fn null_data_is_kept() {
+        let p = packets(r#"{"event":"echo","data":null,"cid":3}"#);
+        let Packet::Event(e) = &p[0] else { panic!() };
+        assert_eq!(e.data.as_ref().map(Json::get), Some("null"));
+        let d = Json::from_text(r#"{"channel":"c","data":null}"#).unwrap();
+        assert_eq!(PublishData::parse(Some(&d)).unwrap().data.as_ref().map(Json::get), Some("null"));
     }
 
     #[test]
