@@ -8,13 +8,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sc_protocol::frame::HandshakeData;
-use sc_protocol::{CloseCode, EventPacket, Frame, HeartbeatDialect, Packet, ScError, encode};
+use std::sync::Arc;
+
+use sc_protocol::{CloseCode, EventPacket, Frame, HeartbeatDialect, Json, Packet, ScError, encode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, MissedTickBehavior, sleep, sleep_until};
 use tokio_websockets::WebSocketStream;
 
 use crate::dispatch;
 use crate::heartbeat::{Detector, TickAction, probe_window};
+use crate::middleware::{Block, HandshakeScAction, RawAction, block_error};
 use crate::outbound::run_writer;
 use crate::socket::{Socket, SocketState};
 
@@ -46,7 +49,8 @@ where
 
     let start = Instant::now();
     let pings_enabled = !options.ping_timeout_disabled;
-    let mut ping = tokio::time::interval_at(start + options.ping_interval(), options.ping_interval());
+    let mut ping =
+        tokio::time::interval_at(start + options.ping_interval(), options.ping_interval());
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let far_future = start + Duration::from_secs(86_400 * 365);
     let probe = sleep_until(far_future);
@@ -126,10 +130,19 @@ where
 
     let (code, reason) = close.unwrap_or((CloseCode(1006), String::new()));
     for channel in socket.mark_closed(code, &reason) {
-        socket.0.server.hub.unsubscribe_socket(&socket, &channel).await;
+        socket
+            .0
+            .server
+            .hub
+            .unsubscribe_socket(&socket, &channel)
+            .await;
     }
     socket.0.server.unregister(&socket);
-    if !writer_done && tokio::time::timeout(Duration::from_secs(1), &mut writer).await.is_err() {
+    if !writer_done
+        && tokio::time::timeout(Duration::from_secs(1), &mut writer)
+            .await
+            .is_err()
+    {
         writer.abort();
     }
     tracing::debug!(socket = %socket.id(), code = code.0, "socket closed");
@@ -156,6 +169,20 @@ pub(crate) struct Connection {
 
 impl Connection {
     async fn on_frame(&mut self, payload: Bytes) -> Flow {
+        let middleware = &self.socket.0.server.middleware;
+        let payload = if middleware.has_inbound_raw() {
+            let action = RawAction {
+                socket: self.socket.clone(),
+                message: payload,
+            };
+            let timeout = self.socket.0.server.options.middleware_timeout();
+            match middleware.run_inbound_raw(action, timeout).await {
+                Ok(action) => action.message,
+                Err(_) => return Flow::Continue,
+            }
+        } else {
+            payload
+        };
         let frame = Frame::decode_bytes(payload);
         if self.socket.state() == SocketState::Connecting {
             return self.on_frame_before_handshake(frame).await;
@@ -179,7 +206,11 @@ impl Connection {
     async fn on_frame_before_handshake(&mut self, frame: Frame) -> Flow {
         let strict = self.socket.0.server.options.strict_handshake;
         let Frame::Packets(packets) = frame else {
-            return if strict { Flow::Close(CloseCode::MESSAGE_BEFORE_HANDSHAKE) } else { Flow::Continue };
+            return if strict {
+                Flow::Close(CloseCode::MESSAGE_BEFORE_HANDSHAKE)
+            } else {
+                Flow::Continue
+            };
         };
         let mut packets = packets.into_iter();
         match packets.next() {
@@ -202,6 +233,7 @@ impl Connection {
     fn on_pong(&mut self, dialect: HeartbeatDialect, text: &'static str) -> Flow {
         if self.detector.on_pong(dialect) {
             self.socket.set_dialect(dialect);
+            self.socket.check_expiry();
             Flow::Continue
         } else {
             dispatch::on_raw(&self.socket, Bytes::from_static(text.as_bytes()))
@@ -223,24 +255,99 @@ impl Connection {
         }
     }
 
-    /// `#handshake` (PROTOCOL.md §4.2–4.3).
+    /// `#handshake` (PROTOCOL.md §4.2–4.4): verify the token, run handshake middleware, answer.
     async fn on_handshake(&mut self, event: EventPacket) -> Flow {
         let Some(cid) = event.cid else {
             return Flow::Close(CloseCode::HANDSHAKE_REJECTED);
         };
-        let _handshake = HandshakeData::parse(event.data.as_ref());
         let server = self.socket.0.server.clone();
-        let mut data = String::with_capacity(96);
+        let timeout = server.options.middleware_timeout();
+        let v1 = self.dialect() == Some(HeartbeatDialect::V1);
+        let handshake = HandshakeData::parse(event.data.as_ref());
+
+        let mut verified = None;
+        let mut auth_error = None;
+        if let Some(token) = handshake.auth_token {
+            match crate::dispatch::verify_and_authenticate(&self.socket, &token).await {
+                Ok(token) => verified = Some(token),
+                Err((error, bad)) => auth_error = Some((error, bad)),
+            }
+        }
+
+        let action = HandshakeScAction {
+            socket: self.socket.clone(),
+            auth_token: verified.clone(),
+        };
+        if let Err(block) = server.middleware.run_handshake_sc(action, timeout).await {
+            return self.reject_handshake(cid, block);
+        }
+
+        let bad_token = auth_error.as_ref().is_some_and(|(_, bad)| *bad);
+        if bad_token && v1 {
+            let _ = self
+                .socket
+                .send_frame(encode::event("#removeAuthToken", Some("null"), None));
+        }
+        let mut data = String::with_capacity(128);
         data.push_str("{\"id\":");
-        data.push_str(sc_protocol::Json::string(self.socket.id()).get());
+        data.push_str(Json::string(self.socket.id()).get());
         data.push_str(",\"pingTimeout\":");
         data.push_str(&server.options.ping_timeout.to_string());
-        data.push_str(",\"isAuthenticated\":false}");
+        if let Some((error, _)) = &auth_error {
+            data.push_str(",\"authError\":");
+            data.push_str(error.to_json().get());
+        }
+        data.push_str(if verified.is_some() {
+            ",\"isAuthenticated\":true}"
+        } else {
+            ",\"isAuthenticated\":false}"
+        });
         let _ = self.socket.send_frame(encode::response(cid, Some(&data)));
+        if bad_token && !v1 {
+            let _ = self
+                .socket
+                .send_frame(encode::event("#removeAuthToken", None, None));
+        }
+        if let Some(token) = verified {
+            self.socket.set_auth(Arc::new(token));
+        }
         self.socket.set_open();
         server.register(&self.socket);
         server.run_connection_handlers(&self.socket).await;
         Flow::Continue
+    }
+
+    /// Handshake middleware said no: error response, then close with its status code.
+    fn reject_handshake(&mut self, cid: u64, block: Block) -> Flow {
+        let dialect = self.dialect();
+        let error = block_error(block, dialect, "handshakeSC", "handshake", "handshakeSC");
+        let code = error
+            .field("statusCode")
+            .and_then(|c| c.parse::<u16>().ok())
+            .filter(|c| (4000..5000).contains(c))
+            .unwrap_or(CloseCode::HANDSHAKE_REJECTED.0);
+        tracing::debug!(socket = %self.socket.id(), code, "handshake rejected by middleware");
+        if dialect == Some(HeartbeatDialect::V1) {
+            let data = format!("{{\"code\":{code}}}");
+            let _ = self.socket.send_frame(encode::error_response(
+                cid,
+                error.to_json().get(),
+                Some(&data),
+            ));
+            let _ = self
+                .socket
+                .send_frame(encode::event("#disconnect", Some(&data), None));
+        } else {
+            let error = if error.field("statusCode").is_some() {
+                error
+            } else {
+                error.with("statusCode", code)
+            };
+            let _ =
+                self.socket
+                    .send_frame(encode::error_response(cid, error.to_json().get(), None));
+        }
+        Flow::Close(CloseCode(code))
     }
 
     pub(crate) fn dialect(&self) -> Option<HeartbeatDialect> {

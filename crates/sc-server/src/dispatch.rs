@@ -10,8 +10,14 @@ use sc_protocol::error::names;
 use sc_protocol::frame::{PublishData, SubscribeData};
 use sc_protocol::{CloseCode, EventPacket, HeartbeatDialect, Json, Publication, ScError, encode};
 
+use crate::auth::{AuthToken, TokenError};
 use crate::connection::{Connection, Flow};
 use crate::handler::{Reply, Request};
+use crate::middleware::{
+    AuthenticateAction, EventAction, InboundAction, PublishAction, SubscribeAction,
+    inbound_block_error,
+};
+use crate::server::AuthEvent;
 use crate::socket::Socket;
 
 /// Events the socketcluster-server 14 socket reserves for local use; it drops them when a client
@@ -40,18 +46,154 @@ const V14_RESERVED_INBOUND: &[&str] = &[
 pub(crate) async fn on_event(connection: &mut Connection, event: EventPacket) -> Flow {
     match event.event.as_str() {
         // A repeated handshake is ignored (PROTOCOL.md §4.7).
-        "#handshake" => Flow::Continue,
+        "#handshake" => return Flow::Continue,
+        "#authenticate" => return on_authenticate(&connection.socket, event).await,
+        "#removeAuthToken" => {
+            connection.socket.clear_auth();
+            return Flow::Continue;
+        }
+        _ => {}
+    }
+    // Every other event first checks the token's expiry (PROTOCOL.md §8.8), then proceeds.
+    connection.socket.check_expiry();
+    match event.event.as_str() {
         "#subscribe" => on_subscribe(&connection.socket, event).await,
         "#unsubscribe" => on_unsubscribe(&connection.socket, event).await,
         "#publish" => on_publish(&connection.socket, event).await,
         "#disconnect" => on_client_disconnect(connection, event),
-        "#authenticate" if event.cid.is_none() => Flow::Close(CloseCode::HANDSHAKE_REJECTED),
         name if name.starts_with('#') => Flow::Continue,
-        name if connection.dialect() == Some(HeartbeatDialect::V1) && V14_RESERVED_INBOUND.contains(&name) => {
+        name if connection.dialect() == Some(HeartbeatDialect::V1)
+            && V14_RESERVED_INBOUND.contains(&name) =>
+        {
             Flow::Continue
         }
-        _ => on_application_event(&connection.socket, event),
+        _ => on_application_event(&connection.socket, event).await,
     }
+}
+
+/// Runs inbound middleware if any is registered; a block is answered (when the client waits for
+/// an answer) and yields `None`.
+async fn run_inbound(
+    socket: &Socket,
+    cid: Option<u64>,
+    action: InboundAction,
+) -> Option<InboundAction> {
+    let server = &socket.0.server;
+    if !server.middleware.has_inbound() {
+        return Some(action);
+    }
+    let kind = action.clone();
+    match server
+        .middleware
+        .run_inbound(action, server.options.middleware_timeout())
+        .await
+    {
+        Ok(action) => Some(action),
+        Err(block) => {
+            let error = inbound_block_error(block, socket.dialect(), &kind);
+            tracing::debug!(socket = %socket.id(), action = kind.type_name(), %error, "blocked by middleware");
+            respond(socket, cid, Err(&error));
+            None
+        }
+    }
+}
+
+/// Verifies a client's token and runs authenticate middleware. On failure: the error as the client
+/// sees it and whether the token is bad (to be removed).
+pub(crate) async fn verify_and_authenticate(
+    socket: &Socket,
+    token: &Json,
+) -> Result<AuthToken, (ScError, bool)> {
+    let server = &socket.0.server;
+    let v2_fields = socket.dialect() != Some(HeartbeatDialect::V1);
+    let token = match server.auth.verify(token) {
+        Ok(token) => token,
+        Err(error) => {
+            report_bad_token(socket, &error);
+            return Err((error.to_sc_error(v2_fields), error.is_bad_token()));
+        }
+    };
+    let action = InboundAction::Authenticate(AuthenticateAction {
+        socket: socket.clone(),
+        token,
+    });
+    let kind = action.clone();
+    match server
+        .middleware
+        .run_inbound(action, server.options.middleware_timeout())
+        .await
+    {
+        Ok(InboundAction::Authenticate(action)) => Ok(action.token),
+        Ok(_) => Err((
+            ScError::new(
+                names::AUTH_TOKEN,
+                "authenticate middleware returned another action",
+            ),
+            false,
+        )),
+        Err(block) => {
+            let error = inbound_block_error(block, socket.dialect(), &kind);
+            let bad = error.field("isBadToken").is_some_and(|v| v.get() == "true");
+            Err((error, bad))
+        }
+    }
+}
+
+fn report_bad_token(socket: &Socket, error: &TokenError) {
+    if error.is_bad_token() {
+        tracing::debug!(socket = %socket.id(), %error, "bad auth token");
+        socket
+            .0
+            .server
+            .emit_auth_event(socket, AuthEvent::BadToken(error));
+    }
+}
+
+/// `#authenticate` (PROTOCOL.md §8.7).
+async fn on_authenticate(socket: &Socket, event: EventPacket) -> Flow {
+    let Some(cid) = event.cid else {
+        return Flow::Close(CloseCode::HANDSHAKE_REJECTED);
+    };
+    let v1 = socket.dialect() == Some(HeartbeatDialect::V1);
+    let token = event.data.unwrap_or(Json::NULL);
+    match verify_and_authenticate(socket, &token).await {
+        Ok(token) => {
+            socket.set_auth(Arc::new(token));
+            let _ = socket.send_frame(encode::response(
+                cid,
+                Some(r#"{"isAuthenticated":true,"authError":null}"#),
+            ));
+        }
+        Err((error, false)) => {
+            // Not a bad token (e.g. not active yet): an answer, not an error; the client keeps it.
+            socket.clear_auth();
+            let data = format!(
+                r#"{{"isAuthenticated":false,"authError":{}}}"#,
+                error.to_json()
+            );
+            let _ = socket.send_frame(encode::response(cid, Some(&data)));
+        }
+        Err((error, true)) => {
+            let remove = encode::event("#removeAuthToken", v1.then_some("null"), None);
+            socket.clear_auth();
+            if v1 {
+                let data = format!(
+                    r#"{{"isAuthenticated":false,"authError":{}}}"#,
+                    error.to_json()
+                );
+                let _ = socket.send_frame(remove);
+                let _ = socket.send_frame(encode::error_response(
+                    cid,
+                    error.to_json().get(),
+                    Some(&data),
+                ));
+            } else {
+                let _ = socket.send_frame(encode::error_response(cid, error.to_json().get(), None));
+                let _ = socket.send_frame(remove);
+            }
+        }
+    }
+    Flow::Continue
 }
 
 pub(crate) fn on_raw(socket: &Socket, bytes: Bytes) -> Flow {
@@ -77,9 +219,24 @@ fn respond_error(socket: &Socket, cid: Option<u64>, name: &str, message: String)
 async fn on_subscribe(socket: &Socket, event: EventPacket) -> Flow {
     let cid = event.cid;
     let Some(subscribe) = SubscribeData::parse(event.data.as_ref()) else {
-        return respond_error(socket, cid, names::INVALID_ACTION, "Subscribe channel name was malformatted".into());
+        return respond_error(
+            socket,
+            cid,
+            names::INVALID_ACTION,
+            "Subscribe channel name was malformatted".into(),
+        );
     };
-    let channel: Arc<str> = Arc::from(subscribe.channel.as_str());
+    let action = InboundAction::Subscribe(SubscribeAction {
+        socket: socket.clone(),
+        channel: subscribe.channel,
+        data: subscribe.data,
+        wait_for_auth: subscribe.wait_for_auth,
+    });
+    let Some(InboundAction::Subscribe(subscribe_action)) = run_inbound(socket, cid, action).await
+    else {
+        return Flow::Continue;
+    };
+    let channel: Arc<str> = Arc::from(subscribe_action.channel.as_str());
     let limit = socket.0.server.options.socket_channel_limit;
     let (already, count) = {
         let channels = socket.0.channels.lock();
@@ -107,7 +264,11 @@ async fn on_subscribe(socket: &Socket, event: EventPacket) -> Flow {
     if let Some(cid) = cid {
         let ack = encode::response(cid, None);
         // v1 batch channels get their answer inside a batch array.
-        let frame = if subscribe.batch { encode::batch(&[ack]) } else { ack };
+        let frame = if subscribe.batch {
+            encode::batch(&[ack])
+        } else {
+            ack
+        };
         let _ = socket.send_frame(frame);
     }
     Flow::Continue
@@ -117,7 +278,12 @@ async fn on_subscribe(socket: &Socket, event: EventPacket) -> Flow {
 async fn on_unsubscribe(socket: &Socket, event: EventPacket) -> Flow {
     let cid = event.cid;
     let Some(channel) = event.data.as_ref().and_then(Json::as_string) else {
-        return respond_error(socket, cid, names::INVALID_ACTION, "Unsubscribe channel name was malformatted".into());
+        return respond_error(
+            socket,
+            cid,
+            names::INVALID_ACTION,
+            "Unsubscribe channel name was malformatted".into(),
+        );
     };
     let removed = socket.0.channels.lock().remove(channel.as_str());
     if !removed {
@@ -127,7 +293,12 @@ async fn on_unsubscribe(socket: &Socket, event: EventPacket) -> Flow {
         );
         return respond_error(socket, cid, names::BROKER, message);
     }
-    socket.0.server.hub.unsubscribe_socket(socket, &channel).await;
+    socket
+        .0
+        .server
+        .hub
+        .unsubscribe_socket(socket, &channel)
+        .await;
     respond(socket, cid, Ok(None));
     Flow::Continue
 }
@@ -136,17 +307,38 @@ async fn on_unsubscribe(socket: &Socket, event: EventPacket) -> Flow {
 async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
     let cid = event.cid;
     if !socket.0.server.options.allow_client_publish {
-        return respond_error(socket, cid, names::INVALID_ACTION, "Client publish feature is disabled".into());
+        return respond_error(
+            socket,
+            cid,
+            names::INVALID_ACTION,
+            "Client publish feature is disabled".into(),
+        );
     }
     let Some(publish) = PublishData::parse(event.data.as_ref()) else {
-        return respond_error(socket, cid, names::INVALID_ACTION, "Publish channel name was malformatted".into());
+        return respond_error(
+            socket,
+            cid,
+            names::INVALID_ACTION,
+            "Publish channel name was malformatted".into(),
+        );
+    };
+    let action = InboundAction::PublishIn(PublishAction {
+        socket: socket.clone(),
+        channel: publish.channel,
+        data: publish.data,
+    });
+    let Some(InboundAction::PublishIn(publish)) = run_inbound(socket, cid, action).await else {
+        return Flow::Continue;
     };
     let publication = Publication::new(&publish.channel, publish.data.as_ref());
     match socket.0.server.hub.broker().publish(publication).await {
         Ok(()) => respond(socket, cid, Ok(None)),
         Err(error) => {
             tracing::warn!(socket = %socket.id(), channel = %publish.channel, %error, "publish failed at the broker");
-            let message = format!("Failed to publish to the {} channel - {error}", publish.channel);
+            let message = format!(
+                "Failed to publish to the {} channel - {error}",
+                publish.channel
+            );
             respond_error(socket, cid, names::BROKER, message);
         }
     }
@@ -174,13 +366,39 @@ fn on_client_disconnect(connection: &mut Connection, event: EventPacket) -> Flow
 ///
 /// A handler that completes at once is answered inline (no task spawned, order preserved);
 /// one that waits continues in its own task so the socket keeps processing.
-fn on_application_event(socket: &Socket, event: EventPacket) -> Flow {
-    let Some(handler) = socket.handler(&event.event) else {
+async fn on_application_event(socket: &Socket, event: EventPacket) -> Flow {
+    let cid = event.cid;
+    let (event_name, data) = if socket.0.server.middleware.has_inbound() {
+        let action = EventAction {
+            socket: socket.clone(),
+            event: event.event,
+            data: event.data,
+            is_invoke: cid.is_some(),
+        };
+        let action = if cid.is_some() {
+            InboundAction::Invoke(action)
+        } else {
+            InboundAction::Transmit(action)
+        };
+        match run_inbound(socket, cid, action).await {
+            Some(InboundAction::Invoke(action) | InboundAction::Transmit(action)) => {
+                (action.event, action.data)
+            }
+            _ => return Flow::Continue,
+        }
+    } else {
+        (event.event, event.data)
+    };
+    let Some(handler) = socket.handler(&event_name) else {
         // Nobody handles it: never answered, as in SocketCluster (the client's ack times out).
         return Flow::Continue;
     };
-    let cid = event.cid;
-    let request = Request { socket: socket.clone(), event: event.event, data: event.data, cid };
+    let request = Request {
+        socket: socket.clone(),
+        event: event_name,
+        data,
+        cid,
+    };
     let event_name = request.event.clone();
     let mut future = std::panic::AssertUnwindSafe(handler.call(request)).catch_unwind();
     let waker = futures_util::task::noop_waker();
@@ -206,7 +424,14 @@ fn finish(socket: &Socket, cid: Option<u64>, event: &str, outcome: Outcome) {
         Ok(Err(error)) => respond(socket, cid, Err(&error)),
         Err(_) => {
             tracing::error!(socket = %socket.id(), event, "event handler panicked");
-            respond(socket, cid, Err(&ScError::new("HandlerError", format!("The {event} handler failed"))));
+            respond(
+                socket,
+                cid,
+                Err(&ScError::new(
+                    "HandlerError",
+                    format!("The {event} handler failed"),
+                )),
+            );
         }
     }
 }

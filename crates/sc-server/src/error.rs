@@ -76,5 +76,9 @@ impl From<SendError> for ScError {
 }
 
 pub(crate) fn check_event_name(event: &str) -> Result<(), SendError> {
-    if event.starts_with('#') { Err(SendError::ReservedEvent(event.to_owned())) } else { Ok(()) }
+    if event.starts_with('#') {
+        Err(SendError::ReservedEvent(event.to_owned()))
+    } else {
+        Ok(())
+    }
 }

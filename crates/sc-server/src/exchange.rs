@@ -39,13 +39,21 @@ impl Exchange {
     }
 
     /// Publishes `data` (serialised as JSON) to `channel`.
-    pub async fn publish<T: Serialize + ?Sized>(&self, channel: &str, data: &T) -> Result<(), ExchangeError> {
+    pub async fn publish<T: Serialize + ?Sized>(
+        &self,
+        channel: &str,
+        data: &T,
+    ) -> Result<(), ExchangeError> {
         let data = Json::encode(data).map_err(|e| ExchangeError::Serialize(e.to_string()))?;
         self.publish_json(channel, Some(&data)).await
     }
 
     /// Publishes data that is already JSON (forwarded verbatim), or no data.
-    pub async fn publish_json(&self, channel: &str, data: Option<&Json>) -> Result<(), ExchangeError> {
+    pub async fn publish_json(
+        &self,
+        channel: &str,
+        data: Option<&Json>,
+    ) -> Result<(), ExchangeError> {
         self.publish_encoded(Publication::new(channel, data)).await
     }
 
@@ -58,7 +66,12 @@ impl Exchange {
     pub async fn subscribe(&self, channel: &str) -> Result<ChannelStream, ExchangeError> {
         let channel: Arc<str> = Arc::from(channel);
         let (id, rx) = self.hub.watch(&channel, CHANNEL_STREAM_BUFFER).await?;
-        Ok(ChannelStream { hub: self.hub.clone(), channel, id, rx })
+        Ok(ChannelStream {
+            hub: self.hub.clone(),
+            channel,
+            id,
+            rx,
+        })
     }
 
     /// Number of local subscribers (sockets and server-side streams) of `channel` in this worker.

@@ -41,9 +41,16 @@ impl Request {
     /// Parses the data into `T` (a missing `data` parses as `null`). Fails with an
     /// `InvalidArgumentsError` the client can read.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ScError> {
-        self.data.as_ref().unwrap_or(&Json::NULL).parse().map_err(|e| {
-            ScError::new(sc_protocol::error::names::INVALID_ARGUMENTS, format!("Invalid data for {}: {e}", self.event))
-        })
+        self.data
+            .as_ref()
+            .unwrap_or(&Json::NULL)
+            .parse()
+            .map_err(|e| {
+                ScError::new(
+                    sc_protocol::error::names::INVALID_ARGUMENTS,
+                    format!("Invalid data for {}: {e}", self.event),
+                )
+            })
     }
 
     /// Whether the client waits for a response (it sent a `cid`).

@@ -91,7 +91,10 @@ mod tests {
         assert!(d.on_pong(HeartbeatDialect::V1));
         assert_eq!(d.on_probe_expired(), None);
         assert_eq!(d.on_tick(), TickAction::Ping(HeartbeatDialect::V1));
-        assert!(!d.on_pong(HeartbeatDialect::V2), "an empty frame is raw for a v1 connection");
+        assert!(
+            !d.on_pong(HeartbeatDialect::V2),
+            "an empty frame is raw for a v1 connection"
+        );
     }
 
     #[test]
@@ -114,6 +117,9 @@ mod tests {
     #[test]
     fn probe_window_is_short() {
         assert_eq!(probe_window(Duration::from_secs(8)), Duration::from_secs(1));
-        assert_eq!(probe_window(Duration::from_millis(300)), Duration::from_millis(150));
+        assert_eq!(
+            probe_window(Duration::from_millis(300)),
+            Duration::from_millis(150)
+        );
     }
 }

@@ -20,6 +20,7 @@ use tokio_websockets::{Config, Limits, ServerBuilder};
 
 use crate::connection;
 use crate::id::new_socket_id;
+use crate::middleware::{Block, HandshakeWsAction};
 use crate::origin::origin_allowed;
 use crate::server::Server;
 use crate::socket::{Socket, UpgradeRequest};
@@ -31,7 +32,9 @@ impl Server {
     /// axum app. Serve it with connect info (`into_make_service_with_connect_info::<SocketAddr>`)
     /// so sockets know their remote address.
     pub fn router(&self) -> Router {
-        Router::new().route(&self.0.options.path, get(upgrade_route)).with_state(self.clone())
+        Router::new()
+            .route(&self.0.options.path, get(upgrade_route))
+            .with_state(self.clone())
     }
 
     /// The complete HTTP app of a worker: the SocketCluster endpoint, `GET /health`, static files
@@ -43,9 +46,14 @@ impl Server {
             .route("/health", get(health))
             .with_state(self.clone());
         if let Some(dir) = public_dir {
-            app = app.fallback_service(tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true));
+            app = app.fallback_service(
+                tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true),
+            );
         }
-        app.layer(middleware::from_fn_with_state(self.clone(), reject_misrouted_upgrades))
+        app.layer(middleware::from_fn_with_state(
+            self.clone(),
+            reject_misrouted_upgrades,
+        ))
     }
 
     /// Serves `app` on `listener` until the process ends (TCP_NODELAY on, remote addresses known).
@@ -54,18 +62,22 @@ impl Server {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
     }
 
     /// Answers a WebSocket upgrade request for this server: use it inside your own axum or hyper
     /// handler when [`Server::router`] does not fit.
-    pub fn accept(&self, request: Request) -> Response {
-        upgrade(self, request)
+    pub async fn accept(&self, request: Request) -> Response {
+        upgrade(self, request).await
     }
 }
 
 async fn upgrade_route(State(server): State<Server>, request: Request) -> Response {
-    upgrade(&server, request)
+    upgrade(&server, request).await
 }
 
 async fn health(State(server): State<Server>) -> impl IntoResponse {
@@ -76,10 +88,17 @@ async fn health(State(server): State<Server>) -> impl IntoResponse {
         "broker": server.exchange().broker_description(),
         "protocolVersion": server.options().protocol_version,
     });
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
 }
 
-async fn reject_misrouted_upgrades(State(server): State<Server>, request: Request, next: Next) -> Response {
+async fn reject_misrouted_upgrades(
+    State(server): State<Server>,
+    request: Request,
+    next: Next,
+) -> Response {
     if is_websocket_upgrade(request.headers()) && request.uri().path() != server.options().path {
         return bad_request();
     }
@@ -103,10 +122,12 @@ fn bad_request() -> Response {
     (StatusCode::BAD_REQUEST, "Bad Request").into_response()
 }
 
-fn upgrade(server: &Server, mut request: Request) -> Response {
+async fn upgrade(server: &Server, mut request: Request) -> Response {
     let headers = request.headers();
     let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
-    let version_ok = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
     let (Some(key), true, true, true) = (
         key,
         version_ok,
@@ -118,7 +139,10 @@ fn upgrade(server: &Server, mut request: Request) -> Response {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !origin_allowed(&server.options().origins, origin) {
         let shown = origin.filter(|o| *o != "null").unwrap_or("*");
-        tracing::info!(origin = shown, "rejected a WebSocket upgrade: invalid origin");
+        tracing::info!(
+            origin = shown,
+            "rejected a WebSocket upgrade: invalid origin"
+        );
         return (
             StatusCode::FORBIDDEN,
             [(header::CONTENT_TYPE, "text/html")],
@@ -131,9 +155,32 @@ fn upgrade(server: &Server, mut request: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(',').next())
         .map(|p| p.trim().to_owned());
-    let remote_addr = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    let upgrade_request =
-        UpgradeRequest { remote_addr, uri: request.uri().clone(), headers: request.headers().clone() };
+    let remote_addr = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let upgrade_request = UpgradeRequest {
+        remote_addr,
+        uri: request.uri().clone(),
+        headers: request.headers().clone(),
+    };
+    let middleware = &server.0.middleware;
+    let action = HandshakeWsAction {
+        request: upgrade_request.clone(),
+    };
+    if let Err(block) = middleware
+        .run_handshake_ws(action, server.options().middleware_timeout())
+        .await
+    {
+        let message = match block {
+            Block::Error(error) => error.message(),
+            Block::Silent => {
+                "The handshakeWS AGAction was blocked by handshake middleware".to_owned()
+            }
+        };
+        tracing::debug!(%message, "WebSocket upgrade blocked by middleware");
+        return (StatusCode::UNAUTHORIZED, message).into_response();
+    }
     let on_upgrade = hyper::upgrade::on(&mut request);
 
     let server = server.clone();
@@ -146,9 +193,21 @@ fn upgrade(server: &Server, mut request: Request) -> Response {
             }
         };
         let limits = Limits::default().max_payload_len(Some(server.options().max_payload));
-        let ws = ServerBuilder::new().limits(limits).config(Config::default()).serve(TokioIo::new(upgraded));
-        server.0.stats.connections_total.fetch_add(1, Ordering::Relaxed);
-        let socket = Socket::new(new_socket_id(), server.0.clone(), upgrade_request, server.fixed_dialect());
+        let ws = ServerBuilder::new()
+            .limits(limits)
+            .config(Config::default())
+            .serve(TokioIo::new(upgraded));
+        server
+            .0
+            .stats
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        let socket = Socket::new(
+            new_socket_id(),
+            server.0.clone(),
+            upgrade_request,
+            server.fixed_dialect(),
+        );
         connection::run(ws, socket).await;
     });
 
@@ -180,6 +239,9 @@ mod tests {
 
     #[test]
     fn rfc6455_accept_key() {
-        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 }

@@ -12,6 +12,7 @@ use sc_broker::{Broker, BrokerError, DeliverySink};
 use sc_protocol::Publication;
 use tokio::sync::mpsc;
 
+use crate::middleware::{Middleware, OutboundVerdict};
 use crate::socket::Socket;
 
 /// Broker operations for one channel run one at a time; channels share these locks by hash.
@@ -20,6 +21,7 @@ const OP_LOCKS: usize = 64;
 pub(crate) struct Hub {
     channels: RwLock<HashMap<Arc<str>, ChannelEntry>>,
     broker: Arc<dyn Broker>,
+    middleware: Arc<Middleware>,
     op_locks: Box<[tokio::sync::Mutex<()>]>,
     next_watcher: std::sync::atomic::AtomicU64,
 }
@@ -55,10 +57,11 @@ impl DeliverySink for HubSink {
 }
 
 impl Hub {
-    pub(crate) fn new(broker: Arc<dyn Broker>) -> Arc<Hub> {
+    pub(crate) fn new(broker: Arc<dyn Broker>, middleware: Arc<Middleware>) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             channels: RwLock::new(HashMap::new()),
             broker,
+            middleware,
             op_locks: (0..OP_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             next_watcher: std::sync::atomic::AtomicU64::new(1),
         });
@@ -76,19 +79,41 @@ impl Hub {
         let Some(entry) = channels.get(publication.channel()) else {
             return;
         };
-        for socket in &entry.sockets {
-            // A full queue closes that socket (slow consumer); others are unaffected.
-            let _ = socket.send_frame(publication.frame().clone());
+        if self.middleware.has_outbound() {
+            for socket in &entry.sockets {
+                let frame = match self.middleware.run_outbound(socket, publication) {
+                    OutboundVerdict::Allow => publication.frame().clone(),
+                    OutboundVerdict::Replace(data) => {
+                        Publication::new(publication.channel(), Some(&data))
+                            .frame()
+                            .clone()
+                    }
+                    OutboundVerdict::Block => continue,
+                };
+                let _ = socket.send_frame(frame);
+            }
+        } else {
+            for socket in &entry.sockets {
+                // A full queue closes that socket (slow consumer); others are unaffected.
+                let _ = socket.send_frame(publication.frame().clone());
+            }
         }
         for watcher in &entry.watchers {
             if watcher.tx.try_send(publication.clone()).is_err() && !watcher.tx.is_closed() {
-                tracing::warn!(channel = publication.channel(), "server-side channel stream is full; dropping a message");
+                tracing::warn!(
+                    channel = publication.channel(),
+                    "server-side channel stream is full; dropping a message"
+                );
             }
         }
     }
 
     /// Adds `socket` to `channel`, making sure the broker subscription is in place first.
-    pub(crate) async fn subscribe_socket(&self, socket: &Socket, channel: &Arc<str>) -> Result<(), BrokerError> {
+    pub(crate) async fn subscribe_socket(
+        &self,
+        socket: &Socket,
+        channel: &Arc<str>,
+    ) -> Result<(), BrokerError> {
         let ready = {
             let mut channels = self.channels.write();
             let entry = channels.entry(channel.clone()).or_default();
@@ -125,8 +150,14 @@ impl Hub {
     }
 
     /// Adds a server-side watcher of `channel` with a bounded buffer.
-    pub(crate) async fn watch(&self, channel: &Arc<str>, buffer: usize) -> Result<(u64, mpsc::Receiver<Publication>), BrokerError> {
-        let id = self.next_watcher.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    pub(crate) async fn watch(
+        &self,
+        channel: &Arc<str>,
+        buffer: usize,
+    ) -> Result<(u64, mpsc::Receiver<Publication>), BrokerError> {
+        let id = self
+            .next_watcher
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(buffer.max(1));
         let ready = {
             let mut channels = self.channels.write();
@@ -158,7 +189,10 @@ impl Hub {
 
     /// Number of local subscribers (sockets and server-side watchers) of `channel`.
     pub(crate) fn subscriber_count(&self, channel: &str) -> usize {
-        self.channels.read().get(channel).map_or(0, |e| e.sockets.len() + e.watchers.len())
+        self.channels
+            .read()
+            .get(channel)
+            .map_or(0, |e| e.sockets.len() + e.watchers.len())
     }
 
     /// Channels with at least one local subscriber.
@@ -200,7 +234,9 @@ impl Hub {
         let was_ready = {
             let mut channels = self.channels.write();
             match channels.get(channel) {
-                Some(entry) if entry.is_empty() => channels.remove(channel).is_some_and(|e| e.ready),
+                Some(entry) if entry.is_empty() => {
+                    channels.remove(channel).is_some_and(|e| e.ready)
+                }
                 _ => false,
             }
         };

@@ -11,6 +11,8 @@
 //! - `connection` (reader: handshake, heartbeat, timeouts), `dispatch` (protocol and application
 //!   events), `outbound` (bounded per-socket queue and the writer that batches flushes),
 //!   `hub` (channel table and fan-out), `heartbeat` (v1/v2 dialect detection): internals.
+//! - [`auth`]: JWT auth tokens ([`AuthEngine`]) as SocketCluster signs and verifies them.
+//! - [`middleware`]: who may connect, subscribe, publish and emit ([`Middleware`]).
 //! - [`options`]: [`ServerOptions`] with SocketCluster's names and defaults.
 //!
 //! # The seed's boilerplate, in Rust
@@ -38,6 +40,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 mod connection;
 mod dispatch;
 pub mod error;
@@ -47,17 +50,20 @@ mod heartbeat;
 pub mod http;
 mod hub;
 mod id;
+pub mod middleware;
 pub mod options;
 mod origin;
 mod outbound;
 pub mod server;
 pub mod socket;
 
+pub use auth::{AuthEngine, AuthToken, SignOptions, TokenError};
 pub use error::{ExchangeError, InvokeError, SendError};
 pub use exchange::{ChannelStream, Exchange};
 pub use handler::{ConnectionHandler, Handler, Reply, Request};
+pub use middleware::{Block, Middleware, OutboundVerdict};
 pub use options::{InvalidOptions, ServerOptions};
-pub use server::Server;
+pub use server::{AuthEvent, Server};
 pub use socket::{Socket, SocketState, UpgradeRequest};
 
 pub use sc_broker::{Broker, BrokerError, MemoryBroker};

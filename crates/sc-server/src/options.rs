@@ -48,6 +48,21 @@ pub struct ServerOptions {
     pub outbound_queue_limit: usize,
     /// Application name, informational (logs, health endpoint).
     pub app_name: Option<String>,
+    /// HMAC secret for signing and verifying auth tokens. Unset: a random key per start (tokens
+    /// then die with the process), unless a key pair is given.
+    pub auth_key: Option<String>,
+    /// PEM private key for asymmetric signing (with `authPublicKey` and `authAlgorithm`).
+    pub auth_private_key: Option<String>,
+    /// PEM public key for asymmetric verification.
+    pub auth_public_key: Option<String>,
+    /// Signing algorithm (`HS256` by default; `RS256`, `ES256`, … with a key pair).
+    pub auth_algorithm: Option<String>,
+    /// Algorithms accepted when verifying (default: the signing algorithm, or the HMAC family).
+    pub auth_verify_algorithms: Option<Vec<String>>,
+    /// Token lifetime in seconds when `set_auth_token` is not told otherwise.
+    pub auth_default_expiry: u64,
+    /// Longest a middleware may take before its action is blocked (ms).
+    pub middleware_timeout: u64,
 }
 
 impl Default for ServerOptions {
@@ -67,6 +82,13 @@ impl Default for ServerOptions {
             max_payload: 100 * 1024 * 1024,
             outbound_queue_limit: 4096,
             app_name: None,
+            auth_key: None,
+            auth_private_key: None,
+            auth_public_key: None,
+            auth_algorithm: None,
+            auth_verify_algorithms: None,
+            auth_default_expiry: 86_400,
+            middleware_timeout: 10_000,
         }
     }
 }
@@ -84,23 +106,33 @@ impl ServerOptions {
             ("handshakeTimeout", self.handshake_timeout),
             ("pingInterval", self.ping_interval),
             ("pingTimeout", self.ping_timeout),
+            ("middlewareTimeout", self.middleware_timeout),
         ];
         for (name, value) in positive {
             if value == 0 || value > i32::MAX as u64 {
-                return Err(InvalidOptions(format!("{name} must be between 1 and 2147483647 ms, not {value}")));
+                return Err(InvalidOptions(format!(
+                    "{name} must be between 1 and 2147483647 ms, not {value}"
+                )));
             }
         }
         if !self.path.starts_with('/') {
-            return Err(InvalidOptions(format!("path must start with '/', not {:?}", self.path)));
+            return Err(InvalidOptions(format!(
+                "path must start with '/', not {:?}",
+                self.path
+            )));
         }
         if self.max_payload == 0 {
             return Err(InvalidOptions("maxPayload must be positive".to_owned()));
         }
         if self.outbound_queue_limit == 0 {
-            return Err(InvalidOptions("outboundQueueLimit must be positive".to_owned()));
+            return Err(InvalidOptions(
+                "outboundQueueLimit must be positive".to_owned(),
+            ));
         }
         if self.socket_channel_limit == Some(0) {
-            return Err(InvalidOptions("socketChannelLimit must be positive (omit it for no limit)".to_owned()));
+            return Err(InvalidOptions(
+                "socketChannelLimit must be positive (omit it for no limit)".to_owned(),
+            ));
         }
         Ok(())
     }
@@ -117,6 +149,10 @@ impl ServerOptions {
         Duration::from_millis(self.ping_interval)
     }
 
+    pub(crate) fn middleware_timeout(&self) -> Duration {
+        Duration::from_millis(self.middleware_timeout)
+    }
+
     pub(crate) fn ping_timeout(&self) -> Duration {
         Duration::from_millis(self.ping_timeout)
     }
@@ -128,16 +164,42 @@ mod tests {
 
     #[test]
     fn reads_socketcluster_names() {
-        let o: ServerOptions =
-            serde_json::from_str(r#"{"pingInterval":1000,"socketChannelLimit":2,"protocolVersion":"1"}"#).unwrap();
-        assert_eq!((o.ping_interval, o.socket_channel_limit, o.protocol_version), (1000, Some(2), ProtocolVersion::V1));
+        let o: ServerOptions = serde_json::from_str(
+            r#"{"pingInterval":1000,"socketChannelLimit":2,"protocolVersion":"1"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (o.ping_interval, o.socket_channel_limit, o.protocol_version),
+            (1000, Some(2), ProtocolVersion::V1)
+        );
         assert_eq!(o.ping_timeout, 20_000);
     }
 
     #[test]
     fn rejects_bad_values() {
-        assert!(ServerOptions { ping_interval: 0, ..Default::default() }.validate().is_err());
-        assert!(ServerOptions { path: "x".into(), ..Default::default() }.validate().is_err());
-        assert!(ServerOptions { socket_channel_limit: Some(0), ..Default::default() }.validate().is_err());
+        assert!(
+            ServerOptions {
+                ping_interval: 0,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            ServerOptions {
+                path: "x".into(),
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            ServerOptions {
+                socket_channel_limit: Some(0),
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

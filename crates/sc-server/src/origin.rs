@@ -19,15 +19,34 @@ pub(crate) fn origin_allowed(origins: &str, origin: Option<&str>) -> bool {
         return false;
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !port.contains(']') && port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() => {
+        Some((host, port))
+            if !port.contains(']')
+                && port.chars().all(|c| c.is_ascii_digit())
+                && !port.is_empty() =>
+        {
             (host, port.to_owned())
         }
-        _ => (authority, if scheme.eq_ignore_ascii_case("https") { "443".to_owned() } else { "80".to_owned() }),
+        _ => (
+            authority,
+            if scheme.eq_ignore_ascii_case("https") {
+                "443".to_owned()
+            } else {
+                "80".to_owned()
+            },
+        ),
     };
     let host = host.to_ascii_lowercase();
-    [format!("{host}:{port}"), format!("{host}:*"), format!("*:{port}")].iter().any(|entry| origins.contains(entry.as_str()))
+    [
+        format!("{host}:{port}"),
+        format!("{host}:*"),
+        format!("*:{port}"),
+    ]
+    .iter()
+    .any(|entry| origins.contains(entry.as_str()))
 }
 
 #[cfg(test)]
@@ -40,11 +59,23 @@ mod tests {
         assert!(origin_allowed("*:*", Some("http://evil.com")));
         assert!(!origin_allowed("allowed.com:443", None));
         assert!(!origin_allowed("allowed.com:443", Some("null")));
-        assert!(origin_allowed("allowed.com:443", Some("https://allowed.com")));
-        assert!(!origin_allowed("allowed.com:443", Some("http://allowed.com")));
+        assert!(origin_allowed(
+            "allowed.com:443",
+            Some("https://allowed.com")
+        ));
+        assert!(!origin_allowed(
+            "allowed.com:443",
+            Some("http://allowed.com")
+        ));
         assert!(!origin_allowed("allowed.com:443", Some("http://evil.com")));
-        assert!(origin_allowed("a.com:*, b.com:8080", Some("http://b.com:8080")));
-        assert!(origin_allowed("a.com:*, b.com:8080", Some("http://a.com:1234/")));
+        assert!(origin_allowed(
+            "a.com:*, b.com:8080",
+            Some("http://b.com:8080")
+        ));
+        assert!(origin_allowed(
+            "a.com:*, b.com:8080",
+            Some("http://a.com:1234/")
+        ));
         assert!(origin_allowed("*:3000", Some("http://localhost:3000")));
     }
 }

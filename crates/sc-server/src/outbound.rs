@@ -58,7 +58,12 @@ pub(crate) struct OutboundQueue {
 
 impl OutboundQueue {
     pub(crate) fn new(limit: usize) -> OutboundQueue {
-        OutboundQueue { state: Mutex::new(State::default()), wake: Notify::new(), abort: Notify::new(), limit }
+        OutboundQueue {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            abort: Notify::new(),
+            limit,
+        }
     }
 
     /// Queues a text frame.
@@ -167,7 +172,10 @@ where
                 }
             }
             Take::Overflow => {
-                tracing::warn!("closing a slow consumer: its outbound queue reached {} frames", queue.limit);
+                tracing::warn!(
+                    "closing a slow consumer: its outbound queue reached {} frames",
+                    queue.limit
+                );
                 let close = send_close(&mut sink, CloseCode::SLOW_CONSUMER, "");
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(1), close).await;
                 return Some(CloseCode::SLOW_CONSUMER);
@@ -203,14 +211,23 @@ where
             return Written::Failed;
         }
     }
-    if sink.flush().await.is_err() { Written::Failed } else { Written::All }
+    if sink.flush().await.is_err() {
+        Written::Failed
+    } else {
+        Written::All
+    }
 }
 
-async fn send_close<S>(sink: &mut S, code: CloseCode, reason: &str) -> Result<(), tokio_websockets::Error>
+async fn send_close<S>(
+    sink: &mut S,
+    code: CloseCode,
+    reason: &str,
+) -> Result<(), tokio_websockets::Error>
 where
     S: Sink<Message, Error = tokio_websockets::Error> + Unpin,
 {
-    let code = tokio_websockets::CloseCode::try_from(code.0).unwrap_or(tokio_websockets::CloseCode::NORMAL_CLOSURE);
+    let code = tokio_websockets::CloseCode::try_from(code.0)
+        .unwrap_or(tokio_websockets::CloseCode::NORMAL_CLOSURE);
     // A close reason is at most 123 bytes.
     let reason = truncate_utf8(reason, 123);
     sink.send(Message::close(Some(code), reason)).await

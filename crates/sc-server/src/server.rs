@@ -8,9 +8,11 @@ use parking_lot::RwLock;
 use sc_broker::{Broker, MemoryBroker};
 use sc_protocol::{CloseCode, HeartbeatDialect, ProtocolVersion};
 
+use crate::auth::{AuthEngine, AuthToken, TokenError};
 use crate::exchange::Exchange;
 use crate::handler::{ConnectionHandler, Handler};
 use crate::hub::Hub;
+use crate::middleware::Middleware;
 use crate::options::{InvalidOptions, ServerOptions};
 use crate::socket::Socket;
 
@@ -47,6 +49,22 @@ pub(crate) struct ServerShared {
     connection_handlers: RwLock<Vec<Arc<dyn ConnectionHandler>>>,
     clients: RwLock<HashMap<Box<str>, Socket>>,
     pub(crate) stats: Stats,
+    pub(crate) auth: AuthEngine,
+    pub(crate) middleware: Arc<Middleware>,
+    auth_listeners: RwLock<Vec<Arc<AuthListener>>>,
+}
+
+type AuthListener = dyn Fn(&Socket, AuthEvent<'_>) + Send + Sync;
+
+/// A change of a socket's authentication, for [`Server::on_auth_event`].
+#[derive(Debug, Clone, Copy)]
+pub enum AuthEvent<'a> {
+    /// The socket became authenticated (handshake token, `#authenticate`, or `set_auth_token`).
+    Authenticated(&'a AuthToken),
+    /// The socket stopped being authenticated (logout, expiry, bad token, `deauthenticate`).
+    Deauthenticated,
+    /// The client presented a token that was refused (SocketCluster's `badSocketAuthToken`).
+    BadToken(&'a TokenError),
 }
 
 /// Counters for the health and metrics endpoints.
@@ -62,11 +80,19 @@ impl Server {
     }
 
     /// A server whose channels go through `broker` (broker processes, Redis, NATS, …).
-    pub fn with_broker(options: ServerOptions, broker: Arc<dyn Broker>) -> Result<Server, InvalidOptions> {
+    pub fn with_broker(
+        options: ServerOptions,
+        broker: Arc<dyn Broker>,
+    ) -> Result<Server, InvalidOptions> {
         options.validate()?;
+        let auth = AuthEngine::from_options(&options)?;
+        let middleware = Arc::new(Middleware::default());
         Ok(Server(Arc::new(ServerShared {
+            auth,
+            hub: Hub::new(broker, middleware.clone()),
+            middleware,
+            auth_listeners: RwLock::new(Vec::new()),
             options: Arc::new(options),
-            hub: Hub::new(broker),
             handlers: RwLock::new(HashMap::new()),
             connection_handlers: RwLock::new(Vec::new()),
             clients: RwLock::new(HashMap::new()),
@@ -90,6 +116,22 @@ impl Server {
         self.0.connection_handlers.write().push(Arc::new(handler));
     }
 
+    /// The middleware: who may connect, subscribe, publish and emit.
+    pub fn middleware(&self) -> &Middleware {
+        &self.0.middleware
+    }
+
+    /// The auth engine (signs and verifies tokens with the server's `authKey`).
+    pub fn auth(&self) -> &AuthEngine {
+        &self.0.auth
+    }
+
+    /// Runs `listener` whenever a socket's authentication changes (SocketCluster's
+    /// `authentication`, `deauthentication` and `badSocketAuthToken` events).
+    pub fn on_auth_event(&self, listener: impl Fn(&Socket, AuthEvent<'_>) + Send + Sync + 'static) {
+        self.0.auth_listeners.write().push(Arc::new(listener));
+    }
+
     /// Registers a handler for `event` on every socket (a socket's own [`Socket::on`] handler of
     /// the same name takes precedence). Costs nothing per socket. Names starting with `#` are
     /// refused (returns false).
@@ -97,7 +139,10 @@ impl Server {
         if event.starts_with('#') {
             return false;
         }
-        self.0.handlers.write().insert(event.into(), Arc::new(handler));
+        self.0
+            .handlers
+            .write()
+            .insert(event.into(), Arc::new(handler));
         true
     }
 
@@ -141,8 +186,17 @@ impl Server {
 }
 
 impl ServerShared {
+    pub(crate) fn emit_auth_event(&self, socket: &Socket, event: AuthEvent<'_>) {
+        let listeners = self.auth_listeners.read().clone();
+        for listener in listeners {
+            listener(socket, event);
+        }
+    }
+
     pub(crate) fn register(&self, socket: &Socket) {
-        self.clients.write().insert(socket.id().into(), socket.clone());
+        self.clients
+            .write()
+            .insert(socket.id().into(), socket.clone());
     }
 
     pub(crate) fn unregister(&self, socket: &Socket) {

@@ -12,6 +12,7 @@ use sc_protocol::{CloseCode, HeartbeatDialect, Json, ScError, encode};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use crate::auth::{AuthToken, SignOptions};
 use crate::error::{InvokeError, SendError};
 use crate::handler::Handler;
 use crate::outbound::{OutboundQueue, PushError};
@@ -66,6 +67,7 @@ pub(crate) struct SocketShared {
     pub(crate) channels: Mutex<HashSet<Arc<str>>>,
     handlers: RwLock<HashMap<Box<str>, Arc<dyn Handler>>>,
     disconnect_listeners: Mutex<Vec<DisconnectListener>>,
+    auth_token: Mutex<Option<Arc<AuthToken>>>,
     pub(crate) request: UpgradeRequest,
 }
 
@@ -95,6 +97,7 @@ impl Socket {
             channels: Mutex::new(HashSet::new()),
             handlers: RwLock::new(HashMap::new()),
             disconnect_listeners: Mutex::new(Vec::new()),
+            auth_token: Mutex::new(None),
             request,
         }))
     }
@@ -133,7 +136,10 @@ impl Socket {
     /// are refused.
     pub fn on<H: Handler>(&self, event: &str, handler: H) -> Result<(), SendError> {
         crate::error::check_event_name(event)?;
-        self.0.handlers.write().insert(event.into(), Arc::new(handler));
+        self.0
+            .handlers
+            .write()
+            .insert(event.into(), Arc::new(handler));
         Ok(())
     }
 
@@ -158,13 +164,22 @@ impl Socket {
     }
 
     /// Sends an event and waits for the client's response, up to the server's `ackTimeout`.
-    pub async fn invoke<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<Option<Json>, InvokeError> {
-        let data = Json::encode(data).map_err(|e| InvokeError::Send(SendError::Serialize(e.to_string())))?;
+    pub async fn invoke<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+    ) -> Result<Option<Json>, InvokeError> {
+        let data = Json::encode(data)
+            .map_err(|e| InvokeError::Send(SendError::Serialize(e.to_string())))?;
         self.invoke_json(event, Some(&data)).await
     }
 
     /// [`Socket::invoke`] with data that is already JSON.
-    pub async fn invoke_json(&self, event: &str, data: Option<&Json>) -> Result<Option<Json>, InvokeError> {
+    pub async fn invoke_json(
+        &self,
+        event: &str,
+        data: Option<&Json>,
+    ) -> Result<Option<Json>, InvokeError> {
         crate::error::check_event_name(event)?;
         let cid = self.0.next_cid.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -180,7 +195,9 @@ impl Socket {
             Ok(Err(_)) => Err(InvokeError::Disconnected),
             Err(_) => {
                 self.0.pending.lock().remove(&cid);
-                Err(InvokeError::Timeout { event: event.to_owned() })
+                Err(InvokeError::Timeout {
+                    event: event.to_owned(),
+                })
             }
         }
     }
@@ -194,7 +211,11 @@ impl Socket {
     /// 4000–4009) and `reason`, after the frames already queued. v1 clients first get the
     /// `#disconnect` event, as socketcluster-server 14 sends it.
     pub fn disconnect(&self, code: u16, reason: &str) {
-        let code = if CloseCode(code).is_application_code() { CloseCode(code) } else { CloseCode::NORMAL };
+        let code = if CloseCode(code).is_application_code() {
+            CloseCode(code)
+        } else {
+            CloseCode::NORMAL
+        };
         self.close_with(code, reason, true);
     }
 
@@ -203,9 +224,83 @@ impl Socket {
         self.0.queue.len()
     }
 
+    /// The socket's verified auth token (its claims), if it is authenticated.
+    pub fn auth_token(&self) -> Option<Arc<AuthToken>> {
+        self.0.auth_token.lock().clone()
+    }
+
+    /// Whether the socket holds a verified, unexpired-at-last-check auth token.
+    pub fn is_authenticated(&self) -> bool {
+        self.0.auth_token.lock().is_some()
+    }
+
+    /// Signs `claims` (a JSON object) with the server's key, marks the socket authenticated and
+    /// sends the token to the client (`#setAuthToken`), which stores it and sends it again on
+    /// every reconnect.
+    pub fn set_auth_token(
+        &self,
+        claims: &serde_json::Value,
+        options: &SignOptions,
+    ) -> Result<Arc<AuthToken>, ScError> {
+        let token = match self.0.server.auth.sign(claims, options) {
+            Ok(token) => Arc::new(token),
+            Err(error) => {
+                tracing::error!(socket = %self.id(), %error, "failed to sign an auth token");
+                self.close_with(CloseCode::AUTH_SIGN_FAILED, "", true);
+                return Err(error);
+            }
+        };
+        let data = format!("{{\"token\":{}}}", Json::string(&token.signed));
+        self.send_frame(encode::event("#setAuthToken", Some(&data), None))?;
+        self.set_auth(token.clone());
+        Ok(token)
+    }
+
+    /// Removes the socket's token on both sides (`#removeAuthToken`).
+    pub fn deauthenticate(&self) {
+        let data = (self.dialect() == Some(HeartbeatDialect::V1)).then_some("null");
+        let _ = self.send_frame(encode::event("#removeAuthToken", data, None));
+        self.clear_auth();
+    }
+
+    pub(crate) fn set_auth(&self, token: Arc<AuthToken>) {
+        *self.0.auth_token.lock() = Some(token.clone());
+        self.0
+            .server
+            .emit_auth_event(self, crate::server::AuthEvent::Authenticated(&token));
+    }
+
+    /// Forgets the token without telling the client (it asked, or it is told separately).
+    pub(crate) fn clear_auth(&self) {
+        let had = self.0.auth_token.lock().take().is_some();
+        if had {
+            self.0
+                .server
+                .emit_auth_event(self, crate::server::AuthEvent::Deauthenticated);
+        }
+    }
+
+    /// Deauthenticates the socket if its token expired (checked on inbound events and pongs).
+    pub(crate) fn check_expiry(&self) {
+        let expired = self
+            .0
+            .auth_token
+            .lock()
+            .as_ref()
+            .is_some_and(|t| t.is_expired_at(std::time::SystemTime::now()));
+        if expired {
+            self.deauthenticate();
+        }
+    }
+
     /// Channels this socket is subscribed to.
     pub fn subscriptions(&self) -> Vec<String> {
-        self.0.channels.lock().iter().map(|c| c.to_string()).collect()
+        self.0
+            .channels
+            .lock()
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
     }
 
     /// Whether the socket is subscribed to `channel`.
@@ -252,7 +347,11 @@ impl Socket {
             let _ = self.send_frame(encode::event("#disconnect", Some(&data), None));
         }
         // v1 peers get the reason in `#disconnect`; the close frame then carries none.
-        let wire_reason = if self.dialect() == Some(HeartbeatDialect::V1) { "" } else { reason };
+        let wire_reason = if self.dialect() == Some(HeartbeatDialect::V1) {
+            ""
+        } else {
+            reason
+        };
         if self.0.queue.push_close(code, wire_reason.to_owned()) {
             tracing::debug!(socket = %self.id(), code = code.0, reason, "closing socket");
         }
@@ -263,7 +362,9 @@ impl Socket {
     }
 
     pub(crate) fn set_dialect(&self, dialect: HeartbeatDialect) {
-        self.0.dialect.store(dialect_code(dialect), Ordering::Release);
+        self.0
+            .dialect
+            .store(dialect_code(dialect), Ordering::Release);
     }
 
     pub(crate) fn handler(&self, event: &str) -> Option<Arc<dyn Handler>> {
@@ -289,6 +390,7 @@ impl Socket {
             listener(code, reason);
         }
         self.0.handlers.write().clear();
+        self.0.auth_token.lock().take();
         self.0.channels.lock().drain().collect()
     }
 
@@ -317,6 +419,9 @@ fn kick_out_data(dialect: Option<HeartbeatDialect>, channel: &str, message: &str
 
 impl fmt::Debug for Socket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Socket").field("id", &self.id()).field("state", &self.state()).finish()
+        f.debug_struct("Socket")
+            .field("id", &self.id())
+            .field("state", &self.state())
+            .finish()
     }
 }

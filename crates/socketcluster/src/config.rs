@@ -24,7 +24,11 @@ pub struct Flags {
     #[arg(long, default_value = "auto", env = "SOCKETCLUSTER_PROTOCOL_VERSION")]
     pub protocol_version: ProtocolVersion,
     /// Most channels one socket may subscribe to.
-    #[arg(long, default_value_t = 1000, env = "SOCKETCLUSTER_SOCKET_CHANNEL_LIMIT")]
+    #[arg(
+        long,
+        default_value_t = 1000,
+        env = "SOCKETCLUSTER_SOCKET_CHANNEL_LIMIT"
+    )]
     pub socket_channel_limit: usize,
     /// Interval between server pings, in ms.
     #[arg(long, default_value_t = 8000, env = "SOCKETCLUSTER_PING_INTERVAL")]
@@ -47,8 +51,23 @@ pub struct Flags {
     /// Largest inbound message in bytes.
     #[arg(long, default_value_t = 100 * 1024 * 1024, env = "SOCKETCLUSTER_MAX_PAYLOAD")]
     pub max_payload: usize,
+    /// Secret that signs auth tokens (HMAC). Unset: random per start, so tokens die with the
+    /// process. Every worker of a cluster shares it.
+    #[arg(long, env = "SOCKETCLUSTER_AUTH_KEY", hide_env_values = true)]
+    pub auth_key: Option<String>,
+    /// Token lifetime in seconds.
+    #[arg(
+        long,
+        default_value_t = 86400,
+        env = "SOCKETCLUSTER_AUTH_DEFAULT_EXPIRY"
+    )]
+    pub auth_default_expiry: u64,
     /// Most frames queued for one socket before it is closed as a slow consumer (4100).
-    #[arg(long, default_value_t = 4096, env = "SOCKETCLUSTER_OUTBOUND_QUEUE_LIMIT")]
+    #[arg(
+        long,
+        default_value_t = 4096,
+        env = "SOCKETCLUSTER_OUTBOUND_QUEUE_LIMIT"
+    )]
     pub outbound_queue_limit: usize,
 }
 
@@ -56,7 +75,9 @@ impl Flags {
     /// The port to listen on: `--port`, `SOCKETCLUSTER_PORT`, `PORT` (as hosting platforms set
     /// it), else 8000.
     pub fn port(&self) -> u16 {
-        self.port.or_else(|| std::env::var("PORT").ok()?.parse().ok()).unwrap_or(8000)
+        self.port
+            .or_else(|| std::env::var("PORT").ok()?.parse().ok())
+            .unwrap_or(8000)
     }
 
     /// The server options these flags describe.
@@ -72,6 +93,8 @@ impl Flags {
             origins: self.origins.clone(),
             max_payload: self.max_payload,
             outbound_queue_limit: self.outbound_queue_limit,
+            auth_key: self.auth_key.clone(),
+            auth_default_expiry: self.auth_default_expiry,
             ..ServerOptions::default()
         }
     }
@@ -105,7 +128,15 @@ mod tests {
 
     #[test]
     fn flags_override() {
-        let flags = Flags::parse_from(["socketcluster", "--port", "9000", "--protocol-version", "1", "--allow-client-publish", "false"]);
+        let flags = Flags::parse_from([
+            "socketcluster",
+            "--port",
+            "9000",
+            "--protocol-version",
+            "1",
+            "--allow-client-publish",
+            "false",
+        ]);
         assert_eq!(flags.port(), 9000);
         assert_eq!(flags.server_options().protocol_version, ProtocolVersion::V1);
         assert!(!flags.server_options().allow_client_publish);

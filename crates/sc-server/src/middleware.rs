@@ -1,0 +1,461 @@
+//! Middleware: code that decides who may connect, subscribe, publish and emit.
+//!
+//! Every point where SocketCluster has middleware has one here. A middleware is an async closure
+//! that receives the action and either returns it (possibly changed: e.g. transformed data) to
+//! allow it, or a [`Block`]. Several middlewares of one kind run in registration order; the first
+//! block stops the chain. Each call is bounded by `middlewareTimeout` and a panic counts as a
+//! block, so a broken middleware never stalls or crashes the server.
+//!
+//! How the reference styles map onto this:
+//!
+//! - **v14 (`addMiddleware(type, fn)`)**: one registration method per type:
+//!   [`Middleware::handshake_ws`], [`Middleware::handshake_sc`], [`Middleware::authenticate`],
+//!   [`Middleware::subscribe`], [`Middleware::publish_in`], [`Middleware::publish_out`],
+//!   [`Middleware::emit`]. `next()` is `Ok(action)`, `next(err)` is `Err(Block::Error(err))`,
+//!   `next(true)` is `Err(Block::Silent)`.
+//! - **v15+ (`setMiddleware(type, async stream => for await (action of stream) …)`)**: the
+//!   `inbound` stream becomes [`Middleware::inbound`], one closure called with each
+//!   [`InboundAction`] (match on its variant as you would on `action.type`); `action.allow()` is
+//!   `Ok(action)`, `action.block(err)` is `Err(Block::Error(err))`, `action.block()` is
+//!   `Err(Block::Silent)`. `handshake` maps to `handshake_ws` + `handshake_sc`, `inboundRaw` to
+//!   [`Middleware::inbound_raw`], `outbound` to [`Middleware::publish_out`].
+//!
+//! ```
+//! use sc_server::middleware::{Block, SubscribeAction};
+//! use sc_server::{ScError, Server};
+//!
+//! let server = Server::new(Default::default()).unwrap();
+//! server.middleware().subscribe(|action: SubscribeAction| async move {
+//!     if action.channel.starts_with("admin/") && !action.socket.is_authenticated() {
+//!         return Err(Block::Error(ScError::new("ForbiddenChannelError", "Sign in first")));
+//!     }
+//!     Ok(action)
+//! });
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use parking_lot::RwLock;
+use sc_protocol::error::names;
+use sc_protocol::{HeartbeatDialect, Json, Publication, ScError};
+
+use crate::auth::AuthToken;
+use crate::handler::BoxFuture;
+use crate::socket::{Socket, UpgradeRequest};
+
+/// A middleware's refusal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Block {
+    /// Refuse with this error (the client sees it as the response error).
+    Error(ScError),
+    /// Refuse without an error of our own: the client gets a `SilentMiddlewareBlockedError`.
+    Silent,
+}
+
+impl<E: Into<ScError>> From<E> for Block {
+    fn from(error: E) -> Block {
+        Block::Error(error.into())
+    }
+}
+
+/// The HTTP upgrade request (before `101`). A block answers `401 Unauthorized`.
+#[derive(Debug, Clone)]
+pub struct HandshakeWsAction {
+    /// The request: remote address, URI with query, headers (origin, cookies, …).
+    pub request: UpgradeRequest,
+}
+
+/// The SocketCluster `#handshake`, after the token (if any) was verified. A block closes the
+/// socket with the error's `statusCode` (a number in 4000–4999) or 4008.
+#[derive(Debug, Clone)]
+pub struct HandshakeScAction {
+    /// The connecting socket (not open yet).
+    pub socket: Socket,
+    /// The verified token the client sent, if any.
+    pub auth_token: Option<AuthToken>,
+}
+
+/// A token that verified, before the socket counts as authenticated (handshake or
+/// `#authenticate`). Block with an error carrying `isBadToken: true` to make the client drop it.
+#[derive(Debug, Clone)]
+pub struct AuthenticateAction {
+    /// The socket.
+    pub socket: Socket,
+    /// The verified token.
+    pub token: AuthToken,
+}
+
+/// An application event from a client: a transmit (no `cid`) or an invoke.
+#[derive(Debug, Clone)]
+pub struct EventAction {
+    /// The socket.
+    pub socket: Socket,
+    /// Event name.
+    pub event: String,
+    /// Event data; replace it to transform what the handler sees.
+    pub data: Option<Json>,
+    /// Whether the client expects a response.
+    pub is_invoke: bool,
+}
+
+/// A `#subscribe`.
+#[derive(Debug, Clone)]
+pub struct SubscribeAction {
+    /// The socket.
+    pub socket: Socket,
+    /// Channel name.
+    pub channel: String,
+    /// The subscription's `data` option.
+    pub data: Option<Json>,
+    /// The channel's `waitForAuth` option.
+    pub wait_for_auth: bool,
+}
+
+/// A client `#publish`. Replace `data` to transform what subscribers receive.
+#[derive(Debug, Clone)]
+pub struct PublishAction {
+    /// The socket.
+    pub socket: Socket,
+    /// Channel name.
+    pub channel: String,
+    /// Published data.
+    pub data: Option<Json>,
+}
+
+/// Every inbound action of a socket, as v15+'s `inbound` middleware stream sees them.
+#[derive(Debug, Clone)]
+pub enum InboundAction {
+    /// An application event without `cid`.
+    Transmit(EventAction),
+    /// An application event with `cid`.
+    Invoke(EventAction),
+    /// `#subscribe`.
+    Subscribe(SubscribeAction),
+    /// `#publish`.
+    PublishIn(PublishAction),
+    /// A verified token (handshake or `#authenticate`).
+    Authenticate(AuthenticateAction),
+}
+
+impl InboundAction {
+    /// v15+'s `action.type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            InboundAction::Transmit(_) => "transmit",
+            InboundAction::Invoke(_) => "invoke",
+            InboundAction::Subscribe(_) => "subscribe",
+            InboundAction::PublishIn(_) => "publishIn",
+            InboundAction::Authenticate(_) => "authenticate",
+        }
+    }
+
+    /// v14's middleware type for this action.
+    fn v14_type(&self) -> &'static str {
+        match self {
+            InboundAction::Transmit(_) | InboundAction::Invoke(_) => "emit",
+            InboundAction::Subscribe(_) => "subscribe",
+            InboundAction::PublishIn(_) => "publishIn",
+            InboundAction::Authenticate(_) => "authenticate",
+        }
+    }
+}
+
+/// A raw inbound message (every frame, before it is decoded). Replace `message` to rewrite it.
+#[derive(Debug, Clone)]
+pub struct RawAction {
+    /// The socket.
+    pub socket: Socket,
+    /// The frame's payload.
+    pub message: Bytes,
+}
+
+/// What publish-out middleware decides for one subscriber.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutboundVerdict {
+    /// Deliver the shared frame unchanged.
+    Allow,
+    /// Deliver this data instead (encoded for this subscriber only).
+    Replace(Json),
+    /// Deliver nothing to this subscriber.
+    Block,
+}
+
+type AsyncMiddleware<A> = Arc<dyn Fn(A) -> BoxFuture<Result<A, Block>> + Send + Sync>;
+type OutboundMiddleware = Arc<dyn Fn(&Socket, &Publication) -> OutboundVerdict + Send + Sync>;
+
+/// The server's middleware, by kind. Get it with [`crate::Server::middleware`].
+#[derive(Default)]
+pub struct Middleware {
+    handshake_ws: Stack<HandshakeWsAction>,
+    handshake_sc: Stack<HandshakeScAction>,
+    inbound: Stack<InboundAction>,
+    inbound_raw: Stack<RawAction>,
+    outbound: RwLock<Vec<OutboundMiddleware>>,
+    has_outbound: AtomicBool,
+}
+
+struct Stack<A> {
+    items: RwLock<Vec<AsyncMiddleware<A>>>,
+    any: AtomicBool,
+}
+
+impl<A> Default for Stack<A> {
+    fn default() -> Self {
+        Stack {
+            items: RwLock::new(Vec::new()),
+            any: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<A: Send + 'static> Stack<A> {
+    fn push(&self, middleware: AsyncMiddleware<A>) {
+        self.items.write().push(middleware);
+        self.any.store(true, Ordering::Release);
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.any.load(Ordering::Acquire)
+    }
+
+    async fn run(&self, mut action: A, timeout: Duration) -> Result<A, Block> {
+        if self.is_empty() {
+            return Ok(action);
+        }
+        let items = self.items.read().clone();
+        for middleware in items {
+            let call = std::panic::AssertUnwindSafe(middleware(action)).catch_unwind();
+            action = match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(result)) => result?,
+                Ok(Err(_)) => {
+                    tracing::error!("a middleware panicked; the action is blocked");
+                    return Err(Block::Error(ScError::new(
+                        "MiddlewareError",
+                        "A middleware failed",
+                    )));
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "a middleware did not answer within middlewareTimeout; the action is blocked"
+                    );
+                    return Err(Block::Error(ScError::new(
+                        names::TIMEOUT,
+                        "Middleware timed out",
+                    )));
+                }
+            };
+        }
+        Ok(action)
+    }
+}
+
+fn boxed<A, F, Fut>(f: F) -> AsyncMiddleware<A>
+where
+    F: Fn(A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<A, Block>> + Send + 'static,
+{
+    Arc::new(move |action| Box::pin(f(action)))
+}
+
+macro_rules! inbound_kind {
+    ($(#[$doc:meta])* $method:ident, $action:ty, $($variant:ident)|+) => {
+        $(#[$doc])*
+        pub fn $method<F, Fut>(&self, f: F)
+        where
+            F: Fn($action) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = Result<$action, Block>> + Send + 'static,
+        {
+            let f = Arc::new(f);
+            self.inbound.push(Arc::new(move |action: InboundAction| -> BoxFuture<Result<InboundAction, Block>> {
+                match action {
+                    $(InboundAction::$variant(inner) => {
+                        let fut = f(inner);
+                        Box::pin(async move { fut.await.map(InboundAction::$variant) })
+                    })+
+                    other => Box::pin(std::future::ready(Ok(other))),
+                }
+            }));
+        }
+    };
+}
+
+impl Middleware {
+    /// Runs on every WebSocket upgrade request (after the origin check). Block: HTTP 401.
+    pub fn handshake_ws<F, Fut>(&self, f: F)
+    where
+        F: Fn(HandshakeWsAction) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<HandshakeWsAction, Block>> + Send + 'static,
+    {
+        self.handshake_ws.push(boxed(f));
+    }
+
+    /// Runs on `#handshake`, after token verification. Block: error response, close 4008 or the
+    /// error's `statusCode`.
+    pub fn handshake_sc<F, Fut>(&self, f: F)
+    where
+        F: Fn(HandshakeScAction) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<HandshakeScAction, Block>> + Send + 'static,
+    {
+        self.handshake_sc.push(boxed(f));
+    }
+
+    /// Runs on every inbound action (v15+'s `inbound` stream).
+    pub fn inbound<F, Fut>(&self, f: F)
+    where
+        F: Fn(InboundAction) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<InboundAction, Block>> + Send + 'static,
+    {
+        self.inbound.push(boxed(f));
+    }
+
+    inbound_kind!(
+        /// Runs on `#subscribe` (v14 `subscribe`).
+        subscribe, SubscribeAction, Subscribe
+    );
+    inbound_kind!(
+        /// Runs on client `#publish` (v14 `publishIn`).
+        publish_in, PublishAction, PublishIn
+    );
+    inbound_kind!(
+        /// Runs on application events, with or without `cid` (v14 `emit`).
+        emit, EventAction, Transmit | Invoke
+    );
+    inbound_kind!(
+        /// Runs when a token verified, before the socket is authenticated (v14 `authenticate`).
+        authenticate, AuthenticateAction, Authenticate
+    );
+
+    /// Runs on every inbound frame before decoding (v15+ `inboundRaw`). Blocked frames are
+    /// dropped silently.
+    pub fn inbound_raw<F, Fut>(&self, f: F)
+    where
+        F: Fn(RawAction) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<RawAction, Block>> + Send + 'static,
+    {
+        self.inbound_raw.push(boxed(f));
+    }
+
+    /// Runs for each subscriber of each publication (v14 `publishOut`, v15+ `outbound`). It is
+    /// synchronous on purpose: it sits on the fan-out path, which never waits.
+    pub fn publish_out<F>(&self, f: F)
+    where
+        F: Fn(&Socket, &Publication) -> OutboundVerdict + Send + Sync + 'static,
+    {
+        self.outbound.write().push(Arc::new(f));
+        self.has_outbound.store(true, Ordering::Release);
+    }
+
+    pub(crate) async fn run_handshake_ws(
+        &self,
+        action: HandshakeWsAction,
+        timeout: Duration,
+    ) -> Result<(), Block> {
+        self.handshake_ws.run(action, timeout).await.map(drop)
+    }
+
+    pub(crate) async fn run_handshake_sc(
+        &self,
+        action: HandshakeScAction,
+        timeout: Duration,
+    ) -> Result<(), Block> {
+        self.handshake_sc.run(action, timeout).await.map(drop)
+    }
+
+    pub(crate) fn has_inbound(&self) -> bool {
+        !self.inbound.is_empty()
+    }
+
+    pub(crate) async fn run_inbound(
+        &self,
+        action: InboundAction,
+        timeout: Duration,
+    ) -> Result<InboundAction, Block> {
+        self.inbound.run(action, timeout).await
+    }
+
+    pub(crate) fn has_inbound_raw(&self) -> bool {
+        !self.inbound_raw.is_empty()
+    }
+
+    pub(crate) async fn run_inbound_raw(
+        &self,
+        action: RawAction,
+        timeout: Duration,
+    ) -> Result<RawAction, Block> {
+        self.inbound_raw.run(action, timeout).await
+    }
+
+    pub(crate) fn has_outbound(&self) -> bool {
+        self.has_outbound.load(Ordering::Acquire)
+    }
+
+    /// The combined verdict of every publish-out middleware for one subscriber.
+    pub(crate) fn run_outbound(
+        &self,
+        socket: &Socket,
+        publication: &Publication,
+    ) -> OutboundVerdict {
+        let mut verdict = OutboundVerdict::Allow;
+        for middleware in self.outbound.read().iter() {
+            let current;
+            let seen = match &verdict {
+                OutboundVerdict::Replace(data) => {
+                    current = Publication::new(publication.channel(), Some(data));
+                    &current
+                }
+                _ => publication,
+            };
+            match middleware(socket, seen) {
+                OutboundVerdict::Allow => {}
+                OutboundVerdict::Block => return OutboundVerdict::Block,
+                replaced => verdict = replaced,
+            }
+        }
+        verdict
+    }
+}
+
+/// The error a client sees for a block: the middleware's own, or the generated silent one in the
+/// dialect's wording (v14: `Action was silently blocked by emit middleware`; v15+: `The invoke
+/// AGAction was blocked by inbound middleware`).
+pub(crate) fn block_error(
+    block: Block,
+    dialect: Option<HeartbeatDialect>,
+    v15_action: &str,
+    v15_stream: &str,
+    v14_type: &str,
+) -> ScError {
+    match block {
+        Block::Error(error) => error,
+        Block::Silent if dialect == Some(HeartbeatDialect::V1) => ScError::new(
+            names::SILENT_MIDDLEWARE_BLOCKED,
+            format!("Action was silently blocked by {v14_type} middleware"),
+        )
+        .with("type", v14_type),
+        Block::Silent => ScError::new(
+            names::SILENT_MIDDLEWARE_BLOCKED,
+            format!("The {v15_action} AGAction was blocked by {v15_stream} middleware"),
+        )
+        .with("type", v15_stream),
+    }
+}
+
+/// [`block_error`] for an inbound action.
+pub(crate) fn inbound_block_error(
+    block: Block,
+    dialect: Option<HeartbeatDialect>,
+    action: &InboundAction,
+) -> ScError {
+    block_error(
+        block,
+        dialect,
+        action.type_name(),
+        "inbound",
+        action.v14_type(),
+    )
+}
