@@ -62,7 +62,9 @@ impl CloseCode {
             1007 => "Message format was incorrect",
             1008 => "Encountered a policy violation",
             1009 => "Message was too big to process",
-            1010 => "Client ended the connection because the server did not comply with extension requirements",
+            1010 => {
+                "Client ended the connection because the server did not comply with extension requirements"
+            }
             1011 => "Server encountered an unexpected fatal condition",
             4000 => "Server ping timed out",
             4001 => "Client pong timed out",

@@ -106,7 +106,14 @@ pub fn write_json_string(out: &mut impl BufMut, text: &str) {
         };
         out.put_slice(&bytes[start..i]);
         if escape.is_empty() {
-            out.put_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+            out.put_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
         } else {
             out.put_slice(escape);
         }
@@ -137,17 +144,26 @@ mod tests {
 
     #[test]
     fn reference_frames() {
-        assert_eq!(&event("#removeAuthToken", None, None)[..], br##"{"event":"#removeAuthToken"}"##);
+        assert_eq!(
+            &event("#removeAuthToken", None, None)[..],
+            br##"{"event":"#removeAuthToken"}"##
+        );
         assert_eq!(
             &event("serverQuestion", Some(r#"{"q":"how?"}"#), Some(1))[..],
             br#"{"event":"serverQuestion","data":{"q":"how?"},"cid":1}"#
         );
-        assert_eq!(&response(2, Some(r#"{"msg":"hi"}"#))[..], br#"{"rid":2,"data":{"msg":"hi"}}"#);
+        assert_eq!(
+            &response(2, Some(r#"{"msg":"hi"}"#))[..],
+            br#"{"rid":2,"data":{"msg":"hi"}}"#
+        );
         assert_eq!(
             &error_response(4, r#""plain string error""#, None)[..],
             br#"{"rid":4,"error":"plain string error"}"#
         );
-        assert_eq!(&response(18_446_744_073_709_551_615, None)[..], br#"{"rid":18446744073709551615}"#);
+        assert_eq!(
+            &response(18_446_744_073_709_551_615, None)[..],
+            br#"{"rid":18446744073709551615}"#
+        );
         assert_eq!(&response(0, None)[..], br#"{"rid":0}"#);
     }
 

@@ -60,19 +60,31 @@ pub struct ScError(Repr);
 
 #[derive(Clone, Debug, PartialEq)]
 enum Repr {
-    Object { message: String, name: Option<String>, fields: Vec<(String, Json)> },
+    Object {
+        message: String,
+        name: Option<String>,
+        fields: Vec<(String, Json)>,
+    },
     Value(Json),
 }
 
 impl ScError {
     /// An error with a `name` and a `message`, like the `sc-errors` classes.
     pub fn new(name: impl Into<String>, message: impl Into<String>) -> ScError {
-        ScError(Repr::Object { message: message.into(), name: Some(name.into()), fields: Vec::new() })
+        ScError(Repr::Object {
+            message: message.into(),
+            name: Some(name.into()),
+            fields: Vec::new(),
+        })
     }
 
     /// An error with only a `message` (a plain JavaScript `Error` has no own `name`).
     pub fn message_only(message: impl Into<String>) -> ScError {
-        ScError(Repr::Object { message: message.into(), name: None, fields: Vec::new() })
+        ScError(Repr::Object {
+            message: message.into(),
+            name: None,
+            fields: Vec::new(),
+        })
     }
 
     /// A bare value as the error, e.g. a string: `{"rid":4,"error":"plain string error"}`.
@@ -122,7 +134,11 @@ impl ScError {
     pub fn to_json(&self) -> Json {
         match &self.0 {
             Repr::Value(v) => v.clone(),
-            Repr::Object { message, name, fields } => {
+            Repr::Object {
+                message,
+                name,
+                fields,
+            } => {
                 let mut out = BytesMut::with_capacity(64 + message.len());
                 out.put_slice(b"{\"message\":");
                 write_json_string(&mut out, message);
@@ -158,7 +174,11 @@ impl ScError {
                 (_, v) => fields.push((key, Json::from(v))),
             }
         }
-        ScError(Repr::Object { message, name, fields })
+        ScError(Repr::Object {
+            message,
+            name,
+            fields,
+        })
     }
 }
 
@@ -180,8 +200,11 @@ mod tests {
 
     #[test]
     fn reference_shapes() {
-        let e = ScError::new(SILENT_MIDDLEWARE_BLOCKED, "The invoke AGAction was blocked by inbound middleware")
-            .with("type", "inbound");
+        let e = ScError::new(
+            SILENT_MIDDLEWARE_BLOCKED,
+            "The invoke AGAction was blocked by inbound middleware",
+        )
+        .with("type", "inbound");
         assert_eq!(
             e.to_json().get(),
             r#"{"message":"The invoke AGAction was blocked by inbound middleware","name":"SilentMiddlewareBlockedError","type":"inbound"}"#
@@ -189,13 +212,19 @@ mod tests {
         let plain = ScError::plain(Json::string("plain string error"));
         assert_eq!(plain.to_json().get(), r#""plain string error""#);
         assert_eq!(plain.message(), "plain string error");
-        let custom = ScError::message_only("SC handshake rejected with custom code").with("statusCode", 4501);
-        assert_eq!(custom.to_json().get(), r#"{"message":"SC handshake rejected with custom code","statusCode":4501}"#);
+        let custom = ScError::message_only("SC handshake rejected with custom code")
+            .with("statusCode", 4501);
+        assert_eq!(
+            custom.to_json().get(),
+            r#"{"message":"SC handshake rejected with custom code","statusCode":4501}"#
+        );
     }
 
     #[test]
     fn hydrate_keeps_fields() {
-        let e = ScError::from_json(&Json::from_text(r#"{"name":"ClientError","message":"I refuse","x":[1]}"#).unwrap());
+        let e = ScError::from_json(
+            &Json::from_text(r#"{"name":"ClientError","message":"I refuse","x":[1]}"#).unwrap(),
+        );
         assert_eq!(e.name(), Some("ClientError"));
         assert_eq!(e.message(), "I refuse");
         assert_eq!(e.field("x").unwrap().get(), "[1]");

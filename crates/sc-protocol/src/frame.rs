@@ -77,7 +77,10 @@ impl Frame {
         let Ok(text) = std::str::from_utf8(&bytes) else {
             return Frame::Raw(bytes);
         };
-        let first = text.trim_start_matches([' ', '\n', '\r', '\t']).as_bytes().first();
+        let first = text
+            .trim_start_matches([' ', '\n', '\r', '\t'])
+            .as_bytes()
+            .first();
         match first {
             Some(b'{') => match serde_json::from_str::<&RawValue>(text) {
                 Ok(raw) => match packet_from_raw(&bytes, raw) {
@@ -91,8 +94,9 @@ impl Frame {
                     items
                         .into_iter()
                         .map(|raw| {
-                            packet_from_raw(&bytes, raw)
-                                .unwrap_or_else(|| Packet::Raw(bytes.slice_ref(raw.get().as_bytes())))
+                            packet_from_raw(&bytes, raw).unwrap_or_else(|| {
+                                Packet::Raw(bytes.slice_ref(raw.get().as_bytes()))
+                            })
                         })
                         .collect(),
                 ),
@@ -122,7 +126,9 @@ struct PacketFields<'a> {
 
 /// A field that is present is `Some`, even when its value is `null` (plain `Option` would turn
 /// `"data":null` into `None` and drop it when forwarding).
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(deserializer).map(Some)
 }
 
@@ -143,7 +149,11 @@ fn packet_from_raw(frame: &Bytes, raw: &RawValue) -> Option<Packet> {
     }
     let rid = numeric_id(fields.rid?)?;
     let error = fields.error.filter(|e| e.get() != "null").map(slice);
-    Some(Packet::Response(ResponsePacket { rid, error, data: fields.data.map(slice) }))
+    Some(Packet::Response(ResponsePacket {
+        rid,
+        error,
+        data: fields.data.map(slice),
+    }))
 }
 
 /// A call id: a JSON number that is a non-negative integer. Anything else does not count.
@@ -151,7 +161,8 @@ fn numeric_id(raw: &RawValue) -> Option<u64> {
     let text = raw.get();
     text.parse::<u64>().ok().or_else(|| {
         let float: f64 = text.parse().ok()?;
-        (float.fract() == 0.0 && (0.0..9.007_199_254_740_992e15).contains(&float)).then_some(float as u64)
+        (float.fract() == 0.0 && (0.0..9.007_199_254_740_992e15).contains(&float))
+            .then_some(float as u64)
     })
 }
 
@@ -205,9 +216,7 @@ impl SubscribeData {
             batch: Option<serde_json::Value>,
         }
         let fields: Fields = data?.parse().ok()?;
-        let truthy = |v: &Option<serde_json::Value>| {
-            matches!(v, Some(v) if !(v.is_null() || v == &false || v == &0 || v == ""))
-        };
+        let truthy = |v: &Option<serde_json::Value>| matches!(v, Some(v) if !(v.is_null() || *v == false || *v == 0 || *v == ""));
         Some(SubscribeData {
             wait_for_auth: truthy(&fields.wait_for_auth),
             batch: truthy(&fields.batch),
@@ -240,7 +249,9 @@ impl PublishData {
         let bytes = data.to_bytes();
         Some(PublishData {
             channel: fields.channel.into_owned(),
-            data: fields.data.map(|raw| Json::from_validated(bytes.slice_ref(raw.get().as_bytes()))),
+            data: fields
+                .data
+                .map(|raw| Json::from_validated(bytes.slice_ref(raw.get().as_bytes()))),
         })
     }
 }
@@ -265,8 +276,22 @@ mod tests {
 
     #[test]
     fn raw_messages_follow_sc_formatter() {
-        for raw in ["this is raw", "{\"bad json", "\"hello\"", "123", "true", "null", "#3", " ", "{}", "{\"x\":1}"] {
-            assert!(matches!(Frame::decode(raw), Frame::Raw(_)), "{raw:?} should be raw");
+        for raw in [
+            "this is raw",
+            "{\"bad json",
+            "\"hello\"",
+            "123",
+            "true",
+            "null",
+            "#3",
+            " ",
+            "{}",
+            "{\"x\":1}",
+        ] {
+            assert!(
+                matches!(Frame::decode(raw), Frame::Raw(_)),
+                "{raw:?} should be raw"
+            );
         }
     }
 
@@ -292,7 +317,14 @@ mod tests {
         let Packet::Event(e) = &p[0] else { panic!() };
         assert_eq!(e.data.as_ref().map(Json::get), Some("null"));
         let d = Json::from_text(r#"{"channel":"c","data":null}"#).unwrap();
-        assert_eq!(PublishData::parse(Some(&d)).unwrap().data.as_ref().map(Json::get), Some("null"));
+        assert_eq!(
+            PublishData::parse(Some(&d))
+                .unwrap()
+                .data
+                .as_ref()
+                .map(Json::get),
+            Some("null")
+        );
     }
 
     #[test]
@@ -304,7 +336,10 @@ mod tests {
 
     #[test]
     fn non_string_event_is_raw() {
-        assert!(matches!(Frame::decode(r#"{"event":5,"cid":1}"#), Frame::Raw(_)));
+        assert!(matches!(
+            Frame::decode(r#"{"event":5,"cid":1}"#),
+            Frame::Raw(_)
+        ));
     }
 
     #[test]
@@ -326,7 +361,9 @@ mod tests {
 
     #[test]
     fn batches_keep_order_and_raw_elements() {
-        let p = packets(r#"[{"event":"echo","data":"a","cid":2},{"event":"echo","data":"b","cid":3},5]"#);
+        let p = packets(
+            r#"[{"event":"echo","data":"a","cid":2},{"event":"echo","data":"b","cid":3},5]"#,
+        );
         assert_eq!(p.len(), 3);
         assert!(matches!(&p[0], Packet::Event(e) if e.cid == Some(2)));
         assert!(matches!(&p[2], Packet::Raw(b) if &b[..] == b"5"));
@@ -336,24 +373,38 @@ mod tests {
     fn payload_keeps_original_text() {
         let p = packets(r#"{"event":"e","data":{"a" : 1.50, "b":"\u00e9"},"cid":1}"#);
         let Packet::Event(e) = &p[0] else { panic!() };
-        assert_eq!(e.data.as_ref().unwrap().get(), r#"{"a" : 1.50, "b":"\u00e9"}"#);
+        assert_eq!(
+            e.data.as_ref().unwrap().get(),
+            r#"{"a" : 1.50, "b":"\u00e9"}"#
+        );
     }
 
     #[test]
     fn subscribe_and_publish_data() {
-        let d = Json::from_text(r#"{"channel":"private","waitForAuth":true,"data":{"sub":"extra"}}"#).unwrap();
+        let d =
+            Json::from_text(r#"{"channel":"private","waitForAuth":true,"data":{"sub":"extra"}}"#)
+                .unwrap();
         let s = SubscribeData::parse(Some(&d)).unwrap();
         assert_eq!(s.channel, "private");
         assert!(s.wait_for_auth && !s.batch);
         assert_eq!(s.data.unwrap().get(), r#"{"sub":"extra"}"#);
-        assert!(SubscribeData::parse(Some(&Json::from_text(r#""stringchannel""#).unwrap())).is_none());
-        assert!(SubscribeData::parse(Some(&Json::from_text(r#"{"channel":123}"#).unwrap())).is_none());
+        assert!(
+            SubscribeData::parse(Some(&Json::from_text(r#""stringchannel""#).unwrap())).is_none()
+        );
+        assert!(
+            SubscribeData::parse(Some(&Json::from_text(r#"{"channel":123}"#).unwrap())).is_none()
+        );
         assert!(SubscribeData::parse(None).is_none());
 
         let d = Json::from_text(r#"{"channel":"news","data":{"headline" : "x"}}"#).unwrap();
         let p = PublishData::parse(Some(&d)).unwrap();
-        assert_eq!((p.channel.as_str(), p.data.unwrap().get()), ("news", r#"{"headline" : "x"}"#));
-        assert!(PublishData::parse(Some(&Json::from_text(r#"{"channel":456}"#).unwrap())).is_none());
+        assert_eq!(
+            (p.channel.as_str(), p.data.unwrap().get()),
+            ("news", r#"{"headline" : "x"}"#)
+        );
+        assert!(
+            PublishData::parse(Some(&Json::from_text(r#"{"channel":456}"#).unwrap())).is_none()
+        );
     }
 
     #[test]
@@ -361,7 +412,10 @@ mod tests {
         let d = Json::from_text(r#"{"authToken":null}"#).unwrap();
         assert_eq!(HandshakeData::parse(Some(&d)).auth_token, None);
         let d = Json::from_text(r#"{"authToken":"abc"}"#).unwrap();
-        assert_eq!(HandshakeData::parse(Some(&d)).auth_token.unwrap().get(), r#""abc""#);
+        assert_eq!(
+            HandshakeData::parse(Some(&d)).auth_token.unwrap().get(),
+            r#""abc""#
+        );
         assert_eq!(HandshakeData::parse(None), HandshakeData::default());
     }
 

@@ -16,7 +16,11 @@ pub fn hash_key(key: &str, n: usize) -> usize {
 
 /// The raw 32-bit hash of a string key.
 pub fn string_hash(key: &str) -> i32 {
-    key.encode_utf16().fold(0i32, |h, unit| h.wrapping_shl(5).wrapping_sub(h).wrapping_add(i32::from(unit)))
+    key.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_shl(5)
+            .wrapping_sub(h)
+            .wrapping_add(i32::from(unit))
+    })
 }
 
 #[cfg(test)]
@@ -37,7 +41,11 @@ mod tests {
             ("user/123", -267638290, [0, 1, 2, 0, 3, 2]),
             ("Ünïcode", 1055301514, [0, 1, 2, 4, 1, 10]),
             ("😀emoji", -1233692477, [1, 2, 1, 2, 3, 13]),
-            ("a-very-long-channel-name-that-overflows-int32-many-times", 60426631, [1, 1, 3, 1, 6, 7]),
+            (
+                "a-very-long-channel-name-that-overflows-int32-many-times",
+                60426631,
+                [1, 1, 3, 1, 6, 7],
+            ),
         ];
         for (key, h, expected) in table {
             assert_eq!(string_hash(key), *h, "{key}");

@@ -53,8 +53,14 @@ impl Publication {
         }
         out.put_slice(b"}}");
         let frame = out.freeze();
-        let data = data.map(|d| Json::from_validated(frame.slice(data_start..data_start + d.as_bytes().len())));
-        Publication { channel: Arc::from(channel), frame, data }
+        let data = data.map(|d| {
+            Json::from_validated(frame.slice(data_start..data_start + d.as_bytes().len()))
+        });
+        Publication {
+            channel: Arc::from(channel),
+            frame,
+            data,
+        }
     }
 
     /// Reads a publication back from its frame (e.g. after it crossed a broker or engine).
@@ -69,7 +75,11 @@ impl Publication {
             return Err(NotAPublication);
         }
         let publish = PublishData::parse(event.data.as_ref()).ok_or(NotAPublication)?;
-        Ok(Publication { channel: Arc::from(publish.channel), frame, data: publish.data })
+        Ok(Publication {
+            channel: Arc::from(publish.channel),
+            frame,
+            data: publish.data,
+        })
     }
 
     /// The channel name.
@@ -100,7 +110,10 @@ mod tests {
     #[test]
     fn escapes_channel_and_round_trips() {
         let p = Publication::new("we\"ird/ch", None);
-        assert_eq!(&p.frame()[..], br##"{"event":"#publish","data":{"channel":"we\"ird/ch"}}"##);
+        assert_eq!(
+            &p.frame()[..],
+            br##"{"event":"#publish","data":{"channel":"we\"ird/ch"}}"##
+        );
         let back = Publication::from_frame(p.frame().clone()).unwrap();
         assert_eq!(back.channel(), "we\"ird/ch");
         assert!(back.data().is_none());
@@ -108,7 +121,9 @@ mod tests {
 
     #[test]
     fn rejects_other_frames() {
-        assert!(Publication::from_frame(Bytes::from_static(br#"{"event":"x","data":{}}"#)).is_err());
+        assert!(
+            Publication::from_frame(Bytes::from_static(br#"{"event":"x","data":{}}"#)).is_err()
+        );
         assert!(Publication::from_frame(Bytes::from_static(b"garbage")).is_err());
     }
 }

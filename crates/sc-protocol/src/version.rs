@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Which protocol a server speaks: one version, or both with per-connection detection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub enum ProtocolVersion {
     /// Protocol v1 (socketcluster-client 14.x): heartbeats `#1` / `#2`.
     #[serde(rename = "1")]
@@ -17,6 +17,24 @@ pub enum ProtocolVersion {
     #[default]
     #[serde(rename = "auto")]
     Auto,
+}
+
+impl<'de> serde::Deserialize<'de> for ProtocolVersion {
+    /// Accepts `1`, `2`, `"1"`, `"2"` and `"auto"` (config files and environment variables write
+    /// versions either way).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => n.to_string(),
+            Raw::Text(t) => t,
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// The heartbeat strings a connection uses.
@@ -61,6 +79,27 @@ impl FromStr for ProtocolVersion {
             "auto" => Ok(ProtocolVersion::Auto),
             other => Err(InvalidProtocolVersion(other.to_owned())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_numbers_and_strings() {
+        for (text, want) in [
+            ("1", ProtocolVersion::V1),
+            ("\"2\"", ProtocolVersion::V2),
+            ("\"auto\"", ProtocolVersion::Auto),
+        ] {
+            assert_eq!(serde_json::from_str::<ProtocolVersion>(text).unwrap(), want);
+        }
+        assert!(serde_json::from_str::<ProtocolVersion>("3").is_err());
+        assert_eq!(
+            serde_json::to_string(&ProtocolVersion::V1).unwrap(),
+            "\"1\""
+        );
     }
 }
 

@@ -37,17 +37,23 @@ struct Flags {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let flags = Flags::parse();
     let defaults = ServerOptions::default();
     let options = ServerOptions {
         protocol_version: flags.protocol_version,
         ping_interval: flags.ping_interval.unwrap_or(defaults.ping_interval),
         ping_timeout: flags.ping_timeout.unwrap_or(defaults.ping_timeout),
-        handshake_timeout: flags.handshake_timeout.unwrap_or(defaults.handshake_timeout),
+        handshake_timeout: flags
+            .handshake_timeout
+            .unwrap_or(defaults.handshake_timeout),
         ack_timeout: flags.ack_timeout.unwrap_or(defaults.ack_timeout),
         socket_channel_limit: flags.socket_channel_limit.or(defaults.socket_channel_limit),
-        allow_client_publish: flags.allow_client_publish.unwrap_or(defaults.allow_client_publish),
+        allow_client_publish: flags
+            .allow_client_publish
+            .unwrap_or(defaults.allow_client_publish),
         origins: flags.origins.unwrap_or(defaults.origins),
         max_payload: flags.max_payload.unwrap_or(defaults.max_payload),
         ..defaults
@@ -71,9 +77,13 @@ fn register_demo_handlers(server: &Server) {
             exchange.publish("pong", &n).await.map_err(ScError::from)
         }
     });
-    server.on("echo", |req: Request| async move { Ok::<_, ScError>(Reply::from(req.data().cloned())) });
+    server.on("echo", |req: Request| async move {
+        Ok::<_, ScError>(Reply::from(req.data().cloned()))
+    });
     server.on("fire", |_req: Request| async move { Ok::<_, ScError>(()) });
-    server.on("noreply", |_req: Request| std::future::pending::<Result<(), ScError>>());
+    server.on("noreply", |_req: Request| {
+        std::future::pending::<Result<(), ScError>>()
+    });
     server.on("failme", |_req: Request| async move {
         Err::<(), _>(ScError::new("CustomError", "Custom failure").with("extra", 42))
     });
@@ -87,7 +97,10 @@ fn register_demo_handlers(server: &Server) {
             let socket = req.socket().clone();
             tokio::spawn(async move {
                 let _ = socket.emit("serverPush", &serde_json::json!({ "hello": "world" }));
-                let outcome = match socket.invoke("serverQuestion", &serde_json::json!({ "q": "how?" })).await {
+                let outcome = match socket
+                    .invoke("serverQuestion", &serde_json::json!({ "q": "how?" }))
+                    .await
+                {
                     Ok(answer) => serde_json::json!({ "answer": answer }),
                     Err(error) => serde_json::json!({ "error": ScError::from(error).message() }),
                 };
@@ -102,7 +115,9 @@ fn register_demo_handlers(server: &Server) {
             channel: String,
         }
         let kick: Kick = req.parse()?;
-        req.socket().kick_out(Some(&kick.channel), "you are kicked").await;
+        req.socket()
+            .kick_out(Some(&kick.channel), "you are kicked")
+            .await;
         Ok::<_, ScError>(())
     });
     let exchange = server.exchange();
@@ -115,13 +130,16 @@ fn register_demo_handlers(server: &Server) {
                 data: Option<Json>,
             }
             let publish: Publish = req.parse()?;
-            exchange.publish_json(&publish.channel, publish.data.as_ref()).await?;
+            exchange
+                .publish_json(&publish.channel, publish.data.as_ref())
+                .await?;
             Ok::<_, ScError>(())
         }
     });
     server.on("binary", |req: Request| async move {
         let received = req.data().cloned().unwrap_or(Json::NULL);
-        let text = format!(r#"{{"buf":{{"base64":true,"data":"aGVsbG8="}},"received":{received}}}"#);
+        let text =
+            format!(r#"{{"buf":{{"base64":true,"data":"aGVsbG8="}},"received":{received}}}"#);
         Ok::<_, ScError>(Reply::data(Json::from_text(&text)?))
     });
     server.on("dropme", |req: Request| async move {

@@ -136,62 +136,60 @@ fn iso_date(seconds: u64) -> String {
 impl AuthEngine {
     /// Builds the engine from `authKey` (or a random key), or `authPrivateKey` + `authPublicKey`.
     pub fn from_options(options: &ServerOptions) -> Result<AuthEngine, InvalidOptions> {
-        let (encoding, decoding, default_algorithm, family): (_, _, _, &[Algorithm]) = match (
-            &options.auth_private_key,
-            &options.auth_public_key,
-        ) {
-            (Some(private), Some(public)) => {
-                let algorithm = options.auth_algorithm.as_deref().ok_or_else(|| {
-                    InvalidOptions(
+        let (encoding, decoding, default_algorithm, family): (_, _, _, &[Algorithm]) =
+            match (&options.auth_private_key, &options.auth_public_key) {
+                (Some(private), Some(public)) => {
+                    let algorithm = options.auth_algorithm.as_deref().ok_or_else(|| {
+                        InvalidOptions(
                         "authAlgorithm must be set with authPrivateKey/authPublicKey (e.g. RS256)"
                             .into(),
                     )
-                })?;
-                let algorithm = parse_algorithm(algorithm)?;
-                let bad_key = |e: jsonwebtoken::errors::Error| {
-                    InvalidOptions(format!("invalid auth key pair: {e}"))
-                };
-                let (encoding, decoding) = match algorithm {
-                    Algorithm::RS256
-                    | Algorithm::RS384
-                    | Algorithm::RS512
-                    | Algorithm::PS256
-                    | Algorithm::PS384
-                    | Algorithm::PS512 => (
-                        EncodingKey::from_rsa_pem(private.as_bytes()).map_err(bad_key)?,
-                        DecodingKey::from_rsa_pem(public.as_bytes()).map_err(bad_key)?,
-                    ),
-                    Algorithm::ES256 | Algorithm::ES384 => (
-                        EncodingKey::from_ec_pem(private.as_bytes()).map_err(bad_key)?,
-                        DecodingKey::from_ec_pem(public.as_bytes()).map_err(bad_key)?,
-                    ),
-                    Algorithm::EdDSA => (
-                        EncodingKey::from_ed_pem(private.as_bytes()).map_err(bad_key)?,
-                        DecodingKey::from_ed_pem(public.as_bytes()).map_err(bad_key)?,
-                    ),
-                    other => {
-                        return Err(InvalidOptions(format!(
-                            "{other:?} needs authKey, not a key pair"
-                        )));
-                    }
-                };
-                (encoding, decoding, algorithm, &[][..])
-            }
-            (None, None) => {
-                let key = options.auth_key.clone().unwrap_or_else(random_key);
-                (
-                    EncodingKey::from_secret(key.as_bytes()),
-                    DecodingKey::from_secret(key.as_bytes()),
-                    Algorithm::HS256,
-                    &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512][..],
-                )
-            }
-            _ => {
-                return Err(InvalidOptions(
-                    "authPrivateKey and authPublicKey must be given together".into(),
-                ));
-            }
-        };
+                    })?;
+                    let algorithm = parse_algorithm(algorithm)?;
+                    let bad_key = |e: jsonwebtoken::errors::Error| {
+                        InvalidOptions(format!("invalid auth key pair: {e}"))
+                    };
+                    let (encoding, decoding) = match algorithm {
+                        Algorithm::RS256
+                        | Algorithm::RS384
+                        | Algorithm::RS512
+                        | Algorithm::PS256
+                        | Algorithm::PS384
+                        | Algorithm::PS512 => (
+                            EncodingKey::from_rsa_pem(private.as_bytes()).map_err(bad_key)?,
+                            DecodingKey::from_rsa_pem(public.as_bytes()).map_err(bad_key)?,
+                        ),
+                        Algorithm::ES256 | Algorithm::ES384 => (
+                            EncodingKey::from_ec_pem(private.as_bytes()).map_err(bad_key)?,
+                            DecodingKey::from_ec_pem(public.as_bytes()).map_err(bad_key)?,
+                        ),
+                        Algorithm::EdDSA => (
+                            EncodingKey::from_ed_pem(private.as_bytes()).map_err(bad_key)?,
+                            DecodingKey::from_ed_pem(public.as_bytes()).map_err(bad_key)?,
+                        ),
+                        other => {
+                            return Err(InvalidOptions(format!(
+                                "{other:?} needs authKey, not a key pair"
+                            )));
+                        }
+                    };
+                    (encoding, decoding, algorithm, &[][..])
+                }
+                (None, None) => {
+                    let key = options.auth_key.clone().unwrap_or_else(random_key);
+                    (
+                        EncodingKey::from_secret(key.as_bytes()),
+                        DecodingKey::from_secret(key.as_bytes()),
+                        Algorithm::HS256,
+                        &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512][..],
+                    )
+                }
+                _ => {
+                    return Err(InvalidOptions(
+                        "authPrivateKey and authPublicKey must be given together".into(),
+                    ));
+                }
+            };
         let algorithm = match &options.auth_algorithm {
             Some(name) => parse_algorithm(name)?,
             None => default_algorithm,

@@ -19,14 +19,14 @@ use crate::socket::Socket;
 /// A SocketCluster realtime server. Cheap to clone; all clones are the same server.
 ///
 /// ```no_run
-/// use sc_server::{Reply, Request, Server, ServerOptions};
+/// use sc_server::{Reply, Request, Server, ServerOptions, Socket};
 /// use sc_protocol::ScError;
 ///
 /// # async fn run() -> anyhow::Result<()> {
 /// let server = Server::new(ServerOptions::default())?;
 /// let exchange = server.exchange();
 /// server.on("echo", |req: Request| async move { Ok::<_, ScError>(Reply::from(req.data().cloned())) });
-/// server.on_connection(move |socket| {
+/// server.on_connection(move |socket: Socket| {
 ///     let exchange = exchange.clone();
 ///     async move {
 ///         let _ = socket.on("ping", move |_req: Request| {

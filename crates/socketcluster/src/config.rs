@@ -1,105 +1,151 @@
-//! Command-line flags (and their environment variables) of the `socketcluster` command.
+//! The cluster's configuration: SocketCluster's option names and defaults, loaded from a TOML
+//! file, then environment variables, then command-line flags (flags win).
+//!
+//! A TOML file reads like SocketCluster's options object:
+//!
+//! ```toml
+//! workers = 2
+//! brokers = 1
+//! port = 8000
+//! socketChannelLimit = 1000
+//! rebootWorkerOnCrash = true
+//! pingInterval = 8000
+//! ```
+//!
+//! Environment variables are the option names in upper snake case with a `SOCKETCLUSTER_` prefix
+//! (`SOCKETCLUSTER_WORKERS=2`, `SOCKETCLUSTER_SOCKET_CHANNEL_LIMIT=500`); `PORT` is honoured too,
+//! as hosting platforms set it.
 
 use std::path::PathBuf;
 
-use clap::Parser;
-use sc_protocol::ProtocolVersion;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 use sc_server::ServerOptions;
+use serde::{Deserialize, Serialize};
 
-/// Run a SocketCluster server with the boilerplate app.
-#[derive(Debug, Parser)]
-#[command(name = "socketcluster", version, about)]
-pub struct Flags {
-    /// Port for HTTP and WebSocket (0 picks a free port). Also `SOCKETCLUSTER_PORT` or `PORT`.
-    #[arg(long, env = "SOCKETCLUSTER_PORT")]
-    pub port: Option<u16>,
+/// Everything a cluster needs: process counts and supervision (§13.2) plus every worker's
+/// [`ServerOptions`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClusterConfig {
+    /// Worker processes (each runs the HTTP and realtime server; they share the port).
+    pub workers: usize,
+    /// Broker processes (channels and key/value data, mapped by hash). 0: no broker processes;
+    /// each worker then uses its in-process exchange (or the engine).
+    pub brokers: usize,
+    /// Shared listening port (0: pick a free one).
+    pub port: u16,
     /// Address to bind.
-    #[arg(long, default_value = "0.0.0.0", env = "SOCKETCLUSTER_HOST")]
     pub host: String,
-    /// Folder of static files served over HTTP (default: `public` next to the working directory,
-    /// else the one in this repository).
-    #[arg(long, env = "SOCKETCLUSTER_PUBLIC_DIR")]
+    /// Reboot a worker that exits unexpectedly, with the same id.
+    pub reboot_worker_on_crash: bool,
+    /// A worker whose controller fails exits (and is rebooted), instead of running on.
+    pub crash_worker_on_error: bool,
+    /// On SIGUSR2 the master also exits (otherwise SIGUSR2 reboots the workers).
+    pub kill_master_on_signal: bool,
+    /// How long workers and brokers get to exit gracefully (ms) before they are killed.
+    pub process_term_timeout: u64,
+    /// Folder of static files the workers serve.
     pub public_dir: Option<PathBuf>,
-    /// Heartbeat dialect: 1 (client 14.x), 2 (client 15+) or auto (both, detected per connection).
-    #[arg(long, default_value = "auto", env = "SOCKETCLUSTER_PROTOCOL_VERSION")]
-    pub protocol_version: ProtocolVersion,
-    /// Most channels one socket may subscribe to.
-    #[arg(
-        long,
-        default_value_t = 1000,
-        env = "SOCKETCLUSTER_SOCKET_CHANNEL_LIMIT"
-    )]
-    pub socket_channel_limit: usize,
-    /// Interval between server pings, in ms.
-    #[arg(long, default_value_t = 8000, env = "SOCKETCLUSTER_PING_INTERVAL")]
-    pub ping_interval: u64,
-    /// Close silent clients after this many ms (4001).
-    #[arg(long, default_value_t = 20000, env = "SOCKETCLUSTER_PING_TIMEOUT")]
-    pub ping_timeout: u64,
-    /// Time allowed for the SocketCluster handshake, in ms (4005).
-    #[arg(long, default_value_t = 10000, env = "SOCKETCLUSTER_HANDSHAKE_TIMEOUT")]
-    pub handshake_timeout: u64,
-    /// Timeout of server-to-client invokes, in ms.
-    #[arg(long, default_value_t = 10000, env = "SOCKETCLUSTER_ACK_TIMEOUT")]
-    pub ack_timeout: u64,
-    /// Whether clients may publish.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SOCKETCLUSTER_ALLOW_CLIENT_PUBLISH")]
-    pub allow_client_publish: bool,
-    /// Allowed origins (`*:*`, or `host:port` entries).
-    #[arg(long, default_value = "*:*", env = "SOCKETCLUSTER_ORIGINS")]
-    pub origins: String,
-    /// Largest inbound message in bytes.
-    #[arg(long, default_value_t = 100 * 1024 * 1024, env = "SOCKETCLUSTER_MAX_PAYLOAD")]
-    pub max_payload: usize,
-    /// Secret that signs auth tokens (HMAC). Unset: random per start, so tokens die with the
-    /// process. Every worker of a cluster shares it.
-    #[arg(long, env = "SOCKETCLUSTER_AUTH_KEY", hide_env_values = true)]
-    pub auth_key: Option<String>,
-    /// Token lifetime in seconds.
-    #[arg(
-        long,
-        default_value_t = 86400,
-        env = "SOCKETCLUSTER_AUTH_DEFAULT_EXPIRY"
-    )]
-    pub auth_default_expiry: u64,
-    /// Most frames queued for one socket before it is closed as a slow consumer (4100).
-    #[arg(
-        long,
-        default_value_t = 4096,
-        env = "SOCKETCLUSTER_OUTBOUND_QUEUE_LIMIT"
-    )]
-    pub outbound_queue_limit: usize,
+    /// Directory for the broker and master Unix sockets (default: a per-app folder in the
+    /// system temp directory).
+    pub socket_root: Option<PathBuf>,
+    /// Distributed engine linking several instances: `redis://…`, `nats://…` (none: this
+    /// instance only).
+    pub engine: Option<String>,
+    /// Every worker's realtime server options.
+    #[serde(flatten)]
+    pub server: ServerOptions,
 }
 
-impl Flags {
-    /// The port to listen on: `--port`, `SOCKETCLUSTER_PORT`, `PORT` (as hosting platforms set
-    /// it), else 8000.
-    pub fn port(&self) -> u16 {
-        self.port
-            .or_else(|| std::env::var("PORT").ok()?.parse().ok())
-            .unwrap_or(8000)
-    }
-
-    /// The server options these flags describe.
-    pub fn server_options(&self) -> ServerOptions {
-        ServerOptions {
-            protocol_version: self.protocol_version,
-            socket_channel_limit: Some(self.socket_channel_limit),
-            ping_interval: self.ping_interval,
-            ping_timeout: self.ping_timeout,
-            handshake_timeout: self.handshake_timeout,
-            ack_timeout: self.ack_timeout,
-            allow_client_publish: self.allow_client_publish,
-            origins: self.origins.clone(),
-            max_payload: self.max_payload,
-            outbound_queue_limit: self.outbound_queue_limit,
-            auth_key: self.auth_key.clone(),
-            auth_default_expiry: self.auth_default_expiry,
-            ..ServerOptions::default()
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            workers: 1,
+            brokers: 1,
+            port: 8000,
+            host: "0.0.0.0".to_owned(),
+            reboot_worker_on_crash: true,
+            crash_worker_on_error: true,
+            kill_master_on_signal: false,
+            process_term_timeout: 10_000,
+            public_dir: None,
+            socket_root: None,
+            engine: None,
+            server: ServerOptions::default(),
         }
     }
+}
 
-    /// The static files folder.
+/// A configuration value is invalid; nothing was started.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, environment or flags could not be read into the configuration.
+    #[error("invalid configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl ClusterConfig {
+    /// Loads defaults, then `file` (if given), then `SOCKETCLUSTER_*` variables and `PORT`,
+    /// then `overrides` (the command-line flags that were set).
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: &serde_json::Value,
+    ) -> Result<ClusterConfig, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(ClusterConfig::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        if let Ok(port) = std::env::var("PORT") {
+            figment = figment.merge(Serialized::default("port", port));
+        }
+        figment = figment
+            .merge(Env::prefixed("SOCKETCLUSTER_").map(|key| snake_to_camel(key.as_str()).into()))
+            .merge(Serialized::defaults(overrides));
+        let config: ClusterConfig = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.workers == 0 {
+            return Err(ConfigError::Invalid("workers must be at least 1".into()));
+        }
+        if self.workers > 256 || self.brokers > 256 {
+            return Err(ConfigError::Invalid(
+                "workers and brokers must be at most 256".into(),
+            ));
+        }
+        if self.process_term_timeout == 0 || self.process_term_timeout > i32::MAX as u64 {
+            return Err(ConfigError::Invalid(
+                "processTermTimeout must be between 1 and 2147483647 ms".into(),
+            ));
+        }
+        if let Some(engine) = &self.engine
+            && !["redis://", "rediss://", "nats://", "memory://"]
+                .iter()
+                .any(|s| engine.starts_with(s))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "engine must be a redis://, rediss://, nats:// or memory:// URL, not {engine:?}"
+            )));
+        }
+        self.server
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.0))
+    }
+
+    /// The static files folder: the configured one, `./public`, or the repository's.
     pub fn public_dir(&self) -> PathBuf {
         if let Some(dir) = &self.public_dir {
             return dir.clone();
@@ -112,33 +158,84 @@ impl Flags {
     }
 }
 
+/// `SOCKET_CHANNEL_LIMIT` → `socketChannelLimit`.
+fn snake_to_camel(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut upper = false;
+    for c in key.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.extend(c.to_lowercase());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn defaults_match_socketcluster() {
-        let flags = Flags::parse_from(["socketcluster"]);
-        let options = flags.server_options();
-        assert_eq!(options.socket_channel_limit, Some(1000));
-        assert_eq!(options.protocol_version, ProtocolVersion::Auto);
-        assert_eq!(options.path, "/socketcluster/");
-        assert!(options.allow_client_publish);
+    fn camel_case_env_names() {
+        assert_eq!(snake_to_camel("SOCKET_CHANNEL_LIMIT"), "socketChannelLimit");
+        assert_eq!(snake_to_camel("workers"), "workers");
     }
 
     #[test]
-    fn flags_override() {
-        let flags = Flags::parse_from([
-            "socketcluster",
-            "--port",
-            "9000",
-            "--protocol-version",
-            "1",
-            "--allow-client-publish",
-            "false",
-        ]);
-        assert_eq!(flags.port(), 9000);
-        assert_eq!(flags.server_options().protocol_version, ProtocolVersion::V1);
-        assert!(!flags.server_options().allow_client_publish);
+    fn file_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "sc.toml",
+                "workers = 3\nbrokers = 2\nsocketChannelLimit = 5\npingInterval = 1000\n",
+            )?;
+            jail.set_env("SOCKETCLUSTER_BROKERS", "4");
+            let config = ClusterConfig::load(
+                Some("sc.toml".as_ref()),
+                &serde_json::json!({ "workers": 2 }),
+            )
+            .expect("valid");
+            assert_eq!((config.workers, config.brokers), (2, 4));
+            assert_eq!(config.server.socket_channel_limit, Some(5));
+            assert_eq!(config.server.ping_interval, 1000);
+            assert_eq!(config.port, 8000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let zero = ClusterConfig {
+            workers: 0,
+            ..Default::default()
+        };
+        assert!(zero.validate().is_err());
+        let engine = ClusterConfig {
+            engine: Some("ftp://x".into()),
+            ..Default::default()
+        };
+        assert!(engine.validate().is_err());
+        let ping = ClusterConfig {
+            server: ServerOptions {
+                ping_interval: 0,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(ping.validate().is_err());
+    }
+}
+#[cfg(test)]
+mod roundtrip {
+    /// The master hands the resolved configuration to its children as JSON.
+    #[test]
+    fn json_round_trip() {
+        let c = super::ClusterConfig::default();
+        let s = serde_json::to_string(&c).unwrap();
+        let back: Result<super::ClusterConfig, _> = serde_json::from_str(&s);
+        assert!(back.is_ok(), "{s} {:?}", back.err());
     }
 }

@@ -1,10 +1,23 @@
-//! SocketCluster in Rust: the `socketcluster` command and the seed's boilerplate app.
+//! SocketCluster in Rust: the process cluster, the `socketcluster` command and the seed's
+//! boilerplate app.
 //!
 //! # Layout
 //!
-//! - [`boilerplate`]: the seed's worker logic (`ping` → count → publish to `pong`; `echo`).
-//! - [`config`]: command-line flags and environment variables, mapped onto
-//!   [`sc_server::ServerOptions`].
+//! - [`cluster`]: master, worker and broker processes ([`cluster::SocketCluster`]).
+//! - [`config`]: [`config::ClusterConfig`], SocketCluster's options from file, environment and
+//!   flags.
+//! - [`boilerplate`]: the seed's worker logic (`ping` → `pong`, `echo`, the sign-in tour).
+//! - [`scaffold`]: `socketcluster new myapp`.
+//! - [`cli`]: the command line.
+//!
+//! The crates it builds on are re-exported: [`sc_server`], [`sc_protocol`], [`sc_broker`].
 
 pub mod boilerplate;
+pub mod cli;
+pub mod cluster;
 pub mod config;
+pub mod scaffold;
+
+pub use sc_broker;
+pub use sc_protocol;
+pub use sc_server;

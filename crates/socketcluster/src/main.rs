@@ -1,38 +1,37 @@
-//! `socketcluster`: runs the boilerplate app.
+//! `socketcluster`: runs the boilerplate app as a cluster, or writes a new app.
 
 use anyhow::Context;
 use clap::Parser;
-use sc_server::Server;
-use socketcluster::{boilerplate, config::Flags};
+use socketcluster::cli::{Cli, Command};
+use socketcluster::cluster::{SocketCluster, Worker};
+use socketcluster::config::ClusterConfig;
+use socketcluster::{boilerplate, scaffold};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let flags = Flags::parse();
-    let server = Server::new(flags.server_options()).context("invalid options")?;
-    boilerplate::register(&server);
-
-    let address = (flags.host.as_str(), flags.port());
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {}:{}", flags.host, flags.port()))?;
-    let port = listener.local_addr()?.port();
-    let public_dir = flags.public_dir();
-    tracing::info!(port, public = %public_dir.display(), protocol = %flags.protocol_version, "SocketCluster listening");
-    println!("LISTENING {port}");
-    let app = server.app(Some(public_dir));
-    tokio::select! {
-        result = server.serve(listener, app) => result?,
-        _ = tokio::signal::ctrl_c() => {
-            let closed = server.disconnect_all(1001, "Server is shutting down");
-            tracing::info!(closed, "shutting down");
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
+    let cli = Cli::parse();
+    if let Some(Command::New { name, crates_path }) = cli.command {
+        let dir = scaffold::write_app(std::path::Path::new(&name), crates_path.as_deref())?;
+        println!(
+            "Created {}. Run it with: cd {} && cargo run",
+            dir.display(),
+            dir.display()
+        );
+        return Ok(());
     }
+    let config = ClusterConfig::load(cli.run.config_file().as_deref(), &cli.run.overrides())?;
+    SocketCluster::builder()
+        .config(config)
+        .worker_controller(|worker: Worker| async move {
+            boilerplate::register(worker.server());
+            Ok(())
+        })
+        .run()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(())
 }

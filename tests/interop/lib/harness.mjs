@@ -209,8 +209,10 @@ export async function startServer(flags = {}, {keep = false, startTimeout = 2000
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true // own process group, so stop() also ends helpers a wrapper script may have started
   });
+  liveChildren.add(child);
   let output = {stdout: '', stderr: ''};
   let exited = new Promise((resolve) => {
+    child.once('exit', () => liveChildren.delete(child));
     child.once('exit', (code, signal) => resolve({code, signal}));
     child.once('error', (error) => resolve({code: null, signal: null, error}));
   });
@@ -265,6 +267,12 @@ export async function startServer(flags = {}, {keep = false, startTimeout = 2000
   (keep ? fileResources : testResources).add(server);
   return server;
 }
+
+// Last resort if a test file exits without its hooks running: no server process outlives the test process.
+const liveChildren = new Set();
+process.on('exit', () => {
+  for (let child of liveChildren) killGroup(child, 'SIGKILL');
+});
 
 function killGroup(child, signal) {
   if (child.exitCode !== null || child.signalCode !== null) return;

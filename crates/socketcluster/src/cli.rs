@@ -1,0 +1,199 @@
+//! The `socketcluster` command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use sc_protocol::ProtocolVersion;
+use serde_json::{Map, Value};
+
+/// SocketCluster in Rust: run the boilerplate cluster, or start a new app.
+#[derive(Debug, Parser)]
+#[command(name = "socketcluster", version, about)]
+pub struct Cli {
+    /// What to do (default: run the boilerplate app).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of the run (they override the config file and the environment).
+    #[command(flatten)]
+    pub run: RunFlags,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Writes a ready Cargo project: main.rs (cluster options), worker.rs (the boilerplate
+    /// logic), broker.rs, public/index.html with the browser client.
+    New {
+        /// Name (and folder) of the app.
+        name: String,
+        /// Where the socketcluster crates live (default: this build's workspace); the app
+        /// depends on them by path.
+        #[arg(long)]
+        crates_path: Option<PathBuf>,
+    },
+}
+
+/// Flags of a run. Each one that is given overrides the config file and the environment.
+#[derive(Debug, Default, Args)]
+pub struct RunFlags {
+    /// TOML config file with SocketCluster's option names (`socketcluster.toml` is read when
+    /// present).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Worker processes.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Broker processes.
+    #[arg(long)]
+    pub brokers: Option<usize>,
+    /// Port for HTTP and WebSocket (0: any free port). Also `SOCKETCLUSTER_PORT` or `PORT`.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to bind.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Distributed engine for several instances: redis://host:6379 or nats://host:4222.
+    #[arg(long)]
+    pub engine: Option<String>,
+    /// Folder of static files.
+    #[arg(long)]
+    pub public_dir: Option<PathBuf>,
+    /// Application name.
+    #[arg(long)]
+    pub app_name: Option<String>,
+    /// Heartbeat dialect: 1 (client 14.x), 2 (client 15+) or auto (both).
+    #[arg(long)]
+    pub protocol_version: Option<ProtocolVersion>,
+    /// Most channels one socket may subscribe to.
+    #[arg(long)]
+    pub socket_channel_limit: Option<usize>,
+    /// Interval between server pings (ms).
+    #[arg(long)]
+    pub ping_interval: Option<u64>,
+    /// Close silent clients after this long (ms; code 4001).
+    #[arg(long)]
+    pub ping_timeout: Option<u64>,
+    /// Time allowed for the SocketCluster handshake (ms; code 4005).
+    #[arg(long)]
+    pub handshake_timeout: Option<u64>,
+    /// Timeout of server-to-client invokes (ms).
+    #[arg(long)]
+    pub ack_timeout: Option<u64>,
+    /// Whether clients may publish.
+    #[arg(long)]
+    pub allow_client_publish: Option<bool>,
+    /// Allowed origins (`*:*`, or `host:port` entries).
+    #[arg(long)]
+    pub origins: Option<String>,
+    /// Largest inbound message in bytes.
+    #[arg(long)]
+    pub max_payload: Option<usize>,
+    /// Frames queued for one socket before it is closed as a slow consumer (4100).
+    #[arg(long)]
+    pub outbound_queue_limit: Option<usize>,
+    /// Secret that signs auth tokens (HMAC), shared by every worker. Also
+    /// `SOCKETCLUSTER_AUTH_KEY`. Unset: random per start.
+    #[arg(long)]
+    pub auth_key: Option<String>,
+    /// Default token lifetime in seconds.
+    #[arg(long)]
+    pub auth_default_expiry: Option<u64>,
+    /// Reboot crashed workers.
+    #[arg(long)]
+    pub reboot_worker_on_crash: Option<bool>,
+    /// Graceful stop limit for workers and brokers (ms).
+    #[arg(long)]
+    pub process_term_timeout: Option<u64>,
+}
+
+impl RunFlags {
+    /// The flags that were given, as configuration overrides (camelCase keys).
+    pub fn overrides(&self) -> Value {
+        let mut map = Map::new();
+        let mut put = |key: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                map.insert(key.to_owned(), value);
+            }
+        };
+        put("workers", self.workers.map(Value::from));
+        put("brokers", self.brokers.map(Value::from));
+        put("port", self.port.map(Value::from));
+        put("host", self.host.clone().map(Value::from));
+        put("engine", self.engine.clone().map(Value::from));
+        put(
+            "publicDir",
+            self.public_dir
+                .as_ref()
+                .map(|p| Value::from(p.display().to_string())),
+        );
+        put("appName", self.app_name.clone().map(Value::from));
+        put(
+            "protocolVersion",
+            self.protocol_version.map(|v| Value::from(v.to_string())),
+        );
+        put(
+            "socketChannelLimit",
+            self.socket_channel_limit.map(Value::from),
+        );
+        put("pingInterval", self.ping_interval.map(Value::from));
+        put("pingTimeout", self.ping_timeout.map(Value::from));
+        put("handshakeTimeout", self.handshake_timeout.map(Value::from));
+        put("ackTimeout", self.ack_timeout.map(Value::from));
+        put(
+            "allowClientPublish",
+            self.allow_client_publish.map(Value::from),
+        );
+        put("origins", self.origins.clone().map(Value::from));
+        put("maxPayload", self.max_payload.map(Value::from));
+        put(
+            "outboundQueueLimit",
+            self.outbound_queue_limit.map(Value::from),
+        );
+        put("authKey", self.auth_key.clone().map(Value::from));
+        put(
+            "authDefaultExpiry",
+            self.auth_default_expiry.map(Value::from),
+        );
+        put(
+            "rebootWorkerOnCrash",
+            self.reboot_worker_on_crash.map(Value::from),
+        );
+        put(
+            "processTermTimeout",
+            self.process_term_timeout.map(Value::from),
+        );
+        Value::Object(map)
+    }
+
+    /// The config file to read: `--config`, else `socketcluster.toml` when present.
+    pub fn config_file(&self) -> Option<PathBuf> {
+        self.config.clone().or_else(|| {
+            let default = PathBuf::from("socketcluster.toml");
+            default.exists().then_some(default)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_given_flags_override() {
+        let cli = Cli::parse_from([
+            "socketcluster",
+            "--workers",
+            "2",
+            "--brokers",
+            "2",
+            "--protocol-version",
+            "1",
+        ]);
+        assert_eq!(
+            cli.run.overrides(),
+            serde_json::json!({"workers": 2, "brokers": 2, "protocolVersion": "1"})
+        );
+        let cli = Cli::parse_from(["socketcluster", "new", "myapp"]);
+        assert!(matches!(cli.command, Some(Command::New { ref name, .. }) if name == "myapp"));
+    }
+}

@@ -1,0 +1,442 @@
+//! The master process: starts brokers, then workers; reboots what crashes; drains on SIGTERM.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use parking_lot::Mutex;
+use sc_protocol::Json;
+use tokio::net::UnixListener;
+use tokio::process::Command;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use super::ipc::{Envelope, IpcError, IpcPeer, MessageHandler};
+use super::listener::{claim_port, resolve};
+use super::{BoxFuture, ClusterError, MasterController, ProcessRole, env};
+use crate::config::ClusterConfig;
+
+/// How long children get to report ready.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+type ChildKey = (ProcessRole, usize);
+type RoleHandler = Arc<dyn Fn(usize, Json) -> BoxFuture<Result<Json, String>> + Send + Sync>;
+
+/// The master's handle, given to the master controller: talk to workers and brokers.
+#[derive(Clone)]
+pub struct Master {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    links: Mutex<HashMap<ChildKey, IpcPeer>>,
+    pids: Mutex<HashMap<ChildKey, u32>>,
+    handlers: Mutex<HashMap<ProcessRole, RoleHandler>>,
+    port: u16,
+}
+
+impl Master {
+    /// Sends `data` to worker `id` (its `on_master_message` handler) and waits for the reply.
+    pub async fn send_to_worker(&self, id: usize, data: Json) -> Result<Json, IpcError> {
+        self.send((ProcessRole::Worker, id), data).await
+    }
+
+    /// Sends `data` to broker `id` and waits for the reply.
+    pub async fn send_to_broker(&self, id: usize, data: Json) -> Result<Json, IpcError> {
+        self.send((ProcessRole::Broker, id), data).await
+    }
+
+    async fn send(&self, key: ChildKey, data: Json) -> Result<Json, IpcError> {
+        let peer = self
+            .shared
+            .links
+            .lock()
+            .get(&key)
+            .cloned()
+            .ok_or(IpcError::NotConnected)?;
+        peer.request(data).await
+    }
+
+    /// Answers workers' `send_to_master` calls: `handler(worker_id, data)`.
+    pub fn on_worker_message<F, Fut>(&self, handler: F)
+    where
+        F: Fn(usize, Json) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Json, String>> + Send + 'static,
+    {
+        self.shared.handlers.lock().insert(
+            ProcessRole::Worker,
+            Arc::new(move |id, data| Box::pin(handler(id, data))),
+        );
+    }
+
+    /// Answers brokers' `send_to_master` calls: `handler(broker_id, data)`.
+    pub fn on_broker_message<F, Fut>(&self, handler: F)
+    where
+        F: Fn(usize, Json) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Json, String>> + Send + 'static,
+    {
+        self.shared.handlers.lock().insert(
+            ProcessRole::Broker,
+            Arc::new(move |id, data| Box::pin(handler(id, data))),
+        );
+    }
+
+    /// Process ids of the running workers, by worker id.
+    pub fn worker_pids(&self) -> HashMap<usize, u32> {
+        let pids = self.shared.pids.lock();
+        pids.iter()
+            .filter(|((role, _), _)| *role == ProcessRole::Worker)
+            .map(|((_, id), pid)| (*id, *pid))
+            .collect()
+    }
+
+    /// The port the workers share.
+    pub fn port(&self) -> u16 {
+        self.shared.port
+    }
+}
+
+enum Event {
+    Hello(ChildKey, u32),
+    Ready(ChildKey),
+    Exited {
+        key: ChildKey,
+        pid: u32,
+        status: std::io::Result<ExitStatus>,
+    },
+}
+
+pub(crate) async fn run(
+    mut config: ClusterConfig,
+    controller: Option<MasterController>,
+) -> Result<(), ClusterError> {
+    let address = resolve(&config.host, config.port).map_err(|source| ClusterError::Listen {
+        address: format!("{}:{}", config.host, config.port),
+        source,
+    })?;
+    config.port = claim_port(address).map_err(|source| ClusterError::Listen {
+        address: address.to_string(),
+        source,
+    })?;
+    let dir = socket_dir(&config)?;
+    let listener = UnixListener::bind(dir.join("master.sock"))?;
+    let master = Master {
+        shared: Arc::new(Shared {
+            links: Mutex::default(),
+            pids: Mutex::default(),
+            handlers: Mutex::default(),
+            port: config.port,
+        }),
+    };
+    let (events, mut inbox) = mpsc::unbounded_channel();
+    tokio::spawn(accept_children(listener, master.clone(), events.clone()));
+    let config_json =
+        serde_json::to_string(&config).map_err(|e| ClusterError::Config(e.to_string()))?;
+    let spawner = Spawner {
+        config_json,
+        dir: dir.clone(),
+        events: events.clone(),
+        master: master.clone(),
+    };
+
+    let mut started_at: HashMap<ChildKey, Instant> = HashMap::new();
+    let mut waiting: Vec<ChildKey> = (0..config.brokers)
+        .map(|id| (ProcessRole::Broker, id))
+        .collect();
+    for key in &waiting {
+        spawner.spawn(*key)?;
+        started_at.insert(*key, Instant::now());
+    }
+    wait_ready(&mut inbox, &mut waiting, &spawner).await?;
+    let mut waiting: Vec<ChildKey> = (0..config.workers)
+        .map(|id| (ProcessRole::Worker, id))
+        .collect();
+    for key in &waiting {
+        spawner.spawn(*key)?;
+        started_at.insert(*key, Instant::now());
+    }
+    wait_ready(&mut inbox, &mut waiting, &spawner).await?;
+    tracing::info!(
+        port = config.port,
+        workers = config.workers,
+        brokers = config.brokers,
+        "cluster ready"
+    );
+    println!("LISTENING {}", config.port);
+    if let Some(controller) = controller {
+        let master = master.clone();
+        tokio::spawn(async move {
+            if let Err(error) = controller(master).await {
+                tracing::error!(%error, "master controller failed");
+            }
+        });
+    }
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut user2 = signal(SignalKind::user_defined2())?;
+    let mut rebooting: Vec<ChildKey> = Vec::new();
+    let mut crash_delays: HashMap<ChildKey, Duration> = HashMap::new();
+    loop {
+        tokio::select! {
+            Some(event) = inbox.recv() => match event {
+                Event::Hello(key, pid) => tracing::debug!(role = %key.0, id = key.1, pid, "process connected"),
+                Event::Ready(key) => tracing::info!(role = %key.0, id = key.1, "process ready"),
+                Event::Exited { key, pid, status } => {
+                    master.shared.links.lock().remove(&key);
+                    master.shared.pids.lock().remove(&key);
+                    let planned = rebooting.iter().position(|k| *k == key).map(|i| rebooting.swap_remove(i)).is_some();
+                    let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                    if planned {
+                        tracing::info!(role = %key.0, id = key.1, pid, %status, "process stopped for reboot");
+                    } else {
+                        tracing::warn!(role = %key.0, id = key.1, pid, %status, "process exited unexpectedly");
+                    }
+                    let restart = planned || key.0 == ProcessRole::Broker || config.reboot_worker_on_crash;
+                    if restart {
+                        // A process that dies right after starting is restarted with a growing delay.
+                        let quick = started_at.get(&key).is_some_and(|t| t.elapsed() < Duration::from_secs(2));
+                        let delay = if quick && !planned {
+                            let d = crash_delays.entry(key).or_insert(Duration::from_millis(50));
+                            *d = (*d * 2).min(Duration::from_secs(5));
+                            *d
+                        } else {
+                            crash_delays.remove(&key);
+                            Duration::ZERO
+                        };
+                        tokio::time::sleep(delay).await;
+                        match spawner.spawn(key) {
+                            Ok(pid) => {
+                                started_at.insert(key, Instant::now());
+                                tracing::info!(role = %key.0, id = key.1, pid, "process restarted");
+                            }
+                            Err(error) => tracing::error!(role = %key.0, id = key.1, %error, "cannot restart process"),
+                        }
+                    }
+                }
+            },
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = user2.recv() => {
+                if config.kill_master_on_signal {
+                    break;
+                }
+                tracing::info!("SIGUSR2: rebooting every worker");
+                for (key, pid) in master.shared.pids.lock().iter() {
+                    if key.0 == ProcessRole::Worker {
+                        rebooting.push(*key);
+                        signal_pid(*pid, Signal::SIGTERM);
+                    }
+                }
+            }
+        }
+    }
+    shutdown(&master, &mut inbox, &config).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Stops workers (they drain their sockets), then brokers; kills what outlives the timeout.
+async fn shutdown(
+    master: &Master,
+    inbox: &mut mpsc::UnboundedReceiver<Event>,
+    config: &ClusterConfig,
+) {
+    let timeout = Duration::from_millis(config.process_term_timeout) + Duration::from_secs(1);
+    for role in [ProcessRole::Worker, ProcessRole::Broker] {
+        let pids: Vec<(ChildKey, u32)> = master
+            .shared
+            .pids
+            .lock()
+            .iter()
+            .filter(|(k, _)| k.0 == role)
+            .map(|(k, p)| (*k, *p))
+            .collect();
+        tracing::info!(role = %role, count = pids.len(), "stopping processes");
+        for (_, pid) in &pids {
+            signal_pid(*pid, Signal::SIGTERM);
+        }
+        let mut alive: Vec<ChildKey> = pids.iter().map(|(k, _)| *k).collect();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !alive.is_empty() {
+            match tokio::time::timeout_at(deadline, inbox.recv()).await {
+                Ok(Some(Event::Exited { key, .. })) => alive.retain(|k| *k != key),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        for (key, pid) in pids {
+            if alive.contains(&key) {
+                tracing::warn!(role = %key.0, id = key.1, pid, "did not stop in time; killing");
+                signal_pid(pid, Signal::SIGKILL);
+            }
+        }
+    }
+    tracing::info!("cluster stopped");
+}
+
+fn signal_pid(pid: u32, signal: Signal) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = kill(Pid::from_raw(pid), signal);
+    }
+}
+
+async fn wait_ready(
+    inbox: &mut mpsc::UnboundedReceiver<Event>,
+    waiting: &mut Vec<ChildKey>,
+    spawner: &Spawner,
+) -> Result<(), ClusterError> {
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    while !waiting.is_empty() {
+        match tokio::time::timeout_at(deadline, inbox.recv()).await {
+            Ok(Some(Event::Ready(key))) => {
+                waiting.retain(|k| *k != key);
+                tracing::info!(role = %key.0, id = key.1, "process ready");
+            }
+            Ok(Some(Event::Hello(..))) => {}
+            Ok(Some(Event::Exited { key, status, .. })) => {
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                spawner.stop_all();
+                return Err(ClusterError::Controller(format!(
+                    "{} {} exited while starting ({status})",
+                    key.0, key.1
+                )));
+            }
+            Ok(None) | Err(_) => {
+                spawner.stop_all();
+                return Err(ClusterError::Controller(format!(
+                    "{} process(es) did not start in time",
+                    waiting.len()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Spawner {
+    config_json: String,
+    dir: PathBuf,
+    events: mpsc::UnboundedSender<Event>,
+    master: Master,
+}
+
+impl Spawner {
+    /// Starts `key`'s process (this same binary, same arguments) and watches it.
+    fn spawn(&self, key: ChildKey) -> std::io::Result<u32> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env(env::ROLE, format!("{}:{}", key.0, key.1))
+            .env(env::CONFIG, &self.config_json)
+            .env(env::DIR, &self.dir)
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().unwrap_or(0);
+        self.master.shared.pids.lock().insert(key, pid);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let _ = events.send(Event::Exited { key, pid, status });
+        });
+        Ok(pid)
+    }
+
+    fn stop_all(&self) {
+        for pid in self.master.shared.pids.lock().values() {
+            signal_pid(*pid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Accepts children's IPC connections and routes their messages to the master's handlers.
+async fn accept_children(
+    listener: UnixListener,
+    master: Master,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let identity: Arc<Mutex<Option<ChildKey>>> = Arc::default();
+        let handler: MessageHandler = {
+            let (identity, master) = (identity.clone(), master.clone());
+            Arc::new(move |data: Json| {
+                let key = *identity.lock();
+                let handler = key.and_then(|k| {
+                    master
+                        .shared
+                        .handlers
+                        .lock()
+                        .get(&k.0)
+                        .cloned()
+                        .map(|h| (h, k.1))
+                });
+                Box::pin(async move {
+                    match handler {
+                        Some((handler, id)) => handler(id, data).await,
+                        None => Ok(Json::NULL),
+                    }
+                })
+            })
+        };
+        let (peer, driver) = IpcPeer::new(stream);
+        let on_other = {
+            let (identity, events, master, peer) = (
+                identity.clone(),
+                events.clone(),
+                master.clone(),
+                peer.clone(),
+            );
+            move |envelope: Envelope| match envelope {
+                Envelope::Hello { role, id, pid } => {
+                    *identity.lock() = Some((role, id));
+                    master.shared.links.lock().insert((role, id), peer.clone());
+                    let _ = events.send(Event::Hello((role, id), pid));
+                }
+                Envelope::Ready => {
+                    if let Some(key) = *identity.lock() {
+                        let _ = events.send(Event::Ready(key));
+                    }
+                }
+                _ => {}
+            }
+        };
+        driver.spawn(handler, on_other);
+    }
+}
+
+/// A fresh directory for this cluster's sockets.
+fn socket_dir(config: &ClusterConfig) -> Result<PathBuf, ClusterError> {
+    let dir = match &config.socket_root {
+        Some(root) => root.clone(),
+        None => {
+            let app = config.server.app_name.as_deref().unwrap_or("app");
+            let app: String = app
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .take(13)
+                .collect();
+            std::env::temp_dir()
+                .join("socketcluster")
+                .join(format!("{app}_{}", std::process::id()))
+        }
+    };
+    if dir.exists() {
+        clear_dir(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn clear_dir(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_none() || path.extension().is_some_and(|e| e == "sock") {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok(())
+}

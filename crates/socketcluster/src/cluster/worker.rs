@@ -1,0 +1,138 @@
+//! A worker process: the HTTP and realtime server on the shared port, with your controller.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sc_protocol::Json;
+use sc_server::{Exchange, Server};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::ipc::{Envelope, IpcError, IpcPeer, MessageHandler, connect_child};
+use super::listener::{resolve, shared_listener};
+use super::{ClusterError, ProcessRole, WorkerController};
+use crate::config::ClusterConfig;
+
+type MasterMessageHandler =
+    Arc<dyn Fn(Json) -> super::BoxFuture<Result<Json, String>> + Send + Sync>;
+
+/// What a worker controller gets: this worker's id, its server and exchange, and the master.
+#[derive(Clone)]
+pub struct Worker {
+    id: usize,
+    server: Server,
+    master: IpcPeer,
+    on_master_message: Arc<Mutex<Option<MasterMessageHandler>>>,
+    config: Arc<ClusterConfig>,
+}
+
+impl Worker {
+    /// This worker's id (0-based; a rebooted worker keeps its id).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Worker 0 is the leader (SocketCluster's `isLeader`).
+    pub fn is_leader(&self) -> bool {
+        self.id == 0
+    }
+
+    /// The realtime server: register handlers and middleware here.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Publish and subscribe across the whole cluster.
+    pub fn exchange(&self) -> Exchange {
+        self.server.exchange()
+    }
+
+    /// The cluster configuration.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// Sends `data` to the master's `on_worker_message` handler and waits for the reply.
+    pub async fn send_to_master(&self, data: Json) -> Result<Json, IpcError> {
+        self.master.request(data).await
+    }
+
+    /// Answers the master's `send_to_worker` calls.
+    pub fn on_master_message<F, Fut>(&self, handler: F)
+    where
+        F: Fn(Json) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Json, String>> + Send + 'static,
+    {
+        *self.on_master_message.lock() = Some(Arc::new(move |data| Box::pin(handler(data))));
+    }
+}
+
+pub(crate) async fn run(
+    id: usize,
+    config: ClusterConfig,
+    dir: PathBuf,
+    controller: WorkerController,
+) -> Result<(), ClusterError> {
+    let broker = super::broker::worker_broker(&config, &dir).await?;
+    let server = Server::with_broker(config.server.clone(), broker)
+        .map_err(|e| ClusterError::Config(e.0))?;
+    let on_master_message: Arc<Mutex<Option<MasterMessageHandler>>> = Arc::default();
+    let handler: MessageHandler = {
+        let slot = on_master_message.clone();
+        Arc::new(move |data| {
+            let handler = slot.lock().clone();
+            Box::pin(async move {
+                match handler {
+                    Some(handler) => handler(data).await,
+                    None => Ok(Json::NULL),
+                }
+            })
+        })
+    };
+    let (master, master_link) =
+        connect_child(&dir.join("master.sock"), ProcessRole::Worker, id, handler).await?;
+    let worker = Worker {
+        id,
+        server: server.clone(),
+        master: master.clone(),
+        on_master_message,
+        config: Arc::new(config),
+    };
+    let config = worker.config.clone();
+
+    if let Err(error) = controller(worker).await {
+        tracing::error!(worker = id, %error, "worker controller failed");
+        if config.crash_worker_on_error {
+            return Err(ClusterError::Controller(error.to_string()));
+        }
+    }
+    let address = resolve(&config.host, config.port)?;
+    let listener = shared_listener(address).map_err(|source| ClusterError::Listen {
+        address: address.to_string(),
+        source,
+    })?;
+    let app = server.app(Some(config.public_dir()));
+    let _ = master.send(Envelope::Ready);
+    tracing::info!(worker = id, pid = std::process::id(), %address, "worker listening");
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = server.serve(listener, app) => result?,
+        _ = terminate.recv() => tracing::info!(worker = id, "SIGTERM: draining"),
+        _ = master_link => tracing::warn!(worker = id, "lost the master; stopping"),
+    }
+    drain(&server, Duration::from_millis(config.process_term_timeout)).await;
+    Ok(())
+}
+
+/// Stops serving: every socket is closed with 1001 (clients reconnect, possibly to another
+/// worker), then waits up to `timeout` for them to go.
+pub(crate) async fn drain(server: &Server, timeout: Duration) {
+    let closed = server.disconnect_all(1001, "Worker is shutting down");
+    let deadline = tokio::time::Instant::now() + timeout;
+    while server.clients_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(closed, remaining = server.clients_count(), "drained");
+}
