@@ -30,7 +30,8 @@ pub enum KvCommand {
         /// Where.
         key: KeyPath,
     },
-    /// For a list: items `[from, to)`; for a map: entries from key index `from` up to `to`.
+    /// For a list: items `[from, to)`; for a map: the entries from the key named `from` up to
+    /// (excluding) the key named `to`, in insertion order.
     GetRange {
         /// Where.
         key: KeyPath,

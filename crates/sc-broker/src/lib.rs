@@ -9,8 +9,19 @@
 //! - [`Broker`]: the engine trait (subscribe / unsubscribe / publish) and its guarantees.
 //! - [`memory`]: [`MemoryBroker`], the in-process engine (the embedded default: one process,
 //!   no external service).
+//! - `redis` (feature `redis`): `RedisBroker`, pub/sub across machines through Redis.
+//! - `nats` (feature `nats`): `NatsBroker`, pub/sub across machines through NATS.
 //! - [`kv`]: [`KvStore`] and [`KvCommand`], the exchange's key/value store.
-//! - [`BrokerError`]: what can go wrong, typed.
+//! - [`kv_ops`]: the store's document rules (SocketCluster's `fleximap`), pure, shared by every
+//!   store below.
+//! - [`kv_memory`]: [`MemoryKv`], the in-process store.
+//! - `kv_redis` (feature `redis`): `RedisKv`, the store kept in Redis.
+//! - `kv_nats` (feature `nats`): `NatsKv`, the store kept in a NATS JetStream key/value bucket.
+//! - [`engine`]: [`connect_engine`], which picks a broker and a store from a URL
+//!   (`memory://`, `redis://`, `rediss://`, `nats://`), and [`EngineError`].
+//! - [`cluster`]: the process cluster's worker ↔ broker link: `BrokerServer` (a broker process),
+//!   `ClusterBroker` / `ClusterKv` (a worker's broker and store over every broker process).
+//! - [`BrokerError`]: what can go wrong with an operation, typed.
 //!
 //! # Example
 //!
@@ -40,11 +51,35 @@ use std::sync::Arc;
 
 use sc_protocol::Publication;
 
+pub mod cluster;
+pub mod engine;
 pub mod kv;
+pub mod kv_memory;
+#[cfg(feature = "nats")]
+pub mod kv_nats;
+pub mod kv_ops;
+#[cfg(feature = "redis")]
+pub mod kv_redis;
 pub mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(any(feature = "redis", feature = "nats"))]
+mod support;
 
+pub use engine::{EngineError, connect_engine};
 pub use kv::{KeyPath, KvCommand, KvStore};
+pub use kv_memory::MemoryKv;
+#[cfg(feature = "nats")]
+pub use kv_nats::NatsKv;
+#[cfg(feature = "redis")]
+pub use kv_redis::RedisKv;
 pub use memory::MemoryBroker;
+#[cfg(feature = "nats")]
+pub use nats::NatsBroker;
+#[cfg(feature = "redis")]
+pub use redis::RedisBroker;
 
 /// A boxed future, as returned by [`Broker`] methods (the trait is object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -84,6 +119,13 @@ pub trait Broker: Send + Sync + 'static {
 
     /// A short human description for logs and the health endpoint (e.g. `memory`).
     fn describe(&self) -> String;
+
+    /// Whether the engine is reachable right now (for a health endpoint). While it is not,
+    /// `publish` and `subscribe` fail at once with [`BrokerError::Unavailable`]. In-process
+    /// engines are always connected.
+    fn is_connected(&self) -> bool {
+        true
+    }
 }
 
 /// A broker operation failed.

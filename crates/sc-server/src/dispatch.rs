@@ -60,7 +60,10 @@ pub(crate) async fn on_event(connection: &mut Connection, event: EventPacket) ->
         "#subscribe" => on_subscribe(&connection.socket, event).await,
         "#unsubscribe" => on_unsubscribe(&connection.socket, event).await,
         "#publish" => on_publish(&connection.socket, event).await,
-        "#disconnect" => on_client_disconnect(connection, event),
+        // A v1 client's way to close (socketcluster-server 14); v15+ ignores it (TV-24).
+        "#disconnect" if connection.dialect() != Some(HeartbeatDialect::V2) => {
+            on_client_disconnect(connection, event)
+        }
         name if name.starts_with('#') => Flow::Continue,
         name if connection.dialect() == Some(HeartbeatDialect::V1)
             && V14_RESERVED_INBOUND.contains(&name) =>

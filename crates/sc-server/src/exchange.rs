@@ -9,6 +9,8 @@ use sc_protocol::{Json, Publication};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use sc_broker::{KvCommand, KvStore};
+
 use crate::error::ExchangeError;
 use crate::hub::Hub;
 
@@ -31,11 +33,63 @@ pub const CHANNEL_STREAM_BUFFER: usize = 1024;
 #[derive(Clone)]
 pub struct Exchange {
     hub: Arc<Hub>,
+    kv: Arc<dyn KvStore>,
 }
 
 impl Exchange {
-    pub(crate) fn new(hub: Arc<Hub>) -> Exchange {
-        Exchange { hub }
+    pub(crate) fn new(hub: Arc<Hub>, kv: Arc<dyn KvStore>) -> Exchange {
+        Exchange { hub, kv }
+    }
+
+    /// The key/value store (SocketCluster's broker data): in-process, in the broker processes,
+    /// or in the engine, depending on how the server was built.
+    pub fn kv(&self) -> &Arc<dyn KvStore> {
+        &self.kv
+    }
+
+    /// Runs one key/value command.
+    pub async fn kv_command(&self, command: KvCommand) -> Result<Json, ExchangeError> {
+        Ok(self.kv.execute(command).await?)
+    }
+
+    /// Stores `value` at `key` (a path: `&["user", "bob"]`).
+    pub async fn set<T: Serialize + ?Sized>(&self, key: &[&str], value: &T) -> Result<(), ExchangeError> {
+        let value = Json::encode(value).map_err(|e| ExchangeError::Serialize(e.to_string()))?;
+        self.kv_command(KvCommand::Set { key: path(key), value }).await.map(drop)
+    }
+
+    /// The value at `key`, if any.
+    pub async fn get(&self, key: &[&str]) -> Result<Option<Json>, ExchangeError> {
+        let value = self.kv_command(KvCommand::Get { key: path(key) }).await?;
+        Ok((!value.is_null()).then_some(value))
+    }
+
+    /// Appends `value` to the list at `key`; returns its index.
+    pub async fn add<T: Serialize + ?Sized>(&self, key: &[&str], value: &T) -> Result<u64, ExchangeError> {
+        let value = Json::encode(value).map_err(|e| ExchangeError::Serialize(e.to_string()))?;
+        let index = self.kv_command(KvCommand::Add { key: path(key), value }).await?;
+        Ok(index.parse().unwrap_or(0))
+    }
+
+    /// Number of entries at `key`.
+    pub async fn count(&self, key: &[&str]) -> Result<u64, ExchangeError> {
+        Ok(self.kv_command(KvCommand::Count { key: path(key) }).await?.parse().unwrap_or(0))
+    }
+
+    /// Removes `key`; returns what was there.
+    pub async fn remove(&self, key: &[&str]) -> Result<Option<Json>, ExchangeError> {
+        let value = self.kv_command(KvCommand::Remove { key: path(key) }).await?;
+        Ok((!value.is_null()).then_some(value))
+    }
+
+    /// Whether `key` exists.
+    pub async fn has_key(&self, key: &[&str]) -> Result<bool, ExchangeError> {
+        Ok(self.kv_command(KvCommand::HasKey { key: path(key) }).await?.get() == "true")
+    }
+
+    /// Deletes `key` after `seconds`.
+    pub async fn expire(&self, key: &[&str], seconds: u64) -> Result<(), ExchangeError> {
+        self.kv_command(KvCommand::Expire { keys: vec![path(key)], seconds }).await.map(drop)
     }
 
     /// Publishes `data` (serialised as JSON) to `channel`.
@@ -88,6 +142,10 @@ impl Exchange {
     pub fn broker_description(&self) -> String {
         self.hub.broker().describe()
     }
+}
+
+fn path(key: &[&str]) -> Vec<String> {
+    key.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// Publications of one channel, for server code. Dropping it unsubscribes.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
-use sc_broker::{Broker, MemoryBroker};
+use sc_broker::{Broker, KvStore, MemoryBroker, MemoryKv};
 use sc_protocol::{CloseCode, HeartbeatDialect, ProtocolVersion};
 
 use crate::auth::{AuthEngine, AuthToken, TokenError};
@@ -45,6 +45,7 @@ pub struct Server(pub(crate) Arc<ServerShared>);
 pub(crate) struct ServerShared {
     pub(crate) options: Arc<ServerOptions>,
     pub(crate) hub: Arc<Hub>,
+    pub(crate) kv: Arc<dyn KvStore>,
     pub(crate) handlers: RwLock<HashMap<Box<str>, Arc<dyn Handler>>>,
     connection_handlers: RwLock<Vec<Arc<dyn ConnectionHandler>>>,
     clients: RwLock<HashMap<Box<str>, Socket>>,
@@ -84,12 +85,22 @@ impl Server {
         options: ServerOptions,
         broker: Arc<dyn Broker>,
     ) -> Result<Server, InvalidOptions> {
+        Server::with_engine(options, broker, Arc::new(MemoryKv::new()))
+    }
+
+    /// A server whose channels go through `broker` and whose key/value data lives in `kv`.
+    pub fn with_engine(
+        options: ServerOptions,
+        broker: Arc<dyn Broker>,
+        kv: Arc<dyn KvStore>,
+    ) -> Result<Server, InvalidOptions> {
         options.validate()?;
         let auth = AuthEngine::from_options(&options)?;
         let middleware = Arc::new(Middleware::default());
         Ok(Server(Arc::new(ServerShared {
             auth,
             hub: Hub::new(broker, middleware.clone()),
+            kv,
             middleware,
             auth_listeners: RwLock::new(Vec::new()),
             options: Arc::new(options),
@@ -107,7 +118,7 @@ impl Server {
 
     /// Publish to and subscribe to channels from server code.
     pub fn exchange(&self) -> Exchange {
-        Exchange::new(self.0.hub.clone())
+        Exchange::new(self.0.hub.clone(), self.0.kv.clone())
     }
 
     /// Runs `handler` for every socket once its handshake succeeded (SocketCluster's `connection`

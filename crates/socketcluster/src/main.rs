@@ -1,6 +1,5 @@
 //! `socketcluster`: runs the boilerplate app as a cluster, or writes a new app.
 
-use anyhow::Context;
 use clap::Parser;
 use socketcluster::cli::{Cli, Command};
 use socketcluster::cluster::{SocketCluster, Worker};

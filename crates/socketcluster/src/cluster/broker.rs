@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use sc_broker::{Broker, MemoryBroker};
+use sc_broker::cluster::{BrokerServer, ClusterBroker, ClusterKv, MapIndex};
+use sc_broker::{Broker, KvStore, MemoryBroker, MemoryKv};
 use sc_protocol::Json;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -61,34 +62,40 @@ pub(crate) fn broker_socket(dir: &Path, id: usize) -> PathBuf {
     dir.join(format!("b{id}.sock"))
 }
 
-/// The broker a worker uses: the broker processes when there are any, else the engine, else the
+/// What a worker talks to for channels and key/value data.
+pub(crate) struct WorkerLink {
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) kv: Arc<dyn KvStore>,
+    /// The broker processes, for custom messages (`None` without broker processes).
+    pub(crate) brokers: Option<ClusterKv>,
+}
+
+/// The worker's link: the broker processes when there are any, else the engine, else the
 /// in-process exchange.
-pub(crate) async fn worker_broker(
-    config: &ClusterConfig,
-    dir: &Path,
-) -> Result<Arc<dyn Broker>, ClusterError> {
+pub(crate) async fn worker_link(config: &ClusterConfig, dir: &Path) -> Result<WorkerLink, ClusterError> {
     if config.brokers > 0 {
-        let paths: Vec<PathBuf> = (0..config.brokers)
-            .map(|id| broker_socket(dir, id))
-            .collect();
-        return cluster_broker(paths).await;
+        let paths: Vec<PathBuf> = (0..config.brokers).map(|id| broker_socket(dir, id)).collect();
+        let broker = ClusterBroker::connect(paths, sc_broker::cluster::ClusterConfig::default())
+            .await
+            .map_err(|e| ClusterError::Broker(e.to_string()))?;
+        let kv = broker.kv();
+        return Ok(WorkerLink { broker: Arc::new(broker), kv: Arc::new(kv.clone()), brokers: Some(kv) });
     }
-    match &config.engine {
-        Some(url) => engine(url).await,
-        None => Ok(Arc::new(MemoryBroker::new())),
-    }
+    let (broker, kv) = match &config.engine {
+        Some(url) => engine(url).await?,
+        None => (Arc::new(MemoryBroker::new()) as Arc<dyn Broker>, Arc::new(MemoryKv::new()) as Arc<dyn KvStore>),
+    };
+    Ok(WorkerLink { broker, kv, brokers: None })
 }
 
-async fn cluster_broker(_paths: Vec<PathBuf>) -> Result<Arc<dyn Broker>, ClusterError> {
-    Err(ClusterError::Broker(
-        "broker processes are not wired yet".into(),
-    ))
+/// Connects to the configured engine (Redis or NATS).
+pub(crate) async fn engine(url: &str) -> Result<(Arc<dyn Broker>, Arc<dyn KvStore>), ClusterError> {
+    sc_broker::connect_engine(url).await.map_err(|e| ClusterError::Broker(format!("engine {url}: {e}")))
 }
 
-async fn engine(url: &str) -> Result<Arc<dyn Broker>, ClusterError> {
-    Err(ClusterError::Broker(format!(
-        "engine {url} is not wired yet"
-    )))
+/// Sends a custom message to broker `id` (or every broker) and collects the answers.
+pub(crate) async fn send_to_brokers(brokers: &ClusterKv, data: Json, target: MapIndex) -> Result<Vec<Json>, String> {
+    brokers.send(data, target).await.map_err(|e| e.to_string())
 }
 
 fn handler_from(slot: &Arc<Mutex<Option<DataHandler>>>) -> MessageHandler {
@@ -106,36 +113,37 @@ fn handler_from(slot: &Arc<Mutex<Option<DataHandler>>>) -> MessageHandler {
 
 pub(crate) async fn run(
     id: usize,
-    _config: ClusterConfig,
+    config: ClusterConfig,
     dir: PathBuf,
     controller: Option<BrokerController>,
 ) -> Result<(), ClusterError> {
     let on_master_message: Arc<Mutex<Option<DataHandler>>> = Arc::default();
     let on_message: Arc<Mutex<Option<DataHandler>>> = Arc::default();
-    let (master, master_link) = connect_child(
-        &dir.join("master.sock"),
-        ProcessRole::Broker,
-        id,
-        handler_from(&on_master_message),
-    )
-    .await?;
-    let broker = BrokerProcess {
-        id,
-        master: master.clone(),
-        on_master_message,
-        on_message,
-    };
+    let (master, master_link) =
+        connect_child(&dir.join("master.sock"), ProcessRole::Broker, id, handler_from(&on_master_message)).await?;
+    let broker = BrokerProcess { id, master: master.clone(), on_master_message, on_message: on_message.clone() };
     if let Some(controller) = controller
         && let Err(error) = controller(broker.clone()).await
     {
         return Err(ClusterError::Controller(error.to_string()));
     }
-    let _socket = broker_socket(&dir, id);
+    // With an engine, channels and data span every instance; otherwise this broker holds them.
+    let mut builder = match &config.engine {
+        Some(url) => {
+            let (upstream, kv) = engine(url).await?;
+            BrokerServer::builder(id, kv).with_upstream(upstream)
+        }
+        None => BrokerServer::builder(id, Arc::new(MemoryKv::new())),
+    };
+    builder = builder.with_message_handler(handler_from(&on_message));
+    let server = builder.bind(broker_socket(&dir, id)).await?;
     let _ = master.send(Envelope::Ready);
+    tracing::info!(broker = id, pid = std::process::id(), "broker ready");
     let mut terminate = signal(SignalKind::terminate())?;
     tokio::select! {
         _ = terminate.recv() => tracing::info!(broker = id, "SIGTERM: stopping"),
         _ = master_link => tracing::warn!(broker = id, "lost the master; stopping"),
     }
+    server.shutdown().await;
     Ok(())
 }

@@ -94,6 +94,12 @@ impl Master {
             .collect()
     }
 
+    /// Process ids of the running brokers, by broker id.
+    pub fn broker_pids(&self) -> HashMap<usize, u32> {
+        let pids = self.shared.pids.lock();
+        pids.iter().filter(|((role, _), _)| *role == ProcessRole::Broker).map(|((_, id), pid)| (*id, *pid)).collect()
+    }
+
     /// The port the workers share.
     pub fn port(&self) -> u16 {
         self.shared.port

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use sc_broker::cluster::{ClusterKv, MapIndex};
 use sc_protocol::Json;
 use sc_server::{Exchange, Server};
 use tokio::signal::unix::{SignalKind, signal};
@@ -23,6 +24,7 @@ pub struct Worker {
     id: usize,
     server: Server,
     master: IpcPeer,
+    brokers: Option<ClusterKv>,
     on_master_message: Arc<Mutex<Option<MasterMessageHandler>>>,
     config: Arc<ClusterConfig>,
 }
@@ -58,6 +60,21 @@ impl Worker {
         self.master.request(data).await
     }
 
+    /// Sends a custom message to broker `id`'s controller (its `on_message` handler) and returns
+    /// the answer (SocketCluster's `exchange.send`). Fails without broker processes.
+    pub async fn send_to_broker(&self, id: usize, data: Json) -> Result<Json, String> {
+        let brokers = self.brokers.as_ref().ok_or("this cluster runs without broker processes")?;
+        let target = MapIndex::Number(i64::try_from(id).unwrap_or(i64::MAX));
+        let mut answers = super::broker::send_to_brokers(brokers, data, target).await?;
+        Ok(answers.pop().unwrap_or(Json::NULL))
+    }
+
+    /// Sends a custom message to every broker; returns their answers in broker order.
+    pub async fn send_to_all_brokers(&self, data: Json) -> Result<Vec<Json>, String> {
+        let brokers = self.brokers.as_ref().ok_or("this cluster runs without broker processes")?;
+        super::broker::send_to_brokers(brokers, data, MapIndex::All).await
+    }
+
     /// Answers the master's `send_to_worker` calls.
     pub fn on_master_message<F, Fut>(&self, handler: F)
     where
@@ -74,8 +91,8 @@ pub(crate) async fn run(
     dir: PathBuf,
     controller: WorkerController,
 ) -> Result<(), ClusterError> {
-    let broker = super::broker::worker_broker(&config, &dir).await?;
-    let server = Server::with_broker(config.server.clone(), broker)
+    let link = super::broker::worker_link(&config, &dir).await?;
+    let server = Server::with_engine(config.server.clone(), link.broker, link.kv)
         .map_err(|e| ClusterError::Config(e.0))?;
     let on_master_message: Arc<Mutex<Option<MasterMessageHandler>>> = Arc::default();
     let handler: MessageHandler = {
@@ -94,6 +111,7 @@ pub(crate) async fn run(
         connect_child(&dir.join("master.sock"), ProcessRole::Worker, id, handler).await?;
     let worker = Worker {
         id,
+        brokers: link.brokers,
         server: server.clone(),
         master: master.clone(),
         on_master_message,

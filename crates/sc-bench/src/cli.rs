@@ -1,0 +1,336 @@
+//! Command line: options shared by every scenario, and one argument set per scenario.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Load generator for SocketCluster servers (raw WebSocket, hand-rolled minimal client).
+///
+/// Exit status: 0 = valid run, 1 = the run completed but its correctness checks failed (INVALID),
+/// 2 = the run could not be carried out (target unreachable, not SocketCluster, a phase timed out).
+#[derive(Debug, Parser)]
+#[command(name = "sc-bench", version)]
+pub struct Cli {
+    /// Options every scenario understands.
+    #[command(flatten)]
+    pub common: Common,
+    /// The scenario to run.
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// Options shared by every scenario (accepted before or after the scenario name).
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// WebSocket URL of the server under test (loopback addresses only).
+    #[arg(
+        long,
+        global = true,
+        env = "SC_BENCH_URL",
+        default_value = "ws://127.0.0.1:8000/socketcluster/"
+    )]
+    pub url: String,
+
+    /// Also print the result as one JSON line on stdout (the table then goes to stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Upper bound of every phase (connecting, subscribing, running, draining): 30, 30s, 500ms, 2m.
+    #[arg(long, global = true, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Protocol dialect the server is expected to speak; heartbeats of both dialects are answered
+    /// anyway, and pings in the other dialect are reported.
+    #[arg(long, global = true, value_enum, default_value = "2")]
+    pub protocol_version: Dialect,
+
+    /// Source addresses to spread connections over, round robin: 127.0.0.1-127.0.0.254, a comma
+    /// separated list, or one address. Each address has its own ~28k ephemeral ports.
+    #[arg(long, global = true)]
+    pub source_ips: Option<SourceIps>,
+
+    /// Process id of the server: its resident memory (summed over its process tree) is read
+    /// before and after the run.
+    #[arg(long, global = true)]
+    pub pid: Option<u32>,
+
+    /// How many connections are being opened at the same time.
+    #[arg(long, global = true, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+
+    /// Worker threads of the generator (default: one per CPU).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
+
+    /// Free-form label copied into the report (e.g. `node` or `rust`).
+    #[arg(long, global = true)]
+    pub label: Option<String>,
+
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+/// Heartbeat dialect (`--protocol-version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dialect {
+    /// Protocol v1: `#1` ping, `#2` pong.
+    #[value(name = "1")]
+    V1,
+    /// Protocol v2: empty frames.
+    #[value(name = "2")]
+    V2,
+}
+
+impl Dialect {
+    /// `1` or `2`.
+    pub fn number(self) -> u8 {
+        match self {
+            Dialect::V1 => 1,
+            Dialect::V2 => 2,
+        }
+    }
+}
+
+/// The scenarios.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Scenario {
+    /// C subscribers on one channel, one publisher: delivered msgs/s, end-to-end latency, correctness.
+    Fanout(FanoutArgs),
+    /// K clients invoking `echo` in a closed loop for T seconds: requests/s and latency.
+    Rpc(RpcArgs),
+    /// N idle connections: handshakes/s and server memory per connection.
+    Conns(ConnsArgs),
+    /// N clients, each subscribed to its own channel and publishing to its neighbour's.
+    PubsubMany(PubsubManyArgs),
+}
+
+impl Scenario {
+    /// The scenario's command name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::Fanout(_) => "fanout",
+            Scenario::Rpc(_) => "rpc",
+            Scenario::Conns(_) => "conns",
+            Scenario::PubsubMany(_) => "pubsub-many",
+        }
+    }
+}
+
+/// `fanout` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// Subscriber connections.
+    #[arg(short = 'c', long = "connections", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub subscribers: u64,
+    /// Messages to publish.
+    #[arg(short = 'm', long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: u64,
+    /// Payload size in bytes (the JSON object is padded up to this size).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Publishes in flight (sent, not yet acknowledged).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub window: u64,
+    /// Channel name (default: `bench-<random>`).
+    #[arg(long)]
+    pub channel: Option<String>,
+}
+
+/// `rpc` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct RpcArgs {
+    /// Client connections, each with one request in flight.
+    #[arg(short = 'k', long = "clients", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub clients: u64,
+    /// How long to invoke: 10, 10s, 1m.
+    #[arg(short = 't', long = "duration", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Request payload size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Procedure to invoke; it must answer with the data it got.
+    #[arg(long, default_value = "echo")]
+    pub procedure: String,
+}
+
+/// `conns` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ConnsArgs {
+    /// Connections to open and hold.
+    #[arg(short = 'n', long = "connections", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connections: u64,
+    /// Hold the connections this long instead of until each has received a ping.
+    #[arg(long, value_parser = parse_duration)]
+    pub hold: Option<Duration>,
+}
+
+/// `pubsub-many` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct PubsubManyArgs {
+    /// Clients (each one subscriber and one publisher).
+    #[arg(short = 'n', long = "clients", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub clients: u64,
+    /// Messages each client publishes to its neighbour's channel.
+    #[arg(short = 'm', long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: u64,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Publishes in flight per client.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub window: u64,
+}
+
+/// Parses `30`, `30s`, `250ms`, `2m` or `1h`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?}"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("bad duration {text:?}: {e}"))
+}
+
+/// Source addresses for outgoing connections, used round robin (`--source-ips`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceIps(Vec<IpAddr>);
+
+impl SourceIps {
+    /// The address for connection number `index`.
+    pub fn pick(&self, index: u64) -> IpAddr {
+        self.0[(index % self.0.len() as u64) as usize]
+    }
+
+    /// How many addresses there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: parsing rejects an empty set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Largest number of addresses a `--source-ips` range may expand to.
+const MAX_SOURCE_IPS: u32 = 65_536;
+
+impl FromStr for SourceIps {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut ips = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if let Some((first, last)) = part.split_once('-') {
+                let parse = |s: &str| {
+                    s.trim()
+                        .parse::<Ipv4Addr>()
+                        .map_err(|e| format!("{s:?}: {e}"))
+                };
+                let (first, last) = (u32::from(parse(first)?), u32::from(parse(last)?));
+                if last < first || last - first >= MAX_SOURCE_IPS {
+                    return Err(format!("bad address range {part:?}"));
+                }
+                ips.extend((first..=last).map(|ip| IpAddr::V4(Ipv4Addr::from(ip))));
+            } else {
+                ips.push(
+                    part.parse::<IpAddr>()
+                        .map_err(|e| format!("{part:?}: {e}"))?,
+                );
+            }
+        }
+        if ips.is_empty() {
+            return Err("no source address given".to_owned());
+        }
+        if let Some(ip) = ips.iter().find(|ip| !ip.is_loopback()) {
+            return Err(format!(
+                "{ip} is not a loopback address; sc-bench only generates load on loopback"
+            ));
+        }
+        Ok(SourceIps(ips))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn source_ip_ranges() {
+        let ips: SourceIps = "127.0.0.1-127.0.0.254".parse().unwrap();
+        assert_eq!(ips.len(), 254);
+        assert_eq!(ips.pick(0), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(ips.pick(254), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(ips.pick(253), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 254)));
+        let list: SourceIps = "127.0.0.2, ::1".parse().unwrap();
+        assert_eq!(list.len(), 2);
+        assert!("10.0.0.1".parse::<SourceIps>().is_err());
+        assert!("127.0.0.9-127.0.0.1".parse::<SourceIps>().is_err());
+        assert!("".parse::<SourceIps>().is_err());
+    }
+
+    #[test]
+    fn command_line_parses() {
+        let cli = Cli::try_parse_from([
+            "sc-bench",
+            "fanout",
+            "--url",
+            "ws://127.0.0.1:9/socketcluster/",
+            "-c",
+            "10",
+            "-m",
+            "5",
+            "--json",
+        ])
+        .unwrap();
+        assert!(cli.common.json);
+        let Scenario::Fanout(args) = cli.scenario else {
+            panic!()
+        };
+        assert_eq!((args.subscribers, args.messages, args.window), (10, 5, 50));
+        let cli = Cli::try_parse_from([
+            "sc-bench",
+            "--protocol-version",
+            "1",
+            "rpc",
+            "-k",
+            "3",
+            "-t",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(cli.common.protocol_version, Dialect::V1);
+        let Scenario::Rpc(args) = cli.scenario else {
+            panic!()
+        };
+        assert_eq!(args.duration, Duration::from_secs(2));
+        assert!(Cli::try_parse_from(["sc-bench", "--protocol-version", "3", "conns"]).is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! `fanout`: C subscribers on one channel, one publisher publishing M messages with acks and a
+//! bounded in-flight window. Measures delivered messages per second (all deliveries over the time
+//! from the first publish to the last delivery), end-to-end latency, and per-subscriber
+//! correctness.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use sc_protocol::Frame;
+use tokio::sync::watch;
+
+use super::{
+    Context, DeliveryEnd, Inbox, InboxTotals, Outbox, await_deliveries, close_all, random_channel,
+};
+use crate::cli::FanoutArgs;
+use crate::client::{Client, ClientError};
+use crate::report::Report;
+use crate::stats::{SharedLatency, rate};
+use crate::sys::CpuMeter;
+
+/// Deliveries a receiver counts locally before adding them to the shared progress counter.
+pub(crate) const COUNTER_BATCH: u64 = 256;
+
+/// Runs the scenario.
+pub async fn run(ctx: &Context, args: &FanoutArgs) -> anyhow::Result<Report> {
+    let channel: Arc<str> = Arc::from(args.channel.clone().unwrap_or_else(random_channel));
+    let publisher = ctx.connect(0).await?;
+    let subscribe_to = channel.clone();
+    let subscribers = ctx
+        .open_many(args.subscribers, 1, "subscribing", move |_, mut client| {
+            let channel = subscribe_to.clone();
+            async move {
+                client.subscribe(&channel).await?;
+                Ok(client)
+            }
+        })
+        .await?;
+
+    let cpu = CpuMeter::start();
+    let deadline = Instant::now() + ctx.common.timeout;
+    let delivered = Arc::new(AtomicU64::new(0));
+    let (stop, stopped) = watch::channel(false);
+    let latency = SharedLatency::new();
+    let receivers: Vec<_> = subscribers
+        .into_iter()
+        .map(|client| {
+            let inbox = Inbox::new(channel.clone(), args.messages, &latency);
+            tokio::spawn(receive(client, inbox, delivered.clone(), stopped.clone()))
+        })
+        .collect();
+    let outbox = Outbox::new(&channel, args.messages, args.size, args.window);
+    let publishing = tokio::spawn(publish(publisher, outbox, stopped.clone()));
+
+    let expected = args.subscribers * args.messages;
+    let bar = ctx.progress(expected, "delivering");
+    let end = await_deliveries(&delivered, expected, &bar, deadline, || {
+        publishing.is_finished()
+    })
+    .await;
+    bar.finish_and_clear();
+    let server_rss = ctx.server_rss();
+    let _ = stop.send(true);
+
+    let (publisher, outbox, publish_error) = publishing.await?;
+    let mut totals = InboxTotals::default();
+    let mut heartbeats = publisher.heartbeats();
+    let mut failures = Vec::new();
+    let mut clients = vec![publisher];
+    for receiver in receivers {
+        let (client, inbox, error) = receiver.await?;
+        totals.add(inbox);
+        heartbeats.add(client.heartbeats());
+        failures.extend(error);
+        clients.push(client);
+    }
+    let cpu = cpu.finish();
+
+    let mut report = Report::new("fanout");
+    ctx.report_settings(&mut report);
+    report.count("subscribers", "subscribers", args.subscribers);
+    report.count("messages", "messages published", args.messages);
+    report.count("size", "payload bytes", args.size as u64);
+    report.count("window", "publish window", args.window);
+    let start = outbox.first_publish.unwrap_or_else(Instant::now);
+    let elapsed = totals
+        .last_delivery
+        .map(|last| last.duration_since(start))
+        .unwrap_or_default();
+    report.rate(
+        "delivered_per_s",
+        "delivered",
+        rate(totals.correctness.received, elapsed),
+        "msg",
+    );
+    report.duration("elapsed_s", "first publish → last delivery", elapsed);
+    let publish_time = outbox
+        .last_ack
+        .map(|last| last.duration_since(start))
+        .unwrap_or_default();
+    report.rate(
+        "publish_acked_per_s",
+        "publishes acked",
+        rate(outbox.acked, publish_time),
+        "msg",
+    );
+    report.latency("latency", "end-to-end latency", &latency.snapshot());
+    report.correctness(&totals.correctness);
+    ctx.check_heartbeats(&mut report, heartbeats);
+    report.cpu(&cpu);
+    ctx.report_server_memory(&mut report, server_rss, 0);
+
+    outbox.report_problems("publisher", &mut report);
+    if let Some(error) = publish_error {
+        report.problem(format!("publisher: {error}"));
+    }
+    if let Some(error) = failures.first() {
+        report.problem(format!(
+            "{} subscribers failed, first: {error}",
+            failures.len()
+        ));
+    }
+    match end {
+        DeliveryEnd::Complete => {}
+        DeliveryEnd::Stalled => report.note("deliveries stalled after the last acknowledgement"),
+        DeliveryEnd::TimedOut => report.problem(format!(
+            "deliveries not complete within --timeout {:?}",
+            ctx.common.timeout
+        )),
+    }
+    close_all(clients).await;
+    Ok(report)
+}
+
+/// Publishes every message of `outbox`, then hands everything back.
+async fn publish(
+    mut client: Client,
+    mut outbox: Outbox,
+    mut stopped: watch::Receiver<bool>,
+) -> (Client, Outbox, Option<ClientError>) {
+    let result: Result<(), ClientError> = async {
+        loop {
+            outbox.fill(&mut client).await?;
+            if outbox.is_done() {
+                return Ok(());
+            }
+            let frame = tokio::select! {
+                biased;
+                frame = client.recv() => frame?,
+                _ = stopped.changed() => return Ok(()),
+            };
+            if let Frame::Packets(packets) = frame {
+                for packet in &packets {
+                    outbox.take(&mut client, packet);
+                }
+            }
+        }
+    }
+    .await;
+    (client, outbox, result.err())
+}
+
+/// Reads deliveries into `inbox` until it is complete or the run stops.
+async fn receive(
+    mut client: Client,
+    mut inbox: Inbox,
+    delivered: Arc<AtomicU64>,
+    mut stopped: watch::Receiver<bool>,
+) -> (Client, Inbox, Option<ClientError>) {
+    let mut unreported = 0;
+    let mut error = None;
+    while !inbox.is_complete() {
+        let frame = tokio::select! {
+            biased;
+            frame = client.recv() => frame,
+            _ = stopped.changed() => break,
+        };
+        match frame {
+            Ok(Frame::Packets(packets)) => {
+                for packet in &packets {
+                    unreported += u64::from(inbox.take(packet));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+        if unreported >= COUNTER_BATCH {
+            delivered.fetch_add(unreported, Ordering::Relaxed);
+            unreported = 0;
+        }
+    }
+    delivered.fetch_add(unreported, Ordering::Relaxed);
+    (client, inbox, error)
+}

@@ -1,0 +1,831 @@
+//! The worker side of the cluster link: [`ClusterBroker`] and [`ClusterKv`].
+//!
+//! A worker connects to every broker socket, one connection per broker, each served by a writer
+//! task (drains a bounded queue, batching into one flush) and a reader task (hands publications to
+//! the attached [`DeliverySink`], resolves replies). Channels go to broker
+//! [`hash_key(channel, M)`](sc_protocol::hash::hash_key); key/value commands to the broker of
+//! their [`routing_key`](KvCommand::routing_key).
+//!
+//! Every request carries an id and waits for the broker's reply, so `subscribe` returning `Ok`
+//! means the broker has the subscription in place: a publish made afterwards, by any worker,
+//! reaches this worker. Requests fail fast with [`BrokerError::Unavailable`] while their broker is
+//! unreachable and with [`BrokerError::Timeout`] when it does not answer within
+//! [`ClusterConfig::request_timeout`]; nothing waits forever.
+//!
+//! When a connection is lost the link logs it once, fails the requests in flight, and reconnects
+//! with backoff ([`Backoff`]: 200 ms + 0–100 ms, ×1.3 per attempt, at most 1 s, as sc-broker's
+//! client). Once the broker says it is ready, the link re-subscribes every channel this worker
+//! holds on it before anything else is sent, without the caller's involvement. Publications made
+//! while a broker was down are lost (at-most-once, PROTOCOL.md §14.6).
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::{Mutex, RwLock};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+use sc_protocol::hash::hash_key;
+use sc_protocol::{Json, Publication};
+
+use super::protocol::{BrokerMessage, MAX_FRAME_LEN, NO_REPLY, WorkerMessage, codec};
+use crate::{BoxFuture, Broker, BrokerError, DeliverySink, KvCommand, KvStore};
+
+/// Reconnect delays: attempt `k` (from 0) waits
+/// `min((initial + random(0..randomness)) × multiplier^k, max)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    /// Base delay of the first attempt (200 ms).
+    pub initial: Duration,
+    /// Random extra added to the base (up to 100 ms).
+    pub randomness: Duration,
+    /// Growth per attempt (1.3).
+    pub multiplier: f64,
+    /// Upper bound (1 s).
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(200),
+            randomness: Duration::from_millis(100),
+            multiplier: 1.3,
+            max: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before reconnect attempt `attempt` (0-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let jitter = self
+            .randomness
+            .mul_f64(fastrand::f64())
+            .min(self.randomness);
+        let base = (self.initial + jitter).as_secs_f64();
+        let grown = base * self.multiplier.max(1.0).powi(attempt.min(64) as i32);
+        Duration::from_secs_f64(grown.min(self.max.as_secs_f64()))
+    }
+}
+
+/// Settings of a worker's cluster link.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// How long a request may wait for its broker's reply (default 10 s, as sc-broker's
+    /// `TimeoutError`).
+    pub request_timeout: Duration,
+    /// How long [`ClusterBroker::connect`] waits for every broker to be ready (default 10 s).
+    pub connect_timeout: Duration,
+    /// Reconnect delays.
+    pub backoff: Backoff,
+    /// Per-broker outbound queue length, in messages (default 4096). A full queue makes callers
+    /// wait (within `request_timeout`), not fail.
+    pub outbound_capacity: usize,
+    /// Whether `publish` waits for the broker's acknowledgement (default `true`). Without it,
+    /// `publish` returns once the message is queued for a connected broker; order is kept either
+    /// way.
+    pub publish_ack: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            outbound_capacity: 4096,
+            publish_ack: true,
+        }
+    }
+}
+
+/// Which brokers [`ClusterKv::send`] addresses (sc-broker-cluster's `mapIndex`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapIndex {
+    /// Every broker (`'*'`, or `mapIndex` omitted in `exchange.send`).
+    All,
+    /// The broker owning this key: `hash_key(key, M)`.
+    Key(String),
+    /// The brokers owning these keys (each addressed once, in first-seen order).
+    Keys(Vec<String>),
+    /// A numeric map index: broker `|n| mod M`.
+    Number(i64),
+}
+
+/// The worker's [`Broker`] over the cluster's broker processes.
+///
+/// Cheap to share behind an `Arc`; the connections close when it and every [`ClusterKv`] taken
+/// from it are dropped.
+pub struct ClusterBroker {
+    inner: Arc<Inner>,
+}
+
+/// The worker's [`KvStore`] over the cluster's broker processes (shares [`ClusterBroker`]'s
+/// connections; see [`ClusterBroker::kv`]).
+///
+/// Routing: each command goes to the broker of its [`KvCommand::routing_key`] (first key segment,
+/// so a whole sub-tree lives on one broker). `Expire`/`Unexpire` are split per owning broker.
+/// `RemoveAll` goes to every broker. `GetAll` asks every broker and merges their top-level maps
+/// (they are disjoint, since top-level keys are what routing hashes) — a deliberate improvement
+/// over sc-broker-cluster, which asks broker 0 only and so returns a partial store.
+#[derive(Clone)]
+pub struct ClusterKv {
+    inner: Arc<Inner>,
+}
+
+type Sink = Arc<RwLock<Option<Arc<dyn DeliverySink>>>>;
+
+struct Inner {
+    links: Vec<Arc<Link>>,
+    config: ClusterConfig,
+    sink: Sink,
+    stop: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// One broker connection's state, shared by callers and its supervisor task.
+struct Link {
+    index: usize,
+    path: PathBuf,
+    /// Request ids, unique per link (0 means "no reply").
+    next_id: AtomicU64,
+    /// Whether the link is connected and the broker said it is ready.
+    up: watch::Sender<bool>,
+    /// A parking_lot mutex: held only for map edits and clones, never across an await.
+    state: Mutex<LinkState>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    /// The writer's queue while connected; `None` while down (requests fail fast).
+    tx: Option<mpsc::Sender<Bytes>>,
+    /// Requests waiting for their reply.
+    pending: HashMap<u64, oneshot::Sender<Result<Json, String>>>,
+    /// Channels this worker holds on this broker: re-subscribed after every reconnect.
+    channels: HashSet<Arc<str>>,
+}
+
+impl ClusterBroker {
+    /// Starts connecting to the brokers at `paths` (broker `i` at `paths[i]`) in background tasks
+    /// and returns at once; requests fail with [`BrokerError::Unavailable`] until their broker is
+    /// ready (see [`ready`](Self::ready)).
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime, or if `paths` is empty.
+    pub fn new(paths: Vec<PathBuf>, config: ClusterConfig) -> ClusterBroker {
+        assert!(!paths.is_empty(), "a cluster needs at least one broker");
+        let sink: Sink = Arc::default();
+        let stop = CancellationToken::new();
+        let links: Vec<Arc<Link>> = paths
+            .into_iter()
+            .enumerate()
+            .map(|(index, path)| {
+                Arc::new(Link {
+                    index,
+                    path,
+                    next_id: AtomicU64::new(1),
+                    up: watch::Sender::new(false),
+                    state: Mutex::default(),
+                })
+            })
+            .collect();
+        for link in &links {
+            tokio::spawn(supervise(
+                link.clone(),
+                sink.clone(),
+                config.clone(),
+                stop.clone(),
+            ));
+        }
+        ClusterBroker {
+            inner: Arc::new(Inner {
+                links,
+                config,
+                sink,
+                stop,
+            }),
+        }
+    }
+
+    /// Connects to the brokers at `paths` and waits until every one of them is ready, for at most
+    /// [`ClusterConfig::connect_timeout`].
+    pub async fn connect(
+        paths: Vec<PathBuf>,
+        config: ClusterConfig,
+    ) -> Result<ClusterBroker, BrokerError> {
+        let timeout = config.connect_timeout;
+        let broker = ClusterBroker::new(paths, config);
+        broker.ready(timeout).await?;
+        Ok(broker)
+    }
+
+    /// Waits until every broker is connected and ready, for at most `timeout`; on expiry says
+    /// which brokers are still unreachable ([`BrokerError::Unavailable`]).
+    pub async fn ready(&self, timeout: Duration) -> Result<(), BrokerError> {
+        let all = join_all(self.inner.links.iter().map(|link| async move {
+            let mut up = link.up.subscribe();
+            let _ = up.wait_for(|up| *up).await;
+        }));
+        if tokio::time::timeout(timeout, all).await.is_ok() {
+            return Ok(());
+        }
+        let down: Vec<String> = self
+            .inner
+            .links
+            .iter()
+            .filter(|l| !*l.up.borrow())
+            .map(|l| format!("{} ({})", l.index, l.path.display()))
+            .collect();
+        Err(BrokerError::Unavailable(format!(
+            "brokers not ready after {timeout:?}: {}",
+            down.join(", ")
+        )))
+    }
+
+    /// Whether each broker (by index) is connected and ready right now.
+    pub fn connected(&self) -> Vec<bool> {
+        self.inner.links.iter().map(|l| *l.up.borrow()).collect()
+    }
+
+    /// The number of brokers.
+    pub fn broker_count(&self) -> usize {
+        self.inner.links.len()
+    }
+
+    /// The broker index that owns `channel`.
+    pub fn broker_for(&self, channel: &str) -> usize {
+        hash_key(channel, self.inner.links.len())
+    }
+
+    /// The key/value store over the same connections.
+    pub fn kv(&self) -> ClusterKv {
+        ClusterKv {
+            inner: self.inner.clone(),
+        }
+    }
+
+    fn link(&self, channel: &str) -> &Link {
+        &self.inner.links[self.broker_for(channel)]
+    }
+}
+
+impl Broker for ClusterBroker {
+    fn attach(&self, sink: Arc<dyn DeliverySink>) {
+        *self.inner.sink.write() = Some(sink);
+    }
+
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let link = self.link(channel);
+            let channel: Arc<str> = Arc::from(channel);
+            let held = channel.clone();
+            let result = link
+                .request(
+                    |id| WorkerMessage::Subscribe {
+                        id,
+                        channel: channel.to_string(),
+                    },
+                    "subscribe",
+                    self.inner.config.request_timeout,
+                    // Recorded together with the request, so a reconnect re-subscribes it.
+                    move |state| {
+                        state.channels.insert(held);
+                    },
+                )
+                .await;
+            if result.is_err() {
+                // The caller treats the channel as not subscribed: forget it, and withdraw it at
+                // the broker in case the request got through after all.
+                link.state.lock().channels.remove(&channel);
+                link.post_now(WorkerMessage::Unsubscribe {
+                    id: NO_REPLY,
+                    channel: channel.to_string(),
+                });
+            }
+            result.map(drop)
+        })
+    }
+
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let link = self.link(channel);
+            {
+                let mut state = link.state.lock();
+                state.channels.remove(channel);
+                if state.tx.is_none() {
+                    // The broker dropped this connection's subscriptions with the connection,
+                    // and the next one will not re-subscribe: nothing left to do.
+                    return Ok(());
+                }
+            }
+            link.request(
+                |id| WorkerMessage::Unsubscribe {
+                    id,
+                    channel: channel.to_owned(),
+                },
+                "unsubscribe",
+                self.inner.config.request_timeout,
+                |_| {},
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn publish(&self, publication: Publication) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let size = publication.frame().len() + publication.channel().len() + 13;
+            if size > MAX_FRAME_LEN {
+                return Err(BrokerError::TooLarge {
+                    size,
+                    limit: MAX_FRAME_LEN,
+                });
+            }
+            let link = self.link(publication.channel());
+            if self.inner.config.publish_ack {
+                link.request(
+                    |id| WorkerMessage::publish(id, &publication),
+                    "publish",
+                    self.inner.config.request_timeout,
+                    |_| {},
+                )
+                .await
+                .map(drop)
+            } else {
+                let message = WorkerMessage::publish(NO_REPLY, &publication);
+                tokio::time::timeout(self.inner.config.request_timeout, link.post(message))
+                    .await
+                    .unwrap_or(Err(BrokerError::Timeout { action: "publish" }))
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("cluster ({} brokers)", self.inner.links.len())
+    }
+
+    /// Whether every broker is connected and ready (see [`ClusterBroker::connected`] for each).
+    fn is_connected(&self) -> bool {
+        self.inner.links.iter().all(|l| *l.up.borrow())
+    }
+}
+
+impl ClusterKv {
+    /// Sends `data` to the broker controllers addressed by `map_index` and returns their answers
+    /// in broker order (`exchange.send`). Fails if any addressed broker fails.
+    pub async fn send(&self, data: Json, map_index: MapIndex) -> Result<Vec<Json>, BrokerError> {
+        let n = self.inner.links.len();
+        let targets: Vec<usize> = match map_index {
+            MapIndex::All => (0..n).collect(),
+            MapIndex::Key(key) => vec![hash_key(&key, n)],
+            MapIndex::Number(number) => vec![(number.unsigned_abs() % n as u64) as usize],
+            MapIndex::Keys(keys) => {
+                let mut targets = Vec::new();
+                for key in keys {
+                    let index = hash_key(&key, n);
+                    if !targets.contains(&index) {
+                        targets.push(index);
+                    }
+                }
+                targets
+            }
+        };
+        let timeout = self.inner.config.request_timeout;
+        let answers = join_all(targets.into_iter().map(|index| {
+            let data = data.clone();
+            self.inner.links[index].request(
+                move |id| WorkerMessage::Send { id, data },
+                "send",
+                timeout,
+                |_| {},
+            )
+        }))
+        .await;
+        answers.into_iter().collect()
+    }
+
+    async fn run(&self, command: KvCommand) -> Result<Json, BrokerError> {
+        let n = self.inner.links.len();
+        match command {
+            KvCommand::GetAll => {
+                let maps = self.on_all(KvCommand::GetAll).await?;
+                let mut merged = serde_json::Map::new();
+                for map in maps {
+                    if let Ok(serde_json::Value::Object(map)) = map.parse() {
+                        merged.extend(map);
+                    }
+                }
+                Ok(Json::from(serde_json::Value::Object(merged)))
+            }
+            KvCommand::RemoveAll => {
+                self.on_all(KvCommand::RemoveAll).await?;
+                Ok(Json::NULL)
+            }
+            KvCommand::Expire { keys, seconds } => {
+                let groups = group_keys(keys, n);
+                let results = join_all(
+                    groups
+                        .into_iter()
+                        .map(|(index, keys)| self.on(index, KvCommand::Expire { keys, seconds })),
+                )
+                .await;
+                results.into_iter().try_for_each(|r| r.map(drop))?;
+                Ok(Json::NULL)
+            }
+            KvCommand::Unexpire { keys } => {
+                let groups = group_keys(keys, n);
+                let results = join_all(
+                    groups
+                        .into_iter()
+                        .map(|(index, keys)| self.on(index, KvCommand::Unexpire { keys })),
+                )
+                .await;
+                results.into_iter().try_for_each(|r| r.map(drop))?;
+                Ok(Json::NULL)
+            }
+            command => {
+                let index = hash_key(command.routing_key().unwrap_or(""), n);
+                self.on(index, command).await
+            }
+        }
+    }
+
+    async fn on(&self, index: usize, command: KvCommand) -> Result<Json, BrokerError> {
+        self.inner.links[index]
+            .request(
+                move |id| WorkerMessage::Kv { id, command },
+                "key/value",
+                self.inner.config.request_timeout,
+                |_| {},
+            )
+            .await
+    }
+
+    async fn on_all(&self, command: KvCommand) -> Result<Vec<Json>, BrokerError> {
+        let results =
+            join_all((0..self.inner.links.len()).map(|i| self.on(i, command.clone()))).await;
+        results.into_iter().collect()
+    }
+}
+
+/// Groups expiry keys by owning broker (by first segment), keeping first-seen order.
+fn group_keys(keys: Vec<Vec<String>>, n: usize) -> Vec<(usize, Vec<Vec<String>>)> {
+    let mut groups: Vec<(usize, Vec<Vec<String>>)> = Vec::new();
+    for key in keys {
+        let index = hash_key(key.first().map_or("", String::as_str), n);
+        match groups.iter_mut().find(|(i, _)| *i == index) {
+            Some((_, group)) => group.push(key),
+            None => groups.push((index, vec![key])),
+        }
+    }
+    groups
+}
+
+impl KvStore for ClusterKv {
+    fn execute(&self, command: KvCommand) -> BoxFuture<'_, Result<Json, BrokerError>> {
+        Box::pin(self.run(command))
+    }
+}
+
+/// Removes a pending request when its caller stops waiting (reply, error, timeout or drop).
+struct PendingGuard<'a> {
+    link: &'a Link,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.link.state.lock().pending.remove(&self.id);
+    }
+}
+
+impl Link {
+    /// Sends a request and waits for its reply. `prepare` runs under the state lock in the same
+    /// step that registers the request (used by subscribe to record the channel atomically).
+    async fn request(
+        &self,
+        message: impl FnOnce(u64) -> WorkerMessage,
+        action: &'static str,
+        timeout: Duration,
+        prepare: impl FnOnce(&mut LinkState),
+    ) -> Result<Json, BrokerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let tx = {
+            let mut state = self.state.lock();
+            let Some(tx) = state.tx.clone() else {
+                return Err(self.unavailable());
+            };
+            prepare(&mut state);
+            state.pending.insert(id, reply_tx);
+            tx
+        };
+        let _guard = PendingGuard { link: self, id };
+        let body = message(id).encode();
+        let exchange = async {
+            tx.send(body).await.map_err(|_| self.lost())?;
+            match reply_rx.await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(message)) => Err(BrokerError::Engine(message)),
+                Err(_) => Err(self.lost()),
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(BrokerError::Timeout { action }))
+    }
+
+    /// Queues a message that expects no reply.
+    async fn post(&self, message: WorkerMessage) -> Result<(), BrokerError> {
+        let tx = self
+            .state
+            .lock()
+            .tx
+            .clone()
+            .ok_or_else(|| self.unavailable())?;
+        tx.send(message.encode()).await.map_err(|_| self.lost())
+    }
+
+    /// Queues a message that expects no reply if the link is up and its queue has room; drops
+    /// it otherwise (best effort).
+    fn post_now(&self, message: WorkerMessage) {
+        let tx = self.state.lock().tx.clone();
+        if let Some(tx) = tx {
+            let _ = tx.try_send(message.encode());
+        }
+    }
+
+    fn unavailable(&self) -> BrokerError {
+        BrokerError::Unavailable(format!(
+            "broker {} at {} is not connected",
+            self.index,
+            self.path.display()
+        ))
+    }
+
+    fn lost(&self) -> BrokerError {
+        BrokerError::Unavailable(format!(
+            "connection to broker {} at {} was lost",
+            self.index,
+            self.path.display()
+        ))
+    }
+}
+
+/// Keeps one broker connection alive: connect, serve, and on loss reconnect with backoff.
+async fn supervise(link: Arc<Link>, sink: Sink, config: ClusterConfig, stop: CancellationToken) {
+    let mut attempt: u32 = 0;
+    let mut ever_connected = false;
+    loop {
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => break,
+            outcome = session(&link, &sink, &config, &mut ever_connected, &mut attempt) => outcome,
+        };
+        link.go_down();
+        if stop.is_cancelled() {
+            break;
+        }
+        match outcome {
+            Session::Lost(reason) => tracing::warn!(
+                broker = link.index,
+                path = %link.path.display(),
+                reason = %reason,
+                "lost connection to broker; reconnecting"
+            ),
+            Session::Failed(e) => {
+                // Logged at the first failure and every 20th after it (sc-broker's
+                // connectRetryErrorThreshold), quietly otherwise.
+                if attempt == 0 || (attempt + 1) % 20 == 0 {
+                    tracing::warn!(
+                        broker = link.index,
+                        path = %link.path.display(),
+                        attempts = attempt + 1,
+                        error = %e,
+                        "cannot connect to broker; retrying"
+                    );
+                } else {
+                    tracing::debug!(broker = link.index, error = %e, "broker connect attempt failed");
+                }
+            }
+        }
+        let delay = config.backoff.delay(attempt);
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    link.go_down();
+}
+
+enum Session {
+    /// Never got to ready.
+    Failed(io::Error),
+    /// Was ready, then lost.
+    Lost(String),
+}
+
+async fn session(
+    link: &Link,
+    sink: &Sink,
+    config: &ClusterConfig,
+    ever_connected: &mut bool,
+    attempt: &mut u32,
+) -> Session {
+    let (mut reader, write) = match handshake(link, config).await {
+        Ok(halves) => halves,
+        Err(e) => return Session::Failed(e),
+    };
+
+    let (tx, rx) = mpsc::channel(config.outbound_capacity.max(1));
+    let resubscribe: Vec<Arc<str>> = {
+        let mut state = link.state.lock();
+        state.tx = Some(tx);
+        state.channels.iter().cloned().collect()
+    };
+    if *ever_connected {
+        tracing::info!(
+            broker = link.index,
+            channels = resubscribe.len(),
+            "reconnected to broker; re-subscribing"
+        );
+    }
+    *ever_connected = true;
+    *attempt = 0;
+    link.up.send_replace(true);
+
+    let mut writer = AbortOnDropHandle::new(tokio::spawn(write_loop(write, rx, resubscribe)));
+    let reader = async {
+        loop {
+            let body = match reader.next().await {
+                None => return "broker closed the connection".to_owned(),
+                Some(Err(e)) => return format!("read failed: {e}"),
+                Some(Ok(body)) => body.freeze(),
+            };
+            match BrokerMessage::decode(body) {
+                Ok(BrokerMessage::Publication { frame }) => match Publication::from_frame(frame) {
+                    Ok(publication) => {
+                        let sink = sink.read().clone();
+                        if let Some(sink) = sink {
+                            sink.deliver(publication);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(broker = link.index, error = %e, "dropping malformed publication from broker");
+                    }
+                },
+                Ok(BrokerMessage::Reply { id, result }) => {
+                    let waiter = link.state.lock().pending.remove(&id);
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(result);
+                    }
+                }
+                Ok(BrokerMessage::Ready { .. }) => {}
+                Err(e) => return format!("malformed message from broker: {e}"),
+            }
+        }
+    };
+    let reason = tokio::select! {
+        reason = reader => reason,
+        written = &mut writer => match written {
+            Ok(Ok(())) => "writer stopped".to_owned(),
+            Ok(Err(e)) => format!("write failed: {e}"),
+            Err(e) => format!("writer task failed: {e}"),
+        },
+    };
+    Session::Lost(reason)
+}
+
+/// Connects and waits for the broker's `Ready`.
+async fn handshake(
+    link: &Link,
+    config: &ClusterConfig,
+) -> io::Result<(
+    FramedRead<OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
+    OwnedWriteHalf,
+)> {
+    let connect = async {
+        let stream = UnixStream::connect(&link.path).await?;
+        let (read, write) = stream.into_split();
+        let mut reader = FramedRead::new(read, codec());
+        let first = reader
+            .next()
+            .await
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed before ready"))??;
+        match BrokerMessage::decode(first.freeze()) {
+            Ok(BrokerMessage::Ready { broker_id }) => {
+                if broker_id as usize != link.index {
+                    tracing::warn!(
+                        broker = link.index,
+                        reported = broker_id,
+                        "broker reports a different index than its position in the broker list"
+                    );
+                }
+                Ok((reader, write))
+            }
+            Ok(other) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("expected ready, got {other:?}"),
+            )),
+            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+        }
+    };
+    tokio::time::timeout(config.request_timeout, connect)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no ready from broker",
+            ))
+        })
+}
+
+/// Writes the re-subscriptions first, then drains the queue, batching into one flush.
+async fn write_loop(
+    write: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+    resubscribe: Vec<Arc<str>>,
+) -> io::Result<()> {
+    let mut sink = FramedWrite::new(write, codec());
+    for channel in resubscribe {
+        let message = WorkerMessage::Subscribe {
+            id: NO_REPLY,
+            channel: channel.to_string(),
+        };
+        sink.feed(message.encode()).await?;
+    }
+    SinkExt::<Bytes>::flush(&mut sink).await?;
+    while let Some(first) = rx.recv().await {
+        sink.feed(first).await?;
+        while let Ok(more) = rx.try_recv() {
+            sink.feed(more).await?;
+        }
+        SinkExt::<Bytes>::flush(&mut sink).await?;
+    }
+    Ok(())
+}
+
+impl Link {
+    /// Marks the link down: new requests fail fast, requests in flight fail now.
+    fn go_down(&self) {
+        let pending = {
+            let mut state = self.state.lock();
+            state.tx = None;
+            std::mem::take(&mut state.pending)
+        };
+        // Dropping the senders wakes each waiter with "connection lost".
+        drop(pending);
+        self.up.send_replace(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let backoff = Backoff::default();
+        let first = backoff.delay(0);
+        assert!(first >= Duration::from_millis(200) && first <= Duration::from_millis(300));
+        let second = backoff.delay(1);
+        assert!(second >= Duration::from_millis(260) && second <= Duration::from_millis(390));
+        assert_eq!(backoff.delay(20), Duration::from_secs(1));
+        assert_eq!(backoff.delay(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn expiry_keys_group_by_owner() {
+        let keys = vec![
+            vec!["news".to_owned()],
+            vec!["chan-a".to_owned(), "x".to_owned()],
+            vec!["private".to_owned()],
+        ];
+        // news → 1, chan-a → 0, private → 1 with two brokers.
+        assert_eq!(
+            group_keys(keys, 2),
+            vec![
+                (1, vec![vec!["news".to_owned()], vec!["private".to_owned()]]),
+                (0, vec![vec!["chan-a".to_owned(), "x".to_owned()]]),
+            ]
+        );
+    }
+}

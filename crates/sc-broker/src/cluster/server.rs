@@ -1,0 +1,609 @@
+//! [`BrokerServer`]: what a broker process runs.
+//!
+//! It listens on a Unix socket and serves any number of worker connections. Per channel it keeps
+//! the set of subscribed connections (a worker holds one subscription per channel); a publish is
+//! encoded once as a [`BrokerMessage::publication`] body and a clone of those bytes is pushed to
+//! every subscribed connection's bounded outbound queue, drained by that connection's writer
+//! task. A worker that cannot keep up (its queue is full) is disconnected with a log line; it
+//! reconnects and re-subscribes on its own, losing what overflowed.
+//!
+//! Commands of one connection are handled in arrival order (so one worker's publishes keep their
+//! order, and its key/value commands apply in the order sent); only messages for the broker
+//! controller's [`MessageHandler`] run concurrently, since user code may take its time.
+//!
+//! With an upstream engine ([`BrokerServerBuilder::with_upstream`]) the broker becomes a relay
+//! for a multi-machine cluster: it holds one engine subscription per channel (taken when its first
+//! worker subscribes, released when the last leaves), forwards worker publishes to the engine
+//! instead of fanning them out itself, and fans out what the engine delivers.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use sc_protocol::{Json, Publication};
+
+use super::protocol::{BrokerMessage, NO_REPLY, WorkerMessage, codec};
+use crate::{BoxFuture, Broker, DeliverySink, KvStore};
+
+/// The broker controller's handler for custom messages (`exchange.send(data)` in a worker): gets
+/// the data, answers with a value or an error message. The default answers `null`.
+pub type MessageHandler =
+    Arc<dyn Fn(Json) -> BoxFuture<'static, Result<Json, String>> + Send + Sync + 'static>;
+
+/// How many encoded messages may wait in one worker connection's outbound queue before the broker
+/// gives up on that worker.
+pub const DEFAULT_OUTBOUND_CAPACITY: usize = 16 * 1024;
+
+/// How long [`BrokerServer::shutdown`] lets connections flush before cutting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Settings of a broker server, consumed by [`BrokerServerBuilder::bind`].
+pub struct BrokerServerBuilder {
+    id: usize,
+    kv: Arc<dyn KvStore>,
+    upstream: Option<Arc<dyn Broker>>,
+    handler: MessageHandler,
+    outbound_capacity: usize,
+}
+
+impl BrokerServerBuilder {
+    /// Relays through an upstream engine (Redis, NATS, …): one engine subscription per channel
+    /// for the whole broker, worker publishes go to the engine, and the engine's deliveries are
+    /// fanned out to subscribed workers. The server attaches its own sink to `upstream`, so the
+    /// engine must not be shared with anything else.
+    pub fn with_upstream(mut self, upstream: Arc<dyn Broker>) -> Self {
+        self.upstream = Some(upstream);
+        self
+    }
+
+    /// Sets the broker controller's handler for custom messages.
+    pub fn with_message_handler(mut self, handler: MessageHandler) -> Self {
+        self.handler = handler;
+        self
+    }
+
+    /// Sets the per-connection outbound queue length (in messages; default
+    /// [`DEFAULT_OUTBOUND_CAPACITY`]).
+    pub fn with_outbound_capacity(mut self, capacity: usize) -> Self {
+        self.outbound_capacity = capacity.max(1);
+        self
+    }
+
+    /// Listens on `path` and starts serving in background tasks (call within a Tokio runtime).
+    ///
+    /// A stale socket file left at `path` by a crashed broker is replaced; if another server
+    /// still answers there, this fails with [`io::ErrorKind::AddrInUse`].
+    pub async fn bind(self, path: impl AsRef<Path>) -> io::Result<BrokerServer> {
+        let path = path.as_ref().to_path_buf();
+        let listener = bind_replacing_stale(&path).await?;
+        let inode = std::fs::metadata(&path)?.ino();
+
+        let shared = Arc::new(Shared {
+            id: self.id,
+            kv: self.kv,
+            upstream: self.upstream,
+            handler: self.handler,
+            outbound_capacity: self.outbound_capacity,
+            table: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
+            connections: AtomicUsize::new(0),
+            next_connection: AtomicU64::new(1),
+        });
+        if let Some(upstream) = &shared.upstream {
+            upstream.attach(Arc::new(UpstreamSink(Arc::downgrade(&shared))));
+        }
+
+        let server = BrokerServer {
+            shared,
+            path,
+            inode,
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        };
+        server.tracker.spawn(accept_loop(
+            listener,
+            server.shared.clone(),
+            server.stop.clone(),
+            server.abort.clone(),
+            server.tracker.clone(),
+        ));
+        tracing::info!(broker = server.shared.id, path = %server.path.display(), "broker listening");
+        Ok(server)
+    }
+}
+
+/// A running broker: serves worker connections on a Unix socket until [`shutdown`]
+/// (graceful) or drop (abrupt, like a crash: connections are cut at once).
+///
+/// [`shutdown`]: BrokerServer::shutdown
+pub struct BrokerServer {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    /// Identifies our socket file, so dropping a stale handle never unlinks a successor's socket.
+    inode: u64,
+    /// Graceful: stop accepting and reading; writers drain their queues.
+    stop: CancellationToken,
+    /// Abrupt: every task ends at once (parent of every connection's kill token).
+    abort: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl BrokerServer {
+    /// Starts configuring broker number `id` (its index in the cluster) with its key/value store.
+    pub fn builder(id: usize, kv: Arc<dyn KvStore>) -> BrokerServerBuilder {
+        BrokerServerBuilder {
+            id,
+            kv,
+            upstream: None,
+            handler: Arc::new(|_| Box::pin(async { Ok(Json::NULL) })),
+            outbound_capacity: DEFAULT_OUTBOUND_CAPACITY,
+        }
+    }
+
+    /// The broker's index in the cluster.
+    pub fn id(&self) -> usize {
+        self.shared.id
+    }
+
+    /// The socket path it listens on.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The channels with at least one subscribed worker connection, sorted.
+    pub fn channels(&self) -> Vec<String> {
+        let mut channels: Vec<String> = self
+            .shared
+            .table
+            .lock()
+            .keys()
+            .map(|c| c.to_string())
+            .collect();
+        channels.sort();
+        channels
+    }
+
+    /// How many worker connections subscribe to `channel`.
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.shared
+            .table
+            .lock()
+            .get(channel)
+            .map_or(0, HashMap::len)
+    }
+
+    /// How many worker connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Stops gracefully: no new connections, no more commands read; queued messages are flushed
+    /// (for at most 5 s), the upstream engine's subscriptions are released, and the socket file is
+    /// removed.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                broker = self.shared.id,
+                "broker shutdown grace expired; cutting connections"
+            );
+            self.abort.cancel();
+            self.tracker.wait().await;
+        }
+        tracing::info!(broker = self.shared.id, "broker stopped");
+        // Drop removes the socket file.
+    }
+}
+
+impl Drop for BrokerServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.abort.cancel();
+        // Unlink synchronously so a successor can bind the same path at once; the orphaned
+        // listener closes when its task notices the abort.
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Binds `path`, replacing a socket file that nobody answers on.
+async fn bind_replacing_stale(path: &Path) -> io::Result<UnixListener> {
+    match UnixListener::bind(path) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            let is_socket =
+                std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+            if !is_socket || UnixStream::connect(path).await.is_ok() {
+                return Err(e);
+            }
+            tracing::info!(path = %path.display(), "replacing stale broker socket");
+            std::fs::remove_file(path)?;
+            UnixListener::bind(path)
+        }
+        other => other,
+    }
+}
+
+/// State shared by the accept loop, every connection and the upstream sink.
+struct Shared {
+    id: usize,
+    kv: Arc<dyn KvStore>,
+    upstream: Option<Arc<dyn Broker>>,
+    handler: MessageHandler,
+    outbound_capacity: usize,
+    /// channel → subscribed connections. A std-style (parking_lot) mutex: held only for
+    /// non-blocking work (map edits and `try_send`), never across an await.
+    table: Mutex<HashMap<Arc<str>, HashMap<u64, Peer>>>,
+    /// Per-channel async locks that serialise upstream subscribe/unsubscribe of one channel
+    /// (the engine call is awaited while the table lock is not held). Entries are removed when
+    /// unused.
+    gates: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
+    connections: AtomicUsize,
+    next_connection: AtomicU64,
+}
+
+/// The sending side of one worker connection.
+#[derive(Clone)]
+struct Peer {
+    id: u64,
+    broker: usize,
+    tx: mpsc::Sender<Bytes>,
+    /// Cancelled when the connection must end at once (overflow, write error, abort).
+    kill: CancellationToken,
+}
+
+impl Peer {
+    /// Queues one encoded message without waiting. A full queue ends the connection.
+    fn push(&self, message: Bytes) {
+        match self.tx.try_send(message) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                if !self.kill.is_cancelled() {
+                    tracing::warn!(
+                        broker = self.broker,
+                        connection = self.id,
+                        capacity = self.tx.max_capacity(),
+                        "worker connection cannot keep up (outbound queue full); dropping it"
+                    );
+                    self.kill.cancel();
+                }
+            }
+        }
+    }
+
+    fn reply(&self, id: u64, result: Result<Json, String>) {
+        if id != NO_REPLY {
+            self.push(BrokerMessage::Reply { id, result }.encode());
+        }
+    }
+}
+
+impl Shared {
+    /// Pushes one publication frame to every connection subscribed to `channel`.
+    fn fan_out(&self, channel: &str, frame: &[u8]) {
+        let table = self.table.lock();
+        if let Some(subscribers) = table.get(channel) {
+            let message = BrokerMessage::publication(frame);
+            for peer in subscribers.values() {
+                peer.push(message.clone());
+            }
+        }
+    }
+
+    fn gate(&self, channel: &Arc<str>) -> Arc<tokio::sync::Mutex<()>> {
+        self.gates
+            .lock()
+            .entry(channel.clone())
+            .or_default()
+            .clone()
+    }
+
+    fn release_gate(&self, channel: &Arc<str>, gate: Arc<tokio::sync::Mutex<()>>) {
+        let mut gates = self.gates.lock();
+        // Clones are only made under this lock: 2 = the map's and ours, so nobody else waits.
+        if Arc::strong_count(&gate) == 2 {
+            gates.remove(channel);
+        }
+    }
+
+    async fn subscribe(&self, channel: &Arc<str>, peer: &Peer) -> Result<(), String> {
+        let Some(upstream) = &self.upstream else {
+            self.insert(channel, peer);
+            return Ok(());
+        };
+        let gate = self.gate(channel);
+        let result = {
+            let _serialised = gate.lock().await;
+            let first = !self.table.lock().contains_key(channel);
+            let engine = if first {
+                upstream.subscribe(channel).await.map_err(|e| e.to_string())
+            } else {
+                Ok(())
+            };
+            if engine.is_ok() {
+                self.insert(channel, peer);
+            }
+            engine
+        };
+        self.release_gate(channel, gate);
+        result
+    }
+
+    fn insert(&self, channel: &Arc<str>, peer: &Peer) {
+        self.table
+            .lock()
+            .entry(channel.clone())
+            .or_default()
+            .insert(peer.id, peer.clone());
+    }
+
+    /// Removes the connection from `channel`'s subscribers; returns whether none are left.
+    fn remove(&self, channel: &str, connection: u64) -> bool {
+        let mut table = self.table.lock();
+        let Some(subscribers) = table.get_mut(channel) else {
+            return false;
+        };
+        subscribers.remove(&connection);
+        if subscribers.is_empty() {
+            table.remove(channel);
+            true
+        } else {
+            false
+        }
+    }
+
+    async fn unsubscribe(&self, channel: &Arc<str>, connection: u64) {
+        let Some(upstream) = &self.upstream else {
+            self.remove(channel, connection);
+            return;
+        };
+        let gate = self.gate(channel);
+        {
+            let _serialised = gate.lock().await;
+            if self.remove(channel, connection) {
+                if let Err(e) = upstream.unsubscribe(channel).await {
+                    tracing::warn!(broker = self.id, channel = %channel, error = %e, "upstream unsubscribe failed");
+                }
+            }
+        }
+        self.release_gate(channel, gate);
+    }
+
+    async fn publish(&self, channel: &str, frame: Bytes) -> Result<(), String> {
+        match &self.upstream {
+            None => {
+                self.fan_out(channel, &frame);
+                Ok(())
+            }
+            Some(upstream) => {
+                let publication = Publication::from_frame(frame).map_err(|e| e.to_string())?;
+                upstream
+                    .publish(publication)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// Hands what the upstream engine delivers to the subscribed workers.
+struct UpstreamSink(Weak<Shared>);
+
+impl DeliverySink for UpstreamSink {
+    fn deliver(&self, publication: Publication) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.fan_out(publication.channel(), publication.frame());
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let kill = abort.child_token();
+                tracker.spawn(serve(
+                    stream,
+                    shared.clone(),
+                    stop.clone(),
+                    kill,
+                    tracker.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(broker = shared.id, error = %e, "accept failed; backing off");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// One worker connection: reads and handles its commands in order, then cleans up.
+async fn serve(
+    stream: UnixStream,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    kill: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(broker = shared.id, connection = id, "worker connected");
+
+    let (read, write) = stream.into_split();
+    let (tx, rx) = mpsc::channel(shared.outbound_capacity);
+    let peer = Peer {
+        id,
+        broker: shared.id,
+        tx,
+        kill: kill.clone(),
+    };
+    peer.push(
+        BrokerMessage::Ready {
+            // Broker counts are tiny; saturate rather than wrap if one ever is not.
+            broker_id: u32::try_from(shared.id).unwrap_or(u32::MAX),
+        }
+        .encode(),
+    );
+    tracker.spawn(write_loop(write, rx, kill.clone()));
+
+    let mut reader = FramedRead::new(read, codec());
+    let mut subscribed: HashSet<Arc<str>> = HashSet::new();
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = kill.cancelled() => break,
+            _ = stop.cancelled() => break,
+            next = reader.next() => next,
+        };
+        let body = match next {
+            None => break,
+            Some(Err(e)) => {
+                tracing::debug!(broker = shared.id, connection = id, error = %e, "worker connection read failed");
+                break;
+            }
+            Some(Ok(body)) => body.freeze(),
+        };
+        let message = match WorkerMessage::decode(body) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(broker = shared.id, connection = id, error = %e, "malformed message from worker; closing its connection");
+                break;
+            }
+        };
+        // An abort must not wait for a slow engine or store.
+        tokio::select! {
+            biased;
+            _ = kill.cancelled() => break,
+            () = handle(&shared, &peer, &mut subscribed, message, &tracker) => {}
+        }
+    }
+
+    for channel in subscribed {
+        if kill.is_cancelled() && shared.upstream.is_some() {
+            // Aborting: release local state without waiting for the engine.
+            shared.remove(&channel, id);
+        } else {
+            shared.unsubscribe(&channel, id).await;
+        }
+    }
+    shared.connections.fetch_sub(1, Ordering::Relaxed);
+    tracing::debug!(broker = shared.id, connection = id, "worker disconnected");
+    // Dropping `peer` (and the table's clones, removed above) lets the writer drain and finish.
+}
+
+async fn handle(
+    shared: &Shared,
+    peer: &Peer,
+    subscribed: &mut HashSet<Arc<str>>,
+    message: WorkerMessage,
+    tracker: &TaskTracker,
+) {
+    match message {
+        WorkerMessage::Subscribe { id, channel } => {
+            let channel: Arc<str> = Arc::from(channel);
+            let result = if subscribed.contains(&channel) {
+                Ok(())
+            } else {
+                shared.subscribe(&channel, peer).await
+            };
+            if result.is_ok() {
+                subscribed.insert(channel);
+            } else if let Err(e) = &result {
+                if id == NO_REPLY {
+                    tracing::warn!(broker = shared.id, channel = %channel, error = %e, "re-subscribe failed");
+                }
+            }
+            peer.reply(id, result.map(|()| Json::NULL));
+        }
+        WorkerMessage::Unsubscribe { id, channel } => {
+            if let Some(channel) = subscribed.take(channel.as_str()) {
+                shared.unsubscribe(&channel, peer.id).await;
+            }
+            peer.reply(id, Ok(Json::NULL));
+        }
+        WorkerMessage::Publish { id, channel, frame } => {
+            let result = shared.publish(&channel, frame).await;
+            peer.reply(id, result.map(|()| Json::NULL));
+        }
+        WorkerMessage::Kv { id, command } => {
+            let result = shared.kv.execute(command).await.map_err(|e| e.to_string());
+            peer.reply(id, result);
+        }
+        WorkerMessage::Send { id, data } => {
+            let handler = shared.handler.clone();
+            let peer = peer.clone();
+            tracker.spawn(async move {
+                let kill = peer.kill.clone();
+                tokio::select! {
+                    _ = kill.cancelled() => {}
+                    result = handler(data) => peer.reply(id, result),
+                }
+            });
+        }
+    }
+}
+
+/// Drains one connection's outbound queue into its socket, batching whatever is queued into one
+/// flush. Ends when the queue closes (graceful) or the kill token fires; a write error fires it.
+async fn write_loop(write: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, kill: CancellationToken) {
+    let mut sink = FramedWrite::new(write, codec());
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = kill.cancelled() => break,
+            first = rx.recv() => match first {
+                Some(first) => first,
+                None => break,
+            },
+        };
+        let written = async {
+            sink.feed(first).await?;
+            while let Ok(more) = rx.try_recv() {
+                sink.feed(more).await?;
+            }
+            SinkExt::<Bytes>::flush(&mut sink).await
+        };
+        let failed = tokio::select! {
+            biased;
+            _ = kill.cancelled() => break,
+            written = written => written.is_err(),
+        };
+        if failed {
+            break;
+        }
+    }
+    kill.cancel();
+}

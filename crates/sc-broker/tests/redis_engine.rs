@@ -1,0 +1,254 @@
+//! The Redis engine against real Redis servers: two instances sharing pub/sub and key/value,
+//! expiry, limits, connect errors, and an outage in the middle of traffic.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Collect, Kind, Server, machine_engine, publication, unique};
+use sc_broker::redis::{self, RedisOptions};
+use sc_broker::{Broker, BrokerError, EngineError, KvCommand, KvStore, RedisBroker, RedisKv};
+use sc_protocol::Json;
+
+/// Options with a prefix of our own, so tests never see each other's data.
+fn options() -> RedisOptions {
+    RedisOptions { prefix: format!("{}:", unique("sctest")), ..RedisOptions::default() }
+}
+
+async fn instance(url: &str, options: &RedisOptions) -> (RedisBroker, RedisKv, Arc<Collect>) {
+    let (broker, kv) = redis::connect(url, options.clone()).await.expect("connect");
+    let sink = Collect::new();
+    broker.attach(sink.clone());
+    (broker, kv, sink)
+}
+
+fn key(segments: &[&str]) -> Vec<String> {
+    segments.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn json(text: &str) -> Json {
+    Json::from_text(text).unwrap()
+}
+
+async fn run(kv: &impl KvStore, command: KvCommand) -> String {
+    kv.execute(command).await.expect("kv command").get().to_owned()
+}
+
+#[tokio::test]
+async fn publications_cross_instances_exactly_once_and_in_order() {
+    let (url, _guard) = machine_engine(Kind::Redis);
+    let opts = options();
+    let (a, _kv_a, sink_a) = instance(&url, &opts).await;
+    let (b, _kv_b, sink_b) = instance(&url, &opts).await;
+    let channel = unique("chan with spaces.and*dots");
+    a.subscribe(&channel).await.unwrap();
+    b.subscribe(&channel).await.unwrap();
+    assert!(a.is_connected());
+
+    for i in 0..1000 {
+        b.publish(publication(&channel, &i.to_string())).await.unwrap();
+    }
+    assert!(sink_a.wait_for(1000, Duration::from_secs(10)).await, "A got {}", sink_a.len());
+    assert!(sink_b.wait_for(1000, Duration::from_secs(10)).await, "B got {}", sink_b.len());
+    tokio::time::sleep(Duration::from_millis(200)).await; // room for any duplicate to show up
+    let expected: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+    assert_eq!(sink_a.data(), expected);
+    assert_eq!(sink_b.data(), expected);
+    let first = &sink_a.data()[0];
+    assert_eq!(first, "0");
+
+    // unsubscribe stops delivery at once
+    a.unsubscribe(&channel).await.unwrap();
+    b.publish(publication(&channel, r#""after""#)).await.unwrap();
+    assert!(sink_b.wait_for(1001, Duration::from_secs(5)).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sink_a.len(), 1000);
+
+    // the frame arrives byte for byte
+    let channel2 = unique("raw");
+    a.subscribe(&channel2).await.unwrap();
+    let sent = publication(&channel2, r#"{"a" : 1.50, "b":[true,null]}"#);
+    b.publish(sent.clone()).await.unwrap();
+    assert!(sink_a.wait_for(1001, Duration::from_secs(5)).await);
+    assert_eq!(sink_a.data()[1000], r#"{"a" : 1.50, "b":[true,null]}"#);
+}
+
+#[tokio::test]
+async fn key_value_is_shared_between_instances() {
+    let (url, _guard) = machine_engine(Kind::Redis);
+    let opts = options();
+    let (_a, kv_a, _) = instance(&url, &opts).await;
+    let (_b, kv_b, _) = instance(&url, &opts).await;
+
+    // The captured sc-broker session (PROTOCOL.md §14.4), written by A and read by B.
+    assert_eq!(run(&kv_a, KvCommand::Set { key: key(&["user", "bob"]), value: json(r#"{"age":5}"#) }).await, r#"{"age":5}"#);
+    assert_eq!(run(&kv_b, KvCommand::Get { key: key(&["user"]) }).await, r#"{"bob":{"age":5}}"#);
+    assert_eq!(run(&kv_a, KvCommand::Add { key: key(&["list"]), value: json(r#""i1""#) }).await, "0");
+    assert_eq!(run(&kv_b, KvCommand::Add { key: key(&["list"]), value: json(r#""i2""#) }).await, "1");
+    assert_eq!(run(&kv_a, KvCommand::GetRange { key: key(&["list"]), from: 0, to: Some(1) }).await, r#"["i1"]"#);
+    assert_eq!(run(&kv_b, KvCommand::Count { key: key(&["list"]) }).await, "2");
+    assert_eq!(run(&kv_a, KvCommand::HasKey { key: key(&["nope"]) }).await, "false");
+    assert_eq!(run(&kv_a, KvCommand::HasKey { key: key(&["list"]) }).await, "true");
+    assert_eq!(run(&kv_b, KvCommand::Pop { key: key(&["list"]) }).await, r#"["i2"]"#);
+    run(&kv_a, KvCommand::Set { key: key(&["list"]), value: json(r#"["a","b","c"]"#) }).await;
+    assert_eq!(run(&kv_b, KvCommand::RemoveRange { key: key(&["list"]), from: 1, to: Some(2) }).await, r#"["b"]"#);
+    assert_eq!(run(&kv_a, KvCommand::Remove { key: key(&["list"]) }).await, r#"["a","c"]"#);
+    assert_eq!(run(&kv_b, KvCommand::Remove { key: key(&["user", "bob", "age"]) }).await, "5");
+    assert_eq!(run(&kv_a, KvCommand::GetAll).await, r#"{"user":{"bob":{}}}"#);
+
+    // Concurrent read-modify-writes of one key from both instances lose nothing.
+    let adds = (0..40).map(|i| {
+        let kv: &RedisKv = if i % 2 == 0 { &kv_a } else { &kv_b };
+        kv.execute(KvCommand::Add { key: key(&["user", "log"]), value: json(&i.to_string()) })
+    });
+    let indexes = futures_util::future::try_join_all(adds).await.unwrap();
+    let mut indexes: Vec<u64> = indexes.iter().map(|j| j.get().parse().unwrap()).collect();
+    indexes.sort_unstable();
+    assert_eq!(indexes, (0..40).collect::<Vec<u64>>());
+    assert_eq!(run(&kv_b, KvCommand::Count { key: key(&["user", "log"]) }).await, "40");
+
+    assert_eq!(run(&kv_b, KvCommand::RemoveAll).await, "null");
+    assert_eq!(run(&kv_a, KvCommand::GetAll).await, "{}");
+    let err = kv_a.execute(KvCommand::Get { key: vec![] }).await.unwrap_err();
+    assert!(matches!(err, BrokerError::Engine(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn expiry_of_top_level_and_nested_keys() {
+    let (url, _guard) = machine_engine(Kind::Redis);
+    let opts = options();
+    let (_a, kv_a, _) = instance(&url, &opts).await;
+    let (_b, kv_b, _) = instance(&url, &opts).await;
+
+    run(&kv_a, KvCommand::Set { key: key(&["session"]), value: json("1") }).await;
+    run(&kv_a, KvCommand::Set { key: key(&["kept"]), value: json("1") }).await;
+    run(&kv_a, KvCommand::Set { key: key(&["user", "bob"]), value: json(r#"{"age":5}"#) }).await;
+    run(&kv_a, KvCommand::Set { key: key(&["user", "amy"]), value: json("2") }).await;
+    let expire = KvCommand::Expire { keys: vec![key(&["session"]), key(&["kept"]), key(&["user", "bob"])], seconds: 1 };
+    run(&kv_a, expire).await;
+    run(&kv_b, KvCommand::Unexpire { keys: vec![key(&["kept"])] }).await;
+    // A nested set does not cancel a top-level expiry (KEEPTTL).
+    run(&kv_b, KvCommand::Set { key: key(&["session"]), value: json("2") }).await;
+    assert_eq!(run(&kv_b, KvCommand::Get { key: key(&["session"]) }).await, "2");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // B never saw the expire commands: Redis (top level) and B's sweep (nested) apply them.
+    assert_eq!(run(&kv_b, KvCommand::Get { key: key(&["session"]) }).await, "null");
+    assert_eq!(run(&kv_b, KvCommand::Get { key: key(&["kept"]) }).await, "1");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let user = run(&kv_b, KvCommand::Get { key: key(&["user"]) }).await;
+        if user == r#"{"amy":2}"# {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nested key not expired: {user}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(run(&kv_a, KvCommand::Get { key: key(&["user"]) }).await, r#"{"amy":2}"#);
+}
+
+#[tokio::test]
+async fn limits_and_connect_errors() {
+    let (url, _guard) = machine_engine(Kind::Redis);
+    let opts = RedisOptions { max_message_size: 1024, ..options() };
+    let (a, kv, _) = instance(&url, &opts).await;
+    let big = format!("\"{}\"", "x".repeat(2000));
+    let err = a.publish(publication("big", &big)).await.unwrap_err();
+    assert!(matches!(err, BrokerError::TooLarge { limit: 1024, .. }), "{err:?}");
+    let err = kv.execute(KvCommand::Set { key: key(&["big"]), value: json(&big) }).await.unwrap_err();
+    assert!(matches!(err, BrokerError::TooLarge { .. }), "{err:?}");
+    let err = kv.execute(KvCommand::Set { key: key(&["big", "nested"]), value: json(&big) }).await.unwrap_err();
+    assert!(matches!(err, BrokerError::TooLarge { .. }), "{err:?}");
+    assert!(a.describe().starts_with("redis redis://"));
+
+    let err = RedisBroker::connect("redis://127.0.0.1:notaport", options()).await.err().unwrap();
+    assert!(matches!(err, EngineError::InvalidUrl { .. }), "{err:?}");
+    let closed = common::free_port();
+    let err = RedisBroker::connect(&format!("redis://127.0.0.1:{closed}"), options()).await.err().unwrap();
+    assert!(matches!(err, EngineError::Unreachable { .. }), "{err:?}");
+
+    let secured = Server::start(Kind::Redis, &["--requirepass", "s3cret"]);
+    let wrong = format!("redis://:wrong@127.0.0.1:{}", secured.port);
+    let err = RedisBroker::connect(&wrong, options()).await.err().unwrap();
+    assert!(matches!(err, EngineError::Auth { .. }), "{err:?}");
+    assert!(!err.to_string().contains("wrong"), "password leaked: {err}");
+    let missing = RedisBroker::connect(&secured.url(), options()).await.err().unwrap();
+    assert!(matches!(missing, EngineError::Auth { .. }), "{missing:?}");
+    let right = format!("redis://:s3cret@127.0.0.1:{}", secured.port);
+    let broker = RedisBroker::connect(&right, options()).await.unwrap();
+    assert!(broker.is_connected());
+
+    // The factory picks Redis by scheme.
+    let (broker, kv) = sc_broker::connect_engine(&url).await.unwrap();
+    assert!(broker.describe().starts_with("redis"));
+    let k = unique("factory");
+    kv.execute(KvCommand::Set { key: vec![k.clone()], value: json("7") }).await.unwrap();
+    assert_eq!(kv.execute(KvCommand::Remove { key: vec![k] }).await.unwrap().get(), "7");
+}
+
+#[tokio::test]
+async fn survives_an_outage_without_resubscribing() {
+    let (_logging, logs) = common::capture_logs();
+    let mut server = Server::start(Kind::Redis, &[]);
+    let url = server.url();
+    let opts = options();
+    let (a, kv_a, sink_a) = instance(&url, &opts).await;
+    let (b, _kv_b, _) = instance(&url, &opts).await;
+    a.subscribe("news").await.unwrap();
+    a.subscribe("temp").await.unwrap();
+    for i in 0..10 {
+        b.publish(publication("news", &i.to_string())).await.unwrap();
+    }
+    assert!(sink_a.wait_for(10, Duration::from_secs(5)).await);
+
+    server.kill();
+    // Detected at once (the connection closes); then everything fails fast and typed.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while a.is_connected() || b.is_connected() {
+        assert!(Instant::now() < deadline, "outage not detected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let err = b.publish(publication("news", "99")).await.unwrap_err();
+    assert!(matches!(err, BrokerError::Unavailable(_)), "{err:?}");
+    let err = a.subscribe("other").await.unwrap_err();
+    assert!(matches!(err, BrokerError::Unavailable(_)), "{err:?}");
+    let err = kv_a.execute(KvCommand::Get { key: key(&["x"]) }).await.unwrap_err();
+    assert!(matches!(err, BrokerError::Unavailable(_)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(100), "not fast: {:?}", started.elapsed());
+    // Unsubscribing while down works, and that channel is not restored.
+    a.unsubscribe("temp").await.unwrap();
+    // Stay down long enough for the reconnect backoff to reach its 1 s cap.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    server.restart();
+    let back = Instant::now();
+    // Delivery resumes with no subscribe call: publish until A sees one published after restart.
+    let mut i = 100;
+    loop {
+        if b.publish(publication("news", &i.to_string())).await.is_ok() && sink_a.wait_for(11, Duration::from_millis(20)).await {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(5), "delivery did not resume");
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let resumed = back.elapsed();
+    assert!(resumed < Duration::from_millis(1500), "resumed after {resumed:?}");
+    assert!(a.is_connected());
+    assert!(!sink_a.data().contains(&"99".to_owned()), "a publication made while down arrived");
+    eprintln!("redis: delivery resumed {resumed:?} after the restart");
+    b.publish(publication("temp", r#""unwanted""#)).await.unwrap();
+    // New subscriptions and the store work again.
+    a.subscribe("other").await.unwrap();
+    b.publish(publication("other", r#""wanted""#)).await.unwrap();
+    assert!(sink_a.wait_until(Duration::from_secs(5), |d| d.iter().any(|x| x == r#""wanted""#)).await);
+    assert!(!sink_a.data().iter().any(|x| x == r#""unwanted""#));
+    // One warning per link for the outage, one line when it is back; the retries are debug.
+    assert_eq!(logs.count("WARN", "engine connection lost"), 2);
+    assert_eq!(logs.count("INFO", "engine connection restored"), 2);
+    assert!(logs.count("DEBUG", "reconnect attempt failed") >= 4);
+    assert_eq!(run(&kv_a, KvCommand::Get { key: key(&["x"]) }).await, "null");
+}

@@ -1,0 +1,111 @@
+//! The cluster the integration tests drive: the boilerplate app plus a few handlers that expose
+//! the cluster's inner workings to a test client (never ship these in a real app):
+//!
+//! - `workerInfo` → `{"id": <worker id>, "pid": <process id>}`;
+//! - `clusterInfo` → the master's view: `{"workers": {id: pid}, "brokers": {id: pid}}`;
+//! - `kvSet {key, value}`, `kvGet {key}`, `kvAdd {key, value}`, `kvCount {key}`: the exchange's
+//!   key/value store;
+//! - `brokerEcho {data}`: a custom message to broker 0's controller, which echoes it.
+//!
+//! Flags are the `socketcluster` command's.
+
+use clap::Parser;
+use sc_protocol::{Json, ScError};
+use sc_server::{Reply, Request};
+use serde::Deserialize;
+use socketcluster::cli::Cli;
+use socketcluster::cluster::{BrokerProcess, Master, SocketCluster, Worker};
+use socketcluster::config::ClusterConfig;
+
+#[derive(Deserialize)]
+struct KeyValue {
+    key: Vec<String>,
+    value: Option<Json>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    let config = ClusterConfig::load(cli.run.config_file().as_deref(), &cli.run.overrides())?;
+    SocketCluster::builder()
+        .config(config)
+        .worker_controller(|worker: Worker| async move {
+            socketcluster::boilerplate::register(worker.server());
+            register_inspection(&worker);
+            Ok(())
+        })
+        .broker_controller(|broker: BrokerProcess| async move {
+            broker.on_message(|data| async move { Ok(data) });
+            Ok(())
+        })
+        .master_controller(|master: Master| async move {
+            let view = master.clone();
+            master.on_worker_message(move |_id, _data| {
+                let view = view.clone();
+                async move {
+                    let info = serde_json::json!({ "workers": view.worker_pids(), "brokers": view.broker_pids() });
+                    Ok(Json::from(info))
+                }
+            });
+            Ok(())
+        })
+        .run()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn register_inspection(worker: &Worker) {
+    let server = worker.server();
+    let (id, pid) = (worker.id(), std::process::id());
+    server.on("workerInfo", move |_req: Request| async move {
+        Reply::json(&serde_json::json!({ "id": id, "pid": pid }))
+    });
+    let w = worker.clone();
+    server.on("clusterInfo", move |_req: Request| {
+        let w = w.clone();
+        async move { w.send_to_master(Json::NULL).await.map(Reply::data).map_err(|e| ScError::from(e.to_string())) }
+    });
+    let exchange = worker.exchange();
+    server.on("kvSet", move |req: Request| {
+        let exchange = exchange.clone();
+        async move {
+            let kv: KeyValue = req.parse()?;
+            let value = kv.value.unwrap_or(Json::NULL);
+            exchange.kv_command(sc_broker::KvCommand::Set { key: kv.key, value }).await?;
+            Ok::<_, ScError>(())
+        }
+    });
+    let exchange = worker.exchange();
+    server.on("kvGet", move |req: Request| {
+        let exchange = exchange.clone();
+        async move {
+            let kv: KeyValue = req.parse()?;
+            Ok::<_, ScError>(Reply::data(exchange.kv_command(sc_broker::KvCommand::Get { key: kv.key }).await?))
+        }
+    });
+    let exchange = worker.exchange();
+    server.on("kvAdd", move |req: Request| {
+        let exchange = exchange.clone();
+        async move {
+            let kv: KeyValue = req.parse()?;
+            let value = kv.value.unwrap_or(Json::NULL);
+            Ok::<_, ScError>(Reply::data(exchange.kv_command(sc_broker::KvCommand::Add { key: kv.key, value }).await?))
+        }
+    });
+    let exchange = worker.exchange();
+    server.on("kvCount", move |req: Request| {
+        let exchange = exchange.clone();
+        async move {
+            let kv: KeyValue = req.parse()?;
+            Ok::<_, ScError>(Reply::data(exchange.kv_command(sc_broker::KvCommand::Count { key: kv.key }).await?))
+        }
+    });
+    let w = worker.clone();
+    server.on("brokerEcho", move |req: Request| {
+        let w = w.clone();
+        async move {
+            let data = req.data().cloned().unwrap_or(Json::NULL);
+            let answers = w.send_to_broker(0, data).await.map_err(|e| ScError::from(e.to_string()))?;
+            Ok::<_, ScError>(Reply::data(answers))
+        }
+    });
+}
