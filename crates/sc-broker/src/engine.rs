@@ -28,7 +28,9 @@ pub enum EngineError {
         reason: String,
     },
     /// The URL's scheme names no engine.
-    #[error("unknown engine scheme {scheme:?} in {url:?} (expected memory://, redis://, rediss:// or nats://)")]
+    #[error(
+        "unknown engine scheme {scheme:?} in {url:?} (expected memory://, redis://, rediss:// or nats://)"
+    )]
     UnknownScheme {
         /// The scheme found.
         scheme: String,
@@ -97,7 +99,10 @@ pub async fn connect_engine(url: &str) -> Result<(Arc<dyn Broker>, Arc<dyn KvSto
         "memory" => Ok((Arc::new(MemoryBroker::new()), Arc::new(MemoryKv::new()))),
         "redis" | "rediss" => connect_redis(url).await,
         "nats" => connect_nats(url).await,
-        _ => Err(EngineError::UnknownScheme { scheme, url: redact(url) }),
+        _ => Err(EngineError::UnknownScheme {
+            scheme,
+            url: redact(url),
+        }),
     }
 }
 
@@ -109,7 +114,10 @@ async fn connect_redis(url: &str) -> Result<(Arc<dyn Broker>, Arc<dyn KvStore>),
 
 #[cfg(not(feature = "redis"))]
 async fn connect_redis(url: &str) -> Result<(Arc<dyn Broker>, Arc<dyn KvStore>), EngineError> {
-    Err(EngineError::NotCompiled { scheme: scheme_of(url)?, feature: "redis" })
+    Err(EngineError::NotCompiled {
+        scheme: scheme_of(url)?,
+        feature: "redis",
+    })
 }
 
 #[cfg(feature = "nats")]
@@ -120,15 +128,28 @@ async fn connect_nats(url: &str) -> Result<(Arc<dyn Broker>, Arc<dyn KvStore>), 
 
 #[cfg(not(feature = "nats"))]
 async fn connect_nats(url: &str) -> Result<(Arc<dyn Broker>, Arc<dyn KvStore>), EngineError> {
-    Err(EngineError::NotCompiled { scheme: scheme_of(url)?, feature: "nats" })
+    Err(EngineError::NotCompiled {
+        scheme: scheme_of(url)?,
+        feature: "nats",
+    })
 }
 
 /// The lower-cased scheme of `url`, or [`EngineError::InvalidUrl`].
 fn scheme_of(url: &str) -> Result<String, EngineError> {
-    let invalid = |reason: &str| EngineError::InvalidUrl { url: redact(url), reason: reason.to_owned() };
-    let (scheme, _) = url.split_once("://").ok_or_else(|| invalid("expected <scheme>://…"))?;
-    let valid = scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    let invalid = |reason: &str| EngineError::InvalidUrl {
+        url: redact(url),
+        reason: reason.to_owned(),
+    };
+    let (scheme, _) = url
+        .split_once("://")
+        .ok_or_else(|| invalid("expected <scheme>://…"))?;
+    let valid = scheme
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
     if !valid {
         return Err(invalid("the scheme is not valid"));
     }
@@ -165,7 +186,10 @@ mod tests {
     fn redacts_passwords_only() {
         assert_eq!(redact("redis://:secret@h:6379/0"), "redis://:***@h:6379/0");
         assert_eq!(redact("redis://user:secret@h"), "redis://user:***@h");
-        assert_eq!(redact("nats://token@h:4222,nats://u:p@g"), "nats://***@h:4222,nats://u:***@g");
+        assert_eq!(
+            redact("nats://token@h:4222,nats://u:p@g"),
+            "nats://***@h:4222,nats://u:***@g"
+        );
         assert_eq!(redact("redis://h:6379/0?x=a@b"), "redis://h:6379/0?x=a@b");
         assert_eq!(redact("memory://"), "memory://");
     }
@@ -173,9 +197,18 @@ mod tests {
     #[test]
     fn schemes() {
         assert_eq!(scheme_of("REDIS://h").unwrap(), "redis");
-        assert!(matches!(scheme_of("localhost:6379"), Err(EngineError::InvalidUrl { .. })));
-        assert!(matches!(scheme_of("://h"), Err(EngineError::InvalidUrl { .. })));
-        assert!(matches!(scheme_of("1x://h"), Err(EngineError::InvalidUrl { .. })));
+        assert!(matches!(
+            scheme_of("localhost:6379"),
+            Err(EngineError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            scheme_of("://h"),
+            Err(EngineError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            scheme_of("1x://h"),
+            Err(EngineError::InvalidUrl { .. })
+        ));
     }
 
     #[tokio::test]
@@ -183,7 +216,13 @@ mod tests {
         let (broker, _kv) = connect_engine("memory://").await.unwrap();
         assert!(broker.is_connected());
         let err = connect_engine("kafka://:pw@h").await.err().unwrap();
-        assert_eq!(err, EngineError::UnknownScheme { scheme: "kafka".into(), url: "kafka://:***@h".into() });
+        assert_eq!(
+            err,
+            EngineError::UnknownScheme {
+                scheme: "kafka".into(),
+                url: "kafka://:***@h".into()
+            }
+        );
         assert!(!err.to_string().contains("pw"));
     }
 }

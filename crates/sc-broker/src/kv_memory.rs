@@ -95,7 +95,11 @@ impl MemoryKv {
     }
 
     /// Runs `command` as if the clock read `now` (the store's only notion of time).
-    pub(crate) fn execute_at(&self, command: &KvCommand, now: Instant) -> Result<Value, BrokerError> {
+    pub(crate) fn execute_at(
+        &self,
+        command: &KvCommand,
+        now: Instant,
+    ) -> Result<Value, BrokerError> {
         let mut state = self.state.lock();
         let State { root, expiry } = &mut *state;
         for path in expiry.take_due(now) {
@@ -144,17 +148,97 @@ mod tests {
     async fn captured_session_through_the_trait() {
         let kv = MemoryKv::new();
         let run = |c: KvCommand| kv.execute(c);
-        assert_eq!(run(KvCommand::Set { key: p(&["user", "bob"]), value: j(r#"{"age":5}"#) }).await.unwrap().get(), r#"{"age":5}"#);
-        assert_eq!(run(KvCommand::Get { key: p(&["user"]) }).await.unwrap().get(), r#"{"bob":{"age":5}}"#);
-        assert_eq!(run(KvCommand::Add { key: p(&["list"]), value: j(r#""i1""#) }).await.unwrap().get(), "0");
-        assert_eq!(run(KvCommand::Add { key: p(&["list"]), value: j(r#""i2""#) }).await.unwrap().get(), "1");
-        assert_eq!(run(KvCommand::GetRange { key: p(&["list"]), from: 0, to: Some(1) }).await.unwrap().get(), r#"["i1"]"#);
-        assert_eq!(run(KvCommand::Count { key: p(&["list"]) }).await.unwrap().get(), "2");
-        assert_eq!(run(KvCommand::HasKey { key: p(&["nope"]) }).await.unwrap().get(), "false");
-        assert_eq!(run(KvCommand::Pop { key: p(&["list"]) }).await.unwrap().get(), r#"["i2"]"#);
-        assert_eq!(run(KvCommand::RemoveRange { key: p(&["list"]), from: 0, to: None }).await.unwrap().get(), r#"["i1"]"#);
-        assert_eq!(run(KvCommand::Remove { key: p(&["list"]) }).await.unwrap().get(), "[]");
-        assert_eq!(run(KvCommand::GetAll).await.unwrap().get(), r#"{"user":{"bob":{"age":5}}}"#);
+        assert_eq!(
+            run(KvCommand::Set {
+                key: p(&["user", "bob"]),
+                value: j(r#"{"age":5}"#)
+            })
+            .await
+            .unwrap()
+            .get(),
+            r#"{"age":5}"#
+        );
+        assert_eq!(
+            run(KvCommand::Get { key: p(&["user"]) })
+                .await
+                .unwrap()
+                .get(),
+            r#"{"bob":{"age":5}}"#
+        );
+        assert_eq!(
+            run(KvCommand::Add {
+                key: p(&["list"]),
+                value: j(r#""i1""#)
+            })
+            .await
+            .unwrap()
+            .get(),
+            "0"
+        );
+        assert_eq!(
+            run(KvCommand::Add {
+                key: p(&["list"]),
+                value: j(r#""i2""#)
+            })
+            .await
+            .unwrap()
+            .get(),
+            "1"
+        );
+        assert_eq!(
+            run(KvCommand::GetRange {
+                key: p(&["list"]),
+                from: 0,
+                to: Some(1)
+            })
+            .await
+            .unwrap()
+            .get(),
+            r#"["i1"]"#
+        );
+        assert_eq!(
+            run(KvCommand::Count { key: p(&["list"]) })
+                .await
+                .unwrap()
+                .get(),
+            "2"
+        );
+        assert_eq!(
+            run(KvCommand::HasKey { key: p(&["nope"]) })
+                .await
+                .unwrap()
+                .get(),
+            "false"
+        );
+        assert_eq!(
+            run(KvCommand::Pop { key: p(&["list"]) })
+                .await
+                .unwrap()
+                .get(),
+            r#"["i2"]"#
+        );
+        assert_eq!(
+            run(KvCommand::RemoveRange {
+                key: p(&["list"]),
+                from: 0,
+                to: None
+            })
+            .await
+            .unwrap()
+            .get(),
+            r#"["i1"]"#
+        );
+        assert_eq!(
+            run(KvCommand::Remove { key: p(&["list"]) })
+                .await
+                .unwrap()
+                .get(),
+            "[]"
+        );
+        assert_eq!(
+            run(KvCommand::GetAll).await.unwrap().get(),
+            r#"{"user":{"bob":{"age":5}}}"#
+        );
         assert_eq!(run(KvCommand::RemoveAll).await.unwrap().get(), "null");
         assert_eq!(run(KvCommand::GetAll).await.unwrap().get(), "{}");
         let err = run(KvCommand::Get { key: vec![] }).await.unwrap_err();
@@ -167,23 +251,98 @@ mod tests {
         let t0 = Instant::now();
         let at = |secs: u64| t0 + Duration::from_secs(secs);
         let run = |c: KvCommand, now| kv.execute_at(&c, now).unwrap();
-        run(KvCommand::Set { key: p(&["user", "bob"]), value: j(r#"{"age":5}"#) }, t0);
-        run(KvCommand::Set { key: p(&["user", "amy"]), value: j("1") }, t0);
-        run(KvCommand::Expire { keys: vec![p(&["user", "bob"])], seconds: 1 }, t0);
-        assert_eq!(run(KvCommand::HasKey { key: p(&["user", "bob"]) }, t0), json!(true));
+        run(
+            KvCommand::Set {
+                key: p(&["user", "bob"]),
+                value: j(r#"{"age":5}"#),
+            },
+            t0,
+        );
+        run(
+            KvCommand::Set {
+                key: p(&["user", "amy"]),
+                value: j("1"),
+            },
+            t0,
+        );
+        run(
+            KvCommand::Expire {
+                keys: vec![p(&["user", "bob"])],
+                seconds: 1,
+            },
+            t0,
+        );
+        assert_eq!(
+            run(
+                KvCommand::HasKey {
+                    key: p(&["user", "bob"])
+                },
+                t0
+            ),
+            json!(true)
+        );
         // the deadline belongs to the path: setting again does not cancel it
-        run(KvCommand::Set { key: p(&["user", "bob"]), value: j("2") }, at(0));
-        assert_eq!(run(KvCommand::Get { key: p(&["user", "bob"]) }, at(1)), Value::Null);
-        assert_eq!(run(KvCommand::Get { key: p(&["user"]) }, at(1)), json!({"amy": 1}));
+        run(
+            KvCommand::Set {
+                key: p(&["user", "bob"]),
+                value: j("2"),
+            },
+            at(0),
+        );
+        assert_eq!(
+            run(
+                KvCommand::Get {
+                    key: p(&["user", "bob"])
+                },
+                at(1)
+            ),
+            Value::Null
+        );
+        assert_eq!(
+            run(KvCommand::Get { key: p(&["user"]) }, at(1)),
+            json!({"amy": 1})
+        );
 
         // unexpire cancels; a second expire moves the deadline
-        run(KvCommand::Expire { keys: vec![p(&["user"])], seconds: 5 }, at(1));
-        run(KvCommand::Unexpire { keys: vec![p(&["user"])] }, at(2));
-        assert_eq!(run(KvCommand::HasKey { key: p(&["user"]) }, at(10)), json!(true));
-        run(KvCommand::Expire { keys: vec![p(&["user"])], seconds: 1 }, at(10));
-        run(KvCommand::Expire { keys: vec![p(&["user"])], seconds: 3 }, at(10));
-        assert_eq!(run(KvCommand::HasKey { key: p(&["user"]) }, at(12)), json!(true));
-        assert_eq!(run(KvCommand::HasKey { key: p(&["user"]) }, at(13)), json!(false));
+        run(
+            KvCommand::Expire {
+                keys: vec![p(&["user"])],
+                seconds: 5,
+            },
+            at(1),
+        );
+        run(
+            KvCommand::Unexpire {
+                keys: vec![p(&["user"])],
+            },
+            at(2),
+        );
+        assert_eq!(
+            run(KvCommand::HasKey { key: p(&["user"]) }, at(10)),
+            json!(true)
+        );
+        run(
+            KvCommand::Expire {
+                keys: vec![p(&["user"])],
+                seconds: 1,
+            },
+            at(10),
+        );
+        run(
+            KvCommand::Expire {
+                keys: vec![p(&["user"])],
+                seconds: 3,
+            },
+            at(10),
+        );
+        assert_eq!(
+            run(KvCommand::HasKey { key: p(&["user"]) }, at(12)),
+            json!(true)
+        );
+        assert_eq!(
+            run(KvCommand::HasKey { key: p(&["user"]) }, at(13)),
+            json!(false)
+        );
         assert!(kv.state.lock().expiry.deadline_of.is_empty());
         assert!(kv.state.lock().expiry.due_at.is_empty());
     }

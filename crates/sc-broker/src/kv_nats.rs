@@ -72,7 +72,11 @@ impl NatsKv {
     /// expiry sweeper.
     pub async fn with_link(link: Arc<NatsLink>) -> Result<NatsKv, EngineError> {
         let options = link.options().clone();
-        let setup = |reason: String| EngineError::Setup { engine: "nats", target: link.target().to_owned(), reason };
+        let setup = |reason: String| EngineError::Setup {
+            engine: "nats",
+            target: link.target().to_owned(),
+            reason,
+        };
         let mut jetstream = async_nats::jetstream::new(link.client().clone());
         jetstream.set_timeout(options.op_timeout);
         let store = match jetstream.get_key_value(&options.bucket).await {
@@ -111,9 +115,19 @@ impl NatsKv {
                 }
             }
         };
-        let inner = Arc::new(Inner { link, store, hint: DueHint::new() });
-        let sweeper = tokio::spawn(sweep_periodically(Arc::downgrade(&inner), options.expiry_sweep_interval));
-        Ok(NatsKv { inner, _sweeper: AbortOnDrop(sweeper) })
+        let inner = Arc::new(Inner {
+            link,
+            store,
+            hint: DueHint::new(),
+        });
+        let sweeper = tokio::spawn(sweep_periodically(
+            Arc::downgrade(&inner),
+            options.expiry_sweep_interval,
+        ));
+        Ok(NatsKv {
+            inner,
+            _sweeper: AbortOnDrop(sweeper),
+        })
     }
 }
 
@@ -122,7 +136,10 @@ impl KvStore for NatsKv {
         Box::pin(async move {
             let action = kv_ops::action_name(&command);
             self.inner.link.ensure_connected()?;
-            self.inner.link.bounded(action, self.inner.execute(command)).await?
+            self.inner
+                .link
+                .bounded(action, self.inner.execute(command))
+                .await?
         })
     }
 }
@@ -141,8 +158,13 @@ async fn sweep_periodically(inner: Weak<Inner>, interval: std::time::Duration) {
         let timeout = inner.link.options().op_timeout;
         match tokio::time::timeout(timeout, inner.sweep()).await {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::debug!(engine = "nats", %error, "expiry sweep failed; retrying at the next tick"),
-            Err(_) => tracing::debug!(engine = "nats", "expiry sweep timed out; retrying at the next tick"),
+            Ok(Err(error)) => {
+                tracing::debug!(engine = "nats", %error, "expiry sweep failed; retrying at the next tick")
+            }
+            Err(_) => tracing::debug!(
+                engine = "nats",
+                "expiry sweep timed out; retrying at the next tick"
+            ),
         }
     }
 }
@@ -168,7 +190,9 @@ impl Inner {
                 self.hint.note(deadline);
                 Ok(Json::NULL)
             }
-            KvCommand::Unexpire { keys } => self.update_expiry(&keys, None).await.map(|()| Json::NULL),
+            KvCommand::Unexpire { keys } => {
+                self.update_expiry(&keys, None).await.map(|()| Json::NULL)
+            }
             KvCommand::Set { key, value } if key.len() == 1 => {
                 self.check_size(value.as_bytes().len())?;
                 self.store
@@ -178,7 +202,10 @@ impl Inner {
                 Ok(value)
             }
             command => {
-                let Some(top) = kv_ops::command_path(&command).and_then(|p| p.first()).cloned() else {
+                let Some(top) = kv_ops::command_path(&command)
+                    .and_then(|p| p.first())
+                    .cloned()
+                else {
                     return Err(KvOpError::EmptyKey { action }.into());
                 };
                 if kv_ops::is_read_only(&command) {
@@ -193,7 +220,11 @@ impl Inner {
 
     fn check_size(&self, size: usize) -> Result<(), BrokerError> {
         let limit = self.link.payload_limit().saturating_sub(HEADER_ROOM);
-        if size > limit { Err(BrokerError::TooLarge { size, limit }) } else { Ok(()) }
+        if size > limit {
+            Err(BrokerError::TooLarge { size, limit })
+        } else {
+            Ok(())
+        }
     }
 
     /// Maps a client error: `Unavailable` if the connection is down, `Engine` otherwise.
@@ -206,17 +237,35 @@ impl Inner {
     }
 
     async fn read(&self, key: &str) -> Result<Read, BrokerError> {
-        let entry = self.store.entry(key).await.map_err(|e| self.failed("get", e))?;
+        let entry = self
+            .store
+            .entry(key)
+            .await
+            .map_err(|e| self.failed("get", e))?;
         Ok(match entry {
-            None => Read { value: None, revision: 0 },
-            Some(entry) if entry.operation == Operation::Put => Read { value: Some(entry.value), revision: entry.revision },
-            Some(tombstone) => Read { value: None, revision: tombstone.revision },
+            None => Read {
+                value: None,
+                revision: 0,
+            },
+            Some(entry) if entry.operation == Operation::Put => Read {
+                value: Some(entry.value),
+                revision: entry.revision,
+            },
+            Some(tombstone) => Read {
+                value: None,
+                revision: tombstone.revision,
+            },
         })
     }
 
     /// Writes `value` (or deletes, for `None`) if the entry is still at `revision`. Returns
     /// whether it was written.
-    async fn write_if(&self, key: &str, value: Option<Bytes>, revision: u64) -> Result<bool, BrokerError> {
+    async fn write_if(
+        &self,
+        key: &str,
+        value: Option<Bytes>,
+        revision: u64,
+    ) -> Result<bool, BrokerError> {
         let outcome = match value {
             Some(value) => self.store.update(key, value, revision).await.map(drop),
             None => self.store.delete_expect_revision(key, Some(revision)).await,
@@ -233,7 +282,10 @@ impl Inner {
         let read = self.read(&data_key(top)).await?;
         let mut root = Map::new();
         if let Some(bytes) = &read.value {
-            root.insert(top.to_owned(), serde_json::from_slice(bytes).map_err(|_| not_json(top))?);
+            root.insert(
+                top.to_owned(),
+                serde_json::from_slice(bytes).map_err(|_| not_json(top))?,
+            );
         }
         Ok((Value::Object(root), read))
     }
@@ -246,7 +298,9 @@ impl Inner {
             let (mut root, read) = self.load(top).await?;
             let result = kv_ops::apply(&mut root, command)?;
             let new = match root.get(top) {
-                Some(value) => Some(Bytes::from(serde_json::to_vec(value).map_err(|e| BrokerError::Engine(e.to_string()))?)),
+                Some(value) => Some(Bytes::from(
+                    serde_json::to_vec(value).map_err(|e| BrokerError::Engine(e.to_string()))?,
+                )),
                 None => None,
             };
             if new == read.value {
@@ -260,14 +314,26 @@ impl Inner {
             }
         }
         let action = kv_ops::action_name(command);
-        Err(BrokerError::Engine(format!("kv {action} on {top:?}: too many concurrent writers, gave up")))
+        Err(BrokerError::Engine(format!(
+            "kv {action} on {top:?}: too many concurrent writers, gave up"
+        )))
     }
 
     /// Every top-level key entry name in the bucket.
     async fn data_keys(&self) -> Result<Vec<String>, BrokerError> {
-        let keys = self.store.keys().await.map_err(|e| self.failed("keys", e))?;
-        let keys: Vec<String> = keys.try_collect().await.map_err(|e| self.failed("keys", e))?;
-        Ok(keys.into_iter().filter(|k| k.starts_with(DATA_PREFIX)).collect())
+        let keys = self
+            .store
+            .keys()
+            .await
+            .map_err(|e| self.failed("keys", e))?;
+        let keys: Vec<String> = keys
+            .try_collect()
+            .await
+            .map_err(|e| self.failed("keys", e))?;
+        Ok(keys
+            .into_iter()
+            .filter(|k| k.starts_with(DATA_PREFIX))
+            .collect())
     }
 
     async fn get_all(&self) -> Result<Value, BrokerError> {
@@ -277,7 +343,10 @@ impl Inner {
                 continue;
             };
             if let Some(bytes) = self.read(&key).await?.value {
-                root.insert(top.clone(), serde_json::from_slice(&bytes).map_err(|_| not_json(&top))?);
+                root.insert(
+                    top.clone(),
+                    serde_json::from_slice(&bytes).map_err(|_| not_json(&top))?,
+                );
             }
         }
         Ok(Value::Object(root))
@@ -287,7 +356,10 @@ impl Inner {
         let mut keys = self.data_keys().await?;
         keys.push(EXPIRY_KEY.to_owned());
         for key in keys {
-            self.store.purge(&key).await.map_err(|e| self.failed("removeAll", e))?;
+            self.store
+                .purge(&key)
+                .await
+                .map_err(|e| self.failed("removeAll", e))?;
         }
         self.hint.reset(None);
         Ok(())
@@ -304,9 +376,17 @@ impl Inner {
     }
 
     /// Sets (`Some(deadline)`) or clears (`None`) the deadline of each of `keys`.
-    async fn update_expiry(&self, keys: &[KeyPath], deadline: Option<u64>) -> Result<(), BrokerError> {
+    async fn update_expiry(
+        &self,
+        keys: &[KeyPath],
+        deadline: Option<u64>,
+    ) -> Result<(), BrokerError> {
         if keys.iter().any(Vec::is_empty) {
-            let action = if deadline.is_some() { "expire" } else { "unexpire" };
+            let action = if deadline.is_some() {
+                "expire"
+            } else {
+                "unexpire"
+            };
             return Err(KvOpError::EmptyKey { action }.into());
         }
         for _ in 0..MAX_CAS_ATTEMPTS {
@@ -323,7 +403,9 @@ impl Inner {
                 return Ok(());
             }
         }
-        Err(BrokerError::Engine("kv expire: too many concurrent writers, gave up".to_owned()))
+        Err(BrokerError::Engine(
+            "kv expire: too many concurrent writers, gave up".to_owned(),
+        ))
     }
 
     /// Removes the paths whose deadline has passed and refreshes the hint. The instance whose
@@ -352,7 +434,8 @@ impl Inner {
         for member in due {
             match serde_json::from_str::<KeyPath>(&member) {
                 Ok(path) if !path.is_empty() => {
-                    self.modify(&path[0].clone(), &KvCommand::Remove { key: path }).await?;
+                    self.modify(&path[0].clone(), &KvCommand::Remove { key: path })
+                        .await?;
                 }
                 _ => tracing::debug!(engine = "nats", %member, "ignored a malformed expiry entry"),
             }

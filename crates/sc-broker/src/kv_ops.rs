@@ -121,10 +121,12 @@ pub fn apply(root: &mut Value, command: &KvCommand) -> Result<Value, KvOpError> 
         return Err(KvOpError::EmptyKey { action });
     }
     let parse = |value: &sc_protocol::Json| -> Result<Value, KvOpError> {
-        value.parse().map_err(|e: sc_protocol::json::JsonError| KvOpError::InvalidValue {
-            action,
-            reason: e.to_string(),
-        })
+        value
+            .parse()
+            .map_err(|e: sc_protocol::json::JsonError| KvOpError::InvalidValue {
+                action,
+                reason: e.to_string(),
+            })
     };
     Ok(match command {
         KvCommand::Set { key, value } => set(root, key, parse(value)?),
@@ -147,7 +149,8 @@ pub fn apply(root: &mut Value, command: &KvCommand) -> Result<Value, KvOpError> 
 
 /// The value at `path`, if any.
 pub fn get<'a>(root: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(root, |node, segment| child(node, segment))
+    path.iter()
+        .try_fold(root, |node, segment| child(node, segment))
 }
 
 /// Whether something (even `null`) is stored at `path`.
@@ -217,10 +220,17 @@ pub fn get_range(root: &Value, path: &[String], from: usize, to: Option<usize>) 
     match get(root, path) {
         Some(Value::Array(items)) => {
             let end = to.map_or(items.len(), |to| to.min(items.len()));
-            Value::Array(items.get(from..end).map(<[Value]>::to_vec).unwrap_or_default())
+            Value::Array(
+                items
+                    .get(from..end)
+                    .map(<[Value]>::to_vec)
+                    .unwrap_or_default(),
+            )
         }
         Some(Value::Object(map)) => {
-            let range = map_range(map, from, to).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let range = map_range(map, from, to)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             Value::Object(range)
         }
         _ => Value::Object(Map::new()),
@@ -309,16 +319,27 @@ fn index_of(segment: &str) -> Option<usize> {
     let canonical = !segment.is_empty()
         && segment.bytes().all(|b| b.is_ascii_digit())
         && (segment == "0" || !segment.starts_with('0'));
-    if canonical { segment.parse().ok() } else { None }
+    if canonical {
+        segment.parse().ok()
+    } else {
+        None
+    }
 }
 
 /// One past the largest integer key of a map (JavaScript array `length`), 0 if none.
 fn next_map_index(map: &Map<String, Value>) -> usize {
-    map.keys().filter_map(|k| index_of(k)).max().map_or(0, |max| max + 1)
+    map.keys()
+        .filter_map(|k| index_of(k))
+        .max()
+        .map_or(0, |max| max + 1)
 }
 
 fn array_to_map(items: Vec<Value>) -> Map<String, Value> {
-    items.into_iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect()
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i.to_string(), v))
+        .collect()
 }
 
 /// The entries of `map` from the key named `from` up to (excluding) the key named `to`.
@@ -395,7 +416,10 @@ mod tests {
     #[test]
     fn captured_broker_session() {
         let mut s = store();
-        assert_eq!(set(&mut s, &p(&["user", "bob"]), json!({"age": 5})), json!({"age": 5}));
+        assert_eq!(
+            set(&mut s, &p(&["user", "bob"]), json!({"age": 5})),
+            json!({"age": 5})
+        );
         assert_eq!(get(&s, &p(&["user"])), Some(&json!({"bob": {"age": 5}})));
         assert_eq!(add(&mut s, &p(&["list"]), json!("i1")), 0);
         assert_eq!(add(&mut s, &p(&["list"]), json!("i2")), 1);
@@ -405,7 +429,10 @@ mod tests {
         assert_eq!(pop(&mut s, &p(&["list"])), json!(["i2"]));
         // (splice and concat are not KvCommands; rebuild the list they left: ["a","b","c"])
         set(&mut s, &p(&["list"]), json!(["a", "b", "c"]));
-        assert_eq!(remove_range(&mut s, &p(&["list"]), 1, Some(2)), json!(["b"]));
+        assert_eq!(
+            remove_range(&mut s, &p(&["list"]), 1, Some(2)),
+            json!(["b"])
+        );
         assert_eq!(remove(&mut s, &p(&["list"])), Some(json!(["a", "c"])));
         assert_eq!(s, json!({"user": {"bob": {"age": 5}}}));
     }
@@ -434,7 +461,10 @@ mod tests {
         set(&mut s, &p(&["l", "2"]), json!(30));
         assert_eq!(get(&s, &p(&["l"])), Some(&json!([10, 2, 30])));
         set(&mut s, &p(&["l", "k"]), json!("v"));
-        assert_eq!(get(&s, &p(&["l"])), Some(&json!({"0": 10, "1": 2, "2": 30, "k": "v"})));
+        assert_eq!(
+            get(&s, &p(&["l"])),
+            Some(&json!({"0": 10, "1": 2, "2": 30, "k": "v"}))
+        );
         // an index past the end leaves a hole: map as well
         set(&mut s, &p(&["m"]), json!(["a"]));
         set(&mut s, &p(&["m", "5"]), json!("f"));
@@ -478,10 +508,21 @@ mod tests {
         ] {
             set(&mut s, &p(&[key]), value);
         }
-        let counts: Vec<usize> = ["zero", "false", "empty", "null", "one", "text", "list", "map", "emptylist", "missing"]
-            .iter()
-            .map(|k| count(&s, &p(&[k])))
-            .collect();
+        let counts: Vec<usize> = [
+            "zero",
+            "false",
+            "empty",
+            "null",
+            "one",
+            "text",
+            "list",
+            "map",
+            "emptylist",
+            "missing",
+        ]
+        .iter()
+        .map(|k| count(&s, &p(&[k])))
+        .collect();
         assert_eq!(counts, [0, 0, 0, 0, 1, 1, 3, 2, 0, 0]);
         assert!(has_key(&s, &p(&["null"])));
     }
@@ -496,9 +537,16 @@ mod tests {
         assert_eq!(get_range(&s, &p(&["l"]), 9, None), json!([]));
         assert_eq!(get_range(&s, &p(&["l"]), 3, Some(1)), json!([]));
         assert_eq!(get_range(&s, &p(&["missing"]), 0, None), json!({}));
-        set(&mut s, &p(&["m"]), json!({"a": 1, "1": "x", "2": "y", "b": 2}));
+        set(
+            &mut s,
+            &p(&["m"]),
+            json!({"a": 1, "1": "x", "2": "y", "b": 2}),
+        );
         assert_eq!(get_range(&s, &p(&["m"]), 1, Some(2)), json!({"1": "x"}));
-        assert_eq!(get_range(&s, &p(&["m"]), 2, None), json!({"2": "y", "b": 2}));
+        assert_eq!(
+            get_range(&s, &p(&["m"]), 2, None),
+            json!({"2": "y", "b": 2})
+        );
         assert_eq!(get_range(&s, &p(&["m"]), 7, None), json!({}));
 
         assert_eq!(remove_range(&mut s, &p(&["l"]), 1, Some(3)), json!([1, 2]));
@@ -506,8 +554,14 @@ mod tests {
         assert_eq!(remove_range(&mut s, &p(&["l"]), 1, None), json!([3, 4]));
         assert_eq!(remove_range(&mut s, &p(&["l"]), 5, None), json!([]));
         assert_eq!(get(&s, &p(&["l"])), Some(&json!([0])));
-        assert_eq!(remove_range(&mut s, &p(&["m"]), 1, Some(2)), json!({"1": "x"}));
-        assert_eq!(get(&s, &p(&["m"])), Some(&json!({"a": 1, "2": "y", "b": 2})));
+        assert_eq!(
+            remove_range(&mut s, &p(&["m"]), 1, Some(2)),
+            json!({"1": "x"})
+        );
+        assert_eq!(
+            get(&s, &p(&["m"])),
+            Some(&json!({"a": 1, "2": "y", "b": 2}))
+        );
         assert_eq!(remove_range(&mut s, &p(&["missing"]), 0, None), json!({}));
         assert!(!has_key(&s, &p(&["missing"])));
     }
@@ -540,18 +594,51 @@ mod tests {
     fn apply_dispatches_and_checks_paths() {
         let mut s = store();
         let j = |text: &str| sc_protocol::Json::from_text(text).unwrap();
-        let set_bob = KvCommand::Set { key: p(&["user", "bob"]), value: j(r#"{"age":5}"#) };
+        let set_bob = KvCommand::Set {
+            key: p(&["user", "bob"]),
+            value: j(r#"{"age":5}"#),
+        };
         assert_eq!(apply(&mut s, &set_bob), Ok(json!({"age": 5})));
-        assert_eq!(apply(&mut s, &KvCommand::Get { key: p(&["user"]) }), Ok(json!({"bob": {"age": 5}})));
-        assert_eq!(apply(&mut s, &KvCommand::Get { key: p(&["nope"]) }), Ok(Value::Null));
-        assert_eq!(apply(&mut s, &KvCommand::Add { key: p(&["list"]), value: j(r#""i1""#) }), Ok(json!(0)));
-        assert_eq!(apply(&mut s, &KvCommand::HasKey { key: p(&["list"]) }), Ok(json!(true)));
-        assert_eq!(apply(&mut s, &KvCommand::Count { key: p(&["list"]) }), Ok(json!(1)));
-        assert_eq!(apply(&mut s, &KvCommand::GetAll), Ok(json!({"user": {"bob": {"age": 5}}, "list": ["i1"]})));
+        assert_eq!(
+            apply(&mut s, &KvCommand::Get { key: p(&["user"]) }),
+            Ok(json!({"bob": {"age": 5}}))
+        );
+        assert_eq!(
+            apply(&mut s, &KvCommand::Get { key: p(&["nope"]) }),
+            Ok(Value::Null)
+        );
+        assert_eq!(
+            apply(
+                &mut s,
+                &KvCommand::Add {
+                    key: p(&["list"]),
+                    value: j(r#""i1""#)
+                }
+            ),
+            Ok(json!(0))
+        );
+        assert_eq!(
+            apply(&mut s, &KvCommand::HasKey { key: p(&["list"]) }),
+            Ok(json!(true))
+        );
+        assert_eq!(
+            apply(&mut s, &KvCommand::Count { key: p(&["list"]) }),
+            Ok(json!(1))
+        );
+        assert_eq!(
+            apply(&mut s, &KvCommand::GetAll),
+            Ok(json!({"user": {"bob": {"age": 5}}, "list": ["i1"]}))
+        );
         assert_eq!(apply(&mut s, &KvCommand::RemoveAll), Ok(Value::Null));
         assert_eq!(s, json!({}));
         assert_eq!(
-            apply(&mut s, &KvCommand::Set { key: vec![], value: j("1") }),
+            apply(
+                &mut s,
+                &KvCommand::Set {
+                    key: vec![],
+                    value: j("1")
+                }
+            ),
             Err(KvOpError::EmptyKey { action: "set" })
         );
         assert!(is_read_only(&KvCommand::GetAll));
@@ -564,8 +651,14 @@ mod tests {
         for key in ["zeta", "alpha", "mid"] {
             set(&mut s, &p(&["m", key]), json!(key));
         }
-        assert_eq!(serde_json::to_string(&s).unwrap(), r#"{"m":{"zeta":"zeta","alpha":"alpha","mid":"mid"}}"#);
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"m":{"zeta":"zeta","alpha":"alpha","mid":"mid"}}"#
+        );
         remove(&mut s, &p(&["m", "zeta"]));
-        assert_eq!(serde_json::to_string(&s).unwrap(), r#"{"m":{"alpha":"alpha","mid":"mid"}}"#);
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"m":{"alpha":"alpha","mid":"mid"}}"#
+        );
     }
 }

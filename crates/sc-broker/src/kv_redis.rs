@@ -92,7 +92,10 @@ impl RedisKv {
             link,
         });
         let sweeper = tokio::spawn(sweep_periodically(Arc::downgrade(&inner)));
-        RedisKv { inner, _sweeper: AbortOnDrop(sweeper) }
+        RedisKv {
+            inner,
+            _sweeper: AbortOnDrop(sweeper),
+        }
     }
 }
 
@@ -110,7 +113,10 @@ impl KvStore for RedisKv {
 }
 
 async fn sweep_periodically(inner: Weak<Inner>) {
-    let Some(interval) = inner.upgrade().map(|i| i.link.options().expiry_sweep_interval) else {
+    let Some(interval) = inner
+        .upgrade()
+        .map(|i| i.link.options().expiry_sweep_interval)
+    else {
         return;
     };
     let mut ticks = tokio::time::interval(interval);
@@ -138,7 +144,9 @@ impl Inner {
         match command {
             KvCommand::GetAll => self.get_all().await.map(Json::from),
             KvCommand::RemoveAll => self.remove_all().await.map(|()| Json::NULL),
-            KvCommand::Expire { keys, seconds } => self.expire(keys, seconds).await.map(|()| Json::NULL),
+            KvCommand::Expire { keys, seconds } => {
+                self.expire(keys, seconds).await.map(|()| Json::NULL)
+            }
             KvCommand::Unexpire { keys } => self.unexpire(keys).await.map(|()| Json::NULL),
             KvCommand::Set { key, value } if key.len() == 1 => {
                 self.check_size(value.as_bytes().len())?;
@@ -146,7 +154,12 @@ impl Inner {
                 let text = value.get().to_owned();
                 self.link()
                     .with_connection(action, |mut conn| async move {
-                        ::redis::cmd("SET").arg(redis_key).arg(text).arg("KEEPTTL").query_async::<()>(&mut conn).await
+                        ::redis::cmd("SET")
+                            .arg(redis_key)
+                            .arg(text)
+                            .arg("KEEPTTL")
+                            .query_async::<()>(&mut conn)
+                            .await
                     })
                     .await?;
                 Ok(value)
@@ -156,7 +169,10 @@ impl Inner {
                 let old: Option<String> = self
                     .link()
                     .with_connection(action, |mut conn| async move {
-                        ::redis::cmd("GETDEL").arg(redis_key).query_async(&mut conn).await
+                        ::redis::cmd("GETDEL")
+                            .arg(redis_key)
+                            .query_async(&mut conn)
+                            .await
                     })
                     .await?;
                 match old {
@@ -165,7 +181,10 @@ impl Inner {
                 }
             }
             command => {
-                let Some(top) = kv_ops::command_path(&command).and_then(|p| p.first()).cloned() else {
+                let Some(top) = kv_ops::command_path(&command)
+                    .and_then(|p| p.first())
+                    .cloned()
+                else {
                     return Err(KvOpError::EmptyKey { action }.into());
                 };
                 if kv_ops::is_read_only(&command) {
@@ -188,7 +207,11 @@ impl Inner {
 
     fn check_size(&self, size: usize) -> Result<(), BrokerError> {
         let limit = self.link.options().max_message_size;
-        if size > limit { Err(BrokerError::TooLarge { size, limit }) } else { Ok(()) }
+        if size > limit {
+            Err(BrokerError::TooLarge { size, limit })
+        } else {
+            Ok(())
+        }
     }
 
     /// Reads top-level key `top` as a one-entry store, with the raw text read (for the CAS).
@@ -197,12 +220,18 @@ impl Inner {
         let text: Option<String> = self
             .link()
             .with_connection("get", |mut conn| async move {
-                ::redis::cmd("GET").arg(redis_key).query_async(&mut conn).await
+                ::redis::cmd("GET")
+                    .arg(redis_key)
+                    .query_async(&mut conn)
+                    .await
             })
             .await?;
         let mut root = Map::new();
         if let Some(text) = &text {
-            root.insert(top.to_owned(), serde_json::from_str(text).map_err(|_| not_json(top))?);
+            root.insert(
+                top.to_owned(),
+                serde_json::from_str(text).map_err(|_| not_json(top))?,
+            );
         }
         Ok((Value::Object(root), text))
     }
@@ -215,7 +244,9 @@ impl Inner {
             let (mut root, old) = self.load(top).await?;
             let result = kv_ops::apply(&mut root, command)?;
             let new = match root.get(top) {
-                Some(value) => Some(serde_json::to_string(value).map_err(|e| BrokerError::Engine(e.to_string()))?),
+                Some(value) => Some(
+                    serde_json::to_string(value).map_err(|e| BrokerError::Engine(e.to_string()))?,
+                ),
                 None => None,
             };
             if new == old {
@@ -240,7 +271,9 @@ impl Inner {
                 return Ok(result);
             }
         }
-        Err(BrokerError::Engine(format!("kv {action} on {top:?}: too many concurrent writers, gave up")))
+        Err(BrokerError::Engine(format!(
+            "kv {action} on {top:?}: too many concurrent writers, gave up"
+        )))
     }
 
     async fn get_all(&self) -> Result<Value, BrokerError> {
@@ -257,7 +290,10 @@ impl Inner {
                 let (Some(top), Some(text)) = (key.strip_prefix(&self.data_prefix), text) else {
                     continue;
                 };
-                root.insert(top.to_owned(), serde_json::from_str(&text).map_err(|_| not_json(top))?);
+                root.insert(
+                    top.to_owned(),
+                    serde_json::from_str(&text).map_err(|_| not_json(top))?,
+                );
             }
         }
         Ok(Value::Object(root))
@@ -268,14 +304,20 @@ impl Inner {
             keys.push(self.expiry_key.clone());
             self.link()
                 .with_connection("removeAll", |mut conn| async move {
-                    ::redis::cmd("UNLINK").arg(keys).query_async::<i64>(&mut conn).await
+                    ::redis::cmd("UNLINK")
+                        .arg(keys)
+                        .query_async::<i64>(&mut conn)
+                        .await
                 })
                 .await?;
         }
         let expiry_key = self.expiry_key.clone();
         self.link()
             .with_connection("removeAll", |mut conn| async move {
-                ::redis::cmd("DEL").arg(expiry_key).query_async::<i64>(&mut conn).await
+                ::redis::cmd("DEL")
+                    .arg(expiry_key)
+                    .query_async::<i64>(&mut conn)
+                    .await
             })
             .await?;
         self.hint.reset(None);
@@ -321,7 +363,11 @@ impl Inner {
                     let redis_key = self.data_key(&key[0]);
                     self.link()
                         .with_connection("expire", |mut conn| async move {
-                            ::redis::cmd("EXPIRE").arg(redis_key).arg(seconds).query_async::<i64>(&mut conn).await
+                            ::redis::cmd("EXPIRE")
+                                .arg(redis_key)
+                                .arg(seconds)
+                                .query_async::<i64>(&mut conn)
+                                .await
                         })
                         .await?;
                 }
@@ -329,7 +375,12 @@ impl Inner {
                     let (expiry_key, member) = (self.expiry_key.clone(), path_member(&key));
                     self.link()
                         .with_connection("expire", |mut conn| async move {
-                            ::redis::cmd("ZADD").arg(expiry_key).arg(deadline).arg(member).query_async::<i64>(&mut conn).await
+                            ::redis::cmd("ZADD")
+                                .arg(expiry_key)
+                                .arg(deadline)
+                                .arg(member)
+                                .query_async::<i64>(&mut conn)
+                                .await
                         })
                         .await?;
                     self.hint.note(deadline);
@@ -348,7 +399,11 @@ impl Inner {
             };
             self.link()
                 .with_connection("unexpire", |mut conn| async move {
-                    ::redis::cmd(command).arg(redis_key).arg(member).query_async::<i64>(&mut conn).await
+                    ::redis::cmd(command)
+                        .arg(redis_key)
+                        .arg(member)
+                        .query_async::<i64>(&mut conn)
+                        .await
                 })
                 .await?;
         }
@@ -380,7 +435,11 @@ impl Inner {
             let won: i64 = self
                 .link()
                 .with_connection("expire", |mut conn| async move {
-                    ::redis::cmd("ZREM").arg(expiry_key).arg(claim).query_async(&mut conn).await
+                    ::redis::cmd("ZREM")
+                        .arg(expiry_key)
+                        .arg(claim)
+                        .query_async(&mut conn)
+                        .await
                 })
                 .await?;
             if won != 1 {
@@ -388,7 +447,8 @@ impl Inner {
             }
             match serde_json::from_str::<KeyPath>(&member) {
                 Ok(path) if !path.is_empty() => {
-                    self.modify(&path[0].clone(), &KvCommand::Remove { key: path }).await?;
+                    self.modify(&path[0].clone(), &KvCommand::Remove { key: path })
+                        .await?;
                 }
                 _ => tracing::debug!(engine = "redis", %member, "ignored a malformed expiry entry"),
             }
@@ -397,10 +457,17 @@ impl Inner {
         let next: Vec<(String, f64)> = self
             .link()
             .with_connection("expire", |mut conn| async move {
-                ::redis::cmd("ZRANGE").arg(expiry_key).arg(0).arg(0).arg("WITHSCORES").query_async(&mut conn).await
+                ::redis::cmd("ZRANGE")
+                    .arg(expiry_key)
+                    .arg(0)
+                    .arg(0)
+                    .arg("WITHSCORES")
+                    .query_async(&mut conn)
+                    .await
             })
             .await?;
-        self.hint.reset(next.first().map(|(_, score)| *score as u64));
+        self.hint
+            .reset(next.first().map(|(_, score)| *score as u64));
         Ok(())
     }
 }
@@ -434,6 +501,9 @@ mod tests {
     fn escapes_globs_and_names_paths() {
         assert_eq!(glob_escape("sc:kv:"), "sc:kv:");
         assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
-        assert_eq!(path_member(&vec!["user".into(), "bob".into()]), r#"["user","bob"]"#);
+        assert_eq!(
+            path_member(&vec!["user".into(), "bob".into()]),
+            r#"["user","bob"]"#
+        );
     }
 }

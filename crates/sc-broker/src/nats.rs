@@ -121,6 +121,29 @@ pub fn encode_token(name: &str) -> String {
     out
 }
 
+/// Decodes `%XX` escapes of a URL's user info.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// One NATS client connection, shared by a [`NatsBroker`] and a [`NatsKv`].
 pub struct NatsLink {
     client: Client,
@@ -135,16 +158,34 @@ impl NatsLink {
     /// automatically.
     pub async fn connect(url: &str, options: NatsOptions) -> Result<Arc<NatsLink>, EngineError> {
         let target = redact(url);
-        let outage = Arc::new(OutageLog { target: target.clone(), since: Mutex::new(None) });
+        let outage = Arc::new(OutageLog {
+            target: target.clone(),
+            since: Mutex::new(None),
+        });
         let max_delay = options.max_reconnect_delay;
-        let connect_options = ConnectOptions::new()
+        let mut connect_options = ConnectOptions::new();
+        // async-nats parses but does not send the credentials of a URL: pass them explicitly
+        // (`user:pass@` as user and password, a lone `token@` as a token).
+        let credentials = url.split(',').find_map(|one| {
+            let addr: async_nats::ServerAddr = one.trim().parse().ok()?;
+            let user = percent_decode(addr.username()?);
+            Some((user, addr.password().map(percent_decode)))
+        });
+        connect_options = match credentials {
+            Some((user, Some(password))) => connect_options.user_and_password(user, password),
+            Some((token, None)) => connect_options.token(token),
+            None => connect_options,
+        };
+        let connect_options = connect_options
             .name("socketcluster")
             .connection_timeout(options.connect_timeout)
             .request_timeout(Some(options.op_timeout))
             .ping_interval(options.ping_interval)
             .max_reconnects(None)
             // async-nats counts attempts from 1, the first one waiting nothing.
-            .reconnect_delay_callback(move |attempts| backoff(attempts.saturating_sub(1) as u32, max_delay))
+            .reconnect_delay_callback(move |attempts| {
+                backoff(attempts.saturating_sub(1) as u32, max_delay)
+            })
             .event_callback(move |event| {
                 let outage = outage.clone();
                 async move { outage.on_event(event) }
@@ -156,18 +197,38 @@ impl NatsLink {
                 let reason = error.to_string();
                 let (engine, target) = (ENGINE, target.clone());
                 return Err(match error.kind() {
-                    ConnectErrorKind::ServerParse => EngineError::InvalidUrl { url: target, reason },
+                    ConnectErrorKind::ServerParse => EngineError::InvalidUrl {
+                        url: target,
+                        reason,
+                    },
                     ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
-                        EngineError::Auth { engine, target, reason }
+                        EngineError::Auth {
+                            engine,
+                            target,
+                            reason,
+                        }
                     }
-                    _ => EngineError::Unreachable { engine, target, reason },
+                    _ => EngineError::Unreachable {
+                        engine,
+                        target,
+                        reason,
+                    },
                 });
             }
             Err(_) => {
-                return Err(EngineError::Unreachable { engine: ENGINE, target, reason: "connect timed out".to_owned() });
+                return Err(EngineError::Unreachable {
+                    engine: ENGINE,
+                    target,
+                    reason: "connect timed out".to_owned(),
+                });
             }
         };
-        Ok(Arc::new(NatsLink { client, options, target, sink: RwLock::new(None) }))
+        Ok(Arc::new(NatsLink {
+            client,
+            options,
+            target,
+            sink: RwLock::new(None),
+        }))
     }
 
     /// Whether the client is connected right now.
@@ -196,12 +257,18 @@ impl NatsLink {
 
     /// Fails at once while disconnected.
     pub(crate) fn ensure_connected(&self) -> Result<(), BrokerError> {
-        if self.is_connected() { Ok(()) } else { Err(self.unavailable()) }
+        if self.is_connected() {
+            Ok(())
+        } else {
+            Err(self.unavailable())
+        }
     }
 
     /// The largest payload we send: our limit, capped by the server's.
     pub(crate) fn payload_limit(&self) -> usize {
-        self.options.max_message_size.min(self.client.server_info().max_payload)
+        self.options
+            .max_message_size
+            .min(self.client.server_info().max_payload)
     }
 
     fn subject(&self, channel: &str) -> String {
@@ -214,7 +281,9 @@ impl NatsLink {
         action: &'static str,
         future: impl std::future::Future<Output = T>,
     ) -> Result<T, BrokerError> {
-        tokio::time::timeout(self.options.op_timeout, future).await.map_err(|_| BrokerError::Timeout { action })
+        tokio::time::timeout(self.options.op_timeout, future)
+            .await
+            .map_err(|_| BrokerError::Timeout { action })
     }
 }
 
@@ -249,7 +318,11 @@ impl OutageLog {
                 }
             }
             Event::SlowConsumer(sid) => {
-                tracing::debug!(engine = ENGINE, sid, "subscription fell behind; the client dropped messages");
+                tracing::debug!(
+                    engine = ENGINE,
+                    sid,
+                    "subscription fell behind; the client dropped messages"
+                );
             }
             Event::ServerError(error) => tracing::debug!(engine = ENGINE, %error, "server error"),
             other => tracing::debug!(engine = ENGINE, event = %other, "client event"),
@@ -268,12 +341,17 @@ pub struct NatsBroker {
 impl NatsBroker {
     /// Connects a broker alone (see [`connect`] for a broker and a store on one connection).
     pub async fn connect(url: &str, options: NatsOptions) -> Result<NatsBroker, EngineError> {
-        Ok(NatsBroker::with_link(NatsLink::connect(url, options).await?))
+        Ok(NatsBroker::with_link(
+            NatsLink::connect(url, options).await?,
+        ))
     }
 
     /// A broker on an existing link.
     pub fn with_link(link: Arc<NatsLink>) -> NatsBroker {
-        NatsBroker { link, channels: Mutex::new(HashMap::new()) }
+        NatsBroker {
+            link,
+            channels: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The link this broker uses.
@@ -292,7 +370,9 @@ async fn forward(mut subscriber: async_nats::Subscriber, link: Arc<NatsLink>) {
                     sink.deliver(publication);
                 }
             }
-            Err(_) => tracing::debug!(engine = ENGINE, subject = %message.subject, "ignored a message that is not a #publish frame"),
+            Err(_) => {
+                tracing::debug!(engine = ENGINE, subject = %message.subject, "ignored a message that is not a #publish frame")
+            }
         }
     }
 }
@@ -321,7 +401,9 @@ impl Broker for NatsBroker {
                 .await?
                 .map_err(|e| BrokerError::Unavailable(format!("nats subscribe: {e}")))?;
             let task = tokio::spawn(forward(subscriber, self.link.clone()));
-            self.channels.lock().insert(channel.to_owned(), AbortOnDrop(task));
+            self.channels
+                .lock()
+                .insert(channel.to_owned(), AbortOnDrop(task));
             Ok(())
         })
     }
@@ -343,16 +425,25 @@ impl Broker for NatsBroker {
             let frame = publication.frame();
             let limit = self.link.payload_limit();
             if frame.len() > limit {
-                return Err(BrokerError::TooLarge { size: frame.len(), limit });
+                return Err(BrokerError::TooLarge {
+                    size: frame.len(),
+                    limit,
+                });
             }
             self.link.ensure_connected()?;
             let subject = self.link.subject(publication.channel());
             self.link
-                .bounded("publish", self.link.client().publish(subject, frame.clone()))
+                .bounded(
+                    "publish",
+                    self.link.client().publish(subject, frame.clone()),
+                )
                 .await?
                 .map_err(|e| match e.kind() {
                     async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
-                        BrokerError::TooLarge { size: frame.len(), limit }
+                        BrokerError::TooLarge {
+                            size: frame.len(),
+                            limit,
+                        }
                     }
                     _ => BrokerError::Unavailable(format!("nats publish: {e}")),
                 })
@@ -374,14 +465,27 @@ mod tests {
 
     #[test]
     fn tokens_are_safe_and_injective() {
-        let names = ["news", "a.b", "a=2Eb", "", "=", "*", ">", "a b", "ü", "user/123", "x_y-z"];
+        let names = [
+            "news", "a.b", "a=2Eb", "", "=", "*", ">", "a b", "ü", "user/123", "x_y-z",
+        ];
         let tokens: Vec<String> = names.iter().map(|n| encode_token(n)).collect();
         for token in &tokens {
             assert!(!token.is_empty());
-            assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=".contains(&b)), "{token}");
+            assert!(
+                token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_=".contains(&b)),
+                "{token}"
+            );
         }
         let unique: std::collections::HashSet<&String> = tokens.iter().collect();
         assert_eq!(unique.len(), names.len());
         assert_eq!(encode_token("ü"), "=C3=BC");
+    }
+
+    #[test]
+    fn decodes_user_info() {
+        assert_eq!(percent_decode("p%40ss%3Aw"), "p@ss:w");
+        assert_eq!(percent_decode("plain%"), "plain%");
     }
 }

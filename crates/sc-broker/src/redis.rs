@@ -89,7 +89,10 @@ impl Default for RedisOptions {
 ///
 /// Fails with [`EngineError::InvalidUrl`] for a malformed URL, [`EngineError::Auth`] when Redis
 /// refuses the credentials, and [`EngineError::Unreachable`] when it cannot be reached.
-pub async fn connect(url: &str, options: RedisOptions) -> Result<(RedisBroker, RedisKv), EngineError> {
+pub async fn connect(
+    url: &str,
+    options: RedisOptions,
+) -> Result<(RedisBroker, RedisKv), EngineError> {
     let link = RedisLink::connect(url, options).await?;
     Ok((RedisBroker { link: link.clone() }, RedisKv::with_link(link)))
 }
@@ -103,7 +106,9 @@ pub struct RedisBroker {
 impl RedisBroker {
     /// Connects a broker alone (see [`connect`] for a broker and a store on one link).
     pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisBroker, EngineError> {
-        Ok(RedisBroker { link: RedisLink::connect(url, options).await? })
+        Ok(RedisBroker {
+            link: RedisLink::connect(url, options).await?,
+        })
     }
 
     /// The link this broker uses (shared with a [`RedisKv`] made by [`connect`]).
@@ -130,7 +135,10 @@ impl Broker for RedisBroker {
             let frame = publication.frame();
             let limit = self.link.options().max_message_size;
             if frame.len() > limit {
-                return Err(BrokerError::TooLarge { size: frame.len(), limit });
+                return Err(BrokerError::TooLarge {
+                    size: frame.len(),
+                    limit,
+                });
             }
             let key = self.link.channel_key(publication.channel());
             let command = ::redis::cmd("PUBLISH").arg(key).arg(&frame[..]).to_owned();
@@ -196,8 +204,10 @@ impl RedisLink {
             // rustls needs one process-wide crypto provider; ignore "already installed".
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = Client::open(url)
-            .map_err(|e| EngineError::InvalidUrl { url: target.clone(), reason: e.to_string() })?;
+        let client = Client::open(url).map_err(|e| EngineError::InvalidUrl {
+            url: target.clone(),
+            reason: e.to_string(),
+        })?;
         static GENERATIONS: AtomicU64 = AtomicU64::new(1);
         let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
         let session = open_session(&client, &options, generation, &[])
@@ -245,7 +255,9 @@ impl RedisLink {
             return Err(self.unavailable());
         }
         let (reply, answer) = oneshot::channel();
-        self.ctl.send(make(channel.to_owned(), reply)).map_err(|_| self.unavailable())?;
+        self.ctl
+            .send(make(channel.to_owned(), reply))
+            .map_err(|_| self.unavailable())?;
         // The supervisor bounds its own Redis round trip by op_timeout; this is a backstop.
         match tokio::time::timeout(self.options().op_timeout * 2, answer).await {
             Ok(Ok(result)) => result,
@@ -260,7 +272,11 @@ impl RedisLink {
 
     /// Runs `operation` on the command connection, bounded by the operation timeout, failing at
     /// once while the link is down and reporting connection failures to the supervisor.
-    pub(crate) async fn with_connection<T, F, Fut>(&self, action: &'static str, operation: F) -> Result<T, BrokerError>
+    pub(crate) async fn with_connection<T, F, Fut>(
+        &self,
+        action: &'static str,
+        operation: F,
+    ) -> Result<T, BrokerError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
@@ -273,7 +289,10 @@ impl RedisLink {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) if is_connection_error(&error) => {
                 let _ = self.ctl.send(Ctl::Broken(generation));
-                Err(BrokerError::Unavailable(format!("redis at {}: {error}", self.shared.target)))
+                Err(BrokerError::Unavailable(format!(
+                    "redis at {}: {error}",
+                    self.shared.target
+                )))
             }
             Ok(Err(error)) => Err(BrokerError::Engine(format!("redis {action}: {error}"))),
             Err(_) => Err(BrokerError::Timeout { action }),
@@ -308,18 +327,34 @@ impl OpenFailure {
         let (engine, target) = (ENGINE, target.to_owned());
         let reason = self.reason();
         match self {
-            OpenFailure::Redis(error) if is_auth_error(&error) => EngineError::Auth { engine, target, reason },
+            OpenFailure::Redis(error) if is_auth_error(&error) => EngineError::Auth {
+                engine,
+                target,
+                reason,
+            },
             OpenFailure::Redis(error) if error.kind() == ErrorKind::InvalidClientConfig => {
-                EngineError::InvalidUrl { url: target, reason }
+                EngineError::InvalidUrl {
+                    url: target,
+                    reason,
+                }
             }
-            OpenFailure::Redis(error) if !is_connection_error(&error) => EngineError::Setup { engine, target, reason },
-            _ => EngineError::Unreachable { engine, target, reason },
+            OpenFailure::Redis(error) if !is_connection_error(&error) => EngineError::Setup {
+                engine,
+                target,
+                reason,
+            },
+            _ => EngineError::Unreachable {
+                engine,
+                target,
+                reason,
+            },
         }
     }
 }
 
 fn is_auth_error(error: &RedisError) -> bool {
-    error.kind() == ErrorKind::AuthenticationFailed || matches!(error.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+    error.kind() == ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
 }
 
 /// Opens both connections and subscribes `channels` on the pub/sub one.
@@ -329,10 +364,11 @@ async fn open_session(
     generation: u64,
     channels: &[String],
 ) -> Result<Session, OpenFailure> {
-    let pubsub = match tokio::time::timeout(options.connect_timeout, client.get_async_pubsub()).await {
-        Ok(result) => result.map_err(OpenFailure::Redis)?,
-        Err(_) => return Err(OpenFailure::TimedOut("pub/sub connection")),
-    };
+    let pubsub =
+        match tokio::time::timeout(options.connect_timeout, client.get_async_pubsub()).await {
+            Ok(result) => result.map_err(OpenFailure::Redis)?,
+            Err(_) => return Err(OpenFailure::TimedOut("pub/sub connection")),
+        };
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(options.connect_timeout))
         .set_response_timeout(Some(options.op_timeout));
@@ -348,7 +384,12 @@ async fn open_session(
     // A PING proves the server accepts our commands (a server with a password answers NOAUTH
     // only now, not when the connection opens).
     let mut probe = command.clone();
-    match tokio::time::timeout(options.op_timeout, ::redis::cmd("PING").query_async::<String>(&mut probe)).await {
+    match tokio::time::timeout(
+        options.op_timeout,
+        ::redis::cmd("PING").query_async::<String>(&mut probe),
+    )
+    .await
+    {
         Ok(result) => result.map_err(OpenFailure::Redis)?,
         Err(_) => return Err(OpenFailure::TimedOut("ping")),
     };
@@ -364,12 +405,22 @@ async fn open_session(
         Ok(result) => result.map_err(OpenFailure::Redis)?,
         Err(_) => return Err(OpenFailure::TimedOut("re-subscribing")),
     };
-    Ok(Session { generation, sink, stream, command })
+    Ok(Session {
+        generation,
+        sink,
+        stream,
+        command,
+    })
 }
 
 /// The supervisor: runs sessions, and between them reconnects with backoff. Ends when every
 /// handle of the link is dropped.
-async fn supervise(shared: Arc<Shared>, client: Client, mut ctl: mpsc::UnboundedReceiver<Ctl>, first: Session) {
+async fn supervise(
+    shared: Arc<Shared>,
+    client: Client,
+    mut ctl: mpsc::UnboundedReceiver<Ctl>,
+    first: Session,
+) {
     let mut held: HashSet<String> = HashSet::new();
     let mut session = Some(first);
     let mut generation = session.as_ref().map_or(0, |s| s.generation);
@@ -381,7 +432,10 @@ async fn supervise(shared: Arc<Shared>, client: Client, mut ctl: mpsc::Unbounded
                 let (since, attempts) = outage.get_or_insert((Instant::now(), 0));
                 let delay = backoff(*attempts, shared.options.max_reconnect_delay);
                 *attempts += 1;
-                if serve_while_down(&mut ctl, &mut held, tokio::time::sleep(delay)).await.is_none() {
+                if serve_while_down(&mut ctl, &mut held, tokio::time::sleep(delay))
+                    .await
+                    .is_none()
+                {
                     return;
                 }
                 generation += 1;
@@ -395,7 +449,11 @@ async fn supervise(shared: Arc<Shared>, client: Client, mut ctl: mpsc::Unbounded
                         // Channels unsubscribed while we were connecting: drop them again.
                         for channel in snapshot.iter().filter(|c| !held.contains(*c)) {
                             let key = format!("{}ch:{channel}", shared.options.prefix);
-                            let _ = tokio::time::timeout(shared.options.op_timeout, opened.sink.unsubscribe(key)).await;
+                            let _ = tokio::time::timeout(
+                                shared.options.op_timeout,
+                                opened.sink.unsubscribe(key),
+                            )
+                            .await;
                         }
                         tracing::info!(
                             engine = ENGINE,
@@ -467,7 +525,12 @@ async fn run_session(
     held: &mut HashSet<String>,
     session: Session,
 ) -> Option<String> {
-    let Session { generation, mut sink, mut stream, command: _command } = session;
+    let Session {
+        generation,
+        mut sink,
+        mut stream,
+        command: _command,
+    } = session;
     let prefix = format!("{}ch:", shared.options.prefix);
     let op_timeout = shared.options.op_timeout;
     let mut ping = tokio::time::interval(shared.options.ping_interval);

@@ -16,7 +16,9 @@ impl Drop for AbortOnDrop {
 /// Milliseconds since the Unix epoch. Expiry deadlines are shared between machines, so they use
 /// the wall clock (keep the machines' clocks in sync, as for any distributed expiry).
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The delay before reconnect attempt `attempt` (0-based): immediately, then 50 ms doubling up
@@ -50,7 +52,8 @@ impl DueHint {
 
     /// Replaces the hint with the earliest deadline the engine holds (after a sweep).
     pub(crate) fn reset(&self, next_deadline_ms: Option<u64>) {
-        self.0.store(next_deadline_ms.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.0
+            .store(next_deadline_ms.unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }
 

@@ -16,7 +16,10 @@ use sc_protocol::Json;
 /// bucket is the default one: tests use unique keys in it (and a private server for
 /// `getAll`/`removeAll`).
 fn options() -> NatsOptions {
-    NatsOptions { subject_prefix: format!("{}.", unique("sctest")), ..NatsOptions::default() }
+    NatsOptions {
+        subject_prefix: format!("{}.", unique("sctest")),
+        ..NatsOptions::default()
+    }
 }
 
 async fn instance(url: &str, options: &NatsOptions) -> (NatsBroker, NatsKv, Arc<Collect>) {
@@ -35,7 +38,11 @@ fn json(text: &str) -> Json {
 }
 
 async fn run(kv: &impl KvStore, command: KvCommand) -> String {
-    kv.execute(command).await.expect("kv command").get().to_owned()
+    kv.execute(command)
+        .await
+        .expect("kv command")
+        .get()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -53,10 +60,20 @@ async fn publications_cross_instances_exactly_once_and_in_order() {
     assert!(a.is_connected());
 
     for i in 0..1000 {
-        b.publish(publication(&channel, &i.to_string())).await.unwrap();
+        b.publish(publication(&channel, &i.to_string()))
+            .await
+            .unwrap();
     }
-    assert!(sink_a.wait_for(1000, Duration::from_secs(10)).await, "A got {}", sink_a.len());
-    assert!(sink_b.wait_for(1000, Duration::from_secs(10)).await, "B got {}", sink_b.len());
+    assert!(
+        sink_a.wait_for(1000, Duration::from_secs(10)).await,
+        "A got {}",
+        sink_a.len()
+    );
+    assert!(
+        sink_b.wait_for(1000, Duration::from_secs(10)).await,
+        "B got {}",
+        sink_b.len()
+    );
     tokio::time::sleep(Duration::from_millis(200)).await; // room for any duplicate to show up
     let expected: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
     assert_eq!(sink_a.data(), expected);
@@ -64,13 +81,17 @@ async fn publications_cross_instances_exactly_once_and_in_order() {
 
     // unsubscribe stops delivery at once
     a.unsubscribe(&channel).await.unwrap();
-    b.publish(publication(&channel, r#""after""#)).await.unwrap();
+    b.publish(publication(&channel, r#""after""#))
+        .await
+        .unwrap();
     assert!(sink_b.wait_for(1001, Duration::from_secs(5)).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(sink_a.len(), 1000);
 
     // the frame arrives byte for byte
-    b.publish(publication(&lookalike, r#"{"a" : 1.50}"#)).await.unwrap();
+    b.publish(publication(&lookalike, r#"{"a" : 1.50}"#))
+        .await
+        .unwrap();
     assert!(sink_a.wait_for(1001, Duration::from_secs(5)).await);
     assert_eq!(sink_a.data()[1000], r#"{"a" : 1.50}"#);
 }
@@ -85,34 +106,137 @@ async fn key_value_is_shared_between_instances() {
     let list = unique("list");
 
     // The captured sc-broker session (PROTOCOL.md §14.4), written by A and read by B.
-    let set = KvCommand::Set { key: key(&[&user, "bob"]), value: json(r#"{"age":5}"#) };
+    let set = KvCommand::Set {
+        key: key(&[&user, "bob"]),
+        value: json(r#"{"age":5}"#),
+    };
     assert_eq!(run(&kv_a, set).await, r#"{"age":5}"#);
-    assert_eq!(run(&kv_b, KvCommand::Get { key: key(&[&user]) }).await, r#"{"bob":{"age":5}}"#);
-    assert_eq!(run(&kv_a, KvCommand::Add { key: key(&[&list]), value: json(r#""i1""#) }).await, "0");
-    assert_eq!(run(&kv_b, KvCommand::Add { key: key(&[&list]), value: json(r#""i2""#) }).await, "1");
-    assert_eq!(run(&kv_a, KvCommand::GetRange { key: key(&[&list]), from: 0, to: Some(1) }).await, r#"["i1"]"#);
-    assert_eq!(run(&kv_b, KvCommand::Count { key: key(&[&list]) }).await, "2");
-    assert_eq!(run(&kv_a, KvCommand::HasKey { key: key(&[&unique("nope")]) }).await, "false");
-    assert_eq!(run(&kv_b, KvCommand::Pop { key: key(&[&list]) }).await, r#"["i2"]"#);
-    run(&kv_a, KvCommand::Set { key: key(&[&list]), value: json(r#"["a","b","c"]"#) }).await;
-    assert_eq!(run(&kv_b, KvCommand::RemoveRange { key: key(&[&list]), from: 1, to: Some(2) }).await, r#"["b"]"#);
-    assert_eq!(run(&kv_a, KvCommand::Remove { key: key(&[&list]) }).await, r#"["a","c"]"#);
-    assert_eq!(run(&kv_b, KvCommand::HasKey { key: key(&[&list]) }).await, "false");
-    assert_eq!(run(&kv_b, KvCommand::Remove { key: key(&[&user, "bob", "age"]) }).await, "5");
-    assert_eq!(run(&kv_a, KvCommand::Get { key: key(&[&user]) }).await, r#"{"bob":{}}"#);
+    assert_eq!(
+        run(&kv_b, KvCommand::Get { key: key(&[&user]) }).await,
+        r#"{"bob":{"age":5}}"#
+    );
+    assert_eq!(
+        run(
+            &kv_a,
+            KvCommand::Add {
+                key: key(&[&list]),
+                value: json(r#""i1""#)
+            }
+        )
+        .await,
+        "0"
+    );
+    assert_eq!(
+        run(
+            &kv_b,
+            KvCommand::Add {
+                key: key(&[&list]),
+                value: json(r#""i2""#)
+            }
+        )
+        .await,
+        "1"
+    );
+    assert_eq!(
+        run(
+            &kv_a,
+            KvCommand::GetRange {
+                key: key(&[&list]),
+                from: 0,
+                to: Some(1)
+            }
+        )
+        .await,
+        r#"["i1"]"#
+    );
+    assert_eq!(
+        run(&kv_b, KvCommand::Count { key: key(&[&list]) }).await,
+        "2"
+    );
+    assert_eq!(
+        run(
+            &kv_a,
+            KvCommand::HasKey {
+                key: key(&[&unique("nope")])
+            }
+        )
+        .await,
+        "false"
+    );
+    assert_eq!(
+        run(&kv_b, KvCommand::Pop { key: key(&[&list]) }).await,
+        r#"["i2"]"#
+    );
+    run(
+        &kv_a,
+        KvCommand::Set {
+            key: key(&[&list]),
+            value: json(r#"["a","b","c"]"#),
+        },
+    )
+    .await;
+    assert_eq!(
+        run(
+            &kv_b,
+            KvCommand::RemoveRange {
+                key: key(&[&list]),
+                from: 1,
+                to: Some(2)
+            }
+        )
+        .await,
+        r#"["b"]"#
+    );
+    assert_eq!(
+        run(&kv_a, KvCommand::Remove { key: key(&[&list]) }).await,
+        r#"["a","c"]"#
+    );
+    assert_eq!(
+        run(&kv_b, KvCommand::HasKey { key: key(&[&list]) }).await,
+        "false"
+    );
+    assert_eq!(
+        run(
+            &kv_b,
+            KvCommand::Remove {
+                key: key(&[&user, "bob", "age"])
+            }
+        )
+        .await,
+        "5"
+    );
+    assert_eq!(
+        run(&kv_a, KvCommand::Get { key: key(&[&user]) }).await,
+        r#"{"bob":{}}"#
+    );
 
     // Concurrent read-modify-writes of one key from both instances lose nothing.
     let adds = (0..40).map(|i| {
         let kv: &NatsKv = if i % 2 == 0 { &kv_a } else { &kv_b };
-        kv.execute(KvCommand::Add { key: key(&[&user, "log"]), value: json(&i.to_string()) })
+        kv.execute(KvCommand::Add {
+            key: key(&[&user, "log"]),
+            value: json(&i.to_string()),
+        })
     });
     let indexes = futures_util::future::try_join_all(adds).await.unwrap();
     let mut indexes: Vec<u64> = indexes.iter().map(|j| j.get().parse().unwrap()).collect();
     indexes.sort_unstable();
     assert_eq!(indexes, (0..40).collect::<Vec<u64>>());
-    assert_eq!(run(&kv_b, KvCommand::Count { key: key(&[&user, "log"]) }).await, "40");
+    assert_eq!(
+        run(
+            &kv_b,
+            KvCommand::Count {
+                key: key(&[&user, "log"])
+            }
+        )
+        .await,
+        "40"
+    );
     run(&kv_b, KvCommand::Remove { key: key(&[&user]) }).await;
-    assert_eq!(run(&kv_a, KvCommand::HasKey { key: key(&[&user]) }).await, "false");
+    assert_eq!(
+        run(&kv_a, KvCommand::HasKey { key: key(&[&user]) }).await,
+        "false"
+    );
 }
 
 #[tokio::test]
@@ -123,33 +247,96 @@ async fn whole_store_and_expiry() {
     let (_a, kv_a, _) = instance(&server.url(), &opts).await;
     let (_b, kv_b, _) = instance(&server.url(), &opts).await;
 
-    run(&kv_a, KvCommand::Set { key: key(&["session"]), value: json("1") }).await;
-    run(&kv_a, KvCommand::Set { key: key(&["kept"]), value: json("1") }).await;
-    run(&kv_a, KvCommand::Set { key: key(&["user", "bob"]), value: json(r#"{"age":5}"#) }).await;
-    run(&kv_a, KvCommand::Set { key: key(&["user", "amy"]), value: json("2") }).await;
-    run(&kv_a, KvCommand::Set { key: key(&[""]), value: json("0") }).await;
+    run(
+        &kv_a,
+        KvCommand::Set {
+            key: key(&["session"]),
+            value: json("1"),
+        },
+    )
+    .await;
+    run(
+        &kv_a,
+        KvCommand::Set {
+            key: key(&["kept"]),
+            value: json("1"),
+        },
+    )
+    .await;
+    run(
+        &kv_a,
+        KvCommand::Set {
+            key: key(&["user", "bob"]),
+            value: json(r#"{"age":5}"#),
+        },
+    )
+    .await;
+    run(
+        &kv_a,
+        KvCommand::Set {
+            key: key(&["user", "amy"]),
+            value: json("2"),
+        },
+    )
+    .await;
+    run(
+        &kv_a,
+        KvCommand::Set {
+            key: key(&[""]),
+            value: json("0"),
+        },
+    )
+    .await;
+    let all: serde_json::Value =
+        serde_json::from_str(&run(&kv_b, KvCommand::GetAll).await).unwrap();
     assert_eq!(
-        run(&kv_b, KvCommand::GetAll).await,
-        r#"{"":0,"kept":1,"session":1,"user":{"bob":{"age":5},"amy":2}}"#
+        all,
+        serde_json::json!({"": 0, "kept": 1, "session": 1, "user": {"bob": {"age": 5}, "amy": 2}})
     );
-    let expire = KvCommand::Expire { keys: vec![key(&["session"]), key(&["kept"]), key(&["user", "bob"])], seconds: 1 };
+    let expire = KvCommand::Expire {
+        keys: vec![key(&["session"]), key(&["kept"]), key(&["user", "bob"])],
+        seconds: 1,
+    };
     run(&kv_a, expire).await;
-    run(&kv_b, KvCommand::Unexpire { keys: vec![key(&["kept"])] }).await;
+    run(
+        &kv_b,
+        KvCommand::Unexpire {
+            keys: vec![key(&["kept"])],
+        },
+    )
+    .await;
     // The deadline belongs to the path: setting it again does not cancel it.
-    run(&kv_b, KvCommand::Set { key: key(&["session"]), value: json("2") }).await;
+    run(
+        &kv_b,
+        KvCommand::Set {
+            key: key(&["session"]),
+            value: json("2"),
+        },
+    )
+    .await;
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         // B never saw the expire: its sweep (or A's) applies it.
-        let all = run(&kv_b, KvCommand::GetAll).await;
-        if all == r#"{"":0,"kept":1,"user":{"amy":2}}"# {
+        let all: serde_json::Value =
+            serde_json::from_str(&run(&kv_b, KvCommand::GetAll).await).unwrap();
+        if all == serde_json::json!({"": 0, "kept": 1, "user": {"amy": 2}}) {
             break;
         }
         assert!(Instant::now() < deadline, "not expired: {all}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(run(&kv_a, KvCommand::Get { key: key(&["session"]) }).await, "null");
+    assert_eq!(
+        run(
+            &kv_a,
+            KvCommand::Get {
+                key: key(&["session"])
+            }
+        )
+        .await,
+        "null"
+    );
 
     assert_eq!(run(&kv_a, KvCommand::RemoveAll).await, "null");
     assert_eq!(run(&kv_b, KvCommand::GetAll).await, "{}");
@@ -163,18 +350,39 @@ async fn limits_and_connect_errors() {
     let big = format!("\"{}\"", "x".repeat(2 * 1024 * 1024));
     let err = a.publish(publication("big", &big)).await.unwrap_err();
     assert!(matches!(err, BrokerError::TooLarge { .. }), "{err:?}");
-    let err = kv.execute(KvCommand::Set { key: key(&[&unique("big")]), value: json(&big) }).await.unwrap_err();
+    let err = kv
+        .execute(KvCommand::Set {
+            key: key(&[&unique("big")]),
+            value: json(&big),
+        })
+        .await
+        .unwrap_err();
     assert!(matches!(err, BrokerError::TooLarge { .. }), "{err:?}");
-    let small = NatsOptions { max_message_size: 1024, ..options() };
+    let small = NatsOptions {
+        max_message_size: 1024,
+        ..options()
+    };
     let (small, _kv, _) = instance(&url, &small).await;
-    let err = small.publish(publication("big", &format!("\"{}\"", "x".repeat(2000)))).await.unwrap_err();
-    assert!(matches!(err, BrokerError::TooLarge { limit: 1024, .. }), "{err:?}");
+    let err = small
+        .publish(publication("big", &format!("\"{}\"", "x".repeat(2000))))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BrokerError::TooLarge { limit: 1024, .. }),
+        "{err:?}"
+    );
     assert!(a.describe().starts_with("nats nats://"));
 
-    let err = NatsBroker::connect("nats://127.0.0.1:notaport", options()).await.err().unwrap();
+    let err = NatsBroker::connect("nats://127.0.0.1:notaport", options())
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, EngineError::InvalidUrl { .. }), "{err:?}");
     let closed = common::free_port();
-    let err = NatsBroker::connect(&format!("nats://127.0.0.1:{closed}"), options()).await.err().unwrap();
+    let err = NatsBroker::connect(&format!("nats://127.0.0.1:{closed}"), options())
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, EngineError::Unreachable { .. }), "{err:?}");
 
     let secured = Server::start(Kind::NatsPlain, &["--user", "u", "--pass", "s3cret"]);
@@ -193,8 +401,19 @@ async fn limits_and_connect_errors() {
     let (broker, kv) = sc_broker::connect_engine(&url).await.unwrap();
     assert!(broker.describe().starts_with("nats"));
     let k = unique("factory");
-    kv.execute(KvCommand::Set { key: vec![k.clone()], value: json("7") }).await.unwrap();
-    assert_eq!(kv.execute(KvCommand::Remove { key: vec![k] }).await.unwrap().get(), "7");
+    kv.execute(KvCommand::Set {
+        key: vec![k.clone()],
+        value: json("7"),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        kv.execute(KvCommand::Remove { key: vec![k] })
+            .await
+            .unwrap()
+            .get(),
+        "7"
+    );
 }
 
 #[tokio::test]
@@ -207,9 +426,18 @@ async fn survives_an_outage_without_resubscribing() {
     let (b, _kv_b, _) = instance(&url, &opts).await;
     a.subscribe("news").await.unwrap();
     a.subscribe("temp").await.unwrap();
-    run(&kv_a, KvCommand::Set { key: key(&["kept"]), value: json("1") }).await;
+    run(
+        &kv_a,
+        KvCommand::Set {
+            key: key(&["kept"]),
+            value: json("1"),
+        },
+    )
+    .await;
     for i in 0..10 {
-        b.publish(publication("news", &i.to_string())).await.unwrap();
+        b.publish(publication("news", &i.to_string()))
+            .await
+            .unwrap();
     }
     assert!(sink_a.wait_for(10, Duration::from_secs(5)).await);
 
@@ -224,9 +452,18 @@ async fn survives_an_outage_without_resubscribing() {
     assert!(matches!(err, BrokerError::Unavailable(_)), "{err:?}");
     let err = a.subscribe("other").await.unwrap_err();
     assert!(matches!(err, BrokerError::Unavailable(_)), "{err:?}");
-    let err = kv_a.execute(KvCommand::Get { key: key(&["kept"]) }).await.unwrap_err();
+    let err = kv_a
+        .execute(KvCommand::Get {
+            key: key(&["kept"]),
+        })
+        .await
+        .unwrap_err();
     assert!(matches!(err, BrokerError::Unavailable(_)), "{err:?}");
-    assert!(started.elapsed() < Duration::from_millis(100), "not fast: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "not fast: {:?}",
+        started.elapsed()
+    );
     a.unsubscribe("temp").await.unwrap();
     // Stay down long enough for the reconnect backoff to reach its 1 s cap.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -235,25 +472,61 @@ async fn survives_an_outage_without_resubscribing() {
     let back = Instant::now();
     let mut i = 100;
     loop {
-        if b.publish(publication("news", &i.to_string())).await.is_ok() && sink_a.wait_for(11, Duration::from_millis(20)).await {
+        if b.publish(publication("news", &i.to_string())).await.is_ok()
+            && sink_a.wait_for(11, Duration::from_millis(20)).await
+        {
             break;
         }
-        assert!(back.elapsed() < Duration::from_secs(5), "delivery did not resume");
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "delivery did not resume"
+        );
         i += 1;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let resumed = back.elapsed();
-    assert!(resumed < Duration::from_millis(1500), "resumed after {resumed:?}");
-    assert!(!sink_a.data().contains(&"99".to_owned()), "a publication made while down arrived");
+    assert!(
+        resumed < Duration::from_millis(1500),
+        "resumed after {resumed:?}"
+    );
+    assert!(
+        !sink_a.data().contains(&"99".to_owned()),
+        "a publication made while down arrived"
+    );
     eprintln!("nats: delivery resumed {resumed:?} after the restart");
 
-    b.publish(publication("temp", r#""unwanted""#)).await.unwrap();
+    b.publish(publication("temp", r#""unwanted""#))
+        .await
+        .unwrap();
     a.subscribe("other").await.unwrap();
-    b.publish(publication("other", r#""wanted""#)).await.unwrap();
-    assert!(sink_a.wait_until(Duration::from_secs(5), |d| d.iter().any(|x| x == r#""wanted""#)).await);
+    b.publish(publication("other", r#""wanted""#))
+        .await
+        .unwrap();
+    let got = sink_a
+        .wait_until(Duration::from_secs(5), |d| {
+            d.iter().any(|x| x == r#""wanted""#)
+        })
+        .await;
+    assert!(
+        got,
+        "a {} b {} data {:?}\n{}",
+        a.is_connected(),
+        b.is_connected(),
+        sink_a.data(),
+        logs.text()
+    );
     assert!(!sink_a.data().iter().any(|x| x == r#""unwanted""#));
     // The bucket lives in the server's store directory: the data survived the restart.
-    assert_eq!(run(&kv_a, KvCommand::Get { key: key(&["kept"]) }).await, "1");
+    assert_eq!(
+        run(
+            &kv_a,
+            KvCommand::Get {
+                key: key(&["kept"])
+            }
+        )
+        .await,
+        "1"
+    );
     assert_eq!(logs.count("WARN", "engine connection lost"), 2);
     assert_eq!(logs.count("INFO", "engine connection restored"), 2);
 }

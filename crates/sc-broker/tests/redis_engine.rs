@@ -14,7 +14,10 @@ use sc_protocol::Json;
 
 /// Options with a prefix of our own, so tests never see each other's data.
 fn options() -> RedisOptions {
-    RedisOptions { prefix: format!("{}:", unique("sctest")), ..RedisOptions::default() }
+    RedisOptions {
+        prefix: format!("{}:", unique("sctest")),
+        ..RedisOptions::default()
+    }
 }
 
 async fn instance(url: &str, options: &RedisOptions) -> (RedisBroker, RedisKv, Arc<Collect>) {
@@ -33,7 +36,11 @@ fn json(text: &str) -> Json {
 }
 
 async fn run(kv: &impl KvStore, command: KvCommand) -> String {
-    kv.execute(command).await.expect("kv command").get().to_owned()
+    kv.execute(command)
+        .await
+        .expect("kv command")
+        .get()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -48,10 +55,20 @@ async fn publications_cross_instances_exactly_once_and_in_order() {
     assert!(a.is_connected());
 
     for i in 0..1000 {
-        b.publish(publication(&channel, &i.to_string())).await.unwrap();
+        b.publish(publication(&channel, &i.to_string()))
+            .await
+            .unwrap();
     }
-    assert!(sink_a.wait_for(1000, Duration::from_secs(10)).await, "A got {}", sink_a.len());
-    assert!(sink_b.wait_for(1000, Duration::from_secs(10)).await, "B got {}", sink_b.len());
+    assert!(
+        sink_a.wait_for(1000, Duration::from_secs(10)).await,
+        "A got {}",
+        sink_a.len()
+    );
+    assert!(
+        sink_b.wait_for(1000, Duration::from_secs(10)).await,
+        "B got {}",
+        sink_b.len()
+    );
     tokio::time::sleep(Duration::from_millis(200)).await; // room for any duplicate to show up
     let expected: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
     assert_eq!(sink_a.data(), expected);
@@ -61,7 +78,9 @@ async fn publications_cross_instances_exactly_once_and_in_order() {
 
     // unsubscribe stops delivery at once
     a.unsubscribe(&channel).await.unwrap();
-    b.publish(publication(&channel, r#""after""#)).await.unwrap();
+    b.publish(publication(&channel, r#""after""#))
+        .await
+        .unwrap();
     assert!(sink_b.wait_for(1001, Duration::from_secs(5)).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(sink_a.len(), 1000);
@@ -83,35 +102,175 @@ async fn key_value_is_shared_between_instances() {
     let (_b, kv_b, _) = instance(&url, &opts).await;
 
     // The captured sc-broker session (PROTOCOL.md §14.4), written by A and read by B.
-    assert_eq!(run(&kv_a, KvCommand::Set { key: key(&["user", "bob"]), value: json(r#"{"age":5}"#) }).await, r#"{"age":5}"#);
-    assert_eq!(run(&kv_b, KvCommand::Get { key: key(&["user"]) }).await, r#"{"bob":{"age":5}}"#);
-    assert_eq!(run(&kv_a, KvCommand::Add { key: key(&["list"]), value: json(r#""i1""#) }).await, "0");
-    assert_eq!(run(&kv_b, KvCommand::Add { key: key(&["list"]), value: json(r#""i2""#) }).await, "1");
-    assert_eq!(run(&kv_a, KvCommand::GetRange { key: key(&["list"]), from: 0, to: Some(1) }).await, r#"["i1"]"#);
-    assert_eq!(run(&kv_b, KvCommand::Count { key: key(&["list"]) }).await, "2");
-    assert_eq!(run(&kv_a, KvCommand::HasKey { key: key(&["nope"]) }).await, "false");
-    assert_eq!(run(&kv_a, KvCommand::HasKey { key: key(&["list"]) }).await, "true");
-    assert_eq!(run(&kv_b, KvCommand::Pop { key: key(&["list"]) }).await, r#"["i2"]"#);
-    run(&kv_a, KvCommand::Set { key: key(&["list"]), value: json(r#"["a","b","c"]"#) }).await;
-    assert_eq!(run(&kv_b, KvCommand::RemoveRange { key: key(&["list"]), from: 1, to: Some(2) }).await, r#"["b"]"#);
-    assert_eq!(run(&kv_a, KvCommand::Remove { key: key(&["list"]) }).await, r#"["a","c"]"#);
-    assert_eq!(run(&kv_b, KvCommand::Remove { key: key(&["user", "bob", "age"]) }).await, "5");
-    assert_eq!(run(&kv_a, KvCommand::GetAll).await, r#"{"user":{"bob":{}}}"#);
+    assert_eq!(
+        run(
+            &kv_a,
+            KvCommand::Set {
+                key: key(&["user", "bob"]),
+                value: json(r#"{"age":5}"#)
+            }
+        )
+        .await,
+        r#"{"age":5}"#
+    );
+    assert_eq!(
+        run(
+            &kv_b,
+            KvCommand::Get {
+                key: key(&["user"])
+            }
+        )
+        .await,
+        r#"{"bob":{"age":5}}"#
+    );
+    assert_eq!(
+        run(
+            &kv_a,
+            KvCommand::Add {
+                key: key(&["list"]),
+                value: json(r#""i1""#)
+            }
+        )
+        .await,
+        "0"
+    );
+    assert_eq!(
+        run(
+            &kv_b,
+            KvCommand::Add {
+                key: key(&["list"]),
+                value: json(r#""i2""#)
+            }
+        )
+        .await,
+        "1"
+    );
+    assert_eq!(
+        run(
+            &kv_a,
+            KvCommand::GetRange {
+                key: key(&["list"]),
+                from: 0,
+                to: Some(1)
+            }
+        )
+        .await,
+        r#"["i1"]"#
+    );
+    assert_eq!(
+        run(
+            &kv_b,
+            KvCommand::Count {
+                key: key(&["list"])
+            }
+        )
+        .await,
+        "2"
+    );
+    assert_eq!(
+        run(
+            &kv_a,
+            KvCommand::HasKey {
+                key: key(&["nope"])
+            }
+        )
+        .await,
+        "false"
+    );
+    assert_eq!(
+        run(
+            &kv_a,
+            KvCommand::HasKey {
+                key: key(&["list"])
+            }
+        )
+        .await,
+        "true"
+    );
+    assert_eq!(
+        run(
+            &kv_b,
+            KvCommand::Pop {
+                key: key(&["list"])
+            }
+        )
+        .await,
+        r#"["i2"]"#
+    );
+    run(
+        &kv_a,
+        KvCommand::Set {
+            key: key(&["list"]),
+            value: json(r#"["a","b","c"]"#),
+        },
+    )
+    .await;
+    assert_eq!(
+        run(
+            &kv_b,
+            KvCommand::RemoveRange {
+                key: key(&["list"]),
+                from: 1,
+                to: Some(2)
+            }
+        )
+        .await,
+        r#"["b"]"#
+    );
+    assert_eq!(
+        run(
+            &kv_a,
+            KvCommand::Remove {
+                key: key(&["list"])
+            }
+        )
+        .await,
+        r#"["a","c"]"#
+    );
+    assert_eq!(
+        run(
+            &kv_b,
+            KvCommand::Remove {
+                key: key(&["user", "bob", "age"])
+            }
+        )
+        .await,
+        "5"
+    );
+    assert_eq!(
+        run(&kv_a, KvCommand::GetAll).await,
+        r#"{"user":{"bob":{}}}"#
+    );
 
     // Concurrent read-modify-writes of one key from both instances lose nothing.
     let adds = (0..40).map(|i| {
         let kv: &RedisKv = if i % 2 == 0 { &kv_a } else { &kv_b };
-        kv.execute(KvCommand::Add { key: key(&["user", "log"]), value: json(&i.to_string()) })
+        kv.execute(KvCommand::Add {
+            key: key(&["user", "log"]),
+            value: json(&i.to_string()),
+        })
     });
     let indexes = futures_util::future::try_join_all(adds).await.unwrap();
     let mut indexes: Vec<u64> = indexes.iter().map(|j| j.get().parse().unwrap()).collect();
     indexes.sort_unstable();
     assert_eq!(indexes, (0..40).collect::<Vec<u64>>());
-    assert_eq!(run(&kv_b, KvCommand::Count { key: key(&["user", "log"]) }).await, "40");
+    assert_eq!(
+        run(
+            &kv_b,
+            KvCommand::Count {
+                key: key(&["user", "log"])
+            }
+        )
+        .await,
+        "40"
+    );
 
     assert_eq!(run(&kv_b, KvCommand::RemoveAll).await, "null");
     assert_eq!(run(&kv_a, KvCommand::GetAll).await, "{}");
-    let err = kv_a.execute(KvCommand::Get { key: vec![] }).await.unwrap_err();
+    let err = kv_a
+        .execute(KvCommand::Get { key: vec![] })
+        .await
+        .unwrap_err();
     assert!(matches!(err, BrokerError::Engine(_)), "{err:?}");
 }
 
@@ -122,51 +281,161 @@ async fn expiry_of_top_level_and_nested_keys() {
     let (_a, kv_a, _) = instance(&url, &opts).await;
     let (_b, kv_b, _) = instance(&url, &opts).await;
 
-    run(&kv_a, KvCommand::Set { key: key(&["session"]), value: json("1") }).await;
-    run(&kv_a, KvCommand::Set { key: key(&["kept"]), value: json("1") }).await;
-    run(&kv_a, KvCommand::Set { key: key(&["user", "bob"]), value: json(r#"{"age":5}"#) }).await;
-    run(&kv_a, KvCommand::Set { key: key(&["user", "amy"]), value: json("2") }).await;
-    let expire = KvCommand::Expire { keys: vec![key(&["session"]), key(&["kept"]), key(&["user", "bob"])], seconds: 1 };
+    run(
+        &kv_a,
+        KvCommand::Set {
+            key: key(&["session"]),
+            value: json("1"),
+        },
+    )
+    .await;
+    run(
+        &kv_a,
+        KvCommand::Set {
+            key: key(&["kept"]),
+            value: json("1"),
+        },
+    )
+    .await;
+    run(
+        &kv_a,
+        KvCommand::Set {
+            key: key(&["user", "bob"]),
+            value: json(r#"{"age":5}"#),
+        },
+    )
+    .await;
+    run(
+        &kv_a,
+        KvCommand::Set {
+            key: key(&["user", "amy"]),
+            value: json("2"),
+        },
+    )
+    .await;
+    let expire = KvCommand::Expire {
+        keys: vec![key(&["session"]), key(&["kept"]), key(&["user", "bob"])],
+        seconds: 1,
+    };
     run(&kv_a, expire).await;
-    run(&kv_b, KvCommand::Unexpire { keys: vec![key(&["kept"])] }).await;
+    run(
+        &kv_b,
+        KvCommand::Unexpire {
+            keys: vec![key(&["kept"])],
+        },
+    )
+    .await;
     // A nested set does not cancel a top-level expiry (KEEPTTL).
-    run(&kv_b, KvCommand::Set { key: key(&["session"]), value: json("2") }).await;
-    assert_eq!(run(&kv_b, KvCommand::Get { key: key(&["session"]) }).await, "2");
+    run(
+        &kv_b,
+        KvCommand::Set {
+            key: key(&["session"]),
+            value: json("2"),
+        },
+    )
+    .await;
+    assert_eq!(
+        run(
+            &kv_b,
+            KvCommand::Get {
+                key: key(&["session"])
+            }
+        )
+        .await,
+        "2"
+    );
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // B never saw the expire commands: Redis (top level) and B's sweep (nested) apply them.
-    assert_eq!(run(&kv_b, KvCommand::Get { key: key(&["session"]) }).await, "null");
-    assert_eq!(run(&kv_b, KvCommand::Get { key: key(&["kept"]) }).await, "1");
+    assert_eq!(
+        run(
+            &kv_b,
+            KvCommand::Get {
+                key: key(&["session"])
+            }
+        )
+        .await,
+        "null"
+    );
+    assert_eq!(
+        run(
+            &kv_b,
+            KvCommand::Get {
+                key: key(&["kept"])
+            }
+        )
+        .await,
+        "1"
+    );
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let user = run(&kv_b, KvCommand::Get { key: key(&["user"]) }).await;
+        let user = run(
+            &kv_b,
+            KvCommand::Get {
+                key: key(&["user"]),
+            },
+        )
+        .await;
         if user == r#"{"amy":2}"# {
             break;
         }
         assert!(Instant::now() < deadline, "nested key not expired: {user}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(run(&kv_a, KvCommand::Get { key: key(&["user"]) }).await, r#"{"amy":2}"#);
+    assert_eq!(
+        run(
+            &kv_a,
+            KvCommand::Get {
+                key: key(&["user"])
+            }
+        )
+        .await,
+        r#"{"amy":2}"#
+    );
 }
 
 #[tokio::test]
 async fn limits_and_connect_errors() {
     let (url, _guard) = machine_engine(Kind::Redis);
-    let opts = RedisOptions { max_message_size: 1024, ..options() };
+    let opts = RedisOptions {
+        max_message_size: 1024,
+        ..options()
+    };
     let (a, kv, _) = instance(&url, &opts).await;
     let big = format!("\"{}\"", "x".repeat(2000));
     let err = a.publish(publication("big", &big)).await.unwrap_err();
-    assert!(matches!(err, BrokerError::TooLarge { limit: 1024, .. }), "{err:?}");
-    let err = kv.execute(KvCommand::Set { key: key(&["big"]), value: json(&big) }).await.unwrap_err();
+    assert!(
+        matches!(err, BrokerError::TooLarge { limit: 1024, .. }),
+        "{err:?}"
+    );
+    let err = kv
+        .execute(KvCommand::Set {
+            key: key(&["big"]),
+            value: json(&big),
+        })
+        .await
+        .unwrap_err();
     assert!(matches!(err, BrokerError::TooLarge { .. }), "{err:?}");
-    let err = kv.execute(KvCommand::Set { key: key(&["big", "nested"]), value: json(&big) }).await.unwrap_err();
+    let err = kv
+        .execute(KvCommand::Set {
+            key: key(&["big", "nested"]),
+            value: json(&big),
+        })
+        .await
+        .unwrap_err();
     assert!(matches!(err, BrokerError::TooLarge { .. }), "{err:?}");
     assert!(a.describe().starts_with("redis redis://"));
 
-    let err = RedisBroker::connect("redis://127.0.0.1:notaport", options()).await.err().unwrap();
+    let err = RedisBroker::connect("redis://127.0.0.1:notaport", options())
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, EngineError::InvalidUrl { .. }), "{err:?}");
     let closed = common::free_port();
-    let err = RedisBroker::connect(&format!("redis://127.0.0.1:{closed}"), options()).await.err().unwrap();
+    let err = RedisBroker::connect(&format!("redis://127.0.0.1:{closed}"), options())
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, EngineError::Unreachable { .. }), "{err:?}");
 
     let secured = Server::start(Kind::Redis, &["--requirepass", "s3cret"]);
@@ -174,7 +443,10 @@ async fn limits_and_connect_errors() {
     let err = RedisBroker::connect(&wrong, options()).await.err().unwrap();
     assert!(matches!(err, EngineError::Auth { .. }), "{err:?}");
     assert!(!err.to_string().contains("wrong"), "password leaked: {err}");
-    let missing = RedisBroker::connect(&secured.url(), options()).await.err().unwrap();
+    let missing = RedisBroker::connect(&secured.url(), options())
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(missing, EngineError::Auth { .. }), "{missing:?}");
     let right = format!("redis://:s3cret@127.0.0.1:{}", secured.port);
     let broker = RedisBroker::connect(&right, options()).await.unwrap();
@@ -184,8 +456,19 @@ async fn limits_and_connect_errors() {
     let (broker, kv) = sc_broker::connect_engine(&url).await.unwrap();
     assert!(broker.describe().starts_with("redis"));
     let k = unique("factory");
-    kv.execute(KvCommand::Set { key: vec![k.clone()], value: json("7") }).await.unwrap();
-    assert_eq!(kv.execute(KvCommand::Remove { key: vec![k] }).await.unwrap().get(), "7");
+    kv.execute(KvCommand::Set {
+        key: vec![k.clone()],
+        value: json("7"),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        kv.execute(KvCommand::Remove { key: vec![k] })
+            .await
+            .unwrap()
+            .get(),
+        "7"
+    );
 }
 
 #[tokio::test]
@@ -199,7 +482,9 @@ async fn survives_an_outage_without_resubscribing() {
     a.subscribe("news").await.unwrap();
     a.subscribe("temp").await.unwrap();
     for i in 0..10 {
-        b.publish(publication("news", &i.to_string())).await.unwrap();
+        b.publish(publication("news", &i.to_string()))
+            .await
+            .unwrap();
     }
     assert!(sink_a.wait_for(10, Duration::from_secs(5)).await);
 
@@ -215,9 +500,16 @@ async fn survives_an_outage_without_resubscribing() {
     assert!(matches!(err, BrokerError::Unavailable(_)), "{err:?}");
     let err = a.subscribe("other").await.unwrap_err();
     assert!(matches!(err, BrokerError::Unavailable(_)), "{err:?}");
-    let err = kv_a.execute(KvCommand::Get { key: key(&["x"]) }).await.unwrap_err();
+    let err = kv_a
+        .execute(KvCommand::Get { key: key(&["x"]) })
+        .await
+        .unwrap_err();
     assert!(matches!(err, BrokerError::Unavailable(_)), "{err:?}");
-    assert!(started.elapsed() < Duration::from_millis(100), "not fast: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "not fast: {:?}",
+        started.elapsed()
+    );
     // Unsubscribing while down works, and that channel is not restored.
     a.unsubscribe("temp").await.unwrap();
     // Stay down long enough for the reconnect backoff to reach its 1 s cap.
@@ -228,27 +520,51 @@ async fn survives_an_outage_without_resubscribing() {
     // Delivery resumes with no subscribe call: publish until A sees one published after restart.
     let mut i = 100;
     loop {
-        if b.publish(publication("news", &i.to_string())).await.is_ok() && sink_a.wait_for(11, Duration::from_millis(20)).await {
+        if b.publish(publication("news", &i.to_string())).await.is_ok()
+            && sink_a.wait_for(11, Duration::from_millis(20)).await
+        {
             break;
         }
-        assert!(back.elapsed() < Duration::from_secs(5), "delivery did not resume");
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "delivery did not resume"
+        );
         i += 1;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let resumed = back.elapsed();
-    assert!(resumed < Duration::from_millis(1500), "resumed after {resumed:?}");
+    assert!(
+        resumed < Duration::from_millis(1500),
+        "resumed after {resumed:?}"
+    );
     assert!(a.is_connected());
-    assert!(!sink_a.data().contains(&"99".to_owned()), "a publication made while down arrived");
+    assert!(
+        !sink_a.data().contains(&"99".to_owned()),
+        "a publication made while down arrived"
+    );
     eprintln!("redis: delivery resumed {resumed:?} after the restart");
-    b.publish(publication("temp", r#""unwanted""#)).await.unwrap();
+    b.publish(publication("temp", r#""unwanted""#))
+        .await
+        .unwrap();
     // New subscriptions and the store work again.
     a.subscribe("other").await.unwrap();
-    b.publish(publication("other", r#""wanted""#)).await.unwrap();
-    assert!(sink_a.wait_until(Duration::from_secs(5), |d| d.iter().any(|x| x == r#""wanted""#)).await);
+    b.publish(publication("other", r#""wanted""#))
+        .await
+        .unwrap();
+    assert!(
+        sink_a
+            .wait_until(Duration::from_secs(5), |d| d
+                .iter()
+                .any(|x| x == r#""wanted""#))
+            .await
+    );
     assert!(!sink_a.data().iter().any(|x| x == r#""unwanted""#));
     // One warning per link for the outage, one line when it is back; the retries are debug.
     assert_eq!(logs.count("WARN", "engine connection lost"), 2);
     assert_eq!(logs.count("INFO", "engine connection restored"), 2);
     assert!(logs.count("DEBUG", "reconnect attempt failed") >= 4);
-    assert_eq!(run(&kv_a, KvCommand::Get { key: key(&["x"]) }).await, "null");
+    assert_eq!(
+        run(&kv_a, KvCommand::Get { key: key(&["x"]) }).await,
+        "null"
+    );
 }

@@ -53,9 +53,18 @@ impl Exchange {
     }
 
     /// Stores `value` at `key` (a path: `&["user", "bob"]`).
-    pub async fn set<T: Serialize + ?Sized>(&self, key: &[&str], value: &T) -> Result<(), ExchangeError> {
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: &[&str],
+        value: &T,
+    ) -> Result<(), ExchangeError> {
         let value = Json::encode(value).map_err(|e| ExchangeError::Serialize(e.to_string()))?;
-        self.kv_command(KvCommand::Set { key: path(key), value }).await.map(drop)
+        self.kv_command(KvCommand::Set {
+            key: path(key),
+            value,
+        })
+        .await
+        .map(drop)
     }
 
     /// The value at `key`, if any.
@@ -65,31 +74,55 @@ impl Exchange {
     }
 
     /// Appends `value` to the list at `key`; returns its index.
-    pub async fn add<T: Serialize + ?Sized>(&self, key: &[&str], value: &T) -> Result<u64, ExchangeError> {
+    pub async fn add<T: Serialize + ?Sized>(
+        &self,
+        key: &[&str],
+        value: &T,
+    ) -> Result<u64, ExchangeError> {
         let value = Json::encode(value).map_err(|e| ExchangeError::Serialize(e.to_string()))?;
-        let index = self.kv_command(KvCommand::Add { key: path(key), value }).await?;
+        let index = self
+            .kv_command(KvCommand::Add {
+                key: path(key),
+                value,
+            })
+            .await?;
         Ok(index.parse().unwrap_or(0))
     }
 
     /// Number of entries at `key`.
     pub async fn count(&self, key: &[&str]) -> Result<u64, ExchangeError> {
-        Ok(self.kv_command(KvCommand::Count { key: path(key) }).await?.parse().unwrap_or(0))
+        Ok(self
+            .kv_command(KvCommand::Count { key: path(key) })
+            .await?
+            .parse()
+            .unwrap_or(0))
     }
 
     /// Removes `key`; returns what was there.
     pub async fn remove(&self, key: &[&str]) -> Result<Option<Json>, ExchangeError> {
-        let value = self.kv_command(KvCommand::Remove { key: path(key) }).await?;
+        let value = self
+            .kv_command(KvCommand::Remove { key: path(key) })
+            .await?;
         Ok((!value.is_null()).then_some(value))
     }
 
     /// Whether `key` exists.
     pub async fn has_key(&self, key: &[&str]) -> Result<bool, ExchangeError> {
-        Ok(self.kv_command(KvCommand::HasKey { key: path(key) }).await?.get() == "true")
+        Ok(self
+            .kv_command(KvCommand::HasKey { key: path(key) })
+            .await?
+            .get()
+            == "true")
     }
 
     /// Deletes `key` after `seconds`.
     pub async fn expire(&self, key: &[&str], seconds: u64) -> Result<(), ExchangeError> {
-        self.kv_command(KvCommand::Expire { keys: vec![path(key)], seconds }).await.map(drop)
+        self.kv_command(KvCommand::Expire {
+            keys: vec![path(key)],
+            seconds,
+        })
+        .await
+        .map(drop)
     }
 
     /// Publishes `data` (serialised as JSON) to `channel`.

@@ -24,7 +24,9 @@ struct KeyValue {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let config = ClusterConfig::load(cli.run.config_file().as_deref(), &cli.run.overrides())?;
     SocketCluster::builder()
@@ -62,7 +64,12 @@ fn register_inspection(worker: &Worker) {
     let w = worker.clone();
     server.on("clusterInfo", move |_req: Request| {
         let w = w.clone();
-        async move { w.send_to_master(Json::NULL).await.map(Reply::data).map_err(|e| ScError::from(e.to_string())) }
+        async move {
+            w.send_to_master(Json::NULL)
+                .await
+                .map(Reply::data)
+                .map_err(|e| ScError::from(e.to_string()))
+        }
     });
     let exchange = worker.exchange();
     server.on("kvSet", move |req: Request| {
@@ -70,7 +77,9 @@ fn register_inspection(worker: &Worker) {
         async move {
             let kv: KeyValue = req.parse()?;
             let value = kv.value.unwrap_or(Json::NULL);
-            exchange.kv_command(sc_broker::KvCommand::Set { key: kv.key, value }).await?;
+            exchange
+                .kv_command(sc_broker::KvCommand::Set { key: kv.key, value })
+                .await?;
             Ok::<_, ScError>(())
         }
     });
@@ -79,7 +88,11 @@ fn register_inspection(worker: &Worker) {
         let exchange = exchange.clone();
         async move {
             let kv: KeyValue = req.parse()?;
-            Ok::<_, ScError>(Reply::data(exchange.kv_command(sc_broker::KvCommand::Get { key: kv.key }).await?))
+            Ok::<_, ScError>(Reply::data(
+                exchange
+                    .kv_command(sc_broker::KvCommand::Get { key: kv.key })
+                    .await?,
+            ))
         }
     });
     let exchange = worker.exchange();
@@ -88,7 +101,11 @@ fn register_inspection(worker: &Worker) {
         async move {
             let kv: KeyValue = req.parse()?;
             let value = kv.value.unwrap_or(Json::NULL);
-            Ok::<_, ScError>(Reply::data(exchange.kv_command(sc_broker::KvCommand::Add { key: kv.key, value }).await?))
+            Ok::<_, ScError>(Reply::data(
+                exchange
+                    .kv_command(sc_broker::KvCommand::Add { key: kv.key, value })
+                    .await?,
+            ))
         }
     });
     let exchange = worker.exchange();
@@ -96,7 +113,11 @@ fn register_inspection(worker: &Worker) {
         let exchange = exchange.clone();
         async move {
             let kv: KeyValue = req.parse()?;
-            Ok::<_, ScError>(Reply::data(exchange.kv_command(sc_broker::KvCommand::Count { key: kv.key }).await?))
+            Ok::<_, ScError>(Reply::data(
+                exchange
+                    .kv_command(sc_broker::KvCommand::Count { key: kv.key })
+                    .await?,
+            ))
         }
     });
     let w = worker.clone();
@@ -104,7 +125,10 @@ fn register_inspection(worker: &Worker) {
         let w = w.clone();
         async move {
             let data = req.data().cloned().unwrap_or(Json::NULL);
-            let answers = w.send_to_broker(0, data).await.map_err(|e| ScError::from(e.to_string()))?;
+            let answers = w
+                .send_to_broker(0, data)
+                .await
+                .map_err(|e| ScError::from(e.to_string()))?;
             Ok::<_, ScError>(Reply::data(answers))
         }
     });

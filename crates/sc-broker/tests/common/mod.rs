@@ -21,7 +21,10 @@ use tokio::sync::Notify;
 pub(crate) fn unique(name: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{name}-{}-{n}-{nanos:x}", std::process::id())
 }
 
@@ -50,11 +53,19 @@ impl Collect {
 
     /// The data of every publication, as text.
     pub(crate) fn data(&self) -> Vec<String> {
-        self.items.lock().iter().map(|p| p.data().map_or("-".to_owned(), |d| d.get().to_owned())).collect()
+        self.items
+            .lock()
+            .iter()
+            .map(|p| p.data().map_or("-".to_owned(), |d| d.get().to_owned()))
+            .collect()
     }
 
     /// Waits until `predicate` holds on the data, at most `within`.
-    pub(crate) async fn wait_until(&self, within: Duration, predicate: impl Fn(&[String]) -> bool) -> bool {
+    pub(crate) async fn wait_until(
+        &self,
+        within: Duration,
+        predicate: impl Fn(&[String]) -> bool,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let notified = self.changed.notified();
@@ -80,12 +91,20 @@ pub(crate) fn publication(channel: &str, data: &str) -> Publication {
 
 /// A free TCP port on 127.0.0.1.
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Whether something listens on 127.0.0.1:`port`.
 pub(crate) fn listening(port: u16) -> bool {
-    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200)).is_ok()
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
 }
 
 /// Which engine a [`Server`] runs.
@@ -112,8 +131,13 @@ impl Server {
     pub(crate) fn start(kind: Kind, extra: &[&str]) -> Server {
         let dir = std::env::temp_dir().join(unique("sc-broker-test"));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut server =
-            Server { kind, port: free_port(), extra: extra.iter().map(|s| (*s).to_owned()).collect(), dir, child: None };
+        let mut server = Server {
+            kind,
+            port: free_port(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            dir,
+            child: None,
+        };
         server.restart();
         server
     }
@@ -125,13 +149,23 @@ impl Server {
         let mut command = match self.kind {
             Kind::Redis => {
                 let mut c = Command::new("redis-server");
-                c.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+                c.args([
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ]);
                 c.arg("--dir").arg(&self.dir);
                 c
             }
             Kind::Nats => {
                 let mut c = Command::new("nats-server");
-                c.args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"]).arg(&self.dir);
+                c.args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+                    .arg(&self.dir);
                 c
             }
             Kind::NatsPlain => {
@@ -140,12 +174,23 @@ impl Server {
                 c
             }
         };
-        command.args(&self.extra).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {:?} (is it installed?): {e}", self.kind));
+        command
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {:?} (is it installed?): {e}", self.kind));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !listening(self.port) {
-            assert!(Instant::now() < deadline, "{:?} did not start on port {}", self.kind, self.port);
+            assert!(
+                Instant::now() < deadline,
+                "{:?} did not start on port {}",
+                self.kind,
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -210,7 +255,17 @@ impl Logs {
     /// The lines at `level` (e.g. `WARN`) containing `text`.
     pub(crate) fn count(&self, level: &str, text: &str) -> usize {
         let bytes = self.0.lock().clone();
-        String::from_utf8_lossy(&bytes).lines().filter(|l| l.contains(level) && l.contains(text)).count()
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|l| l.contains(level) && l.contains(text))
+            .count()
+    }
+}
+
+impl Logs {
+    /// Everything captured.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock()).into_owned()
     }
 }
 

@@ -72,29 +72,51 @@ pub(crate) struct WorkerLink {
 
 /// The worker's link: the broker processes when there are any, else the engine, else the
 /// in-process exchange.
-pub(crate) async fn worker_link(config: &ClusterConfig, dir: &Path) -> Result<WorkerLink, ClusterError> {
+pub(crate) async fn worker_link(
+    config: &ClusterConfig,
+    dir: &Path,
+) -> Result<WorkerLink, ClusterError> {
     if config.brokers > 0 {
-        let paths: Vec<PathBuf> = (0..config.brokers).map(|id| broker_socket(dir, id)).collect();
+        let paths: Vec<PathBuf> = (0..config.brokers)
+            .map(|id| broker_socket(dir, id))
+            .collect();
         let broker = ClusterBroker::connect(paths, sc_broker::cluster::ClusterConfig::default())
             .await
             .map_err(|e| ClusterError::Broker(e.to_string()))?;
         let kv = broker.kv();
-        return Ok(WorkerLink { broker: Arc::new(broker), kv: Arc::new(kv.clone()), brokers: Some(kv) });
+        return Ok(WorkerLink {
+            broker: Arc::new(broker),
+            kv: Arc::new(kv.clone()),
+            brokers: Some(kv),
+        });
     }
     let (broker, kv) = match &config.engine {
         Some(url) => engine(url).await?,
-        None => (Arc::new(MemoryBroker::new()) as Arc<dyn Broker>, Arc::new(MemoryKv::new()) as Arc<dyn KvStore>),
+        None => (
+            Arc::new(MemoryBroker::new()) as Arc<dyn Broker>,
+            Arc::new(MemoryKv::new()) as Arc<dyn KvStore>,
+        ),
     };
-    Ok(WorkerLink { broker, kv, brokers: None })
+    Ok(WorkerLink {
+        broker,
+        kv,
+        brokers: None,
+    })
 }
 
 /// Connects to the configured engine (Redis or NATS).
 pub(crate) async fn engine(url: &str) -> Result<(Arc<dyn Broker>, Arc<dyn KvStore>), ClusterError> {
-    sc_broker::connect_engine(url).await.map_err(|e| ClusterError::Broker(format!("engine {url}: {e}")))
+    sc_broker::connect_engine(url)
+        .await
+        .map_err(|e| ClusterError::Broker(format!("engine {url}: {e}")))
 }
 
 /// Sends a custom message to broker `id` (or every broker) and collects the answers.
-pub(crate) async fn send_to_brokers(brokers: &ClusterKv, data: Json, target: MapIndex) -> Result<Vec<Json>, String> {
+pub(crate) async fn send_to_brokers(
+    brokers: &ClusterKv,
+    data: Json,
+    target: MapIndex,
+) -> Result<Vec<Json>, String> {
     brokers.send(data, target).await.map_err(|e| e.to_string())
 }
 
@@ -119,9 +141,19 @@ pub(crate) async fn run(
 ) -> Result<(), ClusterError> {
     let on_master_message: Arc<Mutex<Option<DataHandler>>> = Arc::default();
     let on_message: Arc<Mutex<Option<DataHandler>>> = Arc::default();
-    let (master, master_link) =
-        connect_child(&dir.join("master.sock"), ProcessRole::Broker, id, handler_from(&on_master_message)).await?;
-    let broker = BrokerProcess { id, master: master.clone(), on_master_message, on_message: on_message.clone() };
+    let (master, master_link) = connect_child(
+        &dir.join("master.sock"),
+        ProcessRole::Broker,
+        id,
+        handler_from(&on_master_message),
+    )
+    .await?;
+    let broker = BrokerProcess {
+        id,
+        master: master.clone(),
+        on_master_message,
+        on_message: on_message.clone(),
+    };
     if let Some(controller) = controller
         && let Err(error) = controller(broker.clone()).await
     {

@@ -25,8 +25,12 @@ use super::ProcessRole;
 pub const IPC_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One IPC frame.
+///
+/// Adjacently tagged (`{"type":…,"body":…}`, type first) rather than internally tagged: serde
+/// buffers internally tagged content, and the verbatim [`Json`] payloads cannot be read back from
+/// such a buffer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
+#[serde(tag = "type", content = "body", rename_all = "camelCase")]
 pub enum Envelope {
     /// First frame of a child: who it is.
     Hello {
@@ -238,7 +242,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&hello).unwrap(),
-            r#"{"type":"hello","role":"worker","id":1,"pid":42}"#
+            r#"{"type":"hello","body":{"role":"worker","id":1,"pid":42}}"#
         );
         let response = Envelope::Response {
             rid: 3,
@@ -247,7 +251,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&response).unwrap(),
-            r#"{"type":"response","rid":3,"data":1}"#
+            r#"{"type":"response","body":{"rid":3,"data":1}}"#
         );
     }
 

@@ -97,7 +97,10 @@ impl Master {
     /// Process ids of the running brokers, by broker id.
     pub fn broker_pids(&self) -> HashMap<usize, u32> {
         let pids = self.shared.pids.lock();
-        pids.iter().filter(|((role, _), _)| *role == ProcessRole::Broker).map(|((_, id), pid)| (*id, *pid)).collect()
+        pids.iter()
+            .filter(|((role, _), _)| *role == ProcessRole::Broker)
+            .map(|((_, id), pid)| (*id, *pid))
+            .collect()
     }
 
     /// The port the workers share.

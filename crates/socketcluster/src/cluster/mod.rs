@@ -13,9 +13,9 @@
 //! - [`listener`]: `SO_REUSEPORT` port sharing.
 //!
 //! ```no_run
-//! use socketcluster::cluster::{SocketCluster, Worker};
+//! use socketcluster::cluster::{ClusterError, SocketCluster, Worker};
 //!
-//! fn main() -> anyhow::Result<()> {
+//! fn main() -> Result<(), ClusterError> {
 //!     SocketCluster::builder()
 //!         .workers(2)
 //!         .brokers(1)

@@ -63,7 +63,10 @@ impl Worker {
     /// Sends a custom message to broker `id`'s controller (its `on_message` handler) and returns
     /// the answer (SocketCluster's `exchange.send`). Fails without broker processes.
     pub async fn send_to_broker(&self, id: usize, data: Json) -> Result<Json, String> {
-        let brokers = self.brokers.as_ref().ok_or("this cluster runs without broker processes")?;
+        let brokers = self
+            .brokers
+            .as_ref()
+            .ok_or("this cluster runs without broker processes")?;
         let target = MapIndex::Number(i64::try_from(id).unwrap_or(i64::MAX));
         let mut answers = super::broker::send_to_brokers(brokers, data, target).await?;
         Ok(answers.pop().unwrap_or(Json::NULL))
@@ -71,7 +74,10 @@ impl Worker {
 
     /// Sends a custom message to every broker; returns their answers in broker order.
     pub async fn send_to_all_brokers(&self, data: Json) -> Result<Vec<Json>, String> {
-        let brokers = self.brokers.as_ref().ok_or("this cluster runs without broker processes")?;
+        let brokers = self
+            .brokers
+            .as_ref()
+            .ok_or("this cluster runs without broker processes")?;
         super::broker::send_to_brokers(brokers, data, MapIndex::All).await
     }
 

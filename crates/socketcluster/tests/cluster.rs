@@ -1,0 +1,404 @@
+//! End-to-end tests of the process cluster: a real master with 2 workers and 2 brokers (the
+//! `cluster_fixture` example), clients connected over TCP, processes killed with SIGKILL.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sc_client::options::AutoReconnectOptions;
+use sc_client::{Client, ClientOptions};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A running cluster, killed when dropped.
+struct Cluster {
+    master: Child,
+    port: u16,
+}
+
+impl Cluster {
+    fn start(args: &[&str]) -> Cluster {
+        let exe = fixture_path();
+        let mut master = Command::new(&exe)
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        let stdout = master.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line.strip_prefix("LISTENING ") {
+                    let _ = tx.send(port.trim().parse::<u16>().expect("port"));
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the cluster did not report LISTENING");
+        Cluster { master, port }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/socketcluster/", self.port)
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.master.id() as i32), signal).expect("signal the master");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.master.id() as i32), Signal::SIGTERM);
+        for _ in 0..100 {
+            if self.master.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.master.kill();
+    }
+}
+
+/// `target/<profile>/examples/cluster_fixture`, next to this test's binary.
+fn fixture_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    profile_dir.join("examples").join("cluster_fixture")
+}
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        ack_timeout: Duration::from_secs(5),
+        auto_reconnect_options: AutoReconnectOptions {
+            initial_delay: Duration::from_millis(100),
+            randomness: Duration::from_millis(100),
+            multiplier: 1.5,
+            max_delay: Duration::from_secs(1),
+        },
+        ..ClientOptions::default()
+    }
+}
+
+async fn call(client: &Client, event: &str, data: Value) -> Value {
+    let reply = tokio::time::timeout(WAIT, client.invoke(event, data))
+        .await
+        .unwrap_or_else(|_| panic!("{event} timed out"))
+        .unwrap_or_else(|e| panic!("{event} failed: {e}"));
+    reply
+        .map(|j| j.parse().expect("json"))
+        .unwrap_or(Value::Null)
+}
+
+async fn worker_of(client: &Client) -> (u64, u64) {
+    let info = call(client, "workerInfo", Value::Null).await;
+    (
+        info["id"].as_u64().expect("id"),
+        info["pid"].as_u64().expect("pid"),
+    )
+}
+
+/// Connects clients until both workers have at least `per_worker` of them.
+async fn clients_on_both_workers(
+    cluster: &Cluster,
+    per_worker: usize,
+) -> HashMap<u64, Vec<Client>> {
+    let mut by_worker: HashMap<u64, Vec<Client>> = HashMap::new();
+    for _ in 0..200 {
+        if by_worker.len() == 2 && by_worker.values().all(|c| c.len() >= per_worker) {
+            return by_worker;
+        }
+        let client = Client::connect(&cluster.url(), options())
+            .await
+            .expect("connect");
+        let (worker, _) = worker_of(&client).await;
+        by_worker.entry(worker).or_default().push(client);
+    }
+    panic!(
+        "connections did not spread over both workers: {:?}",
+        by_worker.keys().collect::<Vec<_>>()
+    );
+}
+
+async fn next_value(channel: &mut sc_client::Channel) -> Value {
+    let item = tokio::time::timeout(WAIT, channel.next())
+        .await
+        .expect("a message in time")
+        .expect("channel open");
+    item.parse().expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_reach_every_subscriber_on_every_worker_exactly_once_in_order() {
+    let cluster = Cluster::start(&["--workers", "2", "--brokers", "2"]);
+    let by_worker = clients_on_both_workers(&cluster, 3).await;
+    // `news` lives on broker 1 and `chan-a` on broker 0 (sc-hasher): both brokers carry traffic.
+    let mut subscriptions = Vec::new();
+    for clients in by_worker.values() {
+        for client in clients {
+            for name in ["news", "chan-a"] {
+                let channel = client.subscribe(name).await.expect("subscribe");
+                tokio::time::timeout(WAIT, channel.subscribed())
+                    .await
+                    .expect("in time")
+                    .expect("subscribed");
+                subscriptions.push((name, channel));
+            }
+        }
+    }
+    let publisher = &by_worker[&0][0];
+    const COUNT: u64 = 200;
+    for n in 0..COUNT {
+        for name in ["news", "chan-a"] {
+            publisher
+                .invoke_publish(name, json!({ "n": n }))
+                .await
+                .expect("publish acknowledged");
+        }
+    }
+    for (name, channel) in &mut subscriptions {
+        for n in 0..COUNT {
+            assert_eq!(
+                next_value(channel).await,
+                json!({ "n": n }),
+                "{name}: message {n}"
+            );
+        }
+        let extra = tokio::time::timeout(Duration::from_millis(300), channel.next()).await;
+        assert!(extra.is_err(), "{name}: a duplicate arrived: {extra:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_value_data_is_shared_across_workers_and_brokers_answer_custom_messages() {
+    let cluster = Cluster::start(&["--workers", "2", "--brokers", "2"]);
+    let by_worker = clients_on_both_workers(&cluster, 1).await;
+    let (a, b) = (&by_worker[&0][0], &by_worker[&1][0]);
+    call(
+        a,
+        "kvSet",
+        json!({ "key": ["user", "bob"], "value": { "age": 5 } }),
+    )
+    .await;
+    assert_eq!(
+        call(b, "kvGet", json!({ "key": ["user"] })).await,
+        json!({ "bob": { "age": 5 } })
+    );
+    assert_eq!(
+        call(a, "kvAdd", json!({ "key": ["list"], "value": "i1" })).await,
+        json!(0)
+    );
+    assert_eq!(
+        call(b, "kvAdd", json!({ "key": ["list"], "value": "i2" })).await,
+        json!(1)
+    );
+    assert_eq!(
+        call(a, "kvCount", json!({ "key": ["list"] })).await,
+        json!(2)
+    );
+    assert_eq!(
+        call(b, "brokerEcho", json!({ "hello": 1 })).await,
+        json!({ "hello": 1 })
+    );
+    let info = call(a, "clusterInfo", Value::Null).await;
+    assert_eq!(
+        info["workers"].as_object().map(|w| w.len()),
+        Some(2),
+        "{info}"
+    );
+    assert_eq!(
+        info["brokers"].as_object().map(|b| b.len()),
+        Some(2),
+        "{info}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_is_rebooted_and_its_clients_come_back_with_their_channels() {
+    let cluster = Cluster::start(&["--workers", "2", "--brokers", "1"]);
+    let by_worker = clients_on_both_workers(&cluster, 1).await;
+    let victim = &by_worker[&1][0];
+    let (_, old_pid) = worker_of(victim).await;
+    let mut events = victim.events();
+    let mut news = victim.subscribe("news").await.expect("subscribe");
+    tokio::time::timeout(WAIT, news.subscribed())
+        .await
+        .expect("in time")
+        .expect("subscribed");
+
+    kill(Pid::from_raw(old_pid as i32), Signal::SIGKILL).expect("kill -9 the worker");
+    // The client notices and reconnects by itself (to whichever worker takes it).
+    let disconnected = tokio::time::timeout(WAIT, async {
+        while let Some(event) = events.next().await {
+            if let sc_client::ClientEvent::Disconnect { code, .. } = event {
+                return code;
+            }
+        }
+        0
+    })
+    .await
+    .expect("the client saw the disconnect");
+    assert_eq!(disconnected, 1006);
+    tokio::time::timeout(WAIT, victim.connected())
+        .await
+        .expect("reconnected in time")
+        .expect("reconnected");
+
+    // The master rebooted worker 1 with the same id and a new process.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let info = call(&by_worker[&0][0], "clusterInfo", Value::Null).await;
+        if let Some(pid) = info["workers"]["1"].as_u64()
+            && pid != old_pid
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "worker 1 was not rebooted: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Delivery resumes on the restored channel.
+    tokio::time::timeout(WAIT, news.subscribed())
+        .await
+        .expect("in time")
+        .expect("re-subscribed");
+    by_worker[&0][0]
+        .invoke_publish("news", json!("after reboot"))
+        .await
+        .expect("publish");
+    assert_eq!(next_value(&mut news).await, json!("after reboot"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_broker_is_restarted_and_workers_resubscribe_without_the_clients() {
+    let cluster = Cluster::start(&["--workers", "2", "--brokers", "2"]);
+    let by_worker = clients_on_both_workers(&cluster, 1).await;
+    let (subscriber, publisher) = (&by_worker[&0][0], &by_worker[&1][0]);
+    let mut news = subscriber.subscribe("news").await.expect("subscribe");
+    tokio::time::timeout(WAIT, news.subscribed())
+        .await
+        .expect("in time")
+        .expect("subscribed");
+    publisher
+        .invoke_publish("news", json!(0))
+        .await
+        .expect("publish");
+    assert_eq!(next_value(&mut news).await, json!(0));
+
+    let info = call(publisher, "clusterInfo", Value::Null).await;
+    let broker_pid = info["brokers"]["1"]
+        .as_u64()
+        .expect("broker 1 (owner of `news`)");
+    kill(Pid::from_raw(broker_pid as i32), Signal::SIGKILL).expect("kill -9 the broker");
+
+    // Publish until one gets through the restarted broker; the subscriber did nothing.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut n = 1;
+    loop {
+        let _ = publisher.invoke_publish("news", json!(n)).await;
+        match tokio::time::timeout(Duration::from_millis(200), news.next()).await {
+            Ok(Some(value)) => {
+                let value: Value = value.parse().expect("json");
+                assert!(value.as_u64().is_some_and(|v| v >= 1), "unexpected {value}");
+                break;
+            }
+            Ok(None) => panic!("channel closed"),
+            Err(_) => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivery did not resume after the broker restart"
+        );
+        n += 1;
+    }
+    let info = call(publisher, "clusterInfo", Value::Null).await;
+    assert_ne!(
+        info["brokers"]["1"].as_u64(),
+        Some(broker_pid),
+        "broker 1 was restarted: {info}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_clients_with_1001_and_stops_every_process() {
+    let mut cluster = Cluster::start(&[
+        "--workers",
+        "2",
+        "--brokers",
+        "1",
+        "--process-term-timeout",
+        "3000",
+    ]);
+    let by_worker = clients_on_both_workers(&cluster, 1).await;
+    let info = call(&by_worker[&0][0], "clusterInfo", Value::Null).await;
+    let mut pids: HashSet<u64> = HashSet::new();
+    for group in ["workers", "brokers"] {
+        pids.extend(
+            info[group]
+                .as_object()
+                .expect("pids")
+                .values()
+                .filter_map(Value::as_u64),
+        );
+    }
+    let mut events: Vec<_> = by_worker.values().flatten().map(|c| c.events()).collect();
+    cluster.signal(Signal::SIGTERM);
+    for stream in &mut events {
+        let code = tokio::time::timeout(WAIT, async {
+            while let Some(event) = stream.next().await {
+                if let sc_client::ClientEvent::Disconnect { code, .. } = event {
+                    return code;
+                }
+            }
+            0
+        })
+        .await
+        .expect("disconnect in time");
+        assert_eq!(code, 1001);
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while cluster.master.try_wait().expect("wait").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the master did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for pid in pids {
+        let alive = kill(Pid::from_raw(pid as i32), None).is_ok();
+        assert!(!alive, "process {pid} outlived the master");
+    }
+}
+
+#[test]
+fn bad_configuration_fails_before_anything_starts() {
+    let output = Command::new(fixture_path())
+        .args(["--workers", "0"])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("workers must be at least 1"));
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port().to_string();
+    let output = Command::new(fixture_path())
+        .args(["--host", "127.0.0.1", "--port", &port])
+        .output()
+        .expect("run");
+    assert!(!output.status.success(), "a port in use must be refused");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen"));
+}
