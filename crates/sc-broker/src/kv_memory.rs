@@ -11,7 +11,7 @@ use crate::kv::{KeyPath, KvCommand, KvStore};
 use crate::{BoxFuture, BrokerError, kv_ops};
 
 /// The key/value store of one process: a JSON tree behind a mutex, with SocketCluster's
-/// `fleximap` rules (see [`kv_ops`](crate::kv_ops)).
+/// `fleximap` rules (see [`kv_ops`]).
 ///
 /// # Expiry
 ///

@@ -395,11 +395,19 @@ impl Broker for NatsBroker {
                 .await?
                 .map_err(|e| BrokerError::Unavailable(format!("nats subscribe: {e}")))?;
             // Wait for the server to have the subscription: publications made after we return
-            // must reach us. On failure the subscriber is dropped, which unsubscribes.
-            self.link
-                .bounded("subscribe", client.flush())
-                .await?
-                .map_err(|e| BrokerError::Unavailable(format!("nats subscribe: {e}")))?;
+            // must reach us. `flush` only writes the bytes out; a request nobody answers is a
+            // round trip through the server, which handles our connection's operations in
+            // order, so its "no responders" reply means the SUB was processed. On failure the
+            // subscriber is dropped, which unsubscribes.
+            let probe = client.request(
+                format!("_sc_probe.{}", client.new_inbox()),
+                bytes::Bytes::new(),
+            );
+            match self.link.bounded("subscribe", probe).await? {
+                Ok(_) => {}
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+                Err(e) => return Err(BrokerError::Unavailable(format!("nats subscribe: {e}"))),
+            }
             let task = tokio::spawn(forward(subscriber, self.link.clone()));
             self.channels
                 .lock()

@@ -27,7 +27,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
@@ -208,9 +208,7 @@ impl RedisLink {
             url: target.clone(),
             reason: e.to_string(),
         })?;
-        static GENERATIONS: AtomicU64 = AtomicU64::new(1);
-        let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
-        let session = open_session(&client, &options, generation, &[])
+        let session = open_session(&client, &options, 1, &[])
             .await
             .map_err(|failure| failure.into_engine_error(&target))?;
         let shared = Arc::new(Shared {

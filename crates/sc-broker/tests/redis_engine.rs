@@ -438,6 +438,21 @@ async fn limits_and_connect_errors() {
         .unwrap();
     assert!(matches!(err, EngineError::Unreachable { .. }), "{err:?}");
 
+    // TLS is compiled in: a TLS handshake against a plain server fails cleanly.
+    let plain = Server::start(Kind::Redis, &[]);
+    let tls = format!("rediss://127.0.0.1:{}", plain.port);
+    let err = RedisBroker::connect(
+        &tls,
+        RedisOptions {
+            connect_timeout: Duration::from_millis(500),
+            ..options()
+        },
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(matches!(err, EngineError::Unreachable { .. }), "{err:?}");
+
     let secured = Server::start(Kind::Redis, &["--requirepass", "s3cret"]);
     let wrong = format!("redis://:wrong@127.0.0.1:{}", secured.port);
     let err = RedisBroker::connect(&wrong, options()).await.err().unwrap();

@@ -81,17 +81,8 @@ async fn upgrade_route(State(server): State<Server>, request: Request) -> Respon
 }
 
 async fn health(State(server): State<Server>) -> impl IntoResponse {
-    let body = serde_json::json!({
-        "status": "ok",
-        "clients": server.clients_count(),
-        "connectionsTotal": server.connections_total(),
-        "broker": server.exchange().broker_description(),
-        "protocolVersion": server.options().protocol_version,
-    });
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
+    let body = server.health().await;
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string())
 }
 
 async fn reject_misrouted_upgrades(

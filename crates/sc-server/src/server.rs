@@ -53,7 +53,10 @@ pub(crate) struct ServerShared {
     pub(crate) auth: AuthEngine,
     pub(crate) middleware: Arc<Middleware>,
     auth_listeners: RwLock<Vec<Arc<AuthListener>>>,
+    health_check: RwLock<Option<HealthCheck>>,
 }
+
+type HealthCheck = Arc<dyn Fn() -> crate::handler::BoxFuture<serde_json::Value> + Send + Sync>;
 
 type AuthListener = dyn Fn(&Socket, AuthEvent<'_>) + Send + Sync;
 
@@ -103,6 +106,7 @@ impl Server {
             kv,
             middleware,
             auth_listeners: RwLock::new(Vec::new()),
+            health_check: RwLock::new(None),
             options: Arc::new(options),
             handlers: RwLock::new(HashMap::new()),
             connection_handlers: RwLock::new(Vec::new()),
@@ -141,6 +145,43 @@ impl Server {
     /// `authentication`, `deauthentication` and `badSocketAuthToken` events).
     pub fn on_auth_event(&self, listener: impl Fn(&Socket, AuthEvent<'_>) + Send + Sync + 'static) {
         self.0.auth_listeners.write().push(Arc::new(listener));
+    }
+
+    /// Adds fields to `GET /health` (e.g. the state of an engine behind the brokers). The check
+    /// returns a JSON object; if it holds `"healthy": false`, the status reads `degraded`.
+    pub fn set_health_check<F, Fut>(&self, check: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = serde_json::Value> + Send + 'static,
+    {
+        *self.0.health_check.write() = Some(Arc::new(move || Box::pin(check())));
+    }
+
+    /// The health report served on `GET /health`.
+    pub async fn health(&self) -> serde_json::Value {
+        let broker = self.0.hub.broker();
+        let mut report = serde_json::json!({
+            "status": "ok",
+            "clients": self.clients_count(),
+            "connectionsTotal": self.connections_total(),
+            "broker": broker.describe(),
+            "brokerConnected": broker.is_connected(),
+            "protocolVersion": self.options().protocol_version,
+        });
+        let mut healthy = broker.is_connected();
+        let check = self.0.health_check.read().clone();
+        if let Some(check) = check
+            && let serde_json::Value::Object(extra) = check().await
+        {
+            healthy &= extra.get("healthy") != Some(&serde_json::Value::Bool(false));
+            if let serde_json::Value::Object(fields) = &mut report {
+                fields.extend(extra);
+            }
+        }
+        if !healthy {
+            report["status"] = "degraded".into();
+        }
+        report
     }
 
     /// Registers a handler for `event` on every socket (a socket's own [`Socket::on`] handler of

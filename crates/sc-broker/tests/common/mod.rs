@@ -220,13 +220,13 @@ impl Drop for Server {
 }
 
 /// The machine's engine when it answers on its default port, else a private one (kept alive by
-/// the returned guard).
+/// the returned guard). `SC_TEST_PRIVATE_ENGINES=1` always starts private ones.
 pub(crate) fn machine_engine(kind: Kind) -> (String, Option<Server>) {
     let (port, url) = match kind {
         Kind::Redis => (6379, "redis://127.0.0.1:6379"),
         Kind::Nats | Kind::NatsPlain => (4222, "nats://127.0.0.1:4222"),
     };
-    if listening(port) {
+    if std::env::var_os("SC_TEST_PRIVATE_ENGINES").is_none() && listening(port) {
         (url.to_owned(), None)
     } else {
         let server = Server::start(kind, &[]);

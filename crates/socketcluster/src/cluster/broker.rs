@@ -120,6 +120,25 @@ pub(crate) async fn send_to_brokers(
     brokers.send(data, target).await.map_err(|e| e.to_string())
 }
 
+/// The message workers send to learn a broker's health (answered before user handlers).
+pub(crate) const HEALTH_PROBE: &str = r#"{"$scHealth":true}"#;
+
+/// Answers [`HEALTH_PROBE`] with the engine's state; passes everything else to `handler`.
+fn with_health_probe(handler: MessageHandler, upstream: Option<Arc<dyn Broker>>) -> MessageHandler {
+    Arc::new(move |data: Json| {
+        if data.get() != HEALTH_PROBE {
+            return handler(data);
+        }
+        let report = match &upstream {
+            Some(engine) => {
+                serde_json::json!({ "engine": engine.describe(), "engineConnected": engine.is_connected() })
+            }
+            None => serde_json::json!({ "engine": null }),
+        };
+        Box::pin(async move { Ok(Json::from(report)) })
+    })
+}
+
 fn handler_from(slot: &Arc<Mutex<Option<DataHandler>>>) -> MessageHandler {
     let slot = slot.clone();
     Arc::new(move |data| {
@@ -160,14 +179,17 @@ pub(crate) async fn run(
         return Err(ClusterError::Controller(error.to_string()));
     }
     // With an engine, channels and data span every instance; otherwise this broker holds them.
-    let mut builder = match &config.engine {
+    let (mut builder, upstream) = match &config.engine {
         Some(url) => {
             let (upstream, kv) = engine(url).await?;
-            BrokerServer::builder(id, kv).with_upstream(upstream)
+            (
+                BrokerServer::builder(id, kv).with_upstream(upstream.clone()),
+                Some(upstream),
+            )
         }
-        None => BrokerServer::builder(id, Arc::new(MemoryKv::new())),
+        None => (BrokerServer::builder(id, Arc::new(MemoryKv::new())), None),
     };
-    builder = builder.with_message_handler(handler_from(&on_message));
+    builder = builder.with_message_handler(with_health_probe(handler_from(&on_message), upstream));
     let server = builder.bind(broker_socket(&dir, id)).await?;
     let _ = master.send(Envelope::Ready);
     tracing::info!(broker = id, pid = std::process::id(), "broker ready");

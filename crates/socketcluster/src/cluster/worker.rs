@@ -125,11 +125,15 @@ pub(crate) async fn run(
     };
     let config = worker.config.clone();
 
+    let brokers = worker.brokers.clone();
     if let Err(error) = controller(worker).await {
         tracing::error!(worker = id, %error, "worker controller failed");
         if config.crash_worker_on_error {
             return Err(ClusterError::Controller(error.to_string()));
         }
+    }
+    if let Some(brokers) = brokers {
+        server.set_health_check(move || broker_health(brokers.clone()));
     }
     let address = resolve(&config.host, config.port)?;
     let listener = shared_listener(address).map_err(|source| ClusterError::Listen {
@@ -148,6 +152,25 @@ pub(crate) async fn run(
     }
     drain(&server, Duration::from_millis(config.process_term_timeout)).await;
     Ok(())
+}
+
+/// Asks every broker for its state (and its engine's): `{"brokers":[…],"healthy":bool}`.
+async fn broker_health(brokers: ClusterKv) -> serde_json::Value {
+    let probe = Json::from_text(super::broker::HEALTH_PROBE).unwrap_or(Json::NULL);
+    let answers =
+        tokio::time::timeout(Duration::from_secs(2), brokers.send(probe, MapIndex::All)).await;
+    match answers {
+        Ok(Ok(answers)) => {
+            let reports: Vec<serde_json::Value> =
+                answers.iter().filter_map(|a| a.parse().ok()).collect();
+            let healthy = reports
+                .iter()
+                .all(|r| r.get("engineConnected") != Some(&serde_json::Value::Bool(false)));
+            serde_json::json!({ "brokers": reports, "healthy": healthy })
+        }
+        Ok(Err(error)) => serde_json::json!({ "brokers": error.to_string(), "healthy": false }),
+        Err(_) => serde_json::json!({ "brokers": "no answer within 2 s", "healthy": false }),
+    }
 }
 
 /// Stops serving: every socket is closed with 1001 (clients reconnect, possibly to another

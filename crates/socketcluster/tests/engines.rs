@@ -1,0 +1,382 @@
+//! Several cluster instances linked by a real engine (Redis, NATS): cross-instance delivery with
+//! exact counts, shared key/value data, and an engine restart mid-traffic. Each test starts its
+//! own private engine on a free port (so it can stop and restart it) and never touches the
+//! machine's own Redis or NATS.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sc_client::options::AutoReconnectOptions;
+use sc_client::{Channel, Client, ClientOptions};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing listens on port {port}");
+}
+
+/// A private engine server process.
+struct Engine {
+    kind: &'static str,
+    port: u16,
+    dir: tempfile::TempDir,
+    process: Option<Child>,
+}
+
+impl Engine {
+    fn start(kind: &'static str) -> Engine {
+        let mut engine = Engine {
+            kind,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tmp"),
+            process: None,
+        };
+        engine.run();
+        engine
+    }
+
+    fn run(&mut self) {
+        let port = self.port.to_string();
+        let mut command = match self.kind {
+            "redis" => {
+                let mut c = Command::new("redis-server");
+                c.args([
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ]);
+                c
+            }
+            _ => {
+                let mut c = Command::new("nats-server");
+                c.args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+                    .arg(self.dir.path());
+                c
+            }
+        };
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}-server: {e}", self.kind));
+        self.process = Some(child);
+        wait_for_port(self.port);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.kind, self.port)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One cluster instance (its own master, workers and brokers) on its own port.
+struct Instance {
+    master: Child,
+    port: u16,
+}
+
+impl Instance {
+    fn start(engine: &Engine, args: &[&str]) -> Instance {
+        let exe = fixture_path();
+        let mut master = Command::new(&exe)
+            .args(["--port", "0", "--engine", &engine.url()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start an instance");
+        let stdout = master.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line.strip_prefix("LISTENING ") {
+                    let _ = tx.send(port.trim().parse::<u16>().expect("port"));
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the instance reports LISTENING");
+        Instance { master, port }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/socketcluster/", self.port)
+    }
+
+    fn health(&self) -> Value {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        write!(
+            stream,
+            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        let body = response.split("\r\n\r\n").nth(1).expect("body");
+        serde_json::from_str(body).expect("health JSON")
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.master.id() as i32), Signal::SIGTERM);
+        for _ in 0..100 {
+            if self.master.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.master.kill();
+    }
+}
+
+fn fixture_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("examples")
+        .join("cluster_fixture")
+}
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        ack_timeout: Duration::from_secs(5),
+        auto_reconnect_options: AutoReconnectOptions {
+            initial_delay: Duration::from_millis(100),
+            randomness: Duration::from_millis(100),
+            multiplier: 1.5,
+            max_delay: Duration::from_secs(1),
+        },
+        ..ClientOptions::default()
+    }
+}
+
+async fn subscribed(client: &Client, channel: &str) -> Channel {
+    let channel = client.subscribe(channel).await.expect("subscribe");
+    tokio::time::timeout(WAIT, channel.subscribed())
+        .await
+        .expect("in time")
+        .expect("subscribed");
+    channel
+}
+
+async fn next(channel: &mut Channel) -> Value {
+    let item = tokio::time::timeout(WAIT, channel.next())
+        .await
+        .expect("a message in time")
+        .expect("open");
+    item.parse().expect("json")
+}
+
+async fn cross_instance_delivery(kind: &'static str) {
+    let engine = Engine::start(kind);
+    let instances: Vec<Instance> = (0..3)
+        .map(|i| {
+            Instance::start(
+                &engine,
+                if i == 0 {
+                    &["--workers", "2", "--brokers", "1"]
+                } else {
+                    &["--workers", "1", "--brokers", "1"]
+                },
+            )
+        })
+        .collect();
+    let mut clients = Vec::new();
+    let mut channels = Vec::new();
+    for instance in &instances {
+        for _ in 0..2 {
+            let client = Client::connect(&instance.url(), options())
+                .await
+                .expect("connect");
+            channels.push(subscribed(&client, "news").await);
+            clients.push(client);
+        }
+    }
+    // Every instance publishes 100 messages; every subscriber gets all 300, each publisher's in order.
+    const COUNT: u64 = 100;
+    for n in 0..COUNT {
+        for (i, client) in clients.iter().enumerate().step_by(2) {
+            client
+                .invoke_publish("news", json!({ "from": i, "n": n }))
+                .await
+                .expect("publish");
+        }
+    }
+    for channel in &mut channels {
+        let mut last: [Option<u64>; 6] = [None; 6];
+        for _ in 0..COUNT * 3 {
+            let message = next(channel).await;
+            let from = message["from"].as_u64().expect("from") as usize;
+            let n = message["n"].as_u64().expect("n");
+            assert_eq!(
+                last[from].map_or(0, |l| l + 1),
+                n,
+                "publisher {from}'s messages in order, none lost or repeated"
+            );
+            last[from] = Some(n);
+        }
+        let extra = tokio::time::timeout(Duration::from_millis(300), channel.next()).await;
+        assert!(extra.is_err(), "a duplicate arrived: {extra:?}");
+    }
+    // Key/value data written through one instance is read through another, with expiry.
+    let (a, c) = (&clients[0], &clients[4]);
+    a.invoke(
+        "kvSet",
+        json!({ "key": ["session", "alice"], "value": { "cart": [1, 2] } }),
+    )
+    .await
+    .expect("set");
+    let read = c
+        .invoke("kvGet", json!({ "key": ["session", "alice"] }))
+        .await
+        .expect("get");
+    assert_eq!(
+        read.map(|j| j.parse::<Value>().expect("json")),
+        Some(json!({ "cart": [1, 2] }))
+    );
+    assert_eq!(instances[1].health()["healthy"], json!(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_links_three_instances() {
+    cross_instance_delivery("redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_links_three_instances() {
+    cross_instance_delivery("nats").await;
+}
+
+async fn survives_an_engine_restart(kind: &'static str) {
+    let mut engine = Engine::start(kind);
+    let a = Instance::start(&engine, &["--workers", "1", "--brokers", "1"]);
+    let b = Instance::start(&engine, &["--workers", "1", "--brokers", "1"]);
+    let subscriber = Client::connect(&a.url(), options()).await.expect("connect");
+    let local = Client::connect(&a.url(), options()).await.expect("connect");
+    let publisher = Client::connect(&b.url(), options()).await.expect("connect");
+    let mut news = subscribed(&subscriber, "news").await;
+    publisher
+        .invoke_publish("news", json!(0))
+        .await
+        .expect("publish");
+    assert_eq!(next(&mut news).await, json!(0));
+
+    engine.stop();
+    // While the engine is down: clients stay connected, publishes fail fast with an error.
+    let started = std::time::Instant::now();
+    let failed = publisher.invoke_publish("news", json!("lost")).await;
+    assert!(
+        failed.is_err(),
+        "a publish while the engine is down must fail"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "and fail fast");
+    assert_eq!(
+        local
+            .invoke("echo", json!("still here"))
+            .await
+            .expect("echo")
+            .map(|j| j.get().to_owned()),
+        Some("\"still here\"".into())
+    );
+    let health = a.health();
+    assert_eq!(health["status"], json!("degraded"), "{health}");
+
+    engine.run();
+    // Delivery resumes without the clients doing anything.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut n = 1;
+    loop {
+        let _ = publisher.invoke_publish("news", json!(n)).await;
+        match tokio::time::timeout(Duration::from_millis(200), news.next()).await {
+            Ok(Some(value)) => {
+                let value: Value = value.parse().expect("json");
+                assert!(value.as_u64().is_some_and(|v| v >= 1), "unexpected {value}");
+                break;
+            }
+            Ok(None) => panic!("channel closed"),
+            Err(_) => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivery did not resume after the {kind} restart"
+        );
+        n += 1;
+    }
+    assert!(subscriber.id().is_some(), "the subscriber stayed connected");
+    assert_eq!(a.health()["status"], json!("ok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_mid_traffic() {
+    survives_an_engine_restart("redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restart_mid_traffic() {
+    survives_an_engine_restart("nats").await;
+}
+
+#[test]
+fn a_malformed_or_unreachable_engine_fails_at_start() {
+    let output = Command::new(fixture_path())
+        .args(["--port", "0", "--engine", "ftp://nowhere"])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("engine must be"));
+    let port = free_port().to_string();
+    let output = Command::new(fixture_path())
+        .args([
+            "--port",
+            "0",
+            "--engine",
+            &format!("redis://:wrongpass@127.0.0.1:{port}"),
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        !output.status.success(),
+        "an unreachable engine must stop the start"
+    );
+}
