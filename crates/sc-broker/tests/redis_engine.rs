@@ -392,6 +392,7 @@ async fn expiry_of_top_level_and_nested_keys() {
         .await,
         r#"{"amy":2}"#
     );
+    run(&kv_a, KvCommand::RemoveAll).await; // leave nothing behind on a shared Redis
 }
 
 #[tokio::test]

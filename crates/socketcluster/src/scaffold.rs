@@ -17,7 +17,11 @@ use socketcluster::cluster::SocketCluster;
 use socketcluster::config::ClusterConfig;
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| "info,async_nats=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
     // Defaults, then socketcluster.toml, then SOCKETCLUSTER_* environment variables.
     let config = ClusterConfig::load(Some("socketcluster.toml".as_ref()), &serde_json::json!({}))?;
     SocketCluster::builder()
@@ -115,7 +119,7 @@ socketcluster = {{ path = "{crates}/socketcluster" }}
 anyhow = "1"
 serde_json = "1"
 tracing = "0.1"
-tracing-subscriber = "0.3"
+tracing-subscriber = { version = "0.3", features = ["env-filter"] }
 "#,
         crates = crates.display()
     );
