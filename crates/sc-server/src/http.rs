@@ -82,7 +82,10 @@ async fn upgrade_route(State(server): State<Server>, request: Request) -> Respon
 
 async fn health(State(server): State<Server>) -> impl IntoResponse {
     let body = server.health().await;
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
 }
 
 async fn reject_misrouted_upgrades(
