@@ -5,7 +5,9 @@
 //! - `clusterInfo` → the master's view: `{"workers": {id: pid}, "brokers": {id: pid}}`;
 //! - `kvSet {key, value}`, `kvGet {key}`, `kvAdd {key, value}`, `kvCount {key}`: the exchange's
 //!   key/value store;
-//! - `brokerEcho {data}`: a custom message to broker 0's controller, which echoes it.
+//! - `brokerEcho {data}`: a custom message to broker 0's controller, which echoes it;
+//! - `askWorker {"ask": n}`: worker → master → worker n and back (`send_to_master`,
+//!   `send_to_worker`).
 //!
 //! Flags are the `socketcluster` command's.
 
@@ -34,6 +36,10 @@ fn main() -> anyhow::Result<()> {
         .worker_controller(|worker: Worker| async move {
             socketcluster::boilerplate::register(worker.server());
             register_inspection(&worker);
+            let id = worker.id();
+            worker.on_master_message(move |data| async move {
+                Ok(Json::from(serde_json::json!({ "answeredBy": id, "got": data })))
+            });
             Ok(())
         })
         .broker_controller(|broker: BrokerProcess| async move {
@@ -42,9 +48,15 @@ fn main() -> anyhow::Result<()> {
         })
         .master_controller(|master: Master| async move {
             let view = master.clone();
-            master.on_worker_message(move |_id, _data| {
+            master.on_worker_message(move |_id, data| {
                 let view = view.clone();
                 async move {
+                    // `{"ask": n}`: relay to worker n (master.send_to_worker) and return its answer.
+                    if let Ok(serde_json::Value::Object(ask)) = data.parse::<serde_json::Value>()
+                        && let Some(target) = ask.get("ask").and_then(serde_json::Value::as_u64)
+                    {
+                        return view.send_to_worker(target as usize, data).await.map_err(|e| e.to_string());
+                    }
                     let info = serde_json::json!({ "workers": view.worker_pids(), "brokers": view.broker_pids() });
                     Ok(Json::from(info))
                 }
@@ -69,6 +81,14 @@ fn register_inspection(worker: &Worker) {
                 .await
                 .map(Reply::data)
                 .map_err(|e| ScError::from(e.to_string()))
+        }
+    });
+    let w = worker.clone();
+    server.on("askWorker", move |req: Request| {
+        let w = w.clone();
+        async move {
+            let data = req.data().cloned().unwrap_or(Json::NULL);
+            w.send_to_master(data).await.map(Reply::data).map_err(|e| ScError::from(e.to_string()))
         }
     });
     let exchange = worker.exchange();

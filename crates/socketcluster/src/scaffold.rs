@@ -119,7 +119,7 @@ socketcluster = {{ path = "{crates}/socketcluster" }}
 anyhow = "1"
 serde_json = "1"
 tracing = "0.1"
-tracing-subscriber = { version = "0.3", features = ["env-filter"] }
+tracing-subscriber = {{ version = "0.3", features = ["env-filter"] }}
 "#,
         crates = crates.display()
     );
