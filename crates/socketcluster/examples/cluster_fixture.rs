@@ -88,7 +88,10 @@ fn register_inspection(worker: &Worker) {
         let w = w.clone();
         async move {
             let data = req.data().cloned().unwrap_or(Json::NULL);
-            w.send_to_master(data).await.map(Reply::data).map_err(|e| ScError::from(e.to_string()))
+            w.send_to_master(data)
+                .await
+                .map(Reply::data)
+                .map_err(|e| ScError::from(e.to_string()))
         }
     });
     let exchange = worker.exchange();

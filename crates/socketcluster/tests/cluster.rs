@@ -1,95 +1,25 @@
 //! End-to-end tests of the process cluster: a real master with 2 workers and 2 brokers (the
 //! `cluster_fixture` example), clients connected over TCP, processes killed with SIGKILL.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::{Instance, client_options, fixture_path};
 use futures_util::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use sc_client::options::AutoReconnectOptions;
 use sc_client::{Client, ClientOptions};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A running cluster, killed when dropped.
-struct Cluster {
-    master: Child,
-    port: u16,
-}
-
-impl Cluster {
-    fn start(args: &[&str]) -> Cluster {
-        let exe = fixture_path();
-        let mut master = Command::new(&exe)
-            .args(["--port", "0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
-        let stdout = master.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(port) = line.strip_prefix("LISTENING ") {
-                    let _ = tx.send(port.trim().parse::<u16>().expect("port"));
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the cluster did not report LISTENING");
-        Cluster { master, port }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}/socketcluster/", self.port)
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.master.id() as i32), signal).expect("signal the master");
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.master.id() as i32), Signal::SIGTERM);
-        for _ in 0..100 {
-            if self.master.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.master.kill();
-    }
-}
-
-/// `target/<profile>/examples/cluster_fixture`, next to this test's binary.
-fn fixture_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    profile_dir.join("examples").join("cluster_fixture")
-}
+type Cluster = Instance;
 
 fn options() -> ClientOptions {
-    ClientOptions {
-        ack_timeout: Duration::from_secs(5),
-        auto_reconnect_options: AutoReconnectOptions {
-            initial_delay: Duration::from_millis(100),
-            randomness: Duration::from_millis(100),
-            multiplier: 1.5,
-            max_delay: Duration::from_secs(1),
-        },
-        ..ClientOptions::default()
-    }
+    client_options()
 }
 
 async fn call(client: &Client, event: &str, data: Value) -> Value {

@@ -3,15 +3,13 @@
 //! own private engine on a free port (so it can stop and restart it) and never touches the
 //! machine's own Redis or NATS.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::{Instance, client_options, fixture_path};
 use futures_util::StreamExt;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use sc_client::options::AutoReconnectOptions;
 use sc_client::{Channel, Client, ClientOptions};
 use serde_json::{Value, json};
 
@@ -106,89 +104,15 @@ impl Drop for Engine {
     }
 }
 
-/// One cluster instance (its own master, workers and brokers) on its own port.
-struct Instance {
-    master: Child,
-    port: u16,
-}
-
-impl Instance {
-    fn start(engine: &Engine, args: &[&str]) -> Instance {
-        let exe = fixture_path();
-        let mut master = Command::new(&exe)
-            .args(["--port", "0", "--engine", &engine.url()])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start an instance");
-        let stdout = master.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(port) = line.strip_prefix("LISTENING ") {
-                    let _ = tx.send(port.trim().parse::<u16>().expect("port"));
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the instance reports LISTENING");
-        Instance { master, port }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}/socketcluster/", self.port)
-    }
-
-    fn health(&self) -> Value {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        write!(
-            stream,
-            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .expect("write");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read");
-        let body = response.split("\r\n\r\n").nth(1).expect("body");
-        serde_json::from_str(body).expect("health JSON")
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.master.id() as i32), Signal::SIGTERM);
-        for _ in 0..100 {
-            if self.master.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.master.kill();
-    }
-}
-
-fn fixture_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("examples")
-        .join("cluster_fixture")
+fn start_instance(engine: &Engine, args: &[&str]) -> Instance {
+    let url = engine.url();
+    let mut all = vec!["--engine", url.as_str()];
+    all.extend_from_slice(args);
+    Instance::start(&all)
 }
 
 fn options() -> ClientOptions {
-    ClientOptions {
-        ack_timeout: Duration::from_secs(5),
-        auto_reconnect_options: AutoReconnectOptions {
-            initial_delay: Duration::from_millis(100),
-            randomness: Duration::from_millis(100),
-            multiplier: 1.5,
-            max_delay: Duration::from_secs(1),
-        },
-        ..ClientOptions::default()
-    }
+    client_options()
 }
 
 async fn subscribed(client: &Client, channel: &str) -> Channel {
@@ -212,7 +136,7 @@ async fn cross_instance_delivery(kind: &'static str) {
     let engine = Engine::start(kind);
     let instances: Vec<Instance> = (0..3)
         .map(|i| {
-            Instance::start(
+            start_instance(
                 &engine,
                 if i == 0 {
                     &["--workers", "2", "--brokers", "1"]
@@ -290,8 +214,8 @@ async fn nats_links_three_instances() {
 
 async fn survives_an_engine_restart(kind: &'static str) {
     let mut engine = Engine::start(kind);
-    let a = Instance::start(&engine, &["--workers", "1", "--brokers", "1"]);
-    let b = Instance::start(&engine, &["--workers", "1", "--brokers", "1"]);
+    let a = start_instance(&engine, &["--workers", "1", "--brokers", "1"]);
+    let b = start_instance(&engine, &["--workers", "1", "--brokers", "1"]);
     let subscriber = Client::connect(&a.url(), options()).await.expect("connect");
     let local = Client::connect(&a.url(), options()).await.expect("connect");
     let publisher = Client::connect(&b.url(), options()).await.expect("connect");
