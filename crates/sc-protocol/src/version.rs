@@ -82,6 +82,17 @@ impl FromStr for ProtocolVersion {
     }
 }
 
+
+impl fmt::Display for ProtocolVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProtocolVersion::V1 => "1",
+            ProtocolVersion::V2 => "2",
+            ProtocolVersion::Auto => "auto",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,15 +111,5 @@ mod tests {
             serde_json::to_string(&ProtocolVersion::V1).unwrap(),
             "\"1\""
         );
-    }
-}
-
-impl fmt::Display for ProtocolVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ProtocolVersion::V1 => "1",
-            ProtocolVersion::V2 => "2",
-            ProtocolVersion::Auto => "auto",
-        })
     }
 }

@@ -186,6 +186,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error type
     fn file_then_flags() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

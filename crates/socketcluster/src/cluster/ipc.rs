@@ -80,11 +80,13 @@ pub enum IpcError {
 /// Handles a message from the other side; its result is the reply.
 pub type MessageHandler = Arc<dyn Fn(Json) -> super::BoxFuture<Result<Json, String>> + Send + Sync>;
 
+type PendingReply = oneshot::Sender<Result<Json, IpcError>>;
+
 /// One side of an IPC connection: send messages and await replies; answer the other side's.
 #[derive(Clone)]
 pub struct IpcPeer {
     outbound: mpsc::UnboundedSender<Envelope>,
-    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Json, IpcError>>>>>,
+    pending: Arc<Mutex<HashMap<u64, PendingReply>>>,
     next_cid: Arc<AtomicU64>,
 }
 
