@@ -5,7 +5,7 @@
  * real thing) and for side-by-side benchmarks.
  *
  *   node server.js [--port N] [--host ADDR] [--public DIR] [--protocol-version 1|2]
- *                  [--ping-interval MS] [--ping-timeout MS] [--verbose] [--test-procedures]
+ *                  [--ping-interval MS] [--ping-timeout MS] [--auth-key KEY] [--verbose] [--test-procedures]
  *
  *   --port N               listen port (default: env PORT, else 8000; 0 = pick a free port)
  *   --host ADDR            bind address (default: all interfaces)
@@ -13,6 +13,8 @@
  *   --protocol-version V   SocketCluster protocol: 2 = "" heartbeats (default), 1 = "#1"/"#2" heartbeats
  *   --ping-interval MS     server ping interval (default 8000, the socketcluster-server default)
  *   --ping-timeout MS      server pong timeout and the pingTimeout announced in the handshake (default 30000)
+ *   --auth-key KEY         authKey (HMAC secret) that signs and verifies auth tokens (default: random per start);
+ *                          with the same key as ours, tokens work on both servers (sc-bench --auth-token)
  *   --verbose              log connections and server warnings to stderr
  *   --test-procedures      also register the test.* procedures below (used by tests/browser/client.test.mjs to
  *                          exercise auth, kick-out, server-initiated close and server->client invokes; off by
@@ -23,6 +25,9 @@
  * Boilerplate app (WebSocket path /socketcluster/):
  *   ping  (transmit or invoke) -> count += 1; exchange.transmitPublish('pong', count); invoke is answered with count
  *   echo  (invoke)             -> answered with the same data (a transmit is ignored)
+ *   login (invoke) {username}  -> socket.setAuthToken({username}), then answered; a missing or empty username is an
+ *                                 InvalidArgumentsError (as in the Rust boilerplate)
+ *   whoami (invoke)            -> answered with the token's username; NotSignedInError when not signed in
  *
  * With --test-procedures (all invokes):
  *   test.login (payload)         -> socket.setAuthToken(payload); answers true
@@ -44,7 +49,7 @@ const socketClusterServer = require('socketcluster-server');
 // ------------------------------------------------------------------------------------------------ options
 
 const USAGE = `usage: node server.js [--port N] [--host ADDR] [--public DIR] [--protocol-version 1|2]
-                      [--ping-interval MS] [--ping-timeout MS] [--verbose] [--test-procedures]
+                      [--ping-interval MS] [--ping-timeout MS] [--auth-key KEY] [--verbose] [--test-procedures]
 (see the comment at the top of server.js for details)
 `;
 
@@ -56,6 +61,7 @@ function parseArgs(argv) {
     protocolVersion: 2,
     pingInterval: 8000,
     pingTimeout: 30000,
+    authKey: undefined,
     verbose: false,
     testProcedures: false
   };
@@ -70,6 +76,7 @@ function parseArgs(argv) {
       case '--protocol-version': opts.protocolVersion = Number(value()); break;
       case '--ping-interval': opts.pingInterval = Number(value()); break;
       case '--ping-timeout': opts.pingTimeout = Number(value()); break;
+      case '--auth-key': opts.authKey = value(); break;
       case '--verbose': opts.verbose = true; break;
       case '--test-procedures': opts.testProcedures = true; break;
       case '-h': case '--help':
@@ -153,7 +160,8 @@ const agServer = socketClusterServer.attach(httpServer, {
   path: '/socketcluster/',
   protocolVersion: opts.protocolVersion,
   pingInterval: opts.pingInterval,
-  pingTimeout: opts.pingTimeout
+  pingTimeout: opts.pingTimeout,
+  authKey: opts.authKey
 });
 
 /** Consume one async stream of the server or a socket without blocking the caller. */
@@ -190,6 +198,27 @@ consume(agServer.listener('connection'), ({ socket }) => {
   consume(socket.procedure('ping'), (request) => { request.end(ping()); });
 
   consume(socket.procedure('echo'), (request) => { request.end(request.data); });
+
+  consume(socket.procedure('login'), async (request) => {
+    const username = request.data && request.data.username;
+    if (typeof username !== 'string' || username.trim() === '') {
+      const error = new Error('A non-empty username is required');
+      error.name = 'InvalidArgumentsError';
+      request.error(error);
+      return;
+    }
+    await socket.setAuthToken({ username });
+    request.end();
+  });
+  consume(socket.procedure('whoami'), (request) => {
+    if (socket.authToken) {
+      request.end(socket.authToken.username);
+    } else {
+      const error = new Error('This socket is not signed in');
+      error.name = 'NotSignedInError';
+      request.error(error);
+    }
+  });
 
   if (opts.testProcedures) registerTestProcedures(socket);
 });

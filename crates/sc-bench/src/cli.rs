@@ -64,6 +64,17 @@ pub struct Common {
     #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
 
+    /// Send this auth token (a JWT the server accepts, e.g. signed with its authKey) in every
+    /// `#handshake`. A handshake that does not come back `isAuthenticated: true` fails the run.
+    #[arg(long, global = true, value_name = "JWT", conflicts_with = "login")]
+    pub auth_token: Option<String>,
+
+    /// Sign in first: invoke `login` `{"username": USERNAME}` on one connection, take the token
+    /// from the `#setAuthToken` it gets, then send that token in every `#handshake` (as with
+    /// --auth-token). The boilerplate apps of both servers have this `login` procedure.
+    #[arg(long, global = true, value_name = "USERNAME")]
+    pub login: Option<String>,
+
     /// Free-form label copied into the report (e.g. `node` or `rust`).
     #[arg(long, global = true)]
     pub label: Option<String>,

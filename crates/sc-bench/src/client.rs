@@ -24,6 +24,10 @@ pub struct Target {
     addr: SocketAddr,
     builder: ClientBuilder<'static>,
     handshake_timeout: Duration,
+    /// The `#handshake` data: `{"authToken":null}` or `{"authToken":"<jwt>"}`.
+    handshake_data: String,
+    /// Whether handshakes carry a token (and must then come back authenticated).
+    with_token: bool,
 }
 
 impl Target {
@@ -62,7 +66,25 @@ impl Target {
             addr,
             builder,
             handshake_timeout,
+            handshake_data: r#"{"authToken":null}"#.to_owned(),
+            with_token: false,
         })
+    }
+
+    /// Makes every handshake carry `token`; a handshake the server does not authenticate then
+    /// fails with [`ClientError::NotAuthenticated`].
+    pub fn set_auth_token(&mut self, token: &str) {
+        let mut data = BytesMut::with_capacity(20 + token.len());
+        data.put_slice(b"{\"authToken\":");
+        encode::write_json_string(&mut data, token);
+        data.put_u8(b'}');
+        self.handshake_data = String::from_utf8_lossy(&data).into_owned();
+        self.with_token = true;
+    }
+
+    /// Whether handshakes carry an auth token.
+    pub fn has_auth_token(&self) -> bool {
+        self.with_token
     }
 
     /// The URL as given.
@@ -103,6 +125,11 @@ pub enum ClientError {
     /// The server answered the handshake with an error.
     #[error("SocketCluster handshake rejected: {0}")]
     HandshakeRejected(String),
+    /// The handshake carried a token but the server did not authenticate it.
+    #[error(
+        "the server did not accept the auth token (isAuthenticated is not true; authError: {0})"
+    )]
+    NotAuthenticated(String),
     /// The server sent something a SocketCluster server would not send.
     #[error("not a SocketCluster server: {0}")]
     NotSocketCluster(String),
@@ -199,18 +226,16 @@ impl Client {
             pending: HashSet::new(),
             heartbeats: Heartbeats::default(),
         };
-        client.handshake().await?;
+        client
+            .handshake(&target.handshake_data, target.with_token)
+            .await?;
         Ok(client)
     }
 
-    async fn handshake(&mut self) -> Result<(), ClientError> {
+    async fn handshake(&mut self, data: &str, with_token: bool) -> Result<(), ClientError> {
         let cid = self.take_cid();
-        self.send(encode::event(
-            "#handshake",
-            Some(r#"{"authToken":null}"#),
-            Some(cid),
-        ))
-        .await?;
+        self.send(encode::event("#handshake", Some(data), Some(cid)))
+            .await?;
         loop {
             match self.recv().await? {
                 Frame::PingV1 | Frame::Empty => {}
@@ -223,6 +248,7 @@ impl Client {
                                     Some(error) => {
                                         Err(ClientError::HandshakeRejected(error.get().to_owned()))
                                     }
+                                    None if with_token => check_authenticated(r.data.as_ref()),
                                     None => Ok(()),
                                 };
                             }
@@ -349,6 +375,65 @@ impl Client {
         }
     }
 
+    /// Signs in with the server's `login` procedure (`{"username": …}`) and returns the token the
+    /// server sent with `#setAuthToken` (before or after the response, within `timeout`).
+    pub async fn login(
+        &mut self,
+        username: &str,
+        timeout: Duration,
+    ) -> Result<String, ClientError> {
+        let run = async {
+            let mut data = BytesMut::with_capacity(16 + username.len());
+            data.put_slice(b"{\"username\":");
+            encode::write_json_string(&mut data, username);
+            data.put_u8(b'}');
+            let cid = self
+                .feed_invoke("login", &String::from_utf8_lossy(&data))
+                .await?;
+            self.flush().await?;
+            let (mut token, mut answered) = (None, false);
+            while token.is_none() || !answered {
+                let Frame::Packets(packets) = self.recv().await? else {
+                    continue;
+                };
+                for packet in packets {
+                    match packet {
+                        Packet::Event(e) if e.event == "#setAuthToken" => {
+                            #[derive(serde::Deserialize)]
+                            struct SetAuthToken {
+                                token: String,
+                            }
+                            token = e
+                                .data
+                                .as_ref()
+                                .and_then(|d| d.parse::<SetAuthToken>().ok())
+                                .map(|d| d.token);
+                        }
+                        Packet::Response(r) if r.rid == cid => {
+                            self.settle(cid);
+                            if let Some(error) = r.error {
+                                return Err(ClientError::Failed {
+                                    event: "login".into(),
+                                    error: error.get().to_owned(),
+                                });
+                            }
+                            answered = true;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Ok(token.unwrap_or_default())
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Failed {
+                event: "login".into(),
+                error: format!("no #setAuthToken and response within {timeout:?}"),
+            }),
+        }
+    }
+
     /// Subscribes to `channel` and waits for the acknowledgement.
     pub async fn subscribe(&mut self, channel: &str) -> Result<(), ClientError> {
         let mut data = BytesMut::with_capacity(16 + channel.len());
@@ -379,6 +464,27 @@ impl Client {
         self.next_cid += 1;
         self.pending.insert(cid);
         cid
+    }
+}
+
+/// Checks a handshake response's data for `"isAuthenticated":true`.
+fn check_authenticated(data: Option<&Json>) -> Result<(), ClientError> {
+    #[derive(serde::Deserialize)]
+    struct Status<'a> {
+        #[serde(rename = "isAuthenticated", default)]
+        is_authenticated: bool,
+        #[serde(rename = "authError", borrow, default)]
+        auth_error: Option<&'a serde_json::value::RawValue>,
+    }
+    let text = data.map(Json::get).unwrap_or("null");
+    match serde_json::from_str::<Status<'_>>(text) {
+        Ok(status) if status.is_authenticated => Ok(()),
+        Ok(status) => Err(ClientError::NotAuthenticated(
+            status.auth_error.map_or("none", |e| e.get()).to_owned(),
+        )),
+        Err(_) => Err(ClientError::NotSocketCluster(format!(
+            "handshake response data {text}"
+        ))),
     }
 }
 

@@ -106,6 +106,20 @@ impl ScError {
         self
     }
 
+    /// Removes an own field (other than `name` and `message`), if present.
+    ///
+    /// ```
+    /// # use sc_protocol::ScError;
+    /// let e = ScError::new("BannedError", "banned user").with("isBadToken", true);
+    /// assert_eq!(e.without("isBadToken").to_json().get(), r#"{"message":"banned user","name":"BannedError"}"#);
+    /// ```
+    pub fn without(mut self, key: &str) -> ScError {
+        if let Repr::Object { fields, .. } = &mut self.0 {
+            fields.retain(|(k, _)| k != key);
+        }
+        self
+    }
+
     /// The error's `name`, if it has one.
     pub fn name(&self) -> Option<&str> {
         match &self.0 {
@@ -193,6 +207,26 @@ impl fmt::Display for ScError {
 
 impl std::error::Error for ScError {}
 
+impl From<&str> for ScError {
+    /// A plain error with only a message.
+    fn from(message: &str) -> ScError {
+        ScError::message_only(message)
+    }
+}
+
+impl From<String> for ScError {
+    /// A plain error with only a message.
+    fn from(message: String) -> ScError {
+        ScError::message_only(message)
+    }
+}
+
+impl From<crate::json::JsonError> for ScError {
+    fn from(error: crate::json::JsonError) -> ScError {
+        ScError::new(names::INVALID_MESSAGE, error.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,25 +262,5 @@ mod tests {
         assert_eq!(e.name(), Some("ClientError"));
         assert_eq!(e.message(), "I refuse");
         assert_eq!(e.field("x").unwrap().get(), "[1]");
-    }
-}
-
-impl From<&str> for ScError {
-    /// A plain error with only a message.
-    fn from(message: &str) -> ScError {
-        ScError::message_only(message)
-    }
-}
-
-impl From<String> for ScError {
-    /// A plain error with only a message.
-    fn from(message: String) -> ScError {
-        ScError::message_only(message)
-    }
-}
-
-impl From<crate::json::JsonError> for ScError {
-    fn from(error: crate::json::JsonError) -> ScError {
-        ScError::new(names::INVALID_MESSAGE, error.to_string())
     }
 }

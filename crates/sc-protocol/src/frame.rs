@@ -82,12 +82,10 @@ impl Frame {
             .as_bytes()
             .first();
         match first {
-            Some(b'{') => match serde_json::from_str::<&RawValue>(text) {
-                Ok(raw) => match packet_from_raw(&bytes, raw) {
-                    Some(packet) => Frame::Packets(vec![packet]),
-                    None => Frame::Raw(bytes),
-                },
-                Err(_) => Frame::Raw(bytes),
+            // One pass: reading the fields validates the whole object.
+            Some(b'{') => match packet_from_object(&bytes, text) {
+                Some(packet) => Frame::Packets(vec![packet]),
+                None => Frame::Raw(bytes),
             },
             Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(text) {
                 Ok(items) => Frame::Packets(
@@ -136,7 +134,12 @@ fn packet_from_raw(frame: &Bytes, raw: &RawValue) -> Option<Packet> {
     if !raw.get().starts_with('{') {
         return None;
     }
-    let fields: PacketFields<'_> = serde_json::from_str(raw.get()).ok()?;
+    packet_from_object(frame, raw.get())
+}
+
+/// The packet in `text` (a JSON object, part of `frame`), if it is an event or a response.
+fn packet_from_object(frame: &Bytes, text: &str) -> Option<Packet> {
+    let fields: PacketFields<'_> = serde_json::from_str(text).ok()?;
     let slice = |value: &RawValue| Json::from_validated(frame.slice_ref(value.get().as_bytes()));
     if let Some(event) = fields.event {
         // v15+ servers: `event` must be a string.

@@ -82,7 +82,6 @@ impl FromStr for ProtocolVersion {
     }
 }
 
-
 impl fmt::Display for ProtocolVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -1,5 +1,7 @@
-//! The server the interop tests drive: SocketCluster's demo handlers (PROTOCOL.md §17) on top of
-//! the boilerplate's `ping` → `pong`. Prints `LISTENING <port>` once it accepts connections.
+//! The server the interop tests drive: SocketCluster's demo handlers and demo middleware
+//! (PROTOCOL.md §17) on top of the boilerplate's `ping` → `pong`. Prints `LISTENING <port>` once
+//! it accepts connections. `tests/interop/fixtures/node-server.js` does the same on
+//! socketcluster-server 20; `tests/interop/README.md` has the contract.
 //!
 //! Run: `cargo run -p sc-server --example interop_fixture -- --port 8000 --protocol-version auto`
 
@@ -8,7 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::Parser;
 use sc_protocol::{Json, ProtocolVersion, ScError};
-use sc_server::{Reply, Request, Server, ServerOptions};
+use sc_server::middleware::{
+    Block, EventAction, HandshakeScAction, HandshakeWsAction, InboundAction, OutboundVerdict,
+};
+use sc_server::{Reply, Request, Server, ServerOptions, SignOptions};
 use serde::Deserialize;
 
 #[derive(Parser)]
@@ -33,6 +38,8 @@ struct Flags {
     origins: Option<String>,
     #[arg(long)]
     max_payload: Option<usize>,
+    #[arg(long)]
+    auth_key: Option<String>,
 }
 
 #[tokio::main]
@@ -56,10 +63,12 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(defaults.allow_client_publish),
         origins: flags.origins.unwrap_or(defaults.origins),
         max_payload: flags.max_payload.unwrap_or(defaults.max_payload),
+        auth_key: flags.auth_key.or(defaults.auth_key),
         ..defaults
     };
     let server = Server::new(options)?;
     register_demo_handlers(&server);
+    register_demo_middleware(&server);
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", flags.port)).await?;
     println!("LISTENING {}", listener.local_addr()?.port());
@@ -146,4 +155,118 @@ fn register_demo_handlers(server: &Server) {
         req.socket().disconnect(4321, "dropped by server");
         Ok::<_, ScError>(())
     });
+    // login {username} → setAuthToken({username}), then ack; logout → deauthenticate();
+    // whoami → the token's username (error when not signed in).
+    server.on("login", |req: Request| async move {
+        #[derive(Deserialize)]
+        struct Login {
+            username: Option<String>,
+        }
+        let username = req.parse::<Login>().ok().and_then(|l| l.username);
+        req.socket().set_auth_token(
+            &serde_json::json!({ "username": username }),
+            &SignOptions::default(),
+        )?;
+        Ok::<_, ScError>(())
+    });
+    server.on("logout", |req: Request| async move {
+        req.socket().deauthenticate();
+        Ok::<_, ScError>(())
+    });
+    server.on("whoami", |req: Request| async move {
+        match req.socket().auth_token() {
+            Some(token) => Reply::json(&token.claims.get("username")),
+            None => Err(ScError::new(
+                "NotSignedInError",
+                "This socket is not signed in",
+            )),
+        }
+    });
+}
+
+/// The value of query parameter `name` in an upgrade request URI, if present.
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find_map(|(key, value)| (key == name).then_some(value))
+}
+
+/// The spec's demo middleware (PROTOCOL.md §17): handshake `?wsreject=1` and `?screject=1|2|3`;
+/// subscribe `forbidden` (error) and `silent` (silent block); publish-in `readonly` (error) and
+/// `transformIn` (wraps the data); events `blockedEvent` (error) and `silentBlocked` (silent
+/// block); authenticate `banned` (bad token); publish-out `outblocked` (dropped).
+fn register_demo_middleware(server: &Server) {
+    let middleware = server.middleware();
+    middleware.handshake_ws(|action: HandshakeWsAction| async move {
+        if query_param(action.request.uri.query(), "wsreject") == Some("1") {
+            return Err(Block::Error(ScError::message_only(
+                "WS handshake rejected by middleware",
+            )));
+        }
+        Ok(action)
+    });
+    middleware.handshake_sc(|action: HandshakeScAction| async move {
+        match query_param(action.socket.request().uri.query(), "screject") {
+            Some("1") => Err(Block::Error(ScError::new(
+                "HandshakeRejectError",
+                "SC handshake rejected",
+            ))),
+            Some("2") => Err(Block::Error(
+                ScError::message_only("SC handshake rejected with custom code")
+                    .with("statusCode", 4501),
+            )),
+            Some("3") => Err(Block::Silent),
+            _ => Ok(action),
+        }
+    });
+    middleware.inbound(|action: InboundAction| async move {
+        match action {
+            InboundAction::Subscribe(subscribe) => match subscribe.channel.as_str() {
+                "forbidden" => Err(Block::Error(ScError::new(
+                    "ForbiddenChannelError",
+                    "You cannot subscribe to forbidden",
+                ))),
+                "silent" => Err(Block::Silent),
+                _ => Ok(InboundAction::Subscribe(subscribe)),
+            },
+            InboundAction::PublishIn(mut publish) => match publish.channel.as_str() {
+                "readonly" => Err(Block::Error(ScError::message_only("readonly channel"))),
+                "transformIn" => {
+                    let data = publish.data.take().unwrap_or(Json::NULL);
+                    publish.data = Some(Json::from_text(&format!(r#"{{"wrapped":{data}}}"#))?);
+                    Ok(InboundAction::PublishIn(publish))
+                }
+                _ => Ok(InboundAction::PublishIn(publish)),
+            },
+            InboundAction::Transmit(event) => event_verdict(event).map(InboundAction::Transmit),
+            InboundAction::Invoke(event) => event_verdict(event).map(InboundAction::Invoke),
+            InboundAction::Authenticate(authenticate) => {
+                if authenticate.token.claim_str("username") == Some("banned") {
+                    return Err(Block::Error(
+                        ScError::new("BannedError", "banned user").with("isBadToken", true),
+                    ));
+                }
+                Ok(InboundAction::Authenticate(authenticate))
+            }
+        }
+    });
+    middleware.publish_out(|_socket, publication| {
+        if publication.channel() == "outblocked" {
+            OutboundVerdict::Block
+        } else {
+            OutboundVerdict::Allow
+        }
+    });
+}
+
+fn event_verdict(event: EventAction) -> Result<EventAction, Block> {
+    match event.event.as_str() {
+        "blockedEvent" => Err(Block::Error(ScError::new(
+            "EmitBlockedError",
+            "Emit blocked",
+        ))),
+        "silentBlocked" => Err(Block::Silent),
+        _ => Ok(event),
+    }
 }

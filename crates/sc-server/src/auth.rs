@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use sc_protocol::error::names;
 use sc_protocol::{Json, ScError};
 use serde_json::{Map, Value};
@@ -232,8 +232,19 @@ impl AuthEngine {
             let expires_in = options.expires_in.unwrap_or(self.default_expiry);
             claims.insert("exp".into(), (now + expires_in).into());
         }
-        let signed = jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.encoding)
-            .map_err(|e| ScError::new(names::AUTH, format!("Failed to sign auth token: {e}")))?;
+        let failed = |e: &dyn std::fmt::Display| {
+            ScError::new(names::AUTH, format!("Failed to sign auth token: {e}"))
+        };
+        // The header as jsonwebtoken (Node) writes it, `{"alg":"HS256","typ":"JWT"}`: the Rust
+        // crate's `Header` would put `typ` first, and tokens should be byte-for-byte alike.
+        let algorithm = serde_json::to_string(&self.algorithm).map_err(|e| failed(&e))?;
+        let header = format!(r#"{{"alg":{algorithm},"typ":"JWT"}}"#);
+        let payload = serde_json::to_vec(&claims).map_err(|e| failed(&e))?;
+        let message = format!("{}.{}", base64url(header.as_bytes()), base64url(&payload));
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &self.encoding, self.algorithm)
+                .map_err(|e| failed(&e))?;
+        let signed = format!("{message}.{signature}");
         Ok(AuthToken { claims, signed })
     }
 
@@ -257,14 +268,28 @@ impl AuthEngine {
         if signed.len() > MAX_TOKEN_LENGTH {
             return Err(TokenError::Invalid("jwt malformed".into()));
         }
-        if signed.split('.').count() != 3 {
+        let parts: Vec<&str> = signed.split('.').collect();
+        let [header, _, signature] = parts[..] else {
             return Err(TokenError::Invalid("jwt malformed".into()));
+        };
+        if header_algorithm(header).as_deref() == Some("none") {
+            // Never accepted; jsonwebtoken's wording for an unsigned token.
+            return Err(TokenError::Invalid(if signature.is_empty() {
+                "jwt signature is required".into()
+            } else {
+                "invalid algorithm".into()
+            }));
         }
         match jsonwebtoken::decode::<Map<String, Value>>(signed, &self.decoding, &self.validation) {
-            Ok(data) => Ok(AuthToken {
-                claims: data.claims,
-                signed: signed.to_owned(),
-            }),
+            // jsonwebtoken (Node) counts a token as expired from its `exp` second on
+            // (`now >= exp`); the Rust crate only after it.
+            Ok(data) => match data.claims.get("exp").and_then(Value::as_u64) {
+                Some(exp) if now_secs() >= exp => Err(TokenError::Expired { expiry: exp }),
+                _ => Ok(AuthToken {
+                    claims: data.claims,
+                    signed: signed.to_owned(),
+                }),
+            },
             Err(error) => Err(self.map_error(signed, error.kind())),
         }
     }
@@ -290,6 +315,16 @@ impl AuthEngine {
     }
 }
 
+/// The `alg` of a token's header, unverified.
+fn header_algorithm(header: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()?;
+    let header: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+    header.get("alg").and_then(Value::as_str).map(str::to_owned)
+}
+
 /// The payload of a token without checking anything (to report `exp`/`nbf` in errors).
 fn unverified_claims(signed: &str) -> Option<Map<String, Value>> {
     use base64::Engine;
@@ -298,6 +333,11 @@ fn unverified_claims(signed: &str) -> Option<Map<String, Value>> {
         .decode(payload.trim_end_matches('='))
         .ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn random_key() -> String {
@@ -342,6 +382,12 @@ mod tests {
                 &SignOptions::default(),
             )
             .unwrap();
+        // Same header bytes as tokens from socketcluster-server (PROTOCOL.md §8.3).
+        assert!(
+            token
+                .signed
+                .starts_with("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.")
+        );
         let keys: Vec<&str> = token.claims.keys().map(String::as_str).collect();
         assert_eq!(keys, ["username", "iat", "exp"]);
         let verified = e.verify_str(&token.signed).unwrap();

@@ -1,28 +1,37 @@
-//! One connection's life: read frames, keep the heartbeat, enforce the handshake rules, dispatch.
+//! One connection's life: read frames, write what is queued, keep the heartbeat, enforce the
+//! handshake rules, dispatch.
 //!
-//! Each connection runs two tasks: this reader (which owns all protocol state and processes the
-//! client's packets strictly in order) and the writer of [`crate::outbound`].
+//! Each connection is one task. It owns all protocol state and processes the client's packets
+//! strictly in order; between frames it drains the socket's outbound queue ([`crate::outbound`])
+//! into the WebSocket with one flush, and one timer serves all its deadlines. A handler that
+//! waits runs in a task of its own; the few protocol steps that wait (handshake, middleware,
+//! broker calls) are boxed futures driven by this task while it keeps writing.
 
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use sc_protocol::frame::HandshakeData;
-use std::sync::Arc;
-
 use sc_protocol::{CloseCode, EventPacket, Frame, HeartbeatDialect, Json, Packet, ScError, encode};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, MissedTickBehavior, sleep, sleep_until};
-use tokio_websockets::WebSocketStream;
+use tokio::time::{Instant, sleep_until};
 
-use crate::dispatch;
+use crate::dispatch::{self, Deferred};
 use crate::heartbeat::{Detector, TickAction, probe_window};
 use crate::middleware::{Block, HandshakeScAction, RawAction, block_error};
-use crate::outbound::run_writer;
+use crate::options::ServerOptions;
+use crate::outbound::{OutboundQueue, Writer, WriterEnd};
 use crate::socket::{Socket, SocketState};
+use crate::ws::{self, Inbound, WebSocket};
 
 /// How long to wait for the client's close frame after ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the frames still queued when the connection ends may take to be written.
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
 /// Whether to keep reading after a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,99 +41,104 @@ pub(crate) enum Flow {
     Close(CloseCode),
 }
 
-/// Runs a connection from WebSocket open to close.
-pub(crate) async fn run<S>(ws: WebSocketStream<S>, socket: Socket)
+/// What woke the connection task.
+enum Wake {
+    /// A message from the client, an error, or the end of the stream.
+    Inbound(Option<Result<Inbound, ws::Error>>),
+    /// The writer is done for good.
+    Written(WriterEnd),
+    /// The timer fired.
+    Timer,
+}
+
+/// Runs a connection from WebSocket open to close, in one task: reading, writing and timers.
+pub(crate) async fn run<S>(mut ws: WebSocket<S>, socket: Socket)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sink, mut stream) = ws.split();
-    let writer_socket = socket.clone();
-    let mut writer = tokio::spawn(async move { run_writer(sink, &writer_socket.0.queue).await });
     let options = socket.0.server.options.clone();
+    let queue = &socket.0.queue;
     let mut connection = Connection {
         detector: Detector::new(socket.dialect()),
         socket: socket.clone(),
         last_activity: Instant::now(),
     };
-
-    let start = Instant::now();
-    let pings_enabled = !options.ping_timeout_disabled;
-    let mut ping =
-        tokio::time::interval_at(start + options.ping_interval(), options.ping_interval());
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let far_future = start + Duration::from_secs(86_400 * 365);
-    let probe = sleep_until(far_future);
-    let pong_check = sleep(options.ping_timeout());
-    let handshake_deadline = sleep(options.handshake_timeout());
-    let close_grace = sleep_until(far_future);
-    tokio::pin!(probe, pong_check, handshake_deadline, close_grace);
+    let mut timers = Timers::new(&options, connection.last_activity);
+    let timer = sleep_until(timers.next(&connection, false));
+    tokio::pin!(timer);
+    let mut writer = Writer::new();
     let mut writer_done = false;
     let mut close: Option<(CloseCode, String)> = None;
 
     loop {
-        tokio::select! {
-            message = stream.next() => match message {
-                Some(Ok(message)) => {
-                    if let Some((code, reason)) = message.as_close() {
-                        close.get_or_insert((CloseCode(code.into()), reason.to_owned()));
-                        break;
-                    }
-                    if !(message.is_text() || message.is_binary()) {
-                        continue; // WebSocket control pings are answered by the WebSocket layer.
-                    }
-                    connection.last_activity = Instant::now();
-                    let payload: Bytes = message.into_payload().into();
-                    if let Flow::Close(code) = connection.on_frame(payload).await {
-                        close.get_or_insert((code, String::new()));
-                        socket.close_with(code, "", false);
-                    }
-                }
-                Some(Err(error)) => {
-                    let code = close_code_for(&error);
-                    tracing::debug!(socket = %socket.id(), %error, "connection error");
-                    close.get_or_insert((code, error.to_string()));
-                    break;
-                }
-                None => break,
-            },
-            _ = ping.tick(), if pings_enabled => match connection.detector.on_tick() {
-                TickAction::Ping(dialect) => { let _ = socket.send_frame(ping_frame(dialect)); }
-                TickAction::Probe => {
-                    let _ = socket.send_frame(ping_frame(HeartbeatDialect::V1));
-                    probe.as_mut().reset(Instant::now() + probe_window(options.ping_interval()));
-                }
-                TickAction::Wait => {}
-            },
-            () = &mut probe => {
-                probe.as_mut().reset(far_future);
-                if let Some(dialect) = connection.detector.on_probe_expired() {
-                    socket.set_dialect(dialect);
-                    let _ = socket.send_frame(ping_frame(dialect));
-                }
+        let wake = std::future::poll_fn(|cx| {
+            // Write first: what handling the last frames queued goes out in one flush.
+            if !writer_done && let Poll::Ready(end) = writer.poll(&mut ws, queue, cx) {
+                return Poll::Ready(Wake::Written(end));
             }
-            () = &mut pong_check, if pings_enabled && !writer_done => {
-                let deadline = connection.last_activity + options.ping_timeout();
-                if deadline <= Instant::now() {
-                    close.get_or_insert((CloseCode::PONG_TIMEOUT, String::new()));
-                    socket.close_with(CloseCode::PONG_TIMEOUT, "", false);
-                    pong_check.as_mut().reset(far_future);
-                } else {
-                    pong_check.as_mut().reset(deadline);
-                }
+            if let Poll::Ready(message) = ws.poll_next(cx) {
+                return Poll::Ready(Wake::Inbound(message));
             }
-            () = &mut handshake_deadline, if socket.state() == SocketState::Connecting && !writer_done => {
-                close.get_or_insert((CloseCode::HANDSHAKE_TIMEOUT, String::new()));
-                socket.close_with(CloseCode::HANDSHAKE_TIMEOUT, "", true);
-                handshake_deadline.as_mut().reset(far_future);
+            timer.as_mut().poll(cx).map(|()| Wake::Timer)
+        })
+        .await;
+        // Running: frames queued from now on are written before the task waits again.
+        queue.unregister();
+        let mut fired = false;
+        match wake {
+            Wake::Inbound(Some(Ok(Inbound::Close(code, reason)))) => {
+                close.get_or_insert((CloseCode(code), reason));
+                break;
             }
-            result = &mut writer, if !writer_done => {
-                writer_done = true;
-                if let Ok(Some(code)) = result {
+            Wake::Inbound(Some(Ok(Inbound::Text(payload) | Inbound::Binary(payload)))) => {
+                connection.last_activity = Instant::now();
+                let flow = match connection.on_frame(payload) {
+                    Handled::Done(flow) => flow,
+                    Handled::Later(future) => {
+                        let active = (!writer_done).then_some(&mut writer);
+                        let (flow, end) = keep_writing(future, active, &mut ws, queue).await;
+                        if let Some(end) = end {
+                            writer_done = true;
+                            on_writer_end(end, &mut close, &mut timers);
+                        }
+                        flow
+                    }
+                };
+                if let Flow::Close(code) = flow {
                     close.get_or_insert((code, String::new()));
+                    socket.close_with(code, "", false);
                 }
-                close_grace.as_mut().reset(Instant::now() + CLOSE_GRACE);
             }
-            () = &mut close_grace => break,
+            Wake::Inbound(Some(Err(error))) => {
+                let code = close_code_for(&error);
+                tracing::debug!(socket = %socket.id(), %error, "connection error");
+                close.get_or_insert((code, error.to_string()));
+                break;
+            }
+            Wake::Inbound(None) => break,
+            Wake::Written(end) => {
+                writer_done = true;
+                on_writer_end(end, &mut close, &mut timers);
+            }
+            Wake::Timer => {
+                fired = true;
+                match timers.fire(&mut connection, writer_done) {
+                    Some(Expired::Pong) => {
+                        close.get_or_insert((CloseCode::PONG_TIMEOUT, String::new()));
+                        socket.close_with(CloseCode::PONG_TIMEOUT, "", false);
+                    }
+                    Some(Expired::Handshake) => {
+                        close.get_or_insert((CloseCode::HANDSHAKE_TIMEOUT, String::new()));
+                        socket.close_with(CloseCode::HANDSHAKE_TIMEOUT, "", true);
+                    }
+                    Some(Expired::CloseGrace) => break,
+                    None => {}
+                }
+            }
+        }
+        let next = timers.next(&connection, writer_done);
+        if fired || next < timer.deadline() {
+            timer.as_mut().reset(next);
         }
     }
 
@@ -138,29 +152,180 @@ where
             .await;
     }
     socket.0.server.unregister(&socket);
-    if !writer_done
-        && tokio::time::timeout(Duration::from_secs(1), &mut writer)
-            .await
-            .is_err()
-    {
-        writer.abort();
+    if !writer_done {
+        // Write what is still queued (the queue is finished now), for at most a second.
+        let flush = std::future::poll_fn(|cx| writer.poll(&mut ws, queue, cx));
+        let _ = tokio::time::timeout(FINAL_FLUSH, flush).await;
     }
     tracing::debug!(socket = %socket.id(), code = code.0, "socket closed");
+}
+
+/// The writer ended: its close code (if it wrote one) is the connection's, and the client gets
+/// [`CLOSE_GRACE`] to answer with its own close frame.
+fn on_writer_end(end: WriterEnd, close: &mut Option<(CloseCode, String)>, timers: &mut Timers) {
+    if let WriterEnd::Closed(code) = end {
+        close.get_or_insert((code, String::new()));
+    }
+    timers.close_grace = Some(Instant::now() + CLOSE_GRACE);
+}
+
+/// Runs a frame's deferred handling to completion while still writing what gets queued
+/// meanwhile (pushes to other subscribers, the answers of earlier requests, ...).
+async fn keep_writing<S>(
+    mut future: BoxFuture<'_, Flow>,
+    writer: Option<&mut Writer>,
+    ws: &mut WebSocket<S>,
+    queue: &OutboundQueue,
+) -> (Flow, Option<WriterEnd>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut writer = writer;
+    let mut end = None;
+    let flow = std::future::poll_fn(|cx| {
+        if let Poll::Ready(flow) = future.as_mut().poll(cx) {
+            return Poll::Ready(flow);
+        }
+        if let Some(active) = writer.as_deref_mut()
+            && let Poll::Ready(done) = active.poll(ws, queue, cx)
+        {
+            end = Some(done);
+            writer = None;
+        }
+        Poll::Pending
+    })
+    .await;
+    queue.unregister();
+    (flow, end)
 }
 
 fn ping_frame(dialect: HeartbeatDialect) -> Bytes {
     Bytes::from_static(dialect.ping().as_bytes())
 }
 
-fn close_code_for(error: &tokio_websockets::Error) -> CloseCode {
+fn close_code_for(error: &ws::Error) -> CloseCode {
     match error {
-        tokio_websockets::Error::PayloadTooLong { .. } => CloseCode::MESSAGE_TOO_BIG,
-        tokio_websockets::Error::Protocol(_) => CloseCode::PROTOCOL_ERROR,
+        ws::Error::PayloadTooLong { .. } => CloseCode::MESSAGE_TOO_BIG,
+        ws::Error::Protocol(_) => CloseCode::PROTOCOL_ERROR,
         _ => CloseCode(1006),
     }
 }
 
-/// Protocol state of one connection, owned by its reader task.
+/// The connection's deadlines (heartbeat, dialect probe, pong timeout, handshake timeout, close
+/// grace), all served by one timer that is set to the earliest.
+struct Timers {
+    /// The next heartbeat tick; `None` when pings are disabled.
+    next_ping: Option<Instant>,
+    /// The end of the dialect probe window, while probing.
+    probe: Option<Instant>,
+    /// The pong timeout is watched (pings enabled and it did not fire yet). Its deadline moves
+    /// with every message, so the timer is only moved when it fires early.
+    pong_armed: bool,
+    /// The handshake deadline, until it passed.
+    handshake: Option<Instant>,
+    /// After the writer ended: how long the client gets to send its close frame.
+    close_grace: Option<Instant>,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+    far_future: Instant,
+}
+
+/// A deadline that ends (or starts ending) the connection.
+enum Expired {
+    Pong,
+    Handshake,
+    CloseGrace,
+}
+
+impl Timers {
+    fn new(options: &ServerOptions, start: Instant) -> Timers {
+        let pings = !options.ping_timeout_disabled;
+        Timers {
+            next_ping: pings.then(|| start + options.ping_interval()),
+            probe: None,
+            pong_armed: pings,
+            handshake: Some(start + options.handshake_timeout()),
+            close_grace: None,
+            ping_interval: options.ping_interval(),
+            ping_timeout: options.ping_timeout(),
+            far_future: start + Duration::from_secs(86_400 * 365),
+        }
+    }
+
+    /// The earliest deadline that matters now.
+    fn next(&self, connection: &Connection, writer_done: bool) -> Instant {
+        let pong =
+            (self.pong_armed && !writer_done).then(|| connection.last_activity + self.ping_timeout);
+        let handshake = self
+            .handshake
+            .filter(|_| !writer_done && connection.socket.state() == SocketState::Connecting);
+        [
+            self.next_ping,
+            self.probe,
+            pong,
+            handshake,
+            self.close_grace,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(self.far_future, Instant::min)
+    }
+
+    /// The timer fired: does what is due (pings are sent here) and reports a deadline that ends
+    /// the connection, if one passed.
+    fn fire(&mut self, connection: &mut Connection, writer_done: bool) -> Option<Expired> {
+        let now = Instant::now();
+        if self.close_grace.is_some_and(|t| t <= now) {
+            return Some(Expired::CloseGrace);
+        }
+        let socket = &connection.socket;
+        if let Some(tick) = self.next_ping.filter(|t| *t <= now) {
+            match connection.detector.on_tick() {
+                TickAction::Ping(dialect) => {
+                    let _ = socket.send_frame(ping_frame(dialect));
+                }
+                TickAction::Probe => {
+                    let _ = socket.send_frame(ping_frame(HeartbeatDialect::V1));
+                    self.probe = Some(now + probe_window(self.ping_interval));
+                }
+                TickAction::Wait => {}
+            }
+            // A late tick delays the next one (as `MissedTickBehavior::Delay`).
+            let next = tick + self.ping_interval;
+            self.next_ping = Some(if next <= now {
+                now + self.ping_interval
+            } else {
+                next
+            });
+        }
+        if self.probe.is_some_and(|t| t <= now) {
+            self.probe = None;
+            if let Some(dialect) = connection.detector.on_probe_expired() {
+                socket.set_dialect(dialect);
+                let _ = socket.send_frame(ping_frame(dialect));
+            }
+        }
+        if self.pong_armed && !writer_done && connection.last_activity + self.ping_timeout <= now {
+            self.pong_armed = false;
+            return Some(Expired::Pong);
+        }
+        if self.handshake.is_some_and(|t| t <= now) {
+            self.handshake = None;
+            if !writer_done && socket.state() == SocketState::Connecting {
+                return Some(Expired::Handshake);
+            }
+        }
+        None
+    }
+}
+
+/// The result of handling a frame: done at once, or a rest that waits.
+enum Handled<'a> {
+    Done(Flow),
+    Later(BoxFuture<'a, Flow>),
+}
+
+/// Protocol state of one connection, owned by its task.
 pub(crate) struct Connection {
     pub(crate) socket: Socket,
     detector: Detector,
@@ -168,7 +333,37 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    async fn on_frame(&mut self, payload: Bytes) -> Flow {
+    /// Handles one frame. Most frames are handled at once; only what waits (handshake,
+    /// middleware, broker calls) becomes a future, boxed so that it costs an idle connection
+    /// nothing.
+    fn on_frame(&mut self, payload: Bytes) -> Handled<'_> {
+        if self.socket.0.server.middleware.has_inbound_raw()
+            || self.socket.state() == SocketState::Connecting
+        {
+            return Handled::Later(Box::pin(self.on_frame_later(payload)));
+        }
+        match Frame::decode_bytes(payload) {
+            Frame::Packets(packets) => {
+                let mut packets = packets.into_iter();
+                while let Some(packet) = packets.next() {
+                    match self.on_packet_now(packet) {
+                        Ok(Flow::Continue) => {}
+                        Ok(flow) => return Handled::Done(flow),
+                        Err(deferred) => {
+                            return Handled::Later(Box::pin(
+                                self.on_packets_later(deferred, packets),
+                            ));
+                        }
+                    }
+                }
+                Handled::Done(Flow::Continue)
+            }
+            frame => Handled::Done(self.on_heartbeat_or_raw(frame)),
+        }
+    }
+
+    /// The complete handling of a frame, for frames that (may) have to wait.
+    async fn on_frame_later(&mut self, payload: Bytes) -> Flow {
         let middleware = &self.socket.0.server.middleware;
         let payload = if middleware.has_inbound_raw() {
             let action = RawAction {
@@ -196,10 +391,35 @@ impl Connection {
                 }
                 Flow::Continue
             }
+            frame => self.on_heartbeat_or_raw(frame),
+        }
+    }
+
+    /// A packet whose handling was deferred, then the rest of its batch.
+    async fn on_packets_later(
+        &mut self,
+        deferred: Deferred,
+        rest: std::vec::IntoIter<Packet>,
+    ) -> Flow {
+        if let Flow::Close(code) = dispatch::on_deferred(&self.socket, deferred).await {
+            return Flow::Close(code);
+        }
+        for packet in rest {
+            if let Flow::Close(code) = self.on_packet(packet).await {
+                return Flow::Close(code);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Pongs, the v1 ping and raw messages.
+    fn on_heartbeat_or_raw(&mut self, frame: Frame) -> Flow {
+        match frame {
             Frame::PongV1 => self.on_pong(HeartbeatDialect::V1, "#2"),
             Frame::Empty => self.on_pong(HeartbeatDialect::V2, ""),
             Frame::PingV1 => dispatch::on_raw(&self.socket, Bytes::from_static(b"#1")),
             Frame::Raw(bytes) => dispatch::on_raw(&self.socket, bytes),
+            Frame::Packets(_) => Flow::Continue,
         }
     }
 
@@ -240,18 +460,26 @@ impl Connection {
         }
     }
 
-    async fn on_packet(&mut self, packet: Packet) -> Flow {
+    /// Handles a packet as far as possible without waiting.
+    fn on_packet_now(&mut self, packet: Packet) -> Result<Flow, Deferred> {
         match packet {
-            Packet::Event(event) => dispatch::on_event(self, event).await,
+            Packet::Event(event) => dispatch::on_event(self, event),
             Packet::Response(response) => {
                 let result = match response.error {
                     Some(error) => Err(ScError::from_json(&error)),
                     None => Ok(response.data),
                 };
                 self.socket.resolve_invoke(response.rid, result);
-                Flow::Continue
+                Ok(Flow::Continue)
             }
-            Packet::Raw(bytes) => dispatch::on_raw(&self.socket, bytes),
+            Packet::Raw(bytes) => Ok(dispatch::on_raw(&self.socket, bytes)),
+        }
+    }
+
+    async fn on_packet(&mut self, packet: Packet) -> Flow {
+        match self.on_packet_now(packet) {
+            Ok(flow) => flow,
+            Err(deferred) => dispatch::on_deferred(&self.socket, deferred).await,
         }
     }
 
@@ -359,5 +587,32 @@ impl Connection {
             self.detector = Detector::Known(dialect);
             self.socket.set_dialect(dialect);
         }
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn probe() {
+        let server = crate::Server::new(Default::default()).unwrap();
+        let (a, _b) = tokio::io::duplex(64);
+        let ws = crate::ws::WebSocket::new(a, 1000);
+        let socket = crate::Socket::new(
+            "x".into(),
+            server.0.clone(),
+            crate::socket::UpgradeRequest::detached(
+                None,
+                &"/".parse().unwrap(),
+                &Default::default(),
+            ),
+            None,
+        );
+        let fut = super::run(ws, socket);
+        eprintln!("run future: {} bytes", std::mem::size_of_val(&fut));
+        eprintln!(
+            "SocketShared: {} bytes",
+            std::mem::size_of::<crate::socket::SocketShared>()
+        );
+        eprintln!("Sleep: {} bytes", std::mem::size_of::<tokio::time::Sleep>());
     }
 }

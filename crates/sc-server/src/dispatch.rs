@@ -43,34 +43,72 @@ const V14_RESERVED_INBOUND: &[&str] = &[
     "raw",
 ];
 
-pub(crate) async fn on_event(connection: &mut Connection, event: EventPacket) -> Flow {
+/// What is left of an event after [`on_event`]: the parts that wait (for middleware, the broker,
+/// the auth engine) run in [`on_deferred`].
+pub(crate) enum Deferred {
+    Authenticate(EventPacket),
+    Subscribe(EventPacket),
+    Unsubscribe(EventPacket),
+    Publish(EventPacket),
+    /// An application event that goes through inbound middleware first.
+    Application(EventPacket),
+}
+
+/// Handles an event as far as it can without waiting: most events (every application event when
+/// no inbound middleware is registered) are done here; the others come back as [`Deferred`].
+pub(crate) fn on_event(connection: &mut Connection, event: EventPacket) -> Result<Flow, Deferred> {
     match event.event.as_str() {
         // A repeated handshake is ignored (PROTOCOL.md §4.7).
-        "#handshake" => return Flow::Continue,
-        "#authenticate" => return on_authenticate(&connection.socket, event).await,
+        "#handshake" => return Ok(Flow::Continue),
+        "#authenticate" => return Err(Deferred::Authenticate(event)),
         "#removeAuthToken" => {
             connection.socket.clear_auth();
-            return Flow::Continue;
+            return Ok(Flow::Continue);
         }
         _ => {}
     }
     // Every other event first checks the token's expiry (PROTOCOL.md §8.8), then proceeds.
     connection.socket.check_expiry();
     match event.event.as_str() {
-        "#subscribe" => on_subscribe(&connection.socket, event).await,
-        "#unsubscribe" => on_unsubscribe(&connection.socket, event).await,
-        "#publish" => on_publish(&connection.socket, event).await,
+        "#subscribe" => Err(Deferred::Subscribe(event)),
+        "#unsubscribe" => Err(Deferred::Unsubscribe(event)),
+        "#publish" => Err(Deferred::Publish(event)),
         // A v1 client's way to close (socketcluster-server 14); v15+ ignores it (TV-24).
         "#disconnect" if connection.dialect() != Some(HeartbeatDialect::V2) => {
-            on_client_disconnect(connection, event)
+            Ok(on_client_disconnect(connection, event))
         }
-        name if name.starts_with('#') => Flow::Continue,
+        name if name.starts_with('#') => Ok(Flow::Continue),
         name if connection.dialect() == Some(HeartbeatDialect::V1)
             && V14_RESERVED_INBOUND.contains(&name) =>
         {
-            Flow::Continue
+            Ok(Flow::Continue)
         }
-        _ => on_application_event(&connection.socket, event).await,
+        _ if connection
+            .socket
+            .0
+            .server
+            .middleware
+            .has_inbound_event(event.cid.is_some()) =>
+        {
+            Err(Deferred::Application(event))
+        }
+        _ => Ok(run_handler(
+            &connection.socket,
+            event.event,
+            event.data,
+            event.cid,
+        )),
+    }
+}
+
+/// The waiting part of an event that [`on_event`] deferred.
+pub(crate) async fn on_deferred(socket: &Socket, deferred: Deferred) -> Flow {
+    match deferred {
+        Deferred::Authenticate(event) => on_authenticate(socket, event).await,
+        Deferred::Subscribe(event) => on_subscribe(socket, event).await,
+        Deferred::Unsubscribe(event) => on_unsubscribe(socket, event).await,
+        Deferred::Publish(event) => on_publish(socket, event).await,
+        Deferred::Application(event) => on_application_event(socket, event).await,
     }
 }
 
@@ -82,7 +120,7 @@ async fn run_inbound(
     action: InboundAction,
 ) -> Option<InboundAction> {
     let server = &socket.0.server;
-    if !server.middleware.has_inbound() {
+    if !server.middleware.has_inbound_for(&action) {
         return Some(action);
     }
     let kind = action.clone();
@@ -137,6 +175,13 @@ pub(crate) async fn verify_and_authenticate(
         Err(block) => {
             let error = inbound_block_error(block, socket.dialect(), &kind);
             let bad = error.field("isBadToken").is_some_and(|v| v.get() == "true");
+            // `isBadToken` is how our middleware flags a bad token (v15+ style); socketcluster-server
+            // 14 took that flag as `next(err, true)`, so v1 clients get the error without it (TV-14).
+            let error = if socket.dialect() == Some(HeartbeatDialect::V1) {
+                error.without("isBadToken")
+            } else {
+                error
+            };
             Err((error, bad))
         }
     }
@@ -360,45 +405,45 @@ fn on_client_disconnect(connection: &mut Connection, event: EventPacket) -> Flow
         .as_ref()
         .and_then(|d| d.parse::<Fields>().ok())
         .and_then(|f| f.code)
-        .filter(|c| tokio_websockets::CloseCode::try_from(*c).is_ok_and(|c| !c.is_reserved()))
+        .filter(|c| crate::ws::is_sendable_close_code(*c))
         .unwrap_or(1000);
     Flow::Close(CloseCode(code))
 }
 
-/// An application event: run its handler, answer if the client asked for a response.
+/// An application event with inbound middleware: run the middleware, then the handler.
+async fn on_application_event(socket: &Socket, event: EventPacket) -> Flow {
+    let cid = event.cid;
+    let action = EventAction {
+        socket: socket.clone(),
+        event: event.event,
+        data: event.data,
+        is_invoke: cid.is_some(),
+    };
+    let action = if cid.is_some() {
+        InboundAction::Invoke(action)
+    } else {
+        InboundAction::Transmit(action)
+    };
+    match run_inbound(socket, cid, action).await {
+        Some(InboundAction::Invoke(action) | InboundAction::Transmit(action)) => {
+            run_handler(socket, action.event, action.data, cid)
+        }
+        _ => Flow::Continue,
+    }
+}
+
+/// Runs the handler of an application event and answers if the client asked for a response.
 ///
 /// A handler that completes at once is answered inline (no task spawned, order preserved);
 /// one that waits continues in its own task so the socket keeps processing.
-async fn on_application_event(socket: &Socket, event: EventPacket) -> Flow {
-    let cid = event.cid;
-    let (event_name, data) = if socket.0.server.middleware.has_inbound() {
-        let action = EventAction {
-            socket: socket.clone(),
-            event: event.event,
-            data: event.data,
-            is_invoke: cid.is_some(),
-        };
-        let action = if cid.is_some() {
-            InboundAction::Invoke(action)
-        } else {
-            InboundAction::Transmit(action)
-        };
-        match run_inbound(socket, cid, action).await {
-            Some(InboundAction::Invoke(action) | InboundAction::Transmit(action)) => {
-                (action.event, action.data)
-            }
-            _ => return Flow::Continue,
-        }
-    } else {
-        (event.event, event.data)
-    };
-    let Some(handler) = socket.handler(&event_name) else {
+fn run_handler(socket: &Socket, event: String, data: Option<Json>, cid: Option<u64>) -> Flow {
+    let Some(handler) = socket.handler(&event) else {
         // Nobody handles it: never answered, as in SocketCluster (the client's ack times out).
         return Flow::Continue;
     };
     let request = Request {
         socket: socket.clone(),
-        event: event_name,
+        event,
         data,
         cid,
     };
@@ -407,12 +452,12 @@ async fn on_application_event(socket: &Socket, event: EventPacket) -> Flow {
     let waker = futures_util::task::noop_waker();
     let mut context = std::task::Context::from_waker(&waker);
     match future.poll_unpin(&mut context) {
-        Poll::Ready(outcome) => finish(socket, cid, &event_name, outcome),
+        Poll::Ready(outcome) => answer(socket, cid, &event_name, outcome),
         Poll::Pending => {
             let socket = socket.clone();
             tokio::spawn(async move {
                 let outcome = future.await;
-                finish(&socket, cid, &event_name, outcome);
+                answer(&socket, cid, &event_name, outcome);
             });
         }
     }
@@ -421,7 +466,7 @@ async fn on_application_event(socket: &Socket, event: EventPacket) -> Flow {
 
 type Outcome = Result<Result<Reply, ScError>, Box<dyn std::any::Any + Send>>;
 
-fn finish(socket: &Socket, cid: Option<u64>, event: &str, outcome: Outcome) {
+fn answer(socket: &Socket, cid: Option<u64>, event: &str, outcome: Outcome) {
     match outcome {
         Ok(Ok(reply)) => respond(socket, cid, Ok(reply.0.as_ref())),
         Ok(Err(error)) => respond(socket, cid, Err(&error)),

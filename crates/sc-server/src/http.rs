@@ -16,7 +16,6 @@ use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio_websockets::{Config, Limits, ServerBuilder};
 
 use crate::connection;
 use crate::id::new_socket_id;
@@ -24,6 +23,7 @@ use crate::middleware::{Block, HandshakeWsAction};
 use crate::origin::origin_allowed;
 use crate::server::Server;
 use crate::socket::{Socket, UpgradeRequest};
+use crate::ws::WebSocket;
 
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -153,18 +153,17 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let upgrade_request = UpgradeRequest {
-        remote_addr,
-        uri: request.uri().clone(),
-        headers: request.headers().clone(),
-    };
+    let upgrade_request = UpgradeRequest::detached(remote_addr, request.uri(), request.headers());
     let middleware = &server.0.middleware;
-    let action = HandshakeWsAction {
-        request: upgrade_request.clone(),
-    };
-    if let Err(block) = middleware
-        .run_handshake_ws(action, server.options().middleware_timeout())
-        .await
+    if middleware.has_handshake_ws()
+        && let Err(block) = middleware
+            .run_handshake_ws(
+                HandshakeWsAction {
+                    request: upgrade_request.clone(),
+                },
+                server.options().middleware_timeout(),
+            )
+            .await
     {
         let message = match block {
             Block::Error(error) => error.message(),
@@ -186,11 +185,7 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
                 return;
             }
         };
-        let limits = Limits::default().max_payload_len(Some(server.options().max_payload));
-        let ws = ServerBuilder::new()
-            .limits(limits)
-            .config(Config::default())
-            .serve(TokioIo::new(upgraded));
+        let ws = WebSocket::new(TokioIo::new(upgraded), server.options().max_payload);
         server
             .0
             .stats

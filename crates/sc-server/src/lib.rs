@@ -10,7 +10,8 @@
 //! - [`exchange`]: [`Exchange`]: `publish` and `subscribe` (as a `Stream`) from server code.
 //! - `connection` (reader: handshake, heartbeat, timeouts), `dispatch` (protocol and application
 //!   events), `outbound` (bounded per-socket queue and the writer that batches flushes),
-//!   `hub` (channel table and fan-out), `heartbeat` (v1/v2 dialect detection): internals.
+//!   `hub` (channel table and fan-out), `heartbeat` (v1/v2 dialect detection), `ws` (the
+//!   WebSocket protocol after the upgrade): internals.
 //! - [`auth`]: JWT auth tokens ([`AuthEngine`]) as SocketCluster signs and verifies them.
 //! - [`middleware`]: who may connect, subscribe, publish and emit ([`Middleware`]).
 //! - [`options`]: [`ServerOptions`] with SocketCluster's names and defaults.
@@ -56,6 +57,7 @@ mod origin;
 mod outbound;
 pub mod server;
 pub mod socket;
+mod ws;
 
 pub use auth::{AuthEngine, AuthToken, SignOptions, TokenError};
 pub use error::{ExchangeError, InvokeError, SendError};

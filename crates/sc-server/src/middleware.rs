@@ -35,7 +35,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -154,6 +154,17 @@ impl InboundAction {
         }
     }
 
+    /// This action's kind bit.
+    fn kind(&self) -> u8 {
+        match self {
+            InboundAction::Transmit(_) => kind::TRANSMIT,
+            InboundAction::Invoke(_) => kind::INVOKE,
+            InboundAction::Subscribe(_) => kind::SUBSCRIBE,
+            InboundAction::PublishIn(_) => kind::PUBLISH_IN,
+            InboundAction::Authenticate(_) => kind::AUTHENTICATE,
+        }
+    }
+
     /// v14's middleware type for this action.
     fn v14_type(&self) -> &'static str {
         match self {
@@ -194,9 +205,22 @@ pub struct Middleware {
     handshake_ws: Stack<HandshakeWsAction>,
     handshake_sc: Stack<HandshakeScAction>,
     inbound: Stack<InboundAction>,
+    /// The kinds of inbound action (bits, see [`InboundAction::kind`]) some inbound middleware
+    /// looks at: the others skip the stack, which would only hand them back unchanged.
+    inbound_kinds: AtomicU8,
     inbound_raw: Stack<RawAction>,
     outbound: RwLock<Vec<OutboundMiddleware>>,
     has_outbound: AtomicBool,
+}
+
+/// Bits of [`InboundAction`] kinds.
+mod kind {
+    pub(super) const TRANSMIT: u8 = 1;
+    pub(super) const INVOKE: u8 = 2;
+    pub(super) const SUBSCRIBE: u8 = 4;
+    pub(super) const PUBLISH_IN: u8 = 8;
+    pub(super) const AUTHENTICATE: u8 = 16;
+    pub(super) const ALL: u8 = u8::MAX;
 }
 
 struct Stack<A> {
@@ -263,7 +287,7 @@ where
 }
 
 macro_rules! inbound_kind {
-    ($(#[$doc:meta])* $method:ident, $action:ty, $($variant:ident)|+) => {
+    ($(#[$doc:meta])* $method:ident, $action:ty, $kinds:expr, $($variant:ident)|+) => {
         $(#[$doc])*
         pub fn $method<F, Fut>(&self, f: F)
         where
@@ -280,6 +304,7 @@ macro_rules! inbound_kind {
                     other => Box::pin(std::future::ready(Ok(other))),
                 }
             }));
+            self.inbound_kinds.fetch_or($kinds, Ordering::AcqRel);
         }
     };
 }
@@ -311,23 +336,24 @@ impl Middleware {
         Fut: Future<Output = Result<InboundAction, Block>> + Send + 'static,
     {
         self.inbound.push(boxed(f));
+        self.inbound_kinds.fetch_or(kind::ALL, Ordering::AcqRel);
     }
 
     inbound_kind!(
         /// Runs on `#subscribe` (v14 `subscribe`).
-        subscribe, SubscribeAction, Subscribe
+        subscribe, SubscribeAction, kind::SUBSCRIBE, Subscribe
     );
     inbound_kind!(
         /// Runs on client `#publish` (v14 `publishIn`).
-        publish_in, PublishAction, PublishIn
+        publish_in, PublishAction, kind::PUBLISH_IN, PublishIn
     );
     inbound_kind!(
         /// Runs on application events, with or without `cid` (v14 `emit`).
-        emit, EventAction, Transmit | Invoke
+        emit, EventAction, kind::TRANSMIT | kind::INVOKE, Transmit | Invoke
     );
     inbound_kind!(
         /// Runs when a token verified, before the socket is authenticated (v14 `authenticate`).
-        authenticate, AuthenticateAction, Authenticate
+        authenticate, AuthenticateAction, kind::AUTHENTICATE, Authenticate
     );
 
     /// Runs on every inbound frame before decoding (v15+ `inboundRaw`). Blocked frames are
@@ -350,6 +376,10 @@ impl Middleware {
         self.has_outbound.store(true, Ordering::Release);
     }
 
+    pub(crate) fn has_handshake_ws(&self) -> bool {
+        !self.handshake_ws.is_empty()
+    }
+
     pub(crate) async fn run_handshake_ws(
         &self,
         action: HandshakeWsAction,
@@ -366,8 +396,15 @@ impl Middleware {
         self.handshake_sc.run(action, timeout).await.map(drop)
     }
 
-    pub(crate) fn has_inbound(&self) -> bool {
-        !self.inbound.is_empty()
+    /// Whether some inbound middleware looks at application events (with a `cid`: invokes).
+    pub(crate) fn has_inbound_event(&self, invoke: bool) -> bool {
+        let bit = if invoke { kind::INVOKE } else { kind::TRANSMIT };
+        self.inbound_kinds.load(Ordering::Acquire) & bit != 0
+    }
+
+    /// Whether some inbound middleware looks at actions like `action`.
+    pub(crate) fn has_inbound_for(&self, action: &InboundAction) -> bool {
+        self.inbound_kinds.load(Ordering::Acquire) & action.kind() != 0
     }
 
     pub(crate) async fn run_inbound(

@@ -3,7 +3,7 @@
 /// Whether a request with this `Origin` header may connect, given the `origins` option
 /// (`*:*`, or entries `host:port`, `host:*`, `*:port` in any separated list).
 ///
-/// ```ignore
+/// ```text
 /// assert!(origin_allowed("*:*", None));
 /// assert!(origin_allowed("allowed.com:443", Some("https://allowed.com")));
 /// assert!(!origin_allowed("allowed.com:443", Some("http://evil.com")));

@@ -1,19 +1,30 @@
-//! The per-socket outbound queue and the writer task that drains it.
+//! The per-socket outbound queue and the writer that drains it into the WebSocket.
 //!
 //! Every frame for a socket (responses, events, channel deliveries) goes through one bounded
 //! queue. Producers never wait: a full queue marks the socket as a slow consumer and the writer
 //! closes it with [`CloseCode::SLOW_CONSUMER`]. The writer takes everything queued at once and
 //! writes it with a single flush.
+//!
+//! The writer is not a task of its own: it is a small state machine ([`Writer`]) that the
+//! connection's task polls next to reading (see [`crate::connection`]). Producers wake that task
+//! through the queue's waker; the task unregisters it while it runs, so a response queued while
+//! handling a request costs no wake-up at all.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::mem;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Sink, SinkExt};
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use sc_protocol::CloseCode;
-use tokio::sync::Notify;
-use tokio_websockets::{Message, Payload};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
+
+use crate::ws::{self, WebSocket};
 
 /// One item for the writer.
 #[derive(Debug)]
@@ -44,24 +55,32 @@ struct State {
     finished: bool,
 }
 
-/// A bounded, lock-protected frame queue with a wake-up for its single writer.
+/// A bounded, lock-protected frame queue with a wake-up for the connection task that drains it.
 ///
 /// A `VecDeque` behind a mutex rather than a channel: it allocates nothing until used, and the
 /// writer can take the whole backlog in one swap.
 pub(crate) struct OutboundQueue {
     state: Mutex<State>,
-    wake: Notify,
-    /// Signalled on overflow, to interrupt a writer blocked on a client that does not read.
-    abort: Notify,
+    /// The connection task, while it waits (for frames to write, or for anything else).
+    waker: AtomicWaker,
     limit: usize,
+}
+
+/// What [`OutboundQueue::poll_take`] found.
+enum Take {
+    /// Frames were swapped into the batch.
+    Items,
+    /// The queue overflowed.
+    Overflow,
+    /// The connection ended and nothing is left.
+    Finished,
 }
 
 impl OutboundQueue {
     pub(crate) fn new(limit: usize) -> OutboundQueue {
         OutboundQueue {
             state: Mutex::new(State::default()),
-            wake: Notify::new(),
-            abort: Notify::new(),
+            waker: AtomicWaker::new(),
             limit,
         }
     }
@@ -78,13 +97,12 @@ impl OutboundQueue {
                 state.overflowed = true;
                 state.items.clear();
                 drop(state);
-                self.wake.notify_one();
-                self.abort.notify_one();
+                self.waker.wake();
                 return Err(PushError::Overflow);
             }
             state.items.push_back(Outbound::Text(frame));
         }
-        self.wake.notify_one();
+        self.waker.wake();
         Ok(())
     }
 
@@ -99,7 +117,7 @@ impl OutboundQueue {
             state.closed = true;
             state.items.push_back(Outbound::Close(code, reason));
         }
-        self.wake.notify_one();
+        self.waker.wake();
         true
     }
 
@@ -110,7 +128,7 @@ impl OutboundQueue {
             state.closed = true;
             state.finished = true;
         }
-        self.wake.notify_one();
+        self.waker.wake();
     }
 
     /// Number of frames waiting.
@@ -118,130 +136,202 @@ impl OutboundQueue {
         self.state.lock().items.len()
     }
 
-    /// Waits for work and swaps the backlog into `batch`.
-    async fn take(&self, batch: &mut VecDeque<Outbound>) -> Take {
-        loop {
-            let notified = self.wake.notified();
-            {
-                let mut state = self.state.lock();
-                if state.overflowed {
-                    return Take::Overflow;
-                }
-                if !state.items.is_empty() {
-                    mem::swap(&mut state.items, batch);
-                    return Take::Items;
-                }
-                if state.finished {
-                    return Take::Finished;
-                }
-            }
-            notified.await;
+    /// The connection task is running: producers need not wake it (it drains the queue before it
+    /// waits again, and registers its waker anew then).
+    pub(crate) fn unregister(&self) {
+        drop(self.waker.take());
+    }
+
+    fn overflowed(&self) -> bool {
+        self.state.lock().overflowed
+    }
+
+    /// Swaps the backlog into `batch` (which must be empty), or registers the waker.
+    fn poll_take(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Outbound>) -> Poll<Take> {
+        // Register first, then look: a push in between wakes us rather than being missed.
+        self.waker.register(cx.waker());
+        let mut state = self.state.lock();
+        if state.overflowed {
+            return Poll::Ready(Take::Overflow);
         }
+        if !state.items.is_empty() {
+            mem::swap(&mut state.items, batch);
+            return Poll::Ready(Take::Items);
+        }
+        if state.finished {
+            return Poll::Ready(Take::Finished);
+        }
+        Poll::Pending
     }
 }
 
-enum Take {
-    Items,
-    Overflow,
-    Finished,
-}
-
-/// Drains `queue` into `sink` until a close is written, the queue overflows or the connection
-/// ends. Returns the close code it sent, if any.
-pub(crate) async fn run_writer<S>(mut sink: S, queue: &OutboundQueue) -> Option<CloseCode>
-where
-    S: Sink<Message, Error = tokio_websockets::Error> + Unpin,
-{
-    let mut batch = VecDeque::new();
-    loop {
-        match queue.take(&mut batch).await {
-            Take::Items => {
-                let written = tokio::select! {
-                    written = write_batch(&mut sink, &mut batch) => written,
-                    // The client stopped reading and its queue overflowed while we were blocked
-                    // on it: give up on it without a close frame (it would not be read either).
-                    () = queue.abort.notified() => {
-                        tracing::warn!("dropping a slow consumer: its outbound queue reached {} frames", queue.limit);
-                        return Some(CloseCode::SLOW_CONSUMER);
-                    }
-                };
-                match written {
-                    Written::All => {}
-                    Written::Closed(code) => return Some(code),
-                    Written::Failed => return None,
-                }
-            }
-            Take::Overflow => {
-                tracing::warn!(
-                    "closing a slow consumer: its outbound queue reached {} frames",
-                    queue.limit
-                );
-                let close = send_close(&mut sink, CloseCode::SLOW_CONSUMER, "");
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), close).await;
-                return Some(CloseCode::SLOW_CONSUMER);
-            }
-            Take::Finished => {
-                let _ = sink.flush().await;
-                return None;
-            }
-        }
-    }
-}
-
-enum Written {
-    All,
+/// How the writer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriterEnd {
+    /// It wrote a close frame with this code (queued by the server, or 4100 for a slow consumer
+    /// whose queue overflowed; a write blocked on such a client is abandoned without one).
     Closed(CloseCode),
-    Failed,
+    /// The connection ended ([`OutboundQueue::finish`]) and everything queued was flushed, or
+    /// writing failed.
+    Done,
 }
 
-/// Writes a batch with one flush at the end (or up to a close, which ends the connection).
-async fn write_batch<S>(sink: &mut S, batch: &mut VecDeque<Outbound>) -> Written
-where
-    S: Sink<Message, Error = tokio_websockets::Error> + Unpin,
-{
-    while let Some(item) = batch.pop_front() {
-        let result = match item {
-            Outbound::Text(frame) => sink.feed(Message::text(Payload::from(frame))).await,
-            Outbound::Close(code, reason) => {
-                let _ = send_close(sink, code, &reason).await;
-                return Written::Closed(code);
-            }
-        };
-        if result.is_err() {
-            return Written::Failed;
+/// Where the writer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for frames.
+    Idle,
+    /// Frames were handed to the WebSocket: flushing them.
+    Flushing,
+    /// A close frame was handed over: flushing it, then ending with this code.
+    Closing(CloseCode),
+    /// The queue overflowed while idle: flushing the 4100 close frame.
+    Overflowing,
+    /// The queue was finished: flushing what is left.
+    Finishing,
+}
+
+/// A batch that grew past this many frames is released once written.
+const KEEP_BATCH_CAPACITY: usize = 16;
+
+/// How long the 4100 close frame of an overflowed queue may take to be written.
+const OVERFLOW_CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// The writer half of a connection: takes the backlog, feeds it to the WebSocket, flushes once.
+pub(crate) struct Writer {
+    batch: VecDeque<Outbound>,
+    phase: Phase,
+    /// Bounds the wait for the 4100 close frame (allocated only then).
+    give_up: Option<Pin<Box<Sleep>>>,
+}
+
+impl Writer {
+    pub(crate) fn new() -> Writer {
+        Writer {
+            batch: VecDeque::new(),
+            phase: Phase::Idle,
+            give_up: None,
         }
     }
-    if sink.flush().await.is_err() {
-        Written::Failed
+
+    /// Makes as much progress as possible; `Ready` once the writer is done for good. Returns
+    /// `Pending` with the task registered on both the queue and the socket.
+    pub(crate) fn poll<S>(
+        &mut self,
+        ws: &mut WebSocket<S>,
+        queue: &OutboundQueue,
+        cx: &mut Context<'_>,
+    ) -> Poll<WriterEnd>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        loop {
+            match self.phase {
+                Phase::Idle if self.batch.is_empty() => {
+                    match queue.poll_take(cx, &mut self.batch) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Take::Items) => {}
+                        Poll::Ready(Take::Overflow) => {
+                            tracing::warn!(
+                                "closing a slow consumer: its outbound queue reached {} frames",
+                                queue.limit
+                            );
+                            if ws.send_close(CloseCode::SLOW_CONSUMER.0, "").is_err() {
+                                return Poll::Ready(WriterEnd::Closed(CloseCode::SLOW_CONSUMER));
+                            }
+                            self.phase = Phase::Overflowing;
+                            self.give_up = Some(Box::pin(tokio::time::sleep(OVERFLOW_CLOSE_WAIT)));
+                        }
+                        Poll::Ready(Take::Finished) => self.phase = Phase::Finishing,
+                    }
+                }
+                Phase::Idle => {
+                    // Hand the batch over (up to a close, which ends the connection).
+                    while let Some(item) = self.batch.pop_front() {
+                        match item {
+                            Outbound::Text(frame) => {
+                                if ws.send_text(frame).is_err() {
+                                    // The close handshake started: what is left goes nowhere,
+                                    // but the close frame already queued must still go out.
+                                    self.batch.clear();
+                                    self.phase = Phase::Finishing;
+                                }
+                            }
+                            Outbound::Close(code, reason) => {
+                                self.batch.clear();
+                                if ws.send_close(close_code(code), &reason).is_err() {
+                                    return Poll::Ready(WriterEnd::Closed(code));
+                                }
+                                self.phase = Phase::Closing(code);
+                            }
+                        }
+                    }
+                    if self.batch.capacity() > KEEP_BATCH_CAPACITY {
+                        self.batch = VecDeque::new();
+                    }
+                    if self.phase == Phase::Idle {
+                        self.phase = Phase::Flushing;
+                    }
+                }
+                Phase::Flushing | Phase::Closing(_) | Phase::Overflowing | Phase::Finishing => {
+                    match ws.poll_flush(cx) {
+                        Poll::Pending => {
+                            return match self.phase {
+                                Phase::Flushing => self.blocked(queue, cx),
+                                Phase::Overflowing => self.poll_give_up(cx),
+                                _ => Poll::Pending,
+                            };
+                        }
+                        Poll::Ready(result) => match self.phase {
+                            Phase::Flushing if result.is_ok() => self.phase = Phase::Idle,
+                            Phase::Closing(code) => return Poll::Ready(WriterEnd::Closed(code)),
+                            Phase::Overflowing => {
+                                return Poll::Ready(WriterEnd::Closed(CloseCode::SLOW_CONSUMER));
+                            }
+                            _ => return Poll::Ready(WriterEnd::Done),
+                        },
+                    }
+                }
+            }
+        }
+    }
+
+    /// The 4100 close frame is not written yet: give up after [`OVERFLOW_CLOSE_WAIT`].
+    fn poll_give_up(&mut self, cx: &mut Context<'_>) -> Poll<WriterEnd> {
+        match &mut self.give_up {
+            Some(sleep) => sleep
+                .as_mut()
+                .poll(cx)
+                .map(|()| WriterEnd::Closed(CloseCode::SLOW_CONSUMER)),
+            None => Poll::Pending,
+        }
+    }
+
+    /// The socket does not take more right now. If the client stopped reading and its queue
+    /// overflowed meanwhile, give up on it without a close frame (it would not be read either).
+    fn blocked(&mut self, queue: &OutboundQueue, cx: &mut Context<'_>) -> Poll<WriterEnd> {
+        // The socket's waker is registered by the pending write; the queue's waker must be too,
+        // for an overflow to interrupt the wait.
+        queue.waker.register(cx.waker());
+        if queue.overflowed() {
+            tracing::warn!(
+                "dropping a slow consumer: its outbound queue reached {} frames",
+                queue.limit
+            );
+            self.batch.clear();
+            return Poll::Ready(WriterEnd::Closed(CloseCode::SLOW_CONSUMER));
+        }
+        Poll::Pending
+    }
+}
+
+/// The code to put in a close frame (one that may not be sent becomes 1000).
+fn close_code(code: CloseCode) -> u16 {
+    if ws::is_sendable_close_code(code.0) {
+        code.0
     } else {
-        Written::All
+        CloseCode::NORMAL.0
     }
-}
-
-async fn send_close<S>(
-    sink: &mut S,
-    code: CloseCode,
-    reason: &str,
-) -> Result<(), tokio_websockets::Error>
-where
-    S: Sink<Message, Error = tokio_websockets::Error> + Unpin,
-{
-    let code = tokio_websockets::CloseCode::try_from(code.0)
-        .unwrap_or(tokio_websockets::CloseCode::NORMAL_CLOSURE);
-    // A close reason is at most 123 bytes.
-    let reason = truncate_utf8(reason, 123);
-    sink.send(Message::close(Some(code), reason)).await
-}
-
-fn truncate_utf8(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 #[cfg(test)]
@@ -266,11 +356,5 @@ mod tests {
         assert!(!q.push_close(CloseCode(4322), "again".into()));
         assert_eq!(q.push(Bytes::from_static(b"b")), Err(PushError::Closed));
         assert_eq!(q.len(), 2);
-    }
-
-    #[test]
-    fn truncates_reason_on_char_boundary() {
-        let long = "é".repeat(100);
-        assert!(truncate_utf8(&long, 123).len() <= 123);
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
 use sc_protocol::{CloseCode, HeartbeatDialect, Json, ScError, encode};
 use serde::Serialize;
@@ -38,6 +38,40 @@ pub struct UpgradeRequest {
     pub uri: http::Uri,
     /// The request headers.
     pub headers: http::HeaderMap,
+}
+
+impl UpgradeRequest {
+    /// A copy of the request's parts that owns its bytes.
+    ///
+    /// hyper parses the URI and header values as slices of the connection's read buffer (8 to
+    /// 16 KiB); keeping those slices for the socket's lifetime would keep that whole buffer alive
+    /// for every connection. The copy puts all header values in one small allocation.
+    pub(crate) fn detached(
+        remote_addr: Option<SocketAddr>,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> UpgradeRequest {
+        let mut values = BytesMut::with_capacity(headers.values().map(|v| v.len()).sum());
+        for value in headers.values() {
+            values.extend_from_slice(value.as_bytes());
+        }
+        let mut values = values.freeze();
+        let mut copy = http::HeaderMap::with_capacity(headers.len());
+        for (name, value) in headers {
+            let shared = values.split_to(value.len());
+            let mut owned =
+                http::HeaderValue::from_maybe_shared(shared).unwrap_or_else(|_| value.clone());
+            owned.set_sensitive(value.is_sensitive());
+            // Header names own their bytes already (hyper copies the non-standard ones).
+            copy.append(name.clone(), owned);
+        }
+        let uri = http::Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone());
+        UpgradeRequest {
+            remote_addr,
+            uri,
+            headers: copy,
+        }
+    }
 }
 
 type PendingInvoke = oneshot::Sender<Result<Option<Json>, ScError>>;
@@ -423,5 +457,44 @@ impl fmt::Debug for Socket {
             .field("id", &self.id())
             .field("state", &self.state())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detached_request_keeps_every_header_and_owns_its_bytes() {
+        let buffer = bytes::Bytes::from_static(b"/socketcluster/?a=1 abc xyz");
+        let mut headers = http::HeaderMap::new();
+        headers.append(
+            http::header::COOKIE,
+            http::HeaderValue::from_maybe_shared(buffer.slice(20..23)).unwrap(),
+        );
+        headers.append(
+            http::header::COOKIE,
+            http::HeaderValue::from_maybe_shared(buffer.slice(24..27)).unwrap(),
+        );
+        headers.insert("x-custom", http::HeaderValue::from_static("v"));
+        let mut secret = http::HeaderValue::from_static("s");
+        secret.set_sensitive(true);
+        headers.insert(http::header::AUTHORIZATION, secret);
+        let uri = http::Uri::from_maybe_shared(buffer.slice(0..19)).unwrap();
+
+        let copy = UpgradeRequest::detached(None, &uri, &headers);
+        assert_eq!(copy.headers, headers);
+        assert_eq!(copy.uri, uri);
+        assert_eq!(copy.uri.query(), Some("a=1"));
+        assert!(copy.headers[http::header::AUTHORIZATION].is_sensitive());
+        let cookies: Vec<_> = copy.headers.get_all(http::header::COOKIE).iter().collect();
+        assert_eq!(cookies, ["abc", "xyz"]);
+        let inside = |p: *const u8| buffer.as_ptr_range().contains(&p);
+        assert!(
+            copy.headers
+                .values()
+                .all(|v| !inside(v.as_bytes().as_ptr()))
+        );
+        assert!(!inside(copy.uri.path().as_ptr()));
     }
 }

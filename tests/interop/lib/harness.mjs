@@ -4,6 +4,7 @@
 // Every wait in here is bounded; nothing a test awaits through these helpers can hang forever.
 
 import {spawn} from 'node:child_process';
+import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import {fileURLToPath} from 'node:url';
@@ -33,6 +34,17 @@ export const NEEDS_RAW_JSON = USING_REFERENCE
 export const NEEDS_V1_SERVER = USING_REFERENCE
   ? 'needs v14-server semantics in v1 mode (socketcluster-server 20 with protocolVersion 1 ignores them)'
   : false;
+
+/**
+ * The Rust boilerplate binary (`socketcluster`, which registers the boilerplate's login/whoami/private/readonly
+ * tour) for the tests that need it: `SC_BOILERPLATE_CMD`, default `<repo>/target/debug/socketcluster`.
+ * Those tests always run against it (also when `SC_SERVER_CMD` is unset) and fail if it is missing.
+ */
+export const BOILERPLATE_CMD = process.env.SC_BOILERPLATE_CMD ||
+  path.resolve(ROOT, '..', '..', 'target', 'debug', 'socketcluster');
+
+/** The Node reference fixture, whatever `SC_SERVER_CMD` says (for cross-implementation tests). */
+export const NODE_FIXTURE_CMD = [process.execPath, path.join(ROOT, 'fixtures', 'node-server.js')];
 
 export const DEFAULT_WAIT = 5000;
 
@@ -201,8 +213,34 @@ function flagsToArgs(flags) {
  * Resolves `{port, url, stop(), output}` once the server printed `LISTENING <port>`.
  * Options: `keep: true` → lives until the end of the test file (use in `before`), otherwise stopped after the test.
  */
-export async function startServer(flags = {}, {keep = false, startTimeout = 20000} = {}) {
-  let [command, ...baseArgs] = SERVER_CMD ? splitCommand(SERVER_CMD) : [process.execPath, path.join(ROOT, 'fixtures', 'node-server.js')];
+export async function startServer(flags = {}, options = {}) {
+  let [command, ...baseArgs] = SERVER_CMD ? splitCommand(SERVER_CMD) : NODE_FIXTURE_CMD;
+  return startProcess(command, baseArgs, flags, options);
+}
+
+/** Starts the Node reference fixture (`fixtures/node-server.js`) regardless of `SC_SERVER_CMD`. */
+export async function startNodeFixture(flags = {}, options = {}) {
+  let [command, ...baseArgs] = NODE_FIXTURE_CMD;
+  return startProcess(command, baseArgs, flags, options);
+}
+
+/**
+ * Starts the Rust boilerplate app (`SC_BOILERPLATE_CMD`, see {@link BOILERPLATE_CMD}) as a cluster of one worker
+ * and one broker on 127.0.0.1, with `flags` (e.g. `{'auth-key': 'k', 'protocol-version': '1'}`) plus
+ * `--port 0`. Fails with a clear message when the binary does not exist.
+ */
+export async function startBoilerplate(flags = {}, options = {}) {
+  let [command, ...baseArgs] = splitCommand(BOILERPLATE_CMD);
+  if (command.includes('/') && !fs.existsSync(command)) {
+    throw new Error(`The boilerplate binary ${command} does not exist: build it with \`cargo build -p socketcluster\` ` +
+      'or point SC_BOILERPLATE_CMD at it');
+  }
+  let defaults = {workers: 1, brokers: 1, host: '127.0.0.1'};
+  let args = Array.isArray(flags) ? [...flagsToArgs(defaults), ...flags] : {...defaults, ...flags};
+  return startProcess(command, baseArgs, args, options);
+}
+
+async function startProcess(command, baseArgs, flags, {keep = false, startTimeout = 20000} = {}) {
   let args = [...baseArgs, ...flagsToArgs(flags), '--port', '0'];
   let child = spawn(command, args, {
     cwd: ROOT,
@@ -437,6 +475,38 @@ class Client14 extends ClientBase {
     socket.on('subscribeFail', (error, channel) => ev.push({type: 'subscribeFail', channel, error}));
     socket.on('unsubscribe', (channel) => ev.push({type: 'unsubscribe', channel}));
     socket.on('raw', (message) => ev.push({type: 'raw', message}));
+    socket.on('authenticate', (signedAuthToken) => ev.push({type: 'authenticate', signedAuthToken}));
+    socket.on('deauthenticate', (oldSignedAuthToken) => ev.push({type: 'deauthenticate', oldSignedAuthToken}));
+    socket.on('removeAuthToken', (oldSignedAuthToken) => ev.push({type: 'removeAuthToken', oldSignedAuthToken}));
+    socket.on('authStateChange', ({oldState, newState}) =>
+      ev.push({type: 'authStateChange', oldState, newState}));
+  }
+
+  /** `socket.authenticate(token, callback)` as a promise: resolves the auth status, or rejects with the error
+   * (the status the client reported alongside is on `error.authStatus`). */
+  authenticate(signedAuthToken) {
+    return new Promise((resolve, reject) => {
+      this.socket.authenticate(signedAuthToken, (err, authStatus) => {
+        if (err) {
+          if (err && typeof err === 'object') err.authStatus = authStatus;
+          reject(err);
+        } else {
+          resolve(authStatus);
+        }
+      });
+    });
+  }
+
+  deauthenticate() {
+    this.socket.deauthenticate();
+  }
+
+  get signedAuthToken() {
+    return this.socket.getSignedAuthToken();
+  }
+
+  get authToken() {
+    return this.socket.getAuthToken();
   }
 
   /** `socket.emit(event, data, callback)` as a promise. */
@@ -539,6 +609,28 @@ class Client20 extends ClientBase {
     listen('subscribeFail', ({channel, error}) => ({type: 'subscribeFail', channel, error}));
     listen('unsubscribe', ({channel}) => ({type: 'unsubscribe', channel}));
     listen('raw', ({message}) => ({type: 'raw', message}));
+    listen('authenticate', ({signedAuthToken}) => ({type: 'authenticate', signedAuthToken}));
+    listen('deauthenticate', ({oldSignedAuthToken}) => ({type: 'deauthenticate', oldSignedAuthToken}));
+    listen('removeAuthToken', ({oldAuthToken}) => ({type: 'removeAuthToken', oldSignedAuthToken: oldAuthToken}));
+    listen('authStateChange', ({oldAuthState, newAuthState}) =>
+      ({type: 'authStateChange', oldState: oldAuthState, newState: newAuthState}));
+  }
+
+  /** `await socket.authenticate(token)`: resolves the auth status or rejects with the error. */
+  authenticate(signedAuthToken) {
+    return this.socket.authenticate(signedAuthToken);
+  }
+
+  deauthenticate() {
+    return this.socket.deauthenticate();
+  }
+
+  get signedAuthToken() {
+    return this.socket.signedAuthToken;
+  }
+
+  get authToken() {
+    return this.socket.authToken;
   }
 
   /** `await socket.invoke(event, data, options)`. */
@@ -618,6 +710,56 @@ class Client20 extends ClientBase {
     socket.killAllProcedures();
     socket.killAllChannels();
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Auth token storage shared by client instances
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * An auth token store to pass as the client option `authEngine` (both client versions accept it: v14 calls it with
+ * callbacks, v20 awaits the promises). Several clients given the same store share one token, as browser tabs share
+ * localStorage; `token` may be set by the test to seed what the next handshake sends. Token names are ignored.
+ */
+export class TokenStore {
+  constructor(token = null) {
+    this.token = token;
+    /** Every operation, in order: {op: 'save'|'remove'|'load', token}. */
+    this.log = [];
+  }
+
+  saveToken(name, token, options, callback) {
+    this.token = token;
+    this.log.push({op: 'save', token});
+    if (typeof callback === 'function') callback(null, token);
+    return Promise.resolve(token);
+  }
+
+  removeToken(name, callback) {
+    let old = this.token;
+    this.token = null;
+    this.log.push({op: 'remove', token: old});
+    if (typeof callback === 'function') callback(null, old);
+    return Promise.resolve(old);
+  }
+
+  loadToken(name, callback) {
+    let token = this.token;
+    this.log.push({op: 'load', token});
+    if (typeof callback === 'function') callback(null, token);
+    return Promise.resolve(token);
+  }
+}
+
+/** An error as a plain object: `message`, then every own enumerable field except `stack` (strings stay strings). */
+export function errorObject(error) {
+  if (error === null || typeof error !== 'object') return error;
+  let plain = {message: error.message};
+  for (let [key, value] of Object.entries(error)) {
+    if (key !== 'stack' && key !== 'authStatus') plain[key] = value;
+  }
+  if (plain.name === undefined && error.name !== 'Error') plain.name = error.name;
+  return plain;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

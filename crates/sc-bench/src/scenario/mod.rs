@@ -68,11 +68,32 @@ impl Context {
     /// the server's memory.
     pub async fn new(common: Common) -> anyhow::Result<Context> {
         let handshake_timeout = common.timeout.min(MAX_HANDSHAKE_WAIT);
-        let target = Arc::new(Target::resolve(&common.url, handshake_timeout).await?);
-        let probe = Client::connect(&target, common.source_ips.as_ref().map(|s| s.pick(0)))
+        let mut target = Target::resolve(&common.url, handshake_timeout).await?;
+        let source = common.source_ips.as_ref().map(|s| s.pick(0));
+        let mut probe = Client::connect(&target, source)
             .await
             .with_context(|| format!("{} does not accept SocketCluster connections", common.url))?;
+        let token = match (&common.auth_token, &common.login) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(username)) => Some(
+                probe
+                    .login(username, handshake_timeout)
+                    .await
+                    .with_context(|| format!("--login {username}"))?,
+            ),
+            (None, None) => None,
+        };
         probe.close().await;
+        if let Some(token) = token {
+            target.set_auth_token(&token);
+            // One handshake with the token first, so that a refused token stops the run here.
+            Client::connect(&target, source)
+                .await
+                .context("a handshake with the auth token")?
+                .close()
+                .await;
+        }
+        let target = Arc::new(target);
         let rss_before = match common.pid {
             Some(pid) => {
                 Some(sys::tree_rss(pid).ok_or_else(|| anyhow!("--pid {pid}: no such process"))?)
@@ -202,6 +223,13 @@ impl Context {
             "protocol version",
             u64::from(self.common.protocol_version.number()),
         );
+        if self.target.has_auth_token() {
+            report.text(
+                "auth",
+                "handshakes carry",
+                "an auth token (isAuthenticated checked)",
+            );
+        }
     }
 
     /// Reports heartbeats seen in the dialect the run was not told to expect.

@@ -17,6 +17,11 @@ pub fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
     })
 }
 
+/// Connections the kernel may queue for `accept` per listener. A burst of connects beyond the
+/// queue has SYNs dropped and retried after a second, so it is generous; Linux caps it at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// A listener on `address` that other processes of this cluster can share.
 pub fn shared_listener(address: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
@@ -24,7 +29,7 @@ pub fn shared_listener(address: SocketAddr) -> io::Result<TcpListener> {
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
-    socket.listen(1024)?;
+    socket.listen(LISTEN_BACKLOG)?;
     TcpListener::from_std(socket.into())
 }
 

@@ -175,6 +175,10 @@ pub(crate) async fn run(
         brokers = config.brokers,
         "cluster ready"
     );
+    // Handlers first: a signal right after LISTENING must not find the default action (exit).
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut user2 = signal(SignalKind::user_defined2())?;
     println!("LISTENING {}", config.port);
     if let Some(controller) = controller {
         let master = master.clone();
@@ -185,9 +189,6 @@ pub(crate) async fn run(
         });
     }
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut user2 = signal(SignalKind::user_defined2())?;
     let mut rebooting: Vec<ChildKey> = Vec::new();
     let mut crash_delays: HashMap<ChildKey, Duration> = HashMap::new();
     loop {
@@ -256,6 +257,9 @@ async fn shutdown(
     config: &ClusterConfig,
 ) {
     let timeout = Duration::from_millis(config.process_term_timeout) + Duration::from_secs(1);
+    // Exits seen in any phase: a broker that got the SIGTERM too (e.g. sent to the whole process
+    // group) may exit while the workers are being stopped; its exit must still count.
+    let mut exited: Vec<ChildKey> = Vec::new();
     for role in [ProcessRole::Worker, ProcessRole::Broker] {
         let pids: Vec<(ChildKey, u32)> = master
             .shared
@@ -269,11 +273,18 @@ async fn shutdown(
         for (_, pid) in &pids {
             signal_pid(*pid, Signal::SIGTERM);
         }
-        let mut alive: Vec<ChildKey> = pids.iter().map(|(k, _)| *k).collect();
+        let mut alive: Vec<ChildKey> = pids
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| !exited.contains(k))
+            .collect();
         let deadline = tokio::time::Instant::now() + timeout;
         while !alive.is_empty() {
             match tokio::time::timeout_at(deadline, inbox.recv()).await {
-                Ok(Some(Event::Exited { key, .. })) => alive.retain(|k| *k != key),
+                Ok(Some(Event::Exited { key, .. })) => {
+                    alive.retain(|k| *k != key);
+                    exited.push(key);
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }
