@@ -148,6 +148,10 @@ pub struct FanoutArgs {
     /// Channel name (default: `bench-<random>`).
     #[arg(long)]
     pub channel: Option<String>,
+    /// Connect the publisher to this URL instead of --url (subscribers stay on --url): fan-out
+    /// from one instance to another through a shared engine. Loopback only, like --url.
+    #[arg(long, value_name = "URL")]
+    pub publish_url: Option<String>,
 }
 
 /// `rpc` arguments.
@@ -326,6 +330,24 @@ mod tests {
             panic!()
         };
         assert_eq!((args.subscribers, args.messages, args.window), (10, 5, 50));
+        assert_eq!(args.publish_url, None);
+        let cli = Cli::try_parse_from([
+            "sc-bench",
+            "fanout",
+            "--url",
+            "ws://127.0.0.1:9/socketcluster/",
+            "--publish-url",
+            "ws://127.0.0.1:10/socketcluster/",
+        ])
+        .unwrap();
+        let Scenario::Fanout(args) = cli.scenario else {
+            panic!()
+        };
+        assert_eq!(
+            args.publish_url.as_deref(),
+            Some("ws://127.0.0.1:10/socketcluster/")
+        );
+        assert_eq!(cli.common.url, "ws://127.0.0.1:9/socketcluster/");
         let cli = Cli::try_parse_from([
             "sc-bench",
             "--protocol-version",

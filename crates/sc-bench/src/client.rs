@@ -87,6 +87,15 @@ impl Target {
         self.with_token
     }
 
+    /// Resolves another `url` of the same deployment (e.g. a second instance), keeping this
+    /// target's handshake timeout and auth token.
+    pub async fn sibling(&self, url: &str) -> Result<Target, ClientError> {
+        let mut other = Target::resolve(url, self.handshake_timeout).await?;
+        other.handshake_data.clone_from(&self.handshake_data);
+        other.with_token = self.with_token;
+        Ok(other)
+    }
+
     /// The URL as given.
     pub fn url(&self) -> &str {
         &self.url

@@ -1,7 +1,8 @@
 //! `fanout`: C subscribers on one channel, one publisher publishing M messages with acks and a
 //! bounded in-flight window. Measures delivered messages per second (all deliveries over the time
 //! from the first publish to the last delivery), end-to-end latency, and per-subscriber
-//! correctness.
+//! correctness. With `--publish-url` the publisher connects to another instance than the
+//! subscribers, so that every message crosses the instances' shared engine.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +26,10 @@ pub(crate) const COUNTER_BATCH: u64 = 256;
 /// Runs the scenario.
 pub async fn run(ctx: &Context, args: &FanoutArgs) -> anyhow::Result<Report> {
     let channel: Arc<str> = Arc::from(args.channel.clone().unwrap_or_else(random_channel));
-    let publisher = ctx.connect(0).await?;
+    let publisher = match &args.publish_url {
+        Some(url) => ctx.connect_to(url, 0).await?,
+        None => ctx.connect(0).await?,
+    };
     let subscribe_to = channel.clone();
     let subscribers = ctx
         .open_many(args.subscribers, 1, "subscribing", move |_, mut client| {
@@ -78,6 +82,9 @@ pub async fn run(ctx: &Context, args: &FanoutArgs) -> anyhow::Result<Report> {
 
     let mut report = Report::new("fanout");
     ctx.report_settings(&mut report);
+    if let Some(url) = &args.publish_url {
+        report.text("publish_url", "publisher target", url);
+    }
     report.count("subscribers", "subscribers", args.subscribers);
     report.count("messages", "messages published", args.messages);
     report.count("size", "payload bytes", args.size as u64);

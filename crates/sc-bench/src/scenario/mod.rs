@@ -124,6 +124,15 @@ impl Context {
             .with_context(|| format!("connection {index}"))
     }
 
+    /// Opens connection number `index` to `url`, another instance of the same deployment (same
+    /// handshake timeout and auth token as `--url`).
+    pub async fn connect_to(&self, url: &str, index: u64) -> anyhow::Result<Client> {
+        let target = self.target.sibling(url).await?;
+        Client::connect(&target, self.source(index))
+            .await
+            .with_context(|| format!("connection {index} to {url}"))
+    }
+
     /// Opens `count` connections, numbered from `first_index`, at most `--concurrency` at a time,
     /// and runs `setup` on each (e.g. a subscribe). The whole phase is bounded by `--timeout`; the
     /// first failure ends it. Results come back in index order.
