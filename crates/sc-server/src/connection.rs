@@ -169,8 +169,8 @@ fn on_writer_end(end: WriterEnd, close: &mut Option<(CloseCode, String)>, timers
     timers.close_grace = Some(Instant::now() + CLOSE_GRACE);
 }
 
-/// Runs a frame's deferred handling to completion while still writing what gets queued
-/// meanwhile (pushes to other subscribers, the answers of earlier requests, ...).
+/// Runs a frame's deferred handling to completion while still writing what gets queued for this
+/// socket meanwhile (channel deliveries, answers of handlers running in their own tasks, ...).
 async fn keep_writing<S>(
     mut future: BoxFuture<'_, Flow>,
     writer: Option<&mut Writer>,
@@ -183,6 +183,10 @@ where
     let mut writer = writer;
     let mut end = None;
     let flow = std::future::poll_fn(|cx| {
+        // What the future queues needs no wake-up (the writer runs right after it); a wake-up
+        // of this running task would also cost it its turn: it would be rescheduled behind
+        // every other task instead of right after what woke it.
+        queue.unregister();
         if let Poll::Ready(flow) = future.as_mut().poll(cx) {
             return Poll::Ready(flow);
         }
@@ -587,32 +591,5 @@ impl Connection {
             self.detector = Detector::Known(dialect);
             self.socket.set_dialect(dialect);
         }
-    }
-}
-
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn probe() {
-        let server = crate::Server::new(Default::default()).unwrap();
-        let (a, _b) = tokio::io::duplex(64);
-        let ws = crate::ws::WebSocket::new(a, 1000);
-        let socket = crate::Socket::new(
-            "x".into(),
-            server.0.clone(),
-            crate::socket::UpgradeRequest::detached(
-                None,
-                &"/".parse().unwrap(),
-                &Default::default(),
-            ),
-            None,
-        );
-        let fut = super::run(ws, socket);
-        eprintln!("run future: {} bytes", std::mem::size_of_val(&fut));
-        eprintln!(
-            "SocketShared: {} bytes",
-            std::mem::size_of::<crate::socket::SocketShared>()
-        );
-        eprintln!("Sleep: {} bytes", std::mem::size_of::<tokio::time::Sleep>());
     }
 }

@@ -8,8 +8,9 @@
 //! - [`socket`]: [`Socket`], the handle on one client: `emit`, `invoke`, `disconnect`, …
 //! - [`handler`]: [`Request`], [`Reply`] and the [`Handler`] trait your async closures implement.
 //! - [`exchange`]: [`Exchange`]: `publish` and `subscribe` (as a `Stream`) from server code.
-//! - `connection` (reader: handshake, heartbeat, timeouts), `dispatch` (protocol and application
-//!   events), `outbound` (bounded per-socket queue and the writer that batches flushes),
+//! - `connection` (one task per connection: reading, writing, handshake, heartbeat, timeouts),
+//!   `dispatch` (protocol and application events), `outbound` (bounded per-socket queue and the
+//!   writer that batches flushes),
 //!   `hub` (channel table and fan-out), `heartbeat` (v1/v2 dialect detection), `ws` (the
 //!   WebSocket protocol after the upgrade): internals.
 //! - [`auth`]: JWT auth tokens ([`AuthEngine`]) as SocketCluster signs and verifies them.

@@ -215,7 +215,8 @@ impl Writer {
     }
 
     /// Makes as much progress as possible; `Ready` once the writer is done for good. Returns
-    /// `Pending` with the task registered on both the queue and the socket.
+    /// `Pending` with the task registered where progress will come from: the queue (while idle,
+    /// or blocked on a client that does not read) and the socket (while writing).
     pub(crate) fn poll<S>(
         &mut self,
         ws: &mut WebSocket<S>,
