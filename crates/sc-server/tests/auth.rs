@@ -326,3 +326,72 @@ async fn logout_from_either_side() {
     client.expect_nothing_before_echo(5).await;
     assert!(!ts.socket(&client).is_authenticated());
 }
+
+fn key_pair_options(algorithm: &str, private: &str, public: &str) -> ServerOptions {
+    ServerOptions {
+        auth_algorithm: Some(algorithm.into()),
+        auth_private_key: Some(private.into()),
+        auth_public_key: Some(public.into()),
+        ..v2()
+    }
+}
+
+#[tokio::test]
+async fn key_pairs_sign_and_verify_rs256_and_es256() {
+    let cases = [
+        (
+            "RS256",
+            include_str!("keys/test-rsa-private.pem"),
+            include_str!("keys/test-rsa-public.pem"),
+        ),
+        (
+            "ES256",
+            include_str!("keys/test-ec-private.pem"),
+            include_str!("keys/test-ec-public.pem"),
+        ),
+    ];
+    for (algorithm, private, public) in cases {
+        let ts = server_with_whoami(key_pair_options(algorithm, private, public)).await;
+        let token = sign(&ts, json!({ "username": "kim" }));
+        let header: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(token.split('.').next().expect("header"))
+                .expect("base64"),
+        )
+        .expect("json");
+        assert_eq!(header["alg"], algorithm);
+        let mut client = ts.connect().await;
+        let data = handshake_with(&mut client, &format!("\"{token}\"")).await;
+        assert_eq!(data["isAuthenticated"], true, "{algorithm}");
+        client.send_text(r#"{"event":"whoami","cid":2}"#).await;
+        assert_eq!(client.recv_text().await, r#"{"rid":2,"data":"kim"}"#);
+
+        // An HMAC token (wrong key type for this server) is refused.
+        let hmac = sc_server::AuthEngine::from_options(&with_key(v2()))
+            .expect("engine")
+            .sign(&json!({ "username": "kim" }), &SignOptions::default())
+            .expect("sign")
+            .signed;
+        let mut client = ts.connect().await;
+        let data = handshake_with(&mut client, &format!("\"{hmac}\"")).await;
+        assert_eq!(data["isAuthenticated"], false);
+        assert_eq!(data["authError"]["name"], "AuthTokenInvalidError");
+    }
+}
+
+#[test]
+fn a_key_pair_needs_both_halves_and_an_algorithm() {
+    let public = include_str!("keys/test-ec-public.pem");
+    let half = ServerOptions {
+        auth_public_key: Some(public.into()),
+        ..v2()
+    };
+    assert!(sc_server::Server::new(half).is_err());
+    let no_algorithm = ServerOptions {
+        auth_algorithm: None,
+        ..key_pair_options("ES256", include_str!("keys/test-ec-private.pem"), public)
+    };
+    assert!(sc_server::Server::new(no_algorithm).is_err());
+    let wrong = key_pair_options("ES256", "not a pem", public);
+    assert!(sc_server::Server::new(wrong).is_err());
+}
