@@ -4,17 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use sc_broker::cluster::{BrokerServer, ClusterBroker, ClusterKv, MapIndex};
 use sc_broker::{Broker, KvStore, MemoryBroker, MemoryKv};
 use sc_protocol::Json;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::ipc::{Envelope, IpcError, IpcPeer, MessageHandler, connect_child};
+use super::ipc::{Envelope, HandlerSlot, IpcError, IpcPeer, MessageHandler, connect_child};
 use super::{BrokerController, ClusterError, ProcessRole};
 use crate::config::ClusterConfig;
-
-type DataHandler = Arc<dyn Fn(Json) -> super::BoxFuture<Result<Json, String>> + Send + Sync>;
 
 /// What a broker controller gets: this broker's id, the master, and the hook for custom messages
 /// sent by workers with the exchange's `send`.
@@ -22,8 +19,8 @@ type DataHandler = Arc<dyn Fn(Json) -> super::BoxFuture<Result<Json, String>> + 
 pub struct BrokerProcess {
     id: usize,
     master: IpcPeer,
-    on_master_message: Arc<Mutex<Option<DataHandler>>>,
-    on_message: Arc<Mutex<Option<DataHandler>>>,
+    on_master_message: HandlerSlot,
+    on_message: HandlerSlot,
 }
 
 impl BrokerProcess {
@@ -43,7 +40,7 @@ impl BrokerProcess {
         F: Fn(Json) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<Json, String>> + Send + 'static,
     {
-        *self.on_master_message.lock() = Some(Arc::new(move |data| Box::pin(handler(data))));
+        self.on_master_message.set(handler);
     }
 
     /// Answers custom messages that workers send to this broker (SocketCluster's broker
@@ -53,7 +50,7 @@ impl BrokerProcess {
         F: Fn(Json) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<Json, String>> + Send + 'static,
     {
-        *self.on_message.lock() = Some(Arc::new(move |data| Box::pin(handler(data))));
+        self.on_message.set(handler);
     }
 }
 
@@ -139,32 +136,19 @@ fn with_health_probe(handler: MessageHandler, upstream: Option<Arc<dyn Broker>>)
     })
 }
 
-fn handler_from(slot: &Arc<Mutex<Option<DataHandler>>>) -> MessageHandler {
-    let slot = slot.clone();
-    Arc::new(move |data| {
-        let handler = slot.lock().clone();
-        Box::pin(async move {
-            match handler {
-                Some(handler) => handler(data).await,
-                None => Ok(Json::NULL),
-            }
-        })
-    })
-}
-
 pub(crate) async fn run(
     id: usize,
     config: ClusterConfig,
     dir: PathBuf,
     controller: Option<BrokerController>,
 ) -> Result<(), ClusterError> {
-    let on_master_message: Arc<Mutex<Option<DataHandler>>> = Arc::default();
-    let on_message: Arc<Mutex<Option<DataHandler>>> = Arc::default();
+    let on_master_message = HandlerSlot::default();
+    let on_message = HandlerSlot::default();
     let (master, master_link) = connect_child(
         &dir.join("master.sock"),
         ProcessRole::Broker,
         id,
-        handler_from(&on_master_message),
+        on_master_message.handler(),
     )
     .await?;
     let broker = BrokerProcess {
@@ -189,7 +173,7 @@ pub(crate) async fn run(
         }
         None => (BrokerServer::builder(id, Arc::new(MemoryKv::new())), None),
     };
-    builder = builder.with_message_handler(with_health_probe(handler_from(&on_message), upstream));
+    builder = builder.with_message_handler(with_health_probe(on_message.handler(), upstream));
     let server = builder.bind(broker_socket(&dir, id)).await?;
     let _ = master.send(Envelope::Ready);
     tracing::info!(broker = id, pid = std::process::id(), "broker ready");

@@ -226,6 +226,35 @@ pub async fn connect_child(
     Ok((peer, task))
 }
 
+/// A message handler that user code sets later (`on_master_message`, `on_message`): the IPC side
+/// holds [`HandlerSlot::handler`], which reads the slot on every message and answers `null` while
+/// it is empty.
+#[derive(Clone, Default)]
+pub struct HandlerSlot(Arc<Mutex<Option<MessageHandler>>>);
+
+impl HandlerSlot {
+    /// Sets (or replaces) the handler.
+    pub fn set<F, Fut>(&self, handler: F)
+    where
+        F: Fn(Json) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Json, String>> + Send + 'static,
+    {
+        *self.0.lock() = Some(Arc::new(move |data| Box::pin(handler(data))));
+    }
+
+    /// A handler that forwards to whatever the slot holds when a message arrives.
+    pub fn handler(&self) -> MessageHandler {
+        let slot = self.0.clone();
+        Arc::new(move |data| {
+            let handler = slot.lock().clone();
+            match handler {
+                Some(handler) => handler(data),
+                None => Box::pin(async { Ok(Json::NULL) }),
+            }
+        })
+    }
+}
+
 /// A handler that answers every message with `null`.
 pub fn null_handler() -> MessageHandler {
     Arc::new(|_| Box::pin(async { Ok(Json::NULL) }))

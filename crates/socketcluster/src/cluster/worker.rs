@@ -4,19 +4,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use sc_broker::cluster::{ClusterKv, MapIndex};
 use sc_protocol::Json;
 use sc_server::{Exchange, Server};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::ipc::{Envelope, IpcError, IpcPeer, MessageHandler, connect_child};
+use super::ipc::{Envelope, HandlerSlot, IpcError, IpcPeer, connect_child};
 use super::listener::{resolve, shared_listener};
 use super::{ClusterError, ProcessRole, WorkerController};
 use crate::config::ClusterConfig;
-
-type MasterMessageHandler =
-    Arc<dyn Fn(Json) -> super::BoxFuture<Result<Json, String>> + Send + Sync>;
 
 /// What a worker controller gets: this worker's id, its server and exchange, and the master.
 #[derive(Clone)]
@@ -25,7 +21,7 @@ pub struct Worker {
     server: Server,
     master: IpcPeer,
     brokers: Option<ClusterKv>,
-    on_master_message: Arc<Mutex<Option<MasterMessageHandler>>>,
+    on_master_message: HandlerSlot,
     config: Arc<ClusterConfig>,
 }
 
@@ -87,7 +83,7 @@ impl Worker {
         F: Fn(Json) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<Json, String>> + Send + 'static,
     {
-        *self.on_master_message.lock() = Some(Arc::new(move |data| Box::pin(handler(data))));
+        self.on_master_message.set(handler);
     }
 }
 
@@ -100,19 +96,8 @@ pub(crate) async fn run(
     let link = super::broker::worker_link(&config, &dir).await?;
     let server = Server::with_engine(config.server.clone(), link.broker, link.kv)
         .map_err(|e| ClusterError::Config(e.0))?;
-    let on_master_message: Arc<Mutex<Option<MasterMessageHandler>>> = Arc::default();
-    let handler: MessageHandler = {
-        let slot = on_master_message.clone();
-        Arc::new(move |data| {
-            let handler = slot.lock().clone();
-            Box::pin(async move {
-                match handler {
-                    Some(handler) => handler(data).await,
-                    None => Ok(Json::NULL),
-                }
-            })
-        })
-    };
+    let on_master_message = HandlerSlot::default();
+    let handler = on_master_message.handler();
     let (master, master_link) =
         connect_child(&dir.join("master.sock"), ProcessRole::Worker, id, handler).await?;
     let worker = Worker {
