@@ -340,9 +340,19 @@ fn base64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn random_key() -> String {
+/// A fresh HMAC signing key: 32 bytes from the operating system's random source, hex-encoded.
+///
+/// A server without `authKey` signs with one of these; the process cluster generates one per
+/// run and hands it to every worker, so that a token signed by one worker verifies on all.
+///
+/// ```
+/// let key = sc_server::auth::random_key();
+/// assert_eq!(key.len(), 64);
+/// assert_ne!(key, sc_server::auth::random_key());
+/// ```
+pub fn random_key() -> String {
     let mut bytes = [0u8; 32];
-    fastrand::fill(&mut bytes);
+    getrandom::fill(&mut bytes).expect("the operating system's random source is unavailable");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

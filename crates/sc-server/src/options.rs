@@ -49,7 +49,8 @@ pub struct ServerOptions {
     /// Application name, informational (logs, health endpoint).
     pub app_name: Option<String>,
     /// HMAC secret for signing and verifying auth tokens. Unset: a random key per start (tokens
-    /// then die with the process), unless a key pair is given.
+    /// then die with the process; a process cluster shares one per run), unless a key pair is
+    /// given.
     pub auth_key: Option<String>,
     /// PEM private key for asymmetric signing (with `authPublicKey` and `authAlgorithm`).
     pub auth_private_key: Option<String>,

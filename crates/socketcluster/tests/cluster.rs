@@ -112,6 +112,40 @@ async fn publishes_reach_every_subscriber_on_every_worker_exactly_once_in_order(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_signed_by_one_worker_is_accepted_by_another_without_an_auth_key() {
+    let cluster = Cluster::start(&["--workers", "2", "--brokers", "1"]);
+    let mut by_worker = clients_on_both_workers(&cluster, 1).await;
+    let signer = by_worker
+        .remove(&0)
+        .expect("a client on worker 0")
+        .remove(0);
+    let verifier = by_worker
+        .remove(&1)
+        .expect("a client on worker 1")
+        .remove(0);
+    call(&signer, "login", json!({ "username": "alice" })).await;
+    let token = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(token) = signer.signed_auth_token() {
+                return token;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("#setAuthToken from worker 0");
+    let status = tokio::time::timeout(WAIT, verifier.authenticate(&token))
+        .await
+        .expect("#authenticate answered")
+        .expect("#authenticate succeeded");
+    assert!(
+        status.is_authenticated,
+        "worker 1 refused worker 0's token: {:?}",
+        status.auth_error
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_value_data_is_shared_across_workers_and_brokers_answer_custom_messages() {
     let cluster = Cluster::start(&["--workers", "2", "--brokers", "2"]);
     let by_worker = clients_on_both_workers(&cluster, 1).await;
