@@ -145,6 +145,24 @@ async fn a_token_signed_by_one_worker_is_accepted_by_another_without_an_auth_key
     );
 }
 
+#[test]
+fn the_broker_and_master_sockets_are_reachable_by_this_user_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = Cluster::start(&["--workers", "1", "--brokers", "1"]);
+    let suffix = format!("_{}", cluster.master.id());
+    let dir = std::fs::read_dir(std::env::temp_dir().join("socketcluster"))
+        .expect("socket root")
+        .map(|entry| entry.expect("entry").path())
+        .find(|path| path.to_string_lossy().ends_with(&suffix))
+        .expect("the cluster's socket directory");
+    assert!(dir.join("master.sock").exists());
+    let mode = std::fs::metadata(&dir)
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{} is mode {:o}", dir.display(), mode);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_value_data_is_shared_across_workers_and_brokers_answer_custom_messages() {
     let cluster = Cluster::start(&["--workers", "2", "--brokers", "2"]);
