@@ -459,8 +459,11 @@ fn socket_dir(config: &ClusterConfig) -> Result<PathBuf, ClusterError> {
         clear_dir(&dir)?;
     }
     std::fs::create_dir_all(&dir)?;
-    // The broker and master sockets trust whoever connects: only this user may reach them.
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    if config.socket_root.is_none() {
+        // The broker and master sockets trust whoever connects: only this user may reach them.
+        // A `socketRoot` of the user's choosing keeps the permissions the user gave it.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    }
     Ok(dir)
 }
 
