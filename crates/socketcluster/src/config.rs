@@ -109,7 +109,14 @@ impl ClusterConfig {
             figment = figment.merge(Serialized::default("port", port));
         }
         figment = figment
-            .merge(Env::prefixed("SOCKETCLUSTER_").map(|key| snake_to_camel(key.as_str()).into()))
+            // Not lowercased by figment (its default) after our mapping, which would turn
+            // `inboundHandlerLimit` into `inboundhandlerlimit`: multi-word names need their case.
+            // (`lowercase` must come after `map`, which resets it.)
+            .merge(
+                Env::prefixed("SOCKETCLUSTER_")
+                    .map(|key| snake_to_camel(key.as_str()).into())
+                    .lowercase(false),
+            )
             .merge(Serialized::defaults(overrides));
         let config: ClusterConfig = figment.extract().map_err(Box::new)?;
         config.validate()?;
