@@ -47,6 +47,8 @@ mod connection;
 mod dispatch;
 pub mod error;
 pub mod exchange;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handler;
 mod heartbeat;
 pub mod http;

@@ -46,6 +46,12 @@ pub struct ServerOptions {
     /// Most frames waiting in one socket's outbound queue. A socket that lets its queue fill up
     /// (a slow consumer) is closed with code 4100; no other socket ever waits for it.
     pub outbound_queue_limit: usize,
+    /// Most event handlers of one socket that may be running at once (default 64). A handler
+    /// that waits (for the broker, a database, …) holds one of these slots until it finishes;
+    /// when every slot is taken the server stops reading that socket until one frees up, so a
+    /// client that floods events is slowed down instead of turning its flood into unbounded work
+    /// (docs/security.md, "Inbound work and backpressure").
+    pub inbound_handler_limit: usize,
     /// Application name, informational (logs, health endpoint).
     pub app_name: Option<String>,
     /// HMAC secret for signing and verifying auth tokens. Unset: a random key per start (tokens
@@ -82,6 +88,7 @@ impl Default for ServerOptions {
             origins: "*:*".to_owned(),
             max_payload: 100 * 1024 * 1024,
             outbound_queue_limit: 4096,
+            inbound_handler_limit: 64,
             app_name: None,
             auth_key: None,
             auth_private_key: None,
@@ -128,6 +135,11 @@ impl ServerOptions {
         if self.outbound_queue_limit == 0 {
             return Err(InvalidOptions(
                 "outboundQueueLimit must be positive".to_owned(),
+            ));
+        }
+        if self.inbound_handler_limit == 0 {
+            return Err(InvalidOptions(
+                "inboundHandlerLimit must be positive".to_owned(),
             ));
         }
         if self.socket_channel_limit == Some(0) {
@@ -189,6 +201,14 @@ mod tests {
         assert!(
             ServerOptions {
                 path: "x".into(),
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            ServerOptions {
+                inbound_handler_limit: 0,
                 ..Default::default()
             }
             .validate()

@@ -91,6 +91,9 @@ pub struct RunFlags {
     /// Frames queued for one socket before it is closed as a slow consumer (4100).
     #[arg(long)]
     pub outbound_queue_limit: Option<usize>,
+    /// Event handlers of one socket running at once before the server stops reading it.
+    #[arg(long)]
+    pub inbound_handler_limit: Option<usize>,
     /// Secret that signs auth tokens (HMAC), shared by every worker. Also
     /// `SOCKETCLUSTER_AUTH_KEY`. Unset: random per start.
     #[arg(long)]
@@ -148,6 +151,10 @@ impl RunFlags {
         put(
             "outboundQueueLimit",
             self.outbound_queue_limit.map(Value::from),
+        );
+        put(
+            "inboundHandlerLimit",
+            self.inbound_handler_limit.map(Value::from),
         );
         put("authKey", self.auth_key.clone().map(Value::from));
         put(

@@ -109,7 +109,14 @@ impl ClusterConfig {
             figment = figment.merge(Serialized::default("port", port));
         }
         figment = figment
-            .merge(Env::prefixed("SOCKETCLUSTER_").map(|key| snake_to_camel(key.as_str()).into()))
+            // Not lowercased by figment (its default) after our mapping, which would turn
+            // `inboundHandlerLimit` into `inboundhandlerlimit`: multi-word names need their case.
+            // (`lowercase` must come after `map`, which resets it.)
+            .merge(
+                Env::prefixed("SOCKETCLUSTER_")
+                    .map(|key| snake_to_camel(key.as_str()).into())
+                    .lowercase(false),
+            )
             .merge(Serialized::defaults(overrides));
         let config: ClusterConfig = figment.extract().map_err(Box::new)?;
         config.validate()?;
@@ -191,9 +198,10 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
                 "sc.toml",
-                "workers = 3\nbrokers = 2\nsocketChannelLimit = 5\npingInterval = 1000\n",
+                "workers = 3\nbrokers = 2\nsocketChannelLimit = 5\npingInterval = 1000\noutboundQueueLimit = 100\ninboundHandlerLimit = 8\n",
             )?;
             jail.set_env("SOCKETCLUSTER_BROKERS", "4");
+            jail.set_env("SOCKETCLUSTER_INBOUND_HANDLER_LIMIT", "16");
             let config = ClusterConfig::load(
                 Some("sc.toml".as_ref()),
                 &serde_json::json!({ "workers": 2 }),
@@ -202,6 +210,8 @@ mod tests {
             assert_eq!((config.workers, config.brokers), (2, 4));
             assert_eq!(config.server.socket_channel_limit, Some(5));
             assert_eq!(config.server.ping_interval, 1000);
+            assert_eq!(config.server.outbound_queue_limit, 100);
+            assert_eq!(config.server.inbound_handler_limit, 16);
             assert_eq!(config.port, 8000);
             Ok(())
         });
