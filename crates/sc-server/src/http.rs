@@ -56,17 +56,13 @@ impl Server {
         ))
     }
 
-    /// Serves `app` on `listener` until the process ends (TCP_NODELAY on, remote addresses known).
+    /// Serves `app` on `listener` until the process ends (TCP_NODELAY on, remote addresses
+    /// known). Connections that have not upgraded to WebSocket are bounded by
+    /// `httpHeaderTimeout`, `httpIdleTimeout` and `maxPendingConnections`; when the process runs
+    /// out of file descriptors, accepting pauses (logged once per 10 s) while open connections
+    /// keep being served.
     pub async fn serve(&self, listener: TcpListener, app: Router) -> std::io::Result<()> {
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
+        crate::listen::serve(listener, app, self.options().listen_limits()).await
     }
 
     /// Answers a WebSocket upgrade request for this server: use it inside your own axum or hyper
@@ -117,8 +113,16 @@ fn bad_request() -> Response {
 }
 
 async fn upgrade(server: &Server, mut request: Request) -> Response {
+    // RFC 6455 §4.1: a GET (not HEAD), HTTP/1.1 or later (an HTTP/1.0 connection cannot be
+    // upgraded: it would get a 101 and then be closed).
+    if request.method() != http::Method::GET || request.version() < http::Version::HTTP_11 {
+        return bad_request();
+    }
     let headers = request.headers();
-    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|key| is_valid_key(key.as_bytes()))
+        .cloned();
     let version_ok = headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_some_and(|v| v == "13");
@@ -174,7 +178,18 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
         tracing::debug!(%message, "WebSocket upgrade blocked by middleware");
         return (StatusCode::UNAUTHORIZED, message).into_response();
     }
+    let deflate = if server.options().per_message_deflate {
+        let offers = request
+            .headers()
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        crate::ws::negotiate_deflate(offers, server.options().per_message_deflate_threshold)
+    } else {
+        None
+    };
     let on_upgrade = hyper::upgrade::on(&mut request);
+    let (deflate, extensions) = deflate.unzip();
 
     let server = server.clone();
     tokio::spawn(async move {
@@ -185,7 +200,10 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
                 return;
             }
         };
-        let ws = WebSocket::new(TokioIo::new(upgraded), server.options().max_payload);
+        let options = server.options();
+        let ws = WebSocket::new(TokioIo::new(upgraded), options.max_payload)
+            .with_queue_limit(options.outbound_queue_limit)
+            .with_deflate(deflate);
         server
             .0
             .stats
@@ -211,7 +229,15 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
     if let Some(protocol) = protocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
+    if let Some(extensions) = extensions.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
+    }
     response
+}
+
+/// A `Sec-WebSocket-Key` is a base64-encoded 16-byte nonce (RFC 6455 §4.2.1).
+fn is_valid_key(key: &[u8]) -> bool {
+    key.len() == 24 && STANDARD.decode(key).is_ok_and(|nonce| nonce.len() == 16)
 }
 
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
@@ -225,6 +251,16 @@ fn accept_key(key: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_must_be_16_bytes_of_base64() {
+        assert!(is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ"));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZSE="));
+        assert!(!is_valid_key(b"AAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+        assert!(!is_valid_key(b"not a key at all!!!!!!!!"));
+        assert!(!is_valid_key(b""));
+    }
 
     #[test]
     fn rfc6455_accept_key() {

@@ -52,6 +52,7 @@ mod heartbeat;
 pub mod http;
 mod hub;
 mod id;
+mod listen;
 pub mod middleware;
 pub mod options;
 mod origin;
