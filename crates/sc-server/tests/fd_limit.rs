@@ -66,7 +66,7 @@ async fn out_of_descriptors_the_server_logs_backs_off_serves_and_recovers() {
     // accepting them does.
     let sockets: Vec<TcpSocket> = (0..40).map(|_| TcpSocket::new_v4().unwrap()).collect();
     let original = getrlimit(Resource::Nofile);
-    let mut lowered = original.clone();
+    let mut lowered = original;
     lowered.current = Some(open_fds() + 8);
     setrlimit(Resource::Nofile, lowered).unwrap();
 
