@@ -112,28 +112,75 @@ fn bad_request() -> Response {
     (StatusCode::BAD_REQUEST, "Bad Request").into_response()
 }
 
-async fn upgrade(server: &Server, mut request: Request) -> Response {
-    // RFC 6455 §4.1: a GET (not HEAD), HTTP/1.1 or later (an HTTP/1.0 connection cannot be
-    // upgraded: it would get a 101 and then be closed).
+/// The request's `Sec-WebSocket-Key` if it is a valid WebSocket upgrade request (RFC 6455
+/// §4.2.1): a GET (not HEAD) over HTTP/1.1 or later (an HTTP/1.0 connection cannot be upgraded:
+/// it would get a 101 and then be closed), version 13, a 16-byte key.
+pub(crate) fn upgrade_key(request: &Request) -> Option<HeaderValue> {
     if request.method() != http::Method::GET || request.version() < http::Version::HTTP_11 {
-        return bad_request();
+        return None;
     }
     let headers = request.headers();
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .filter(|key| is_valid_key(key.as_bytes()))
-        .cloned();
     let version_ok = headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_some_and(|v| v == "13");
-    let (Some(key), true, true, true) = (
-        key,
-        version_ok,
-        is_websocket_upgrade(headers),
-        header_has_token(headers, header::CONNECTION, "upgrade"),
-    ) else {
+    if !version_ok
+        || !is_websocket_upgrade(headers)
+        || !header_has_token(headers, header::CONNECTION, "upgrade")
+    {
+        return None;
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|key| is_valid_key(key.as_bytes()))
+        .cloned()
+}
+
+/// permessage-deflate for this request if `enabled` and offered: the agreement and the
+/// response header value.
+pub(crate) fn negotiate_deflate(
+    request: &Request,
+    enabled: bool,
+    threshold: usize,
+) -> Option<(crate::ws::Deflate, String)> {
+    if !enabled {
+        return None;
+    }
+    let offers = request
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    crate::ws::negotiate_deflate(offers, threshold)
+}
+
+/// The `101 Switching Protocols` answer.
+pub(crate) fn switching_protocols(
+    key: &HeaderValue,
+    protocol: Option<String>,
+    extensions: Option<String>,
+) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(protocol) = protocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    if let Some(extensions) = extensions.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
+    }
+    response
+}
+
+async fn upgrade(server: &Server, mut request: Request) -> Response {
+    let Some(key) = upgrade_key(&request) else {
         return bad_request();
     };
+    let headers = request.headers();
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !origin_allowed(&server.options().origins, origin) {
         let shown = origin.filter(|o| *o != "null").unwrap_or("*");
@@ -178,16 +225,12 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
         tracing::debug!(%message, "WebSocket upgrade blocked by middleware");
         return (StatusCode::UNAUTHORIZED, message).into_response();
     }
-    let deflate = if server.options().per_message_deflate {
-        let offers = request
-            .headers()
-            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
-            .iter()
-            .filter_map(|v| v.to_str().ok());
-        crate::ws::negotiate_deflate(offers, server.options().per_message_deflate_threshold)
-    } else {
-        None
-    };
+    let options = server.options();
+    let deflate = negotiate_deflate(
+        &request,
+        options.per_message_deflate,
+        options.per_message_deflate_threshold,
+    );
     let on_upgrade = hyper::upgrade::on(&mut request);
     let (deflate, extensions) = deflate.unzip();
 
@@ -218,21 +261,7 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
         connection::run(ws, socket).await;
     });
 
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(accept) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    }
-    if let Some(protocol) = protocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
-        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
-    }
-    if let Some(extensions) = extensions.and_then(|e| HeaderValue::from_str(&e).ok()) {
-        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
-    }
-    response
+    switching_protocols(&key, protocol, extensions)
 }
 
 /// A `Sec-WebSocket-Key` is a base64-encoded 16-byte nonce (RFC 6455 §4.2.1).

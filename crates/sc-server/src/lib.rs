@@ -45,6 +45,8 @@
 pub mod auth;
 mod connection;
 mod dispatch;
+#[cfg(feature = "ws-echo")]
+pub mod echo;
 pub mod error;
 pub mod exchange;
 pub mod handler;

@@ -397,6 +397,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Ok(())
     }
 
+    /// Queues a text or binary message (written by [`WebSocket::poll_flush`]).
+    #[cfg(feature = "ws-echo")]
+    pub(crate) fn send_message(&mut self, binary: bool, payload: Bytes) -> Result<(), Error> {
+        if self.state != State::Open {
+            return Err(Error::AlreadyClosed);
+        }
+        self.queue(if binary { OpCode::Binary } else { OpCode::Text }, payload);
+        Ok(())
+    }
+
     /// Queues a close frame (`code` must be sendable; the reason is cut to 123 bytes) and starts
     /// the close handshake.
     pub(crate) fn send_close(&mut self, code: u16, reason: &str) -> Result<(), Error> {
