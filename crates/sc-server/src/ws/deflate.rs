@@ -23,10 +23,10 @@ const NAME: &str = "permessage-deflate";
 const TAIL: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
 
 /// Compressed forms of shared frames remembered per thread (see [`compress_shared`]).
-const SHARED_CACHE_LEN: usize = 32;
+const SHARED_CACHE_LEN: usize = 64;
 
 /// Frames above this size are compressed without being remembered (the cache would keep them).
-const SHARED_CACHE_MAX_FRAME: usize = 256 * 1024;
+const SHARED_CACHE_MAX_FRAME: usize = 64 * 1024;
 
 /// What a connection agreed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
