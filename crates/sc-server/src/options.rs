@@ -70,6 +70,22 @@ pub struct ServerOptions {
     pub auth_default_expiry: u64,
     /// Longest a middleware may take before its action is blocked (ms).
     pub middleware_timeout: u64,
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it. Off by default, as in
+    /// SocketCluster. Always without context takeover: no deflate memory per connection, and a
+    /// publication is compressed once for all its subscribers.
+    pub per_message_deflate: bool,
+    /// Messages shorter than this many bytes go uncompressed even when deflate is on.
+    pub per_message_deflate_threshold: usize,
+    /// Longest wait for an HTTP request's complete header, including the wait for its first
+    /// byte on a new or kept-alive connection (ms; the connection is then closed). Applies to
+    /// [`crate::Server::serve`].
+    pub http_header_timeout: u64,
+    /// Longest an HTTP connection that did not upgrade may go without a byte read or written
+    /// while no request is being handled (ms). Applies to [`crate::Server::serve`].
+    pub http_idle_timeout: u64,
+    /// Most connections that did not upgrade to WebSocket (yet) at once; beyond it new
+    /// connections are closed as soon as accepted. Applies to [`crate::Server::serve`].
+    pub max_pending_connections: usize,
 }
 
 impl Default for ServerOptions {
@@ -97,6 +113,11 @@ impl Default for ServerOptions {
             auth_verify_algorithms: None,
             auth_default_expiry: 86_400,
             middleware_timeout: 10_000,
+            per_message_deflate: false,
+            per_message_deflate_threshold: 1024,
+            http_header_timeout: 10_000,
+            http_idle_timeout: 10_000,
+            max_pending_connections: 1024,
         }
     }
 }
@@ -115,6 +136,8 @@ impl ServerOptions {
             ("pingInterval", self.ping_interval),
             ("pingTimeout", self.ping_timeout),
             ("middlewareTimeout", self.middleware_timeout),
+            ("httpHeaderTimeout", self.http_header_timeout),
+            ("httpIdleTimeout", self.http_idle_timeout),
         ];
         for (name, value) in positive {
             if value == 0 || value > i32::MAX as u64 {
@@ -140,6 +163,11 @@ impl ServerOptions {
         if self.inbound_handler_limit == 0 {
             return Err(InvalidOptions(
                 "inboundHandlerLimit must be positive".to_owned(),
+            ));
+        }
+        if self.max_pending_connections == 0 {
+            return Err(InvalidOptions(
+                "maxPendingConnections must be positive".to_owned(),
             ));
         }
         if self.socket_channel_limit == Some(0) {
@@ -168,6 +196,14 @@ impl ServerOptions {
 
     pub(crate) fn ping_timeout(&self) -> Duration {
         Duration::from_millis(self.ping_timeout)
+    }
+
+    pub(crate) fn listen_limits(&self) -> crate::listen::Limits {
+        crate::listen::Limits {
+            header_timeout: Duration::from_millis(self.http_header_timeout),
+            idle_timeout: Duration::from_millis(self.http_idle_timeout),
+            max_pending: self.max_pending_connections,
+        }
     }
 }
 

@@ -218,6 +218,42 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error type
+    fn per_message_deflate_from_file_env_and_flag() {
+        figment::Jail::expect_with(|jail| {
+            assert!(
+                !ClusterConfig::default().server.per_message_deflate,
+                "off by default"
+            );
+            jail.create_file(
+                "sc.toml",
+                "perMessageDeflate = true
+httpHeaderTimeout = 5000
+",
+            )?;
+            let config = ClusterConfig::load(Some("sc.toml".as_ref()), &serde_json::json!({}))
+                .expect("valid");
+            assert!(config.server.per_message_deflate);
+            assert_eq!(config.server.http_header_timeout, 5000);
+            jail.set_env("SOCKETCLUSTER_PER_MESSAGE_DEFLATE_THRESHOLD", "64");
+            jail.set_env("SOCKETCLUSTER_PING_INTERVAL", "1234");
+            jail.set_env("SOCKETCLUSTER_PROCESS_TERM_TIMEOUT", "777");
+            let flags = <crate::cli::Cli as clap::Parser>::parse_from([
+                "socketcluster",
+                "--per-message-deflate",
+                "false",
+            ]);
+            let config = ClusterConfig::load(Some("sc.toml".as_ref()), &flags.run.overrides())
+                .expect("valid");
+            assert!(!config.server.per_message_deflate, "the flag wins");
+            assert_eq!(config.process_term_timeout, 777, "env top");
+            assert_eq!(config.server.ping_interval, 1234, "env ping");
+            assert_eq!(config.server.per_message_deflate_threshold, 64);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         let zero = ClusterConfig {
             workers: 0,
