@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::Parser;
-use sc_protocol::{Json, ProtocolVersion, ScError};
+use sc_protocol::{CodecOption, Json, ProtocolVersion, ScError};
 use sc_server::middleware::{
     Block, EventAction, HandshakeScAction, HandshakeWsAction, InboundAction, OutboundVerdict,
 };
@@ -40,6 +40,15 @@ struct Flags {
     max_payload: Option<usize>,
     #[arg(long)]
     auth_key: Option<String>,
+    /// `json`, `min-bin` or `auto` (text handshake = JSON, binary = min-bin).
+    #[arg(long, default_value = "auto")]
+    codec: CodecOption,
+    #[arg(long)]
+    batch_on_handshake: Option<bool>,
+    #[arg(long)]
+    batch_on_handshake_duration: Option<u64>,
+    #[arg(long)]
+    batch_interval: Option<u64>,
 }
 
 #[tokio::main]
@@ -64,6 +73,14 @@ async fn main() -> anyhow::Result<()> {
         origins: flags.origins.unwrap_or(defaults.origins),
         max_payload: flags.max_payload.unwrap_or(defaults.max_payload),
         auth_key: flags.auth_key.or(defaults.auth_key),
+        codec: flags.codec,
+        batch_on_handshake: flags
+            .batch_on_handshake
+            .unwrap_or(defaults.batch_on_handshake),
+        batch_on_handshake_duration: flags
+            .batch_on_handshake_duration
+            .unwrap_or(defaults.batch_on_handshake_duration),
+        batch_interval: flags.batch_interval.unwrap_or(defaults.batch_interval),
         ..defaults
     };
     let server = Server::new(options)?;
@@ -150,6 +167,19 @@ fn register_demo_handlers(server: &Server) {
         let text =
             format!(r#"{{"buf":{{"base64":true,"data":"aGVsbG8="}},"received":{received}}}"#);
         Ok::<_, ScError>(Reply::data(Json::from_text(&text)?))
+    });
+    // Server-side batching (PROTOCOL.md §5.5). `startbatch`'s own ack is in the first batch.
+    server.on("startbatch", |req: Request| async move {
+        req.socket().start_batching();
+        Ok::<_, ScError>(())
+    });
+    server.on("stopbatch", |req: Request| async move {
+        req.socket().stop_batching();
+        Ok::<_, ScError>(())
+    });
+    server.on("cancelbatch", |req: Request| async move {
+        req.socket().cancel_batching();
+        Ok::<_, ScError>(())
     });
     server.on("dropme", |req: Request| async move {
         req.socket().disconnect(4321, "dropped by server");
