@@ -439,6 +439,35 @@ class ClientBase {
     return this.socket.pendingReconnect;
   }
 
+  /**
+   * Every frame this client receives from now on, decoded with its codec (JSON text parsed, min-bin decoded; the
+   * packet objects of a batch stay in their array; heartbeats are skipped). For checking what travelled as a batch.
+   */
+  frames() {
+    let queue = new Queue(`decoded frames (v${this.version})`);
+    let decode = (m) => {
+      if (m === '' || m === '#1') return undefined;
+      try {
+        if (typeof m !== 'string') return this.codec === 'min-bin' ? minBin.decode(m) : JSON.parse(Buffer.from(m).toString());
+        return JSON.parse(m);
+      } catch (e) {
+        return undefined;
+      }
+    };
+    let push = (m) => {
+      let value = decode(m);
+      if (value !== undefined && value !== '#1') queue.push(value);
+    };
+    if (this.version === 14) {
+      this.socket.on('message', push);
+    } else {
+      (async () => {
+        for await (let {message} of this.socket.listener('message')) push(message);
+      })();
+    }
+    return queue;
+  }
+
   /** Round-trips an `echo`; resolves when answered. */
   async echo(data, ms = DEFAULT_WAIT) {
     return withTimeout(this.invoke('echo', data), ms, 'echo');
