@@ -311,8 +311,9 @@ async fn on_subscribe(socket: &Socket, event: EventPacket) -> Flow {
     }
     if let Some(cid) = cid {
         let ack = encode::response(cid, None);
-        // v1 batch channels get their answer inside a batch array.
-        let frame = if subscribe.batch {
+        // v1 batch channels get their answer inside a batch array (which a batching socket
+        // builds anyway).
+        let frame = if subscribe.batch && !socket.is_batching() {
             encode::batch(&[ack])
         } else {
             ack

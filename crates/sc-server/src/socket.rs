@@ -750,6 +750,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_shared_frame_is_encoded_once_per_codec() {
+        let json = Bytes::from_static(br##"{"event":"#publish","data":{"channel":"c","data":1}}"##);
+        let shared = SharedFrame::new(&json);
+        let first = shared.min_bin().unwrap().clone();
+        let second = shared.min_bin().unwrap().clone();
+        // The same buffer both times: the second subscriber gets a reference-count increment.
+        assert_eq!(first.as_ptr(), second.as_ptr());
+        assert_eq!(&first[..], b"\x81\xa1p\x92\xa1c\x01");
+    }
+
+    #[test]
     fn detached_request_keeps_every_header_and_owns_its_bytes() {
         let buffer = bytes::Bytes::from_static(b"/socketcluster/?a=1 abc xyz");
         let mut headers = http::HeaderMap::new();
