@@ -74,7 +74,7 @@ for (const V of VERSIONS) {
 
     test('login → #setAuthToken stored, authenticate event, whoami answers the username', {timeout: 15000}, async () => {
       let store = new TokenStore();
-      let client = await connectClient(V.client, server, {authEngine: store});
+      let client = await connectClient(V, server, {authEngine: store});
       assert.deepStrictEqual(errorObject(await expectRejection(client.invoke('whoami'))), NOT_SIGNED_IN);
       let token = await login(client, 'alice');
       assert.equal(typeof token, 'string');
@@ -97,7 +97,7 @@ for (const V of VERSIONS) {
 
     test('login with a missing or empty username → error, no token', {timeout: 15000}, async () => {
       let store = new TokenStore();
-      let client = await connectClient(V.client, server, {authEngine: store});
+      let client = await connectClient(V, server, {authEngine: store});
       for (let data of [{}, {username: ''}, {username: '   '}, {username: null}, {username: 42}, null, 'alice']) {
         let error = await expectRejection(client.invoke('login', data), 5000, `login ${JSON.stringify(data)}`);
         assert.deepStrictEqual(errorObject(error), USERNAME_REQUIRED, `login ${JSON.stringify(data)}`);
@@ -109,9 +109,9 @@ for (const V of VERSIONS) {
     });
 
     test('private/<username>: the owner may subscribe; another user and anonymous sockets get the error', {timeout: 15000}, async () => {
-      let alice = await connectClient(V.client, server);
-      let bob = await connectClient(V.client, server);
-      let anonymous = await connectClient(V.client, server);
+      let alice = await connectClient(V, server);
+      let bob = await connectClient(V, server);
+      let anonymous = await connectClient(V, server);
       await login(alice, 'alice');
       await login(bob, 'bob');
       let mine = alice.subscribe('private/alice');
@@ -132,7 +132,7 @@ for (const V of VERSIONS) {
     });
 
     test('private channel with waitForAuth: held back while anonymous, subscribed right after login (TV-13, TV-22)', {timeout: 15000}, async () => {
-      let client = await connectClient(V.client, server);
+      let client = await connectClient(V, server);
       let channel = client.subscribe('private/carol', {waitForAuth: true});
       await sleep(200);
       assert.equal(channel.state, 'pending', 'not sent while unauthenticated');
@@ -143,8 +143,8 @@ for (const V of VERSIONS) {
     });
 
     test('readonly/*: subscribe allowed, client publish denied with the error; announce delivers to readonly/news', {timeout: 15000}, async () => {
-      let reader = await connectClient(V.client, server);
-      let writer = await connectClient(V.client, server);
+      let reader = await connectClient(V, server);
+      let writer = await connectClient(V, server);
       await login(writer, 'walter');
       let news = reader.subscribe('readonly/news');
       let other = reader.subscribe('readonly/other');
@@ -166,7 +166,7 @@ for (const V of VERSIONS) {
 
     test('token expiry while connected: the next event gets #removeAuthToken first, whoami then errors (TV-23)', {timeout: 15000}, async () => {
       let store = new TokenStore();
-      let client = await connectClient(V.client, server, {authEngine: store});
+      let client = await connectClient(V, server, {authEngine: store});
       let token = await login(client, 'shorty', 'loginShort');
       let payload = decodePayload(token);
       assert.equal(payload.exp - payload.iat, 2, 'loginShort issues a 2 s token');
@@ -184,7 +184,7 @@ for (const V of VERSIONS) {
 
     test('token expiry without traffic: the heartbeat removes the token', {timeout: 15000}, async () => {
       let store = new TokenStore();
-      let client = await connectClient(V.client, server, {authEngine: store});
+      let client = await connectClient(V, server, {authEngine: store});
       let token = await login(client, 'idle', 'loginShort');
       let {exp} = decodePayload(token);
       // Pings every second (--ping-interval 1000): a pong after exp deauthenticates the socket.
@@ -198,7 +198,7 @@ for (const V of VERSIONS) {
 
     test('reconnect after a disconnect: the stored token authenticates the new handshake (TV-11, TV-20)', {timeout: 15000}, async () => {
       let store = new TokenStore();
-      let client = await connectClient(V.client, server, {authEngine: store});
+      let client = await connectClient(V, server, {authEngine: store});
       let token = await login(client, 'alice');
       let channel = client.subscribe('private/alice');
       await channel.waitSubscribed();
@@ -222,7 +222,7 @@ for (const V of VERSIONS) {
       // by the old one (the key comes from --auth-key, shared by every worker).
       let own = await startBoilerplate({'protocol-version': V.protocol, 'auth-key': AUTH_KEY});
       let store = new TokenStore();
-      let client = await connectClient(V.client, own, {authEngine: store});
+      let client = await connectClient(V, own, {authEngine: store});
       let token = await login(client, 'phoenix');
       let firstId = client.id;
       process.kill(own.child.pid, 'SIGUSR2');
@@ -238,10 +238,10 @@ for (const V of VERSIONS) {
 
     test('a new client instance with the stored token is authenticated at the handshake', {timeout: 15000}, async () => {
       let store = new TokenStore();
-      let first = await connectClient(V.client, server, {authEngine: store});
+      let first = await connectClient(V, server, {authEngine: store});
       let token = await login(first, 'dora');
       first.disconnect();
-      let second = createClient(V.client, server, {authEngine: store});
+      let second = createClient(V, server, {authEngine: store});
       let status = await second.ready();
       assert.equal(status.isAuthenticated, true);
       assert.equal(second.authState, 'authenticated');
@@ -254,7 +254,7 @@ for (const V of VERSIONS) {
 
     test('client deauthenticate() → #removeAuthToken to the server; authenticate(token) signs in again (TV-12, TV-21)', {timeout: 15000}, async () => {
       let store = new TokenStore();
-      let client = await connectClient(V.client, server, {authEngine: store});
+      let client = await connectClient(V, server, {authEngine: store});
       let token = await login(client, 'erin');
       await client.deauthenticate();
       assert.equal(store.token, null);
@@ -270,7 +270,7 @@ for (const V of VERSIONS) {
     for (const testCase of tokenCases(AUTH_KEY)) {
       test(`stored token at the handshake: ${testCase.name}`, {timeout: 15000}, async () => {
         let store = new TokenStore(testCase.token);
-        let client = createClient(V.client, server, {authEngine: store});
+        let client = createClient(V, server, {authEngine: store});
         let status = await client.ready();
         if (!testCase.error) {
           assert.equal(status.isAuthenticated, true);
@@ -298,7 +298,7 @@ for (const V of VERSIONS) {
 
     test('#authenticate outcomes with the official client (TV-15, TV-23)', {timeout: 15000}, async () => {
       let store = new TokenStore();
-      let client = await connectClient(V.client, server, {authEngine: store});
+      let client = await connectClient(V, server, {authEngine: store});
       let cases = tokenCases(AUTH_KEY);
       for (let testCase of cases) {
         if (!testCase.error) {

@@ -15,7 +15,7 @@ for (const V of VERSIONS) {
     });
 
     test('connect event, socket id, open state, unauthenticated', {timeout: 15000}, async () => {
-      let client = createClient(V.client, server);
+      let client = createClient(V, server);
       assert.equal(client.state, 'connecting');
       let status = await client.ready();
       assert.equal(client.state, 'open');
@@ -31,20 +31,20 @@ for (const V of VERSIONS) {
     });
 
     test('several clients get distinct ids', {timeout: 15000}, async () => {
-      let clients = await Promise.all([1, 2, 3].map(() => connectClient(V.client, server)));
+      let clients = await Promise.all([1, 2, 3].map(() => connectClient(V, server)));
       let ids = new Set(clients.map((c) => c.id));
       assert.equal(ids.size, 3);
     });
 
     test('query parameters are accepted', {timeout: 15000}, async () => {
-      let client = createClient(V.client, server, {query: {foo: 'bar', emoji: 'é ✓', empty: ''}});
+      let client = createClient(V, server, {query: {foo: 'bar', emoji: 'é ✓', empty: ''}});
       await client.ready();
       assert.equal(client.state, 'open');
       assert.deepEqual(await client.echo('with query'), 'with query');
     });
 
     test('query string form (with timestampRequests) is accepted', {timeout: 15000}, async () => {
-      let client = createClient(V.client, server, {query: 'a=1&b=two', timestampRequests: true});
+      let client = createClient(V, server, {query: 'a=1&b=two', timestampRequests: true});
       await client.ready();
       assert.equal(await client.echo(7), 7);
     });

@@ -2,7 +2,7 @@
 import {describe, test} from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  useHarness, startServer, connectClient, rawConnect, sleep, withTimeout, VERSIONS, NEEDS_AUTO
+  useHarness, startServer, connectClient, rawConnect, sleep, withTimeout, VERSIONS, NEEDS_AUTO, MIN_BIN
 } from './lib/harness.mjs';
 
 useHarness();
@@ -13,7 +13,17 @@ const STAY_MS = 3000;
 /** Counts heartbeat frames the official client receives (`message` events carry every frame). */
 function countPings(client) {
   let counter = {pings: 0};
-  let isPing = (m) => m === '#1' || m === '';
+  let isPing = (m) => {
+    // A min-bin v1 ping is the binary MessagePack string "#1" (a2 23 31); v2 pings are empty text frames.
+    if (typeof m !== 'string' && client.codec === 'min-bin') {
+      try {
+        m = MIN_BIN.decode(m);
+      } catch (e) {
+        return false;
+      }
+    }
+    return m === '#1' || m === '';
+  };
   if (client.version === 14) {
     client.socket.on('message', (m) => {
       if (isPing(m)) counter.pings++;
@@ -51,7 +61,7 @@ for (const V of VERSIONS) {
   describe(`${V.name} client, protocol v${V.protocol}, --ping-interval 300 --ping-timeout 1000`, () => {
     test(`stays connected for ${STAY_MS} ms without disconnect or error`, {timeout: 15000}, async () => {
       let server = await startServer({'protocol-version': V.protocol, ...FAST_PINGS});
-      let client = await connectClient(V.client, server);
+      let client = await connectClient(V, server);
       assert.equal(client.socket.pingTimeout, 1000);
       await staysConnected([client]);
     });

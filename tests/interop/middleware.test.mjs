@@ -67,7 +67,7 @@ for (const V of VERSIONS) {
     });
 
     test('subscribe forbidden → subscribeFail with ForbiddenChannelError; silent → SilentMiddlewareBlockedError', {timeout: 15000}, async () => {
-      let client = await connectClient(V.client, server);
+      let client = await connectClient(V, server);
       let forbidden = client.subscribe('forbidden');
       assert.deepStrictEqual(errorObject(await forbidden.waitSubscribeFail()), FORBIDDEN);
       assert.equal(forbidden.state, 'unsubscribed');
@@ -81,8 +81,8 @@ for (const V of VERSIONS) {
     });
 
     test('publish to readonly → error {message: "readonly channel"}; nothing is delivered', {timeout: 15000}, async () => {
-      let client = await connectClient(V.client, server);
-      let watcher = await connectClient(V.client, server);
+      let client = await connectClient(V, server);
+      let watcher = await connectClient(V, server);
       let readonly = watcher.subscribe('readonly');
       await readonly.waitSubscribed();
       let error = await expectRejection(client.invokePublish('readonly', 1), 5000, 'readonly publish to fail');
@@ -97,7 +97,7 @@ for (const V of VERSIONS) {
     });
 
     test('publish to transformIn → subscribers get {wrapped: data}', {timeout: 15000}, async () => {
-      let client = await connectClient(V.client, server);
+      let client = await connectClient(V, server);
       let channel = client.subscribe('transformIn');
       await channel.waitSubscribed();
       await client.invokePublish('transformIn', 'abc');
@@ -107,8 +107,8 @@ for (const V of VERSIONS) {
     });
 
     test('publish-out middleware drops every delivery on outblocked; the publish itself succeeds', {timeout: 15000}, async () => {
-      let client = await connectClient(V.client, server);
-      let other = await connectClient(V.client, server);
+      let client = await connectClient(V, server);
+      let other = await connectClient(V, server);
       let mine = client.subscribe('outblocked');
       let theirs = other.subscribe('outblocked');
       await Promise.all([mine.waitSubscribed(), theirs.waitSubscribed()]);
@@ -120,7 +120,7 @@ for (const V of VERSIONS) {
     });
 
     test('invoke blockedEvent → EmitBlockedError; silentBlocked → SilentMiddlewareBlockedError; transmits dropped', {timeout: 15000}, async () => {
-      let client = await connectClient(V.client, server);
+      let client = await connectClient(V, server);
       let blocked = await expectRejection(client.invoke('blockedEvent', 1), 5000, 'blockedEvent');
       assert.deepStrictEqual(errorObject(blocked), EMIT_BLOCKED);
       let silent = await expectRejection(client.invoke('silentBlocked', 1), 5000, 'silentBlocked');
@@ -133,7 +133,7 @@ for (const V of VERSIONS) {
 
     for (const which of ['1', '2', '3']) {
       test(`?screject=${which}: the client gets the handshake error and the close code`, {timeout: 15000}, async () => {
-        let client = createClient(V.client, server, {query: {screject: which}, autoReconnect: false});
+        let client = createClient(V, server, {query: {screject: which}, autoReconnect: false});
         let abort = await client.waitEvent('connectAbort');
         let expected = handshakeRejection(V.protocol, which);
         // The v14 client closes with `data.code` of the response (v14 server semantics), else 4003; the v20 client
@@ -148,7 +148,7 @@ for (const V of VERSIONS) {
     }
 
     test('?wsreject=1: the upgrade is refused, the client sees connectAbort 1006', {timeout: 15000}, async () => {
-      let client = createClient(V.client, server, {query: {wsreject: '1'}, autoReconnect: false});
+      let client = createClient(V, server, {query: {wsreject: '1'}, autoReconnect: false});
       let abort = await client.waitEvent('connectAbort');
       assert.equal(abort.code, 1006);
       assert.equal(client.events.all.some((e) => e.type === 'connect'), false);
@@ -161,7 +161,7 @@ for (const V of VERSIONS) {
         : {message: 'banned user', name: 'BannedError', isBadToken: true};
       // Stored token at the handshake: soft failure, token removed.
       let store = new TokenStore(banned);
-      let client = createClient(V.client, server, {authEngine: store});
+      let client = createClient(V, server, {authEngine: store});
       let status = await client.ready();
       assert.equal(status.isAuthenticated, false);
       assert.deepStrictEqual(errorObject(status.authError), expected);

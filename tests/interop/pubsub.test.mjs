@@ -3,7 +3,7 @@ import {describe, test, before} from 'node:test';
 import assert from 'node:assert/strict';
 import {
   useHarness, startServer, connectClient, expectRejection, withTimeout, publishBarrier, uniqueName,
-  VERSIONS, NEEDS_AUTO
+  VERSIONS, NEEDS_AUTO, noData
 } from './lib/harness.mjs';
 
 useHarness();
@@ -23,7 +23,7 @@ for (const V of VERSIONS) {
     });
 
     test('subscribe: channel becomes subscribed, subscribe event fires', {timeout: 15000}, async () => {
-      let client = await connectClient(V.client, server);
+      let client = await connectClient(V, server);
       let name = uniqueName('sub');
       let channel = client.subscribe(name);
       assert.equal(channel.state, 'pending');
@@ -38,7 +38,7 @@ for (const V of VERSIONS) {
     });
 
     test('ping: every subscriber receives the same incremented counter', {timeout: 15000}, async () => {
-      let clients = await Promise.all([1, 2, 3].map(() => connectClient(V.client, server)));
+      let clients = await Promise.all([1, 2, 3].map(() => connectClient(V, server)));
       let channels = await subscribeAll(clients, 'pong');
       clients[0].transmit('ping');
       let first = await Promise.all(channels.map((c) => c.next()));
@@ -46,18 +46,18 @@ for (const V of VERSIONS) {
       assert.ok(Number.isInteger(first[0]) && first[0] >= 1, `counter ${first[0]}`);
       assert.deepEqual(first, [first[0], first[0], first[0]]);
       // An invoked ping (with ack) from another client increments again.
-      assert.equal(await withTimeout(clients[2].invoke('ping'), 5000, 'ping ack'), undefined);
+      assert.equal(await withTimeout(clients[2].invoke('ping'), 5000, 'ping ack'), noData(V));
       let second = await Promise.all(channels.map((c) => c.next()));
       assert.deepEqual(second, [first[0] + 1, first[0] + 1, first[0] + 1]);
     });
 
     test('socket publish without and with ack reaches every subscriber incl. the publisher', {timeout: 15000}, async () => {
-      let clients = await Promise.all([1, 2, 3].map(() => connectClient(V.client, server)));
+      let clients = await Promise.all([1, 2, 3].map(() => connectClient(V, server)));
       let name = uniqueName('news');
       let channels = await subscribeAll(clients, name);
       clients[0].publish(name, {headline: 'no ack'});
       let ackResult = await withTimeout(clients[1].invokePublish(name, {headline: 'with ack'}), 5000, 'publish ack');
-      assert.equal(ackResult, undefined, 'publish ack carries no data');
+      assert.equal(ackResult, noData(V), 'publish ack carries no data');
       for (let channel of channels) {
         let got = [await channel.next(), await channel.next()];
         got.sort((a, b) => a.headline.localeCompare(b.headline));
@@ -66,7 +66,7 @@ for (const V of VERSIONS) {
     });
 
     test('channel.publish (v14) / channel.transmitPublish+invokePublish (v20)', {timeout: 15000}, async () => {
-      let [a, b] = await Promise.all([connectClient(V.client, server), connectClient(V.client, server)]);
+      let [a, b] = await Promise.all([connectClient(V, server), connectClient(V, server)]);
       let name = uniqueName('chpub');
       let [chA, chB] = await subscribeAll([a, b], name);
       chA.publish('via channel, no ack');
@@ -79,7 +79,7 @@ for (const V of VERSIONS) {
     });
 
     test('publishes from one client arrive in order with every JSON type', {timeout: 15000}, async () => {
-      let [a, b] = await Promise.all([connectClient(V.client, server), connectClient(V.client, server)]);
+      let [a, b] = await Promise.all([connectClient(V, server), connectClient(V, server)]);
       let name = uniqueName('order');
       let [, chB] = await subscribeAll([a, b], name);
       let values = [0, -0.5, 1e21, 'ünï 🎉', null, true, [1, [2]], {n: {m: 'x'}}, 'quote " \\ \n',
@@ -91,22 +91,22 @@ for (const V of VERSIONS) {
     });
 
     test('publishing to a channel without subscribers is acked', {timeout: 15000}, async () => {
-      let client = await connectClient(V.client, server);
-      assert.equal(await withTimeout(client.invokePublish(uniqueName('nobody'), 1), 5000, 'ack'), undefined);
+      let client = await connectClient(V, server);
+      assert.equal(await withTimeout(client.invokePublish(uniqueName('nobody'), 1), 5000, 'ack'), noData(V));
     });
 
     test('server-side publish (serverpublish) is delivered', {timeout: 15000}, async () => {
-      let [a, b] = await Promise.all([connectClient(V.client, server), connectClient(V.client, server)]);
+      let [a, b] = await Promise.all([connectClient(V, server), connectClient(V, server)]);
       let name = uniqueName('srv');
       let [chA, chB] = await subscribeAll([a, b], name);
       let ack = await withTimeout(a.invoke('serverpublish', {channel: name, data: {from: 'server'}}), 5000, 'ack');
-      assert.equal(ack, undefined);
+      assert.equal(ack, noData(V));
       assert.deepStrictEqual(await chA.next(), {from: 'server'});
       assert.deepStrictEqual(await chB.next(), {from: 'server'});
     });
 
     test('unsubscribe stops delivery to that client only', {timeout: 15000}, async () => {
-      let [a, b] = await Promise.all([connectClient(V.client, server), connectClient(V.client, server)]);
+      let [a, b] = await Promise.all([connectClient(V, server), connectClient(V, server)]);
       let name = uniqueName('unsub');
       let [chA, chB] = await subscribeAll([a, b], name);
       b.publish(name, 'before');
@@ -166,7 +166,7 @@ for (const V of VERSIONS) {
     }
 
     test('kickOut: kickme removes the subscription and notifies the client', {timeout: 15000}, async () => {
-      let [a, b] = await Promise.all([connectClient(V.client, server), connectClient(V.client, server)]);
+      let [a, b] = await Promise.all([connectClient(V, server), connectClient(V, server)]);
       let name = uniqueName('kick');
       let [chA, chB] = await subscribeAll([a, b], name);
       a.transmit('kickme', {channel: name});
@@ -189,7 +189,7 @@ for (const V of VERSIONS) {
   describe(`${V.name} client, --allow-client-publish false`, () => {
     test('client publish is rejected with InvalidActionError; server publish still works', {timeout: 15000}, async () => {
       let server = await startServer({'protocol-version': V.protocol, 'allow-client-publish': 'false'});
-      let [a, b] = await Promise.all([connectClient(V.client, server), connectClient(V.client, server)]);
+      let [a, b] = await Promise.all([connectClient(V, server), connectClient(V, server)]);
       let name = uniqueName('nopub');
       let [, chB] = await subscribeAll([a, b], name);
       let err = await expectRejection(a.invokePublish(name, 'rejected'), 5000, 'publish rejection');
@@ -207,7 +207,7 @@ for (const V of VERSIONS) {
   describe(`${V.name} client, --socket-channel-limit 3`, () => {
     test('the 4th subscription fails with BrokerError; the socket keeps working', {timeout: 15000}, async () => {
       let server = await startServer({'protocol-version': V.protocol, 'socket-channel-limit': 3});
-      let client = await connectClient(V.client, server);
+      let client = await connectClient(V, server);
       let names = [1, 2, 3, 4].map(() => uniqueName('lim'));
       let handles = [];
       for (let n of names.slice(0, 3)) {

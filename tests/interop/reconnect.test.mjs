@@ -19,8 +19,8 @@ for (const V of VERSIONS) {
     });
 
     test('dropme: close 4321 with reason, automatic reconnect and re-subscription', {timeout: 20000}, async () => {
-      let client = await connectClient(V.client, server);
-      let other = await connectClient(V.client, server);
+      let client = await connectClient(V, server);
+      let other = await connectClient(V, server);
       let firstId = client.id;
       let names = [uniqueName('re'), uniqueName('re')];
       let channels = names.map((n) => client.subscribe(n));
@@ -49,7 +49,7 @@ for (const V of VERSIONS) {
     });
 
     test('dropme while a request is pending → the request fails with BadConnectionError', {timeout: 15000}, async () => {
-      let client = await connectClient(V.client, server);
+      let client = await connectClient(V, server);
       let pending = client.invoke('noreply', 1);
       client.transmit('dropme');
       let err = await expectRejection(pending, 5000, 'pending noreply to be aborted');
@@ -59,7 +59,7 @@ for (const V of VERSIONS) {
     });
 
     test('client disconnect(4500, reason) closes permanently: no reconnect', {timeout: 15000}, async () => {
-      let client = await connectClient(V.client, server);
+      let client = await connectClient(V, server);
       client.disconnect(4500, 'bye');
       let disconnect = await client.waitEvent('disconnect');
       assert.equal(disconnect.code, 4500);
@@ -71,7 +71,7 @@ for (const V of VERSIONS) {
     });
 
     test('client disconnect() (1000) closes without reconnect', {timeout: 15000}, async () => {
-      let client = await connectClient(V.client, server);
+      let client = await connectClient(V, server);
       client.disconnect();
       let disconnect = await client.waitEvent('disconnect');
       assert.equal(disconnect.code, 1000);
@@ -85,7 +85,7 @@ for (const V of VERSIONS) {
     });
 
     test('client disconnect(4100) (< 4500) reconnects', {timeout: 15000}, async () => {
-      let client = await connectClient(V.client, server);
+      let client = await connectClient(V, server);
       client.disconnect(4100, 'temporary');
       let disconnect = await client.waitEvent('disconnect');
       assert.equal(disconnect.code, 4100);
@@ -95,7 +95,7 @@ for (const V of VERSIONS) {
 
     test('server stop → disconnect (1006), channels pending, the client keeps retrying', {timeout: 20000}, async () => {
       let own = await startServer({'protocol-version': V.protocol});
-      let client = await connectClient(V.client, own);
+      let client = await connectClient(V, own);
       let channel = client.subscribe(uniqueName('persist'));
       await channel.waitSubscribed();
       await own.stop();
@@ -111,7 +111,7 @@ for (const V of VERSIONS) {
   describe(`${V.name} client, --max-payload 1024`, () => {
     test('an oversized message makes the server close with 1009; the client reconnects', {timeout: 15000}, async () => {
       let server = await startServer({'protocol-version': V.protocol, 'max-payload': 1024});
-      let client = await connectClient(V.client, server);
+      let client = await connectClient(V, server);
       assert.equal(await client.echo('x'.repeat(900)), 'x'.repeat(900), 'below the limit works');
       let pending = client.invoke('echo', 'y'.repeat(2000));
       let disconnect = await client.waitEvent('disconnect');

@@ -45,6 +45,9 @@ pub struct Common {
     /// anyway, and pings in the other dialect are reported.
     #[arg(long, global = true, value_enum, default_value = "2")]
     pub protocol_version: Dialect,
+    /// Wire codec: json (sc-formatter) or min-bin (sc-codec-min-bin, binary frames).
+    #[arg(long, global = true, default_value = "json")]
+    pub codec: sc_protocol::Codec,
 
     /// Source addresses to spread connections over, round robin: 127.0.0.1-127.0.0.254, a comma
     /// separated list, or one address. Each address has its own ~28k ephemeral ports.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use sc_protocol::{Frame, Json, Packet, ResponsePacket, encode};
+use sc_protocol::{Codec, Frame, Json, Packet, ResponsePacket, encode, min_bin};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_websockets::{ClientBuilder, Message, WebSocketStream};
 
@@ -28,6 +28,8 @@ pub struct Target {
     handshake_data: String,
     /// Whether handshakes carry a token (and must then come back authenticated).
     with_token: bool,
+    /// The wire codec of every connection.
+    codec: Codec,
 }
 
 impl Target {
@@ -68,6 +70,7 @@ impl Target {
             handshake_timeout,
             handshake_data: r#"{"authToken":null}"#.to_owned(),
             with_token: false,
+            codec: Codec::Json,
         })
     }
 
@@ -82,6 +85,11 @@ impl Target {
         self.with_token = true;
     }
 
+    /// Makes every connection speak `codec` (min-bin: MessagePack in binary frames).
+    pub fn set_codec(&mut self, codec: Codec) {
+        self.codec = codec;
+    }
+
     /// Whether handshakes carry an auth token.
     pub fn has_auth_token(&self) -> bool {
         self.with_token
@@ -93,6 +101,7 @@ impl Target {
         let mut other = Target::resolve(url, self.handshake_timeout).await?;
         other.handshake_data.clone_from(&self.handshake_data);
         other.with_token = self.with_token;
+        other.codec = self.codec;
         Ok(other)
     }
 
@@ -194,6 +203,9 @@ pub struct Client {
     /// protocol promises it, so this is a set rather than a counter.
     pending: HashSet<u64>,
     heartbeats: Heartbeats,
+    codec: Codec,
+    /// Payload bytes of every data frame received (WebSocket headers not counted).
+    bytes_in: u64,
 }
 
 impl Client {
@@ -234,6 +246,8 @@ impl Client {
             next_cid: 1,
             pending: HashSet::new(),
             heartbeats: Heartbeats::default(),
+            codec: target.codec,
+            bytes_in: 0,
         };
         client
             .handshake(&target.handshake_data, target.with_token)
@@ -308,7 +322,16 @@ impl Client {
             if !(message.is_text() || message.is_binary()) {
                 continue;
             }
-            let frame = Frame::decode_bytes(Bytes::from(message.into_payload()));
+            let binary = message.is_binary();
+            let bytes = Bytes::from(message.into_payload());
+            self.bytes_in += bytes.len() as u64;
+            let frame = if binary && self.codec == Codec::MinBin {
+                min_bin::decode_frame(&bytes).map_err(|e| {
+                    ClientError::NotSocketCluster(format!("undecodable min-bin frame: {e}"))
+                })?
+            } else {
+                Frame::decode_bytes(bytes)
+            };
             match frame {
                 Frame::PingV1 => {
                     self.heartbeats.v1 += 1;
@@ -327,10 +350,29 @@ impl Client {
     /// Queues a text frame without flushing (the WebSocket layer flushes by itself past a
     /// threshold). Call [`Client::flush`] when done.
     pub async fn feed(&mut self, frame: Bytes) -> Result<(), ClientError> {
-        self.ws
-            .feed(Message::text(frame))
-            .await
-            .map_err(ClientError::WebSocket)
+        let message = self.message(frame)?;
+        self.ws.feed(message).await.map_err(ClientError::WebSocket)
+    }
+
+    /// A frame as a WebSocket message in this connection's codec: JSON text, or min-bin
+    /// (binary; the v1 pong `#2` as the binary string, the v2 pong as an empty text frame).
+    fn message(&self, frame: Bytes) -> Result<Message, ClientError> {
+        Ok(match self.codec {
+            Codec::Json => Message::text(frame),
+            Codec::MinBin if frame.is_empty() => Message::text(frame),
+            Codec::MinBin if &frame[..] == b"#2" => {
+                Message::binary(Bytes::from_static(min_bin::PONG_V1))
+            }
+            Codec::MinBin => Message::binary(
+                min_bin::encode_frame(&frame)
+                    .map_err(|e| ClientError::NotSocketCluster(format!("min-bin encode: {e}")))?,
+            ),
+        })
+    }
+
+    /// Payload bytes received so far (data frames, heartbeats included).
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in
     }
 
     /// Writes out everything queued.
@@ -340,10 +382,8 @@ impl Client {
 
     /// Sends one text frame now.
     pub async fn send(&mut self, frame: Bytes) -> Result<(), ClientError> {
-        self.ws
-            .send(Message::text(frame))
-            .await
-            .map_err(ClientError::WebSocket)
+        let message = self.message(frame)?;
+        self.ws.send(message).await.map_err(ClientError::WebSocket)
     }
 
     /// Queues a request (an event with a fresh cid, recorded as pending) and returns its cid.

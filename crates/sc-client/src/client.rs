@@ -18,7 +18,7 @@ use crate::driver::{Driver, transport};
 use crate::error::{ClientError, ConnectionError, InvokeError};
 use crate::events::{AuthState, AuthStatus, ClientEvent, ConnectionState, Events};
 use crate::handlers::{ProcedureFuture, Receiver, Registry};
-use crate::options::{AutoReconnectOptions, ClientOptions, ProtocolVersion};
+use crate::options::{AutoReconnectOptions, ClientOptions, Codec, ProtocolVersion};
 use crate::sink;
 use crate::token_store::{TokenStore, decode_payload};
 use crate::url::build_uri;
@@ -259,7 +259,7 @@ impl Client {
 
     /// Publishes to a channel without acknowledgement (`transmitPublish`).
     pub async fn publish(&self, channel: &str, data: impl Serialize) -> Result<(), ClientError> {
-        let data = publish_data(channel, &data)?;
+        let data = publish_data(&self.shared.options.decorate(channel), &data)?;
         self.send_event(
             "#publish",
             Some(data),
@@ -275,7 +275,7 @@ impl Client {
         channel: &str,
         data: impl Serialize,
     ) -> Result<Option<Json>, InvokeError> {
-        let data = publish_data(channel, &data)?;
+        let data = publish_data(&self.shared.options.decorate(channel), &data)?;
         self.invoke_event("#publish", Some(data), self.shared.options.ack_timeout)
             .await
     }
@@ -563,7 +563,19 @@ impl ClientBuilder {
         self
     }
 
-    /// Largest inbound message, in bytes.
+    /// `codecEngine`: see [`ClientOptions::codec`].
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.options.codec = codec;
+        self
+    }
+
+    /// `channelPrefix`: see [`ClientOptions::channel_prefix`].
+    pub fn channel_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.options.channel_prefix = Some(prefix.into());
+        self
+    }
+
+    /// `maxPayload`: see [`ClientOptions::max_payload`].
     pub fn max_payload(mut self, bytes: usize) -> Self {
         self.options.max_payload = bytes;
         self

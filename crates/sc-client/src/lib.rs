@@ -85,7 +85,7 @@ pub use client::{Client, ClientBuilder};
 pub use error::{BadConnectionKind, ClientError, ConnectionError, InvokeError};
 pub use events::{AuthState, AuthStatus, ClientEvent, ConnectionState, Events};
 pub use handlers::{ProcedureFuture, Receiver};
-pub use options::{AutoReconnectOptions, ClientOptions, ProtocolVersion};
+pub use options::{AutoReconnectOptions, ClientOptions, Codec, ProtocolVersion};
 pub use sc_protocol::{Json, ScError};
 pub use token_store::{MemoryTokenStore, TokenStore, TokenStoreError};
 pub use url::DEFAULT_PATH;

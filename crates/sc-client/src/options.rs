@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use sc_protocol::ProtocolVersion;
+pub use sc_protocol::{Codec, ProtocolVersion};
 
 use crate::error::ClientError;
 use crate::token_store::{MemoryTokenStore, TokenStore};
@@ -69,6 +69,13 @@ pub struct ClientOptions {
     /// Largest inbound WebSocket message accepted, in bytes (100 MiB, the `ws` default). A
     /// bigger message closes the connection with 1009 (and the client reconnects).
     pub max_payload: usize,
+    /// `codecEngine`: [`Codec::Json`] (sc-formatter, text frames) or [`Codec::MinBin`]
+    /// (sc-codec-min-bin, binary frames). The server must speak the same (or run `codec auto`).
+    pub codec: Codec,
+    /// `channelPrefix`: prepended to every channel name on the wire (subscribe, unsubscribe,
+    /// publish) and removed from the names the server sends back, so that several apps can
+    /// share one server's channel namespace.
+    pub channel_prefix: Option<String>,
 }
 
 /// `autoReconnectOptions`: the reconnect backoff (PROTOCOL.md §15.1).
@@ -112,11 +119,29 @@ impl Default for ClientOptions {
             receiver_buffer: 1024,
             event_buffer: 256,
             max_payload: 100 * 1024 * 1024,
+            codec: Codec::Json,
+            channel_prefix: None,
         }
     }
 }
 
 impl ClientOptions {
+    /// A channel's name on the wire (`channelPrefix` + name).
+    pub(crate) fn decorate<'a>(&self, channel: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.channel_prefix {
+            Some(prefix) => format!("{prefix}{channel}").into(),
+            None => channel.into(),
+        }
+    }
+
+    /// A channel's name as the application knows it (the wire name without `channelPrefix`).
+    pub(crate) fn undecorate<'a>(&self, channel: &'a str) -> &'a str {
+        match &self.channel_prefix {
+            Some(prefix) => channel.strip_prefix(prefix.as_str()).unwrap_or(channel),
+            None => channel,
+        }
+    }
+
     /// Checks the values that would otherwise make the client misbehave.
     pub(crate) fn validate(&self) -> Result<(), ClientError> {
         let bad = |what: &str| Err(ClientError::InvalidOptions(what.to_owned()));
@@ -174,6 +199,8 @@ impl fmt::Debug for ClientOptions {
             .field("receiver_buffer", &self.receiver_buffer)
             .field("event_buffer", &self.event_buffer)
             .field("max_payload", &self.max_payload)
+            .field("codec", &self.codec)
+            .field("channel_prefix", &self.channel_prefix)
             .finish_non_exhaustive()
     }
 }

@@ -107,3 +107,19 @@ async fn heartbeat_mismatch_v1_client_v2_server() {
 async fn heartbeat_mismatch_v2_client_v1_server() {
     scenarios::heartbeat_mismatch(&fast_pings(V1).await.url(), V2).await;
 }
+
+/// Against the reference with `codecEngine: sc-codec-min-bin` (protocol v2 only: a v20 server in
+/// v1 mode sends its `#1` pings as raw text, which no min-bin client can read, PROTOCOL.md §18).
+#[tokio::test]
+async fn min_bin_and_channel_prefix_v2() {
+    let server = NodeServer::start(&[
+        "--protocol-version",
+        "2",
+        "--codec",
+        "min-bin",
+        "--ping-interval",
+        "100",
+    ])
+    .await;
+    scenarios::min_bin_and_channel_prefix(&server.url(), V2).await;
+}

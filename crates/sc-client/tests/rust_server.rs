@@ -68,3 +68,15 @@ async fn heartbeat_mismatch_v1_client_v2_server() {
     let server = RustServer::start(V2, Some(100), Some(500)).await;
     scenarios::heartbeat_mismatch(&server.url(), V1).await;
 }
+
+#[tokio::test]
+async fn min_bin_and_channel_prefix_v2_against_auto() {
+    let server = RustServer::start(Auto, Some(100), Some(1000)).await;
+    scenarios::min_bin_and_channel_prefix(&server.url(), V2).await;
+}
+
+#[tokio::test]
+async fn min_bin_and_channel_prefix_v1_against_auto() {
+    let server = RustServer::start(Auto, Some(100), Some(1000)).await;
+    scenarios::min_bin_and_channel_prefix(&server.url(), V1).await;
+}

@@ -8,6 +8,8 @@
 //!   arrived, so forwarding never re-encodes them.
 //! - [`frame`]: decoding one inbound WebSocket text frame the way `sc-formatter` does: heartbeat,
 //!   packet, batch of packets, or raw message ([`Frame`], [`Packet`]).
+//! - [`min_bin`]: the `sc-codec-min-bin` codec (MessagePack, binary frames), transcoding JSON frames
+//!   to and from it; [`codec`]: which codec a connection uses.
 //! - [`encode`]: building outbound frames (events, responses, batches) with the reference key order.
 //! - [`publication`]: [`Publication`], a `#publish` frame encoded once and shared by every subscriber.
 //! - [`error`]: [`ScError`], errors as they travel (`sc-errors` dehydration) and their well-known names.
@@ -32,15 +34,18 @@
 //! ```
 
 pub mod close;
+pub mod codec;
 pub mod encode;
 pub mod error;
 pub mod frame;
 pub mod hash;
 pub mod json;
+pub mod min_bin;
 pub mod publication;
 pub mod version;
 
 pub use close::CloseCode;
+pub use codec::{Codec, CodecOption};
 pub use error::ScError;
 pub use frame::{EventPacket, Frame, Packet, ResponsePacket};
 pub use json::Json;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::Parser;
-use sc_protocol::{Json, ProtocolVersion, ScError};
+use sc_protocol::{CodecOption, Json, ProtocolVersion, ScError};
 use sc_server::middleware::{
     Block, EventAction, HandshakeScAction, HandshakeWsAction, InboundAction, OutboundVerdict,
 };
@@ -42,6 +42,15 @@ struct Flags {
     auth_key: Option<String>,
     #[arg(long)]
     per_message_deflate: Option<bool>,
+    /// `json`, `min-bin` or `auto` (text handshake = JSON, binary = min-bin).
+    #[arg(long, default_value = "auto")]
+    codec: CodecOption,
+    #[arg(long)]
+    batch_on_handshake: Option<bool>,
+    #[arg(long)]
+    batch_on_handshake_duration: Option<u64>,
+    #[arg(long)]
+    batch_interval: Option<u64>,
 }
 
 #[tokio::main]
@@ -69,6 +78,14 @@ async fn main() -> anyhow::Result<()> {
         per_message_deflate: flags
             .per_message_deflate
             .unwrap_or(defaults.per_message_deflate),
+        codec: flags.codec,
+        batch_on_handshake: flags
+            .batch_on_handshake
+            .unwrap_or(defaults.batch_on_handshake),
+        batch_on_handshake_duration: flags
+            .batch_on_handshake_duration
+            .unwrap_or(defaults.batch_on_handshake_duration),
+        batch_interval: flags.batch_interval.unwrap_or(defaults.batch_interval),
         ..defaults
     };
     let server = Server::new(options)?;
@@ -155,6 +172,19 @@ fn register_demo_handlers(server: &Server) {
         let text =
             format!(r#"{{"buf":{{"base64":true,"data":"aGVsbG8="}},"received":{received}}}"#);
         Ok::<_, ScError>(Reply::data(Json::from_text(&text)?))
+    });
+    // Server-side batching (PROTOCOL.md §5.5). `startbatch`'s own ack is in the first batch.
+    server.on("startbatch", |req: Request| async move {
+        req.socket().start_batching();
+        Ok::<_, ScError>(())
+    });
+    server.on("stopbatch", |req: Request| async move {
+        req.socket().stop_batching();
+        Ok::<_, ScError>(())
+    });
+    server.on("cancelbatch", |req: Request| async move {
+        req.socket().cancel_batching();
+        Ok::<_, ScError>(())
     });
     server.on("dropme", |req: Request| async move {
         req.socket().disconnect(4321, "dropped by server");

@@ -288,13 +288,14 @@ impl AuthEngine {
         let [header, _, signature] = parts[..] else {
             return Err(TokenError::Invalid("jwt malformed".into()));
         };
-        if header_algorithm(header).as_deref() == Some("none") {
-            // Never accepted; jsonwebtoken's wording for an unsigned token.
-            return Err(TokenError::Invalid(if signature.is_empty() {
-                "jwt signature is required".into()
-            } else {
-                "invalid algorithm".into()
-            }));
+        let algorithm = header_algorithm(header);
+        // jsonwebtoken checks for a signature (any algorithm) once the token decodes.
+        if algorithm.is_some() && signature.trim().is_empty() {
+            return Err(TokenError::Invalid("jwt signature is required".into()));
+        }
+        if algorithm.as_deref() == Some("none") {
+            // Never accepted; jsonwebtoken's wording for a signed `none` token.
+            return Err(TokenError::Invalid("invalid algorithm".into()));
         }
         match jsonwebtoken::decode::<Map<String, Value>>(signed, &self.decoding, &self.validation) {
             // jsonwebtoken (Node) counts a token as expired from its `exp` second on
@@ -467,6 +468,25 @@ mod tests {
         // {"alg":"none","typ":"JWT"}.{"username":"mallory"}.
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ1c2VybmFtZSI6Im1hbGxvcnkifQ.";
         assert!(matches!(e.verify_str(none), Err(TokenError::Invalid(_))));
+        assert_eq!(
+            e.verify_str(none),
+            Err(TokenError::Invalid("jwt signature is required".into()))
+        );
+        // An HS256 token with its signature cut off: jsonwebtoken's message, whatever the alg.
+        let signed = e
+            .sign(&serde_json::json!({"u": 1}), &SignOptions::default())
+            .unwrap()
+            .signed;
+        let unsigned = &signed[..=signed.rfind('.').unwrap()];
+        let error = e.verify_str(unsigned).unwrap_err();
+        assert_eq!(
+            error,
+            TokenError::Invalid("jwt signature is required".into())
+        );
+        assert_eq!(
+            error.to_sc_error(true).to_json().get(),
+            r#"{"message":"jwt signature is required","name":"AuthTokenInvalidError","isBadToken":true}"#
+        );
         let huge = format!("a.{}.b", "x".repeat(MAX_TOKEN_LENGTH));
         assert_eq!(
             e.verify_str(&huge),

@@ -17,7 +17,9 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use sc_protocol::frame::HandshakeData;
-use sc_protocol::{CloseCode, EventPacket, Frame, HeartbeatDialect, Json, Packet, ScError, encode};
+use sc_protocol::{
+    CloseCode, Codec, EventPacket, Frame, HeartbeatDialect, Json, Packet, ScError, encode, min_bin,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, sleep_until};
 
@@ -170,10 +172,15 @@ async fn serve<S>(
                 close.get_or_insert((CloseCode(code), reason));
                 break;
             }
-            Wake::Inbound(Some(Ok(Inbound::Text(payload) | Inbound::Binary(payload)))) => {
+            Wake::Inbound(Some(Ok(message @ (Inbound::Text(_) | Inbound::Binary(_))))) => {
                 connection.last_activity = Instant::now();
                 connection.work += 1;
-                let flow = match connection.on_frame(payload) {
+                let (payload, binary) = match message {
+                    Inbound::Binary(payload) => (payload, true),
+                    Inbound::Text(payload) => (payload, false),
+                    Inbound::Close(..) => continue,
+                };
+                let flow = match connection.on_frame(payload, binary) {
                     Handled::Done(flow) => flow,
                     Handled::Later(future) => {
                         let active = (!*writer_done).then_some(&mut *writer);
@@ -267,10 +274,6 @@ where
     (flow, end)
 }
 
-fn ping_frame(dialect: HeartbeatDialect) -> Bytes {
-    Bytes::from_static(dialect.ping().as_bytes())
-}
-
 fn close_code_for(error: &ws::Error) -> CloseCode {
     match error {
         ws::Error::PayloadTooLong { .. } => CloseCode::MESSAGE_TOO_BIG,
@@ -349,11 +352,9 @@ impl Timers {
         let socket = &connection.socket;
         if let Some(tick) = self.next_ping.filter(|t| *t <= now) {
             match connection.detector.on_tick() {
-                TickAction::Ping(dialect) => {
-                    let _ = socket.send_frame(ping_frame(dialect));
-                }
+                TickAction::Ping(dialect) => socket.send_ping(dialect),
                 TickAction::Probe => {
-                    let _ = socket.send_frame(ping_frame(HeartbeatDialect::V1));
+                    socket.send_ping(HeartbeatDialect::V1);
                     self.probe = Some(now + probe_window(self.ping_interval));
                 }
                 TickAction::Wait => {}
@@ -370,7 +371,7 @@ impl Timers {
             self.probe = None;
             if let Some(dialect) = connection.detector.on_probe_expired() {
                 socket.set_dialect(dialect);
-                let _ = socket.send_frame(ping_frame(dialect));
+                socket.send_ping(dialect);
             }
         }
         if self.pong_armed && !writer_done && connection.last_activity + self.ping_timeout <= now {
@@ -406,13 +407,24 @@ impl Connection {
     /// Handles one frame. Most frames are handled at once; only what waits (handshake,
     /// middleware, broker calls) becomes a future, boxed so that it costs an idle connection
     /// nothing.
-    fn on_frame(&mut self, payload: Bytes) -> Handled<'_> {
+    fn on_frame(&mut self, payload: Bytes, binary: bool) -> Handled<'_> {
+        if self.socket.codec().is_none() {
+            // Codec `auto`: the first frame (the handshake) tells. MessagePack packets start
+            // with a map or array marker; a binary frame of JSON text starts with `{` or `[`.
+            let min_bin = binary && matches!(payload.first(), Some(0x80..=0x9f | 0xdc..=0xdf));
+            self.socket
+                .set_codec(if min_bin { Codec::MinBin } else { Codec::Json });
+        }
         if self.socket.0.server.middleware.has_inbound_raw()
             || self.socket.state() == SocketState::Connecting
         {
-            return Handled::Later(Box::pin(self.on_frame_later(payload)));
+            return Handled::Later(Box::pin(self.on_frame_later(payload, binary)));
         }
-        match Frame::decode_bytes(payload) {
+        let frame = match self.decode(payload, binary) {
+            Ok(frame) => frame,
+            Err(flow) => return Handled::Done(flow),
+        };
+        match frame {
             Frame::Packets(packets) => {
                 let mut packets = packets.into_iter();
                 while let Some(packet) = packets.next() {
@@ -436,8 +448,29 @@ impl Connection {
         }
     }
 
+    /// Decodes a frame with the socket's codec. Binary frames of a min-bin socket are
+    /// MessagePack; everything else is read as JSON text (sc-formatter). A frame that is not
+    /// MessagePack closes the connection: 4009 before the handshake (as any undecodable frame),
+    /// 1007 after it.
+    fn decode(&self, payload: Bytes, binary: bool) -> Result<Frame, Flow> {
+        if !(binary && self.socket.codec() == Some(Codec::MinBin)) {
+            return Ok(Frame::decode_bytes(payload));
+        }
+        min_bin::decode_frame(&payload).map_err(|error| {
+            let code = if self.socket.state() == SocketState::Connecting
+                && self.socket.0.server.options.strict_handshake
+            {
+                CloseCode::MESSAGE_BEFORE_HANDSHAKE
+            } else {
+                CloseCode::INVALID_PAYLOAD
+            };
+            tracing::info!(socket = %self.socket.id(), %error, code = code.0, len = payload.len(), "closing: undecodable min-bin frame");
+            Flow::Close(code)
+        })
+    }
+
     /// The complete handling of a frame, for frames that (may) have to wait.
-    async fn on_frame_later(&mut self, payload: Bytes) -> Flow {
+    async fn on_frame_later(&mut self, payload: Bytes, binary: bool) -> Flow {
         let middleware = &self.socket.0.server.middleware;
         let payload = if middleware.has_inbound_raw() {
             let action = RawAction {
@@ -452,7 +485,10 @@ impl Connection {
         } else {
             payload
         };
-        let frame = Frame::decode_bytes(payload);
+        let frame = match self.decode(payload, binary) {
+            Ok(frame) => frame,
+            Err(flow) => return flow,
+        };
         if self.socket.state() == SocketState::Connecting {
             return self.on_frame_before_handshake(frame).await;
         }
@@ -605,7 +641,11 @@ impl Connection {
         } else {
             ",\"isAuthenticated\":false}"
         });
-        let _ = self.socket.send_frame(encode::response(cid, Some(&data)));
+        // The handshake response itself is never batched.
+        let _ = self.socket.send_encoded(encode::response(cid, Some(&data)));
+        if server.options.batch_on_handshake {
+            self.socket.batch_on_handshake();
+        }
         if bad_token && !v1 {
             let _ = self
                 .socket

@@ -18,7 +18,7 @@ use crate::middleware::{
     inbound_block_error,
 };
 use crate::server::AuthEvent;
-use crate::socket::{HandlerSlot, Socket};
+use crate::socket::{HANDLER_SCOPE, HandlerScope, HandlerSlot, Socket};
 
 /// Events the socketcluster-server 14 socket reserves for local use; it drops them when a client
 /// sends them (PROTOCOL.md §11 rule 2). Applied to v1 connections.
@@ -321,8 +321,9 @@ async fn on_subscribe(socket: &Socket, event: EventPacket) -> Flow {
     }
     if let Some(cid) = cid {
         let ack = encode::response(cid, None);
-        // v1 batch channels get their answer inside a batch array.
-        let frame = if subscribe.batch {
+        // v1 batch channels get their answer inside a batch array (which a batching socket
+        // builds anyway).
+        let frame = if subscribe.batch && !socket.is_batching() {
             encode::batch(&[ack])
         } else {
             ack
@@ -467,16 +468,23 @@ fn run_handler(
         cid,
     };
     let event_name = request.event.clone();
-    let mut future = std::panic::AssertUnwindSafe(handler.call(request)).catch_unwind();
+    // A handler that owes a response and disconnects its socket gets its response out first.
+    let scope = cid.map(|_| HandlerScope::new(socket));
+    let call = handler.call(request);
+    let call: crate::handler::BoxFuture<Result<Reply, ScError>> = match &scope {
+        Some(scope) => Box::pin(HANDLER_SCOPE.scope(scope.clone(), call)),
+        None => call,
+    };
+    let mut future = std::panic::AssertUnwindSafe(call).catch_unwind();
     let waker = futures_util::task::noop_waker();
     let mut context = std::task::Context::from_waker(&waker);
     match future.poll_unpin(&mut context) {
-        Poll::Ready(outcome) => answer(socket, cid, &event_name, outcome),
+        Poll::Ready(outcome) => answer(socket, cid, &event_name, outcome, scope.as_ref()),
         Poll::Pending => {
             let socket = socket.clone();
             tokio::spawn(async move {
                 let outcome = future.await;
-                answer(&socket, cid, &event_name, outcome);
+                answer(&socket, cid, &event_name, outcome, scope.as_ref());
                 drop(slot);
             });
         }
@@ -486,7 +494,13 @@ fn run_handler(
 
 type Outcome = Result<Result<Reply, ScError>, Box<dyn std::any::Any + Send>>;
 
-fn answer(socket: &Socket, cid: Option<u64>, event: &str, outcome: Outcome) {
+fn answer(
+    socket: &Socket,
+    cid: Option<u64>,
+    event: &str,
+    outcome: Outcome,
+    scope: Option<&HandlerScope>,
+) {
     match outcome {
         Ok(Ok(reply)) => respond(socket, cid, Ok(reply.0.as_ref())),
         Ok(Err(error)) => respond(socket, cid, Err(&error)),
@@ -501,5 +515,8 @@ fn answer(socket: &Socket, cid: Option<u64>, event: &str, outcome: Outcome) {
                 )),
             );
         }
+    }
+    if let Some((code, reason)) = scope.and_then(HandlerScope::take_deferred) {
+        socket.disconnect(code, &reason);
     }
 }

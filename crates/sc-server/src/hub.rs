@@ -13,7 +13,7 @@ use sc_protocol::Publication;
 use tokio::sync::mpsc;
 
 use crate::middleware::{Middleware, OutboundVerdict};
-use crate::socket::Socket;
+use crate::socket::{SharedFrame, Socket};
 
 /// Broker operations for one channel run one at a time; channels share these locks by hash.
 const OP_LOCKS: usize = 64;
@@ -79,23 +79,23 @@ impl Hub {
         let Some(entry) = channels.get(publication.channel()) else {
             return;
         };
+        // Encoded once per codec: JSON as published, min-bin on the first min-bin subscriber.
+        let shared = SharedFrame::new(publication.frame());
         if self.middleware.has_outbound() {
             for socket in &entry.sockets {
-                let frame = match self.middleware.run_outbound(socket, publication) {
-                    OutboundVerdict::Allow => publication.frame().clone(),
+                let _ = match self.middleware.run_outbound(socket, publication) {
+                    OutboundVerdict::Allow => socket.send_shared(&shared),
                     OutboundVerdict::Replace(data) => {
-                        Publication::new(publication.channel(), Some(&data))
-                            .frame()
-                            .clone()
+                        let replaced = Publication::new(publication.channel(), Some(&data));
+                        socket.send_shared(&SharedFrame::new(replaced.frame()))
                     }
                     OutboundVerdict::Block => continue,
                 };
-                let _ = socket.send_frame(frame);
             }
         } else {
             for socket in &entry.sockets {
                 // A full queue closes that socket (slow consumer); others are unaffected.
-                let _ = socket.send_frame(publication.frame().clone());
+                let _ = socket.send_shared(&shared);
             }
         }
         for watcher in &entry.watchers {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sc_protocol::ProtocolVersion;
+use sc_protocol::{CodecOption, ProtocolVersion};
 use serde::{Deserialize, Serialize};
 
 /// Settings of one realtime server (PROTOCOL.md §13). Field names serialise in SocketCluster's
@@ -22,6 +22,16 @@ pub struct ServerOptions {
     pub path: String,
     /// Heartbeat dialect: `1`, `2`, or `auto` (detect per connection; serves 14.x and 15+ clients).
     pub protocol_version: ProtocolVersion,
+    /// Wire codec: `json` (sc-formatter), `min-bin` (sc-codec-min-bin), or `auto` (each
+    /// connection's codec is read from its handshake frame: text = JSON, binary = min-bin).
+    pub codec: CodecOption,
+    /// Batch every outbound packet for `batchOnHandshakeDuration` ms after the handshake (the
+    /// burst of re-subscriptions then goes out in a few frames).
+    pub batch_on_handshake: bool,
+    /// How long `batchOnHandshake` batches (ms).
+    pub batch_on_handshake_duration: u64,
+    /// While a socket batches, how often its batch is flushed (ms).
+    pub batch_interval: u64,
     /// How long server-initiated invokes wait for the client's response.
     pub ack_timeout: u64,
     /// How long a new connection may take to send `#handshake` (else close 4005).
@@ -93,6 +103,10 @@ impl Default for ServerOptions {
         ServerOptions {
             path: "/socketcluster/".to_owned(),
             protocol_version: ProtocolVersion::Auto,
+            codec: CodecOption::Auto,
+            batch_on_handshake: false,
+            batch_on_handshake_duration: 400,
+            batch_interval: 50,
             ack_timeout: 10_000,
             handshake_timeout: 10_000,
             strict_handshake: true,
@@ -138,6 +152,8 @@ impl ServerOptions {
             ("middlewareTimeout", self.middleware_timeout),
             ("httpHeaderTimeout", self.http_header_timeout),
             ("httpIdleTimeout", self.http_idle_timeout),
+            ("batchOnHandshakeDuration", self.batch_on_handshake_duration),
+            ("batchInterval", self.batch_interval),
         ];
         for (name, value) in positive {
             if value == 0 || value > i32::MAX as u64 {
@@ -194,6 +210,14 @@ impl ServerOptions {
         Duration::from_millis(self.middleware_timeout)
     }
 
+    pub(crate) fn batch_interval(&self) -> Duration {
+        Duration::from_millis(self.batch_interval)
+    }
+
+    pub(crate) fn batch_on_handshake_duration(&self) -> Duration {
+        Duration::from_millis(self.batch_on_handshake_duration)
+    }
+
     pub(crate) fn ping_timeout(&self) -> Duration {
         Duration::from_millis(self.ping_timeout)
     }
@@ -214,7 +238,7 @@ mod tests {
     #[test]
     fn reads_socketcluster_names() {
         let o: ServerOptions = serde_json::from_str(
-            r#"{"pingInterval":1000,"socketChannelLimit":2,"protocolVersion":"1"}"#,
+            r#"{"pingInterval":1000,"socketChannelLimit":2,"protocolVersion":"1","codec":"min-bin","batchInterval":20}"#,
         )
         .unwrap();
         assert_eq!(
@@ -222,6 +246,8 @@ mod tests {
             (1000, Some(2), ProtocolVersion::V1)
         );
         assert_eq!(o.ping_timeout, 20_000);
+        assert_eq!((o.codec, o.batch_interval), (CodecOption::MinBin, 20));
+        assert_eq!(o.batch_on_handshake_duration, 400);
     }
 
     #[test]

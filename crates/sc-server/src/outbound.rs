@@ -31,6 +31,8 @@ use crate::ws::{self, WebSocket};
 pub(crate) enum Outbound {
     /// A text frame.
     Text(Bytes),
+    /// A binary frame (the min-bin codec).
+    Binary(Bytes),
     /// Close the connection with this code and reason after everything queued before it.
     Close(CloseCode, String),
 }
@@ -86,7 +88,13 @@ impl OutboundQueue {
     }
 
     /// Queues a text frame.
+    #[cfg(test)]
     pub(crate) fn push(&self, frame: Bytes) -> Result<(), PushError> {
+        self.push_item(Outbound::Text(frame))
+    }
+
+    /// Queues a text or binary frame.
+    pub(crate) fn push_item(&self, item: Outbound) -> Result<(), PushError> {
         {
             let mut state = self.state.lock();
             if state.closed {
@@ -100,7 +108,7 @@ impl OutboundQueue {
                 self.waker.wake();
                 return Err(PushError::Overflow);
             }
-            state.items.push_back(Outbound::Text(frame));
+            state.items.push_back(item);
         }
         self.waker.wake();
         Ok(())
@@ -249,22 +257,23 @@ impl Writer {
                 Phase::Idle => {
                     // Hand the batch over (up to a close, which ends the connection).
                     while let Some(item) = self.batch.pop_front() {
-                        match item {
-                            Outbound::Text(frame) => {
-                                if ws.send_text(frame).is_err() {
-                                    // The close handshake started: what is left goes nowhere,
-                                    // but the close frame already queued must still go out.
-                                    self.batch.clear();
-                                    self.phase = Phase::Finishing;
-                                }
-                            }
+                        let sent = match item {
+                            Outbound::Text(frame) => ws.send_text(frame),
+                            Outbound::Binary(frame) => ws.send_binary(frame),
                             Outbound::Close(code, reason) => {
                                 self.batch.clear();
                                 if ws.send_close(close_code(code), &reason).is_err() {
                                     return Poll::Ready(WriterEnd::Closed(code));
                                 }
                                 self.phase = Phase::Closing(code);
+                                continue;
                             }
+                        };
+                        if sent.is_err() {
+                            // The close handshake started: what is left goes nowhere, but the
+                            // close frame already queued must still go out.
+                            self.batch.clear();
+                            self.phase = Phase::Finishing;
                         }
                     }
                     if self.batch.capacity() > KEEP_BATCH_CAPACITY {

@@ -4,18 +4,18 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
-use sc_protocol::{CloseCode, HeartbeatDialect, Json, ScError, encode};
+use sc_protocol::{CloseCode, Codec, HeartbeatDialect, Json, ScError, encode, min_bin};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::auth::{AuthToken, SignOptions};
 use crate::error::{InvokeError, SendError};
 use crate::handler::Handler;
-use crate::outbound::{OutboundQueue, PushError};
+use crate::outbound::{Outbound, OutboundQueue, PushError};
 use crate::server::ServerShared;
 
 /// Connection state of a socket.
@@ -109,6 +109,11 @@ pub(crate) struct SocketShared {
     handler_slots: tokio::sync::Semaphore,
     state: AtomicU8,
     dialect: AtomicU8,
+    /// [`Codec`] in use: `CODEC_UNKNOWN` until the handshake frame decided it (codec `auto`).
+    codec: AtomicU8,
+    /// Mirrors `batch.buffering`, so that sending checks no lock while nothing is batched.
+    batching: AtomicBool,
+    batch: Mutex<Batch>,
     next_cid: AtomicU64,
     pending: Mutex<HashMap<u64, PendingInvoke>>,
     pub(crate) channels: Mutex<HashSet<Arc<str>>>,
@@ -124,6 +129,78 @@ const STATE_CLOSED: u8 = 2;
 const DIALECT_UNKNOWN: u8 = 0;
 const DIALECT_V1: u8 = 1;
 const DIALECT_V2: u8 = 2;
+const CODEC_UNKNOWN: u8 = 0;
+const CODEC_JSON: u8 = 1;
+const CODEC_MIN_BIN: u8 = 2;
+
+/// Server-side batching state (PROTOCOL.md §5.5).
+#[derive(Default)]
+struct Batch {
+    /// Packets are being collected.
+    buffering: bool,
+    /// The application asked for batching (`start_batching`), as opposed to `batchOnHandshake`.
+    requested: bool,
+    /// The collected packets, as JSON; encoded (once, as one array) when flushed.
+    packets: Vec<Bytes>,
+    /// The task that flushes every `batchInterval`.
+    ticker: Option<tokio::task::AbortHandle>,
+}
+
+/// One encoded frame shared by many sockets (a channel delivery): JSON as built, min-bin
+/// encoded on first use, so each codec's bytes are made at most once per publication.
+pub(crate) struct SharedFrame<'a> {
+    json: &'a Bytes,
+    min_bin: std::cell::OnceCell<Option<Bytes>>,
+}
+
+impl<'a> SharedFrame<'a> {
+    pub(crate) fn new(json: &'a Bytes) -> SharedFrame<'a> {
+        SharedFrame {
+            json,
+            min_bin: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn min_bin(&self) -> Option<&Bytes> {
+        self.min_bin
+            .get_or_init(|| match min_bin::encode_frame(self.json) {
+                Ok(frame) => Some(frame),
+                Err(error) => {
+                    tracing::error!(%error, "cannot encode a publication as min-bin");
+                    None
+                }
+            })
+            .as_ref()
+    }
+}
+
+tokio::task_local! {
+    /// Set while a handler that owes its client a response runs: a `disconnect()` it calls is
+    /// applied after its response was queued (the response reaches the client first, as in
+    /// socketcluster-server 14 where `res()` precedes `socket.disconnect()`).
+    pub(crate) static HANDLER_SCOPE: HandlerScope;
+}
+
+/// See [`HANDLER_SCOPE`].
+#[derive(Clone)]
+pub(crate) struct HandlerScope {
+    socket: usize,
+    deferred: Arc<Mutex<Option<(u16, String)>>>,
+}
+
+impl HandlerScope {
+    pub(crate) fn new(socket: &Socket) -> HandlerScope {
+        HandlerScope {
+            socket: Arc::as_ptr(&socket.0) as usize,
+            deferred: Arc::default(),
+        }
+    }
+
+    /// The disconnect the handler asked for, to apply now that it answered.
+    pub(crate) fn take_deferred(&self) -> Option<(u16, String)> {
+        self.deferred.lock().take()
+    }
+}
 
 impl Socket {
     pub(crate) fn new(
@@ -134,6 +211,11 @@ impl Socket {
     ) -> Socket {
         let limit = server.options.outbound_queue_limit;
         let handler_limit = server.options.inbound_handler_limit;
+        let codec = server
+            .options
+            .codec
+            .fixed()
+            .map_or(CODEC_UNKNOWN, codec_code);
         Socket(Arc::new(SocketShared {
             id,
             server,
@@ -141,6 +223,9 @@ impl Socket {
             handler_slots: tokio::sync::Semaphore::new(handler_limit),
             state: AtomicU8::new(STATE_CONNECTING),
             dialect: AtomicU8::new(dialect.map_or(DIALECT_UNKNOWN, dialect_code)),
+            codec: AtomicU8::new(codec),
+            batching: AtomicBool::new(false),
+            batch: Mutex::new(Batch::default()),
             next_cid: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             channels: Mutex::new(HashSet::new()),
@@ -178,6 +263,20 @@ impl Socket {
             DIALECT_V2 => Some(HeartbeatDialect::V2),
             _ => None,
         }
+    }
+
+    /// The codec this socket speaks, once known (always known unless the server's codec is
+    /// `auto` and the handshake frame has not arrived yet).
+    pub fn codec(&self) -> Option<Codec> {
+        match self.0.codec.load(Ordering::Acquire) {
+            CODEC_JSON => Some(Codec::Json),
+            CODEC_MIN_BIN => Some(Codec::MinBin),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn set_codec(&self, codec: Codec) {
+        self.0.codec.store(codec_code(codec), Ordering::Release);
     }
 
     /// Registers a handler for `event` on this socket only (it takes precedence over a
@@ -251,15 +350,120 @@ impl Socket {
         }
     }
 
-    /// Sends a raw text frame (the client sees a `raw` / `message` event).
+    /// Sends a raw text frame (the client sees a `raw` / `message` event). Raw frames bypass
+    /// the codec and batching, as `socket.send()` does in SocketCluster.
     pub fn send_raw(&self, text: &str) -> Result<(), SendError> {
-        self.send_frame(Bytes::copy_from_slice(text.as_bytes()))
+        self.push(Outbound::Text(Bytes::copy_from_slice(text.as_bytes())))
+    }
+
+    /// Starts batching: from now on every outbound packet (responses, events, channel
+    /// deliveries) is collected and sent as one array frame every `batchInterval` ms
+    /// (SocketCluster's `startBatching`). Heartbeats and raw frames are never batched.
+    pub fn start_batching(&self) {
+        self.0.batch.lock().requested = true;
+        self.start_ticker();
+    }
+
+    /// Sends what was collected now and stops batching (`stopBatching`).
+    pub fn stop_batching(&self) {
+        self.stop_ticker(false);
+        self.flush_batch();
+    }
+
+    /// Sends what was collected so far as one array frame; batching goes on if it was on.
+    pub fn flush_batch(&self) {
+        let packets = std::mem::take(&mut self.0.batch.lock().packets);
+        if !packets.is_empty() {
+            let _ = self.send_encoded(encode::batch(&packets));
+        }
+    }
+
+    /// Discards what was collected and stops batching (`cancelBatching`).
+    pub fn cancel_batching(&self) {
+        self.stop_ticker(true);
+    }
+
+    /// Whether outbound packets are being collected into batches.
+    pub fn is_batching(&self) -> bool {
+        self.0.batching.load(Ordering::Acquire)
+    }
+
+    /// `batchOnHandshake`: batch for `batchOnHandshakeDuration`, unless the application has
+    /// started batching itself meanwhile.
+    pub(crate) fn batch_on_handshake(&self) {
+        self.start_ticker();
+        let weak = Arc::downgrade(&self.0);
+        let duration = self.0.server.options.batch_on_handshake_duration();
+        tokio::spawn(async move {
+            tokio::time::sleep(duration).await;
+            if let Some(shared) = weak.upgrade() {
+                let socket = Socket(shared);
+                if !socket.0.batch.lock().requested {
+                    socket.stop_batching();
+                }
+            }
+        });
+    }
+
+    fn start_ticker(&self) {
+        let mut batch = self.0.batch.lock();
+        batch.buffering = true;
+        self.0.batching.store(true, Ordering::Release);
+        if batch.ticker.is_some() {
+            return;
+        }
+        let weak = Arc::downgrade(&self.0);
+        let interval = self.0.server.options.batch_interval();
+        let task = tokio::spawn(async move {
+            let mut ticks =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            loop {
+                ticks.tick().await;
+                match weak.upgrade() {
+                    Some(shared) => Socket(shared).flush_batch(),
+                    None => break,
+                }
+            }
+        });
+        batch.ticker = Some(task.abort_handle());
+    }
+
+    /// Stops collecting; `discard` drops what was collected (else it stays for a flush).
+    fn stop_ticker(&self, discard: bool) {
+        let mut batch = self.0.batch.lock();
+        batch.buffering = false;
+        batch.requested = false;
+        self.0.batching.store(false, Ordering::Release);
+        if let Some(ticker) = batch.ticker.take() {
+            ticker.abort();
+        }
+        if discard {
+            batch.packets = Vec::new();
+        }
     }
 
     /// Closes the connection with `code` (1000, or 3000–4999 outside the protocol's own
     /// 4000–4009) and `reason`, after the frames already queued. v1 clients first get the
     /// `#disconnect` event, as socketcluster-server 14 sends it.
+    ///
+    /// Called from a handler that answers its client, the close waits until the handler has
+    /// answered: the response goes out first.
     pub fn disconnect(&self, code: u16, reason: &str) {
+        let deferred = HANDLER_SCOPE
+            .try_with(|scope| {
+                let mine = scope.socket == Arc::as_ptr(&self.0) as usize;
+                if mine {
+                    scope
+                        .deferred
+                        .lock()
+                        .get_or_insert_with(|| (code, reason.to_owned()));
+                }
+                mine
+            })
+            .unwrap_or(false);
+        if deferred {
+            return;
+        }
         let code = if CloseCode(code).is_application_code() {
             CloseCode(code)
         } else {
@@ -391,8 +595,76 @@ impl Socket {
         }
     }
 
+    /// Sends a packet (a JSON frame built by `sc_protocol::encode`): into the batch when
+    /// batching, else encoded with the socket's codec.
     pub(crate) fn send_frame(&self, frame: Bytes) -> Result<(), SendError> {
-        match self.0.queue.push(frame) {
+        if self.0.batching.load(Ordering::Acquire) && self.add_to_batch(&frame)? {
+            return Ok(());
+        }
+        self.send_encoded(frame)
+    }
+
+    /// Sends a frame shared with other sockets (a channel delivery).
+    pub(crate) fn send_shared(&self, frame: &SharedFrame<'_>) -> Result<(), SendError> {
+        if self.0.batching.load(Ordering::Acquire) && self.add_to_batch(frame.json)? {
+            return Ok(());
+        }
+        match self.codec() {
+            Some(Codec::MinBin) => match frame.min_bin() {
+                Some(bytes) => self.push(Outbound::Binary(bytes.clone())),
+                None => Err(SendError::Serialize("min-bin encoding failed".into())),
+            },
+            _ => self.push(Outbound::Text(frame.json.clone())),
+        }
+    }
+
+    /// Collects a packet if the socket is batching (`false`: it is not, send it now).
+    fn add_to_batch(&self, frame: &Bytes) -> Result<bool, SendError> {
+        let mut batch = self.0.batch.lock();
+        if !batch.buffering {
+            return Ok(false);
+        }
+        if self.state() == SocketState::Closed {
+            return Err(SendError::Closed);
+        }
+        batch.packets.push(frame.clone());
+        // The batch is bounded like the queue it goes to: a full one is flushed at once.
+        if batch.packets.len() >= self.0.server.options.outbound_queue_limit {
+            let packets = std::mem::take(&mut batch.packets);
+            drop(batch);
+            self.send_encoded(encode::batch(&packets))?;
+        }
+        Ok(true)
+    }
+
+    /// Sends a packet frame now (never batched), in the socket's codec.
+    pub(crate) fn send_encoded(&self, frame: Bytes) -> Result<(), SendError> {
+        match self.codec() {
+            Some(Codec::MinBin) => match min_bin::encode_frame(&frame) {
+                Ok(bytes) => self.push(Outbound::Binary(bytes)),
+                Err(error) => {
+                    tracing::error!(socket = %self.id(), %error, "cannot encode a packet as min-bin");
+                    Err(SendError::Serialize(error.to_string()))
+                }
+            },
+            _ => self.push(Outbound::Text(frame)),
+        }
+    }
+
+    /// Sends a heartbeat ping: v2's empty text frame (it bypasses the codec), or v1's `#1`
+    /// (through the codec: the min-bin ping is the binary string `"#1"`).
+    pub(crate) fn send_ping(&self, dialect: HeartbeatDialect) {
+        let item = match (dialect, self.codec()) {
+            (HeartbeatDialect::V1, Some(Codec::MinBin)) => {
+                Outbound::Binary(Bytes::from_static(min_bin::PING_V1))
+            }
+            (dialect, _) => Outbound::Text(Bytes::from_static(dialect.ping().as_bytes())),
+        };
+        let _ = self.push(item);
+    }
+
+    fn push(&self, item: Outbound) -> Result<(), SendError> {
+        match self.0.queue.push_item(item) {
             Ok(()) => Ok(()),
             Err(PushError::Closed) => Err(SendError::Closed),
             Err(PushError::Overflow) => Err(SendError::SlowConsumer),
@@ -401,6 +673,11 @@ impl Socket {
 
     /// Closes the socket: optional v1 `#disconnect` event, then the close frame.
     pub(crate) fn close_with(&self, code: CloseCode, reason: &str, announce: bool) {
+        // What was collected for a batch goes out before the close.
+        if self.0.batching.load(Ordering::Acquire) {
+            self.stop_ticker(false);
+            self.flush_batch();
+        }
         if announce && self.dialect() == Some(HeartbeatDialect::V1) {
             let mut data = format!("{{\"code\":{}", code.0);
             if !reason.is_empty() {
@@ -448,6 +725,7 @@ impl Socket {
     pub(crate) fn mark_closed(&self, code: CloseCode, reason: &str) -> Vec<Arc<str>> {
         self.0.state.store(STATE_CLOSED, Ordering::Release);
         self.0.queue.finish();
+        self.stop_ticker(true);
         self.0.pending.lock().clear();
         let listeners = std::mem::take(&mut *self.0.disconnect_listeners.lock());
         for listener in listeners {
@@ -467,6 +745,13 @@ fn dialect_code(dialect: HeartbeatDialect) -> u8 {
     match dialect {
         HeartbeatDialect::V1 => DIALECT_V1,
         HeartbeatDialect::V2 => DIALECT_V2,
+    }
+}
+
+fn codec_code(codec: Codec) -> u8 {
+    match codec {
+        Codec::Json => CODEC_JSON,
+        Codec::MinBin => CODEC_MIN_BIN,
     }
 }
 
@@ -493,6 +778,17 @@ impl fmt::Debug for Socket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_frame_is_encoded_once_per_codec() {
+        let json = Bytes::from_static(br##"{"event":"#publish","data":{"channel":"c","data":1}}"##);
+        let shared = SharedFrame::new(&json);
+        let first = shared.min_bin().unwrap().clone();
+        let second = shared.min_bin().unwrap().clone();
+        // The same buffer both times: the second subscriber gets a reference-count increment.
+        assert_eq!(first.as_ptr(), second.as_ptr());
+        assert_eq!(&first[..], b"\x81\xa1p\x92\xa1c\x01");
+    }
 
     #[test]
     fn detached_request_keeps_every_header_and_owns_its_bytes() {

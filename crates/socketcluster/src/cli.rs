@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use sc_protocol::ProtocolVersion;
+use sc_protocol::{CodecOption, ProtocolVersion};
 use serde_json::{Map, Value};
 
 /// SocketCluster in Rust: run the boilerplate cluster, or start a new app.
@@ -64,6 +64,19 @@ pub struct RunFlags {
     /// Heartbeat dialect: 1 (client 14.x), 2 (client 15+) or auto (both).
     #[arg(long)]
     pub protocol_version: Option<ProtocolVersion>,
+    /// Wire codec: json, min-bin (sc-codec-min-bin) or auto (each connection's handshake frame
+    /// tells: text = JSON, binary = min-bin). Default auto.
+    #[arg(long)]
+    pub codec: Option<CodecOption>,
+    /// Batch outbound packets for batchOnHandshakeDuration ms after each handshake.
+    #[arg(long)]
+    pub batch_on_handshake: Option<bool>,
+    /// How long batchOnHandshake batches (ms; default 400).
+    #[arg(long)]
+    pub batch_on_handshake_duration: Option<u64>,
+    /// While a socket batches, how often the batch is flushed (ms; default 50).
+    #[arg(long)]
+    pub batch_interval: Option<u64>,
     /// Most channels one socket may subscribe to.
     #[arg(long)]
     pub socket_channel_limit: Option<usize>,
@@ -140,6 +153,13 @@ impl RunFlags {
             "protocolVersion",
             self.protocol_version.map(|v| Value::from(v.to_string())),
         );
+        put("codec", self.codec.map(|c| Value::from(c.to_string())));
+        put("batchOnHandshake", self.batch_on_handshake.map(Value::from));
+        put(
+            "batchOnHandshakeDuration",
+            self.batch_on_handshake_duration.map(Value::from),
+        );
+        put("batchInterval", self.batch_interval.map(Value::from));
         put(
             "socketChannelLimit",
             self.socket_channel_limit.map(Value::from),

@@ -254,6 +254,31 @@ httpHeaderTimeout = 5000
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
+    fn codec_and_batching_from_file_env_and_flags() {
+        use sc_protocol::CodecOption;
+        assert_eq!(ClusterConfig::default().server.codec, CodecOption::Auto);
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "sc.toml",
+                "codec = \"json\"\nbatchInterval = 20\nbatchOnHandshake = true\n",
+            )?;
+            jail.set_env("SOCKETCLUSTER_CODEC", "min-bin");
+            let config = ClusterConfig::load(Some("sc.toml".as_ref()), &serde_json::json!({}))
+                .expect("valid");
+            assert_eq!(config.server.codec, CodecOption::MinBin);
+            assert!(config.server.batch_on_handshake);
+            assert_eq!(config.server.batch_interval, 20);
+            let flags =
+                ClusterConfig::load(None, &serde_json::json!({ "codec": "json" })).expect("valid");
+            assert_eq!(flags.server.codec, CodecOption::Json);
+            jail.set_env("SOCKETCLUSTER_CODEC", "xml");
+            assert!(ClusterConfig::load(None, &serde_json::json!({})).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         let zero = ClusterConfig {
             workers: 0,

@@ -12,6 +12,7 @@ import {afterEach, after} from 'node:test';
 import WebSocket from 'ws';
 import sc14 from 'sc14';
 import sc20 from 'sc20';
+import minBin from 'sc-codec-min-bin';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(HERE, '..');
@@ -331,21 +332,54 @@ function killGroup(child, signal) {
 
 export const FAST_RECONNECT = {initialDelay: 100, randomness: 50};
 
-/** The client/protocol pairs every single-protocol test runs for. */
+/**
+ * The client/protocol/codec combinations every single-protocol test runs for: each official client with the
+ * default JSON codec and with `sc-codec-min-bin` (the Rust servers run with `codec auto`, so one server takes both;
+ * the Node reference fixture speaks one codec per process, so against it only the JSON rows run).
+ * Pass the whole entry to {@link createClient}/{@link connectClient} so that the client gets its codec.
+ */
 export const VERSIONS = [
-  {name: 'v14', client: 14, protocol: '1'},
-  {name: 'v20', client: 20, protocol: '2'}
+  {name: 'v14', client: 14, protocol: '1', codec: 'json'},
+  {name: 'v20', client: 20, protocol: '2', codec: 'json'},
+  ...(USING_REFERENCE ? [] : [
+    {name: 'v14+min-bin', client: 14, protocol: '1', codec: 'min-bin'},
+    {name: 'v20+min-bin', client: 20, protocol: '2', codec: 'min-bin'}
+  ])
 ];
+
+/**
+ * What a client sees for "no data" in a response or event: `undefined` with JSON; `null` with min-bin, whose
+ * packets always carry their `data` slot (a MessagePack nil, PROTOCOL.md §2.2).
+ */
+export function noData(V) {
+  return V && V.codec === 'min-bin' ? null : undefined;
+}
+
+/** A Node `Buffer` as a client sends it: `{base64:true,data}` with JSON, a map of its bytes' indices with min-bin. */
+export function sentBuffer(V, buffer) {
+  if (V && V.codec === 'min-bin') return Object.fromEntries([...buffer].map((b, i) => [String(i), b]));
+  return {base64: true, data: buffer.toString('base64')};
+}
+
+/** The `sc-codec-min-bin` package, for `codecEngine`. */
+export const MIN_BIN = minBin;
 
 /**
  * Creates an official client (14 → socketcluster-client 14.3.2, 20 → socketcluster-client 20.x) connected to
  * `server`, wrapped in a {@link Client}. Does not wait for the connection; use `await client.ready()`.
+ * `version` is 14, 20, or a {@link VERSIONS} entry (whose `codec: 'min-bin'` sets the client's `codecEngine`).
  */
 export function createClient(version, server, options = {}) {
+  let codec = 'json';
+  if (typeof version === 'object') {
+    codec = version.codec || 'json';
+    version = version.client;
+  }
   let base = {
     hostname: '127.0.0.1',
     port: server.port,
     autoReconnectOptions: {...FAST_RECONNECT},
+    ...(codec === 'min-bin' ? {codecEngine: minBin} : {}),
     ...options
   };
   let socket;
@@ -357,6 +391,7 @@ export function createClient(version, server, options = {}) {
     throw new Error(`unknown client version ${version}`);
   }
   let client = version === 14 ? new Client14(socket) : new Client20(socket);
+  client.codec = codec;
   testResources.add(client);
   return client;
 }
@@ -402,6 +437,35 @@ class ClientBase {
 
   get pendingReconnect() {
     return this.socket.pendingReconnect;
+  }
+
+  /**
+   * Every frame this client receives from now on, decoded with its codec (JSON text parsed, min-bin decoded; the
+   * packet objects of a batch stay in their array; heartbeats are skipped). For checking what travelled as a batch.
+   */
+  frames() {
+    let queue = new Queue(`decoded frames (v${this.version})`);
+    let decode = (m) => {
+      if (m === '' || m === '#1') return undefined;
+      try {
+        if (typeof m !== 'string') return this.codec === 'min-bin' ? minBin.decode(m) : JSON.parse(Buffer.from(m).toString());
+        return JSON.parse(m);
+      } catch (e) {
+        return undefined;
+      }
+    };
+    let push = (m) => {
+      let value = decode(m);
+      if (value !== undefined && value !== '#1') queue.push(value);
+    };
+    if (this.version === 14) {
+      this.socket.on('message', push);
+    } else {
+      (async () => {
+        for await (let {message} of this.socket.listener('message')) push(message);
+      })();
+    }
+    return queue;
   }
 
   /** Round-trips an `echo`; resolves when answered. */

@@ -33,6 +33,12 @@ export function tokenCases(key) {
       bad: true
     },
     {
+      name: 'HS256 with its signature cut off (empty third segment)',
+      token: stripSignature(userToken('alice', key)),
+      error: {message: 'jwt signature is required', name: 'AuthTokenInvalidError'},
+      bad: true
+    },
+    {
       name: 'alg RS256 in the header of an HMAC-signed token',
       token: signToken({username: 'mallory', iat: now}, key, {header: {alg: 'RS256', typ: 'JWT'}}),
       error: {message: 'invalid algorithm', name: 'AuthTokenInvalidError'},
@@ -63,6 +69,11 @@ export function tokenCases(key) {
       bad: false
     }
   ];
+}
+
+/** `header.payload.` : the token without its signature. */
+function stripSignature(token) {
+  return token.slice(0, token.lastIndexOf('.') + 1);
 }
 
 /** The authError a server with v15+ semantics sends for `testCase` (adds `isBadToken`). */

@@ -42,6 +42,7 @@ pub async fn run(ctx: &Context, args: &FanoutArgs) -> anyhow::Result<Report> {
         .await?;
 
     let cpu = CpuMeter::start();
+    let server_cpu_before = ctx.server_cpu();
     let deadline = Instant::now() + ctx.common.timeout;
     let delivered = Arc::new(AtomicU64::new(0));
     let (stop, stopped) = watch::channel(false);
@@ -69,12 +70,18 @@ pub async fn run(ctx: &Context, args: &FanoutArgs) -> anyhow::Result<Report> {
     let (publisher, outbox, publish_error) = publishing.await?;
     let mut totals = InboxTotals::default();
     let mut heartbeats = publisher.heartbeats();
+    let server_cpu = ctx
+        .server_cpu()
+        .zip(server_cpu_before)
+        .map(|(a, b)| a.saturating_sub(b));
+    let mut bytes_in = 0;
     let mut failures = Vec::new();
     let mut clients = vec![publisher];
     for receiver in receivers {
         let (client, inbox, error) = receiver.await?;
         totals.add(inbox);
         heartbeats.add(client.heartbeats());
+        bytes_in += client.bytes_in();
         failures.extend(error);
         clients.push(client);
     }
@@ -101,6 +108,22 @@ pub async fn run(ctx: &Context, args: &FanoutArgs) -> anyhow::Result<Report> {
         "msg",
     );
     report.duration("elapsed_s", "first publish → last delivery", elapsed);
+    report.text("codec", "codec", &ctx.common.codec.to_string());
+    let delivered = totals.correctness.received.max(1);
+    report.count(
+        "wire_bytes_per_delivery",
+        "subscriber bytes in per delivery (frame payloads)",
+        bytes_in / delivered,
+    );
+    if let Some(server_cpu) = server_cpu {
+        report.duration("server_cpu_s", "server CPU (user + sys)", server_cpu);
+        report.rate(
+            "deliveries_per_server_cpu_s",
+            "deliveries per server CPU-second",
+            totals.correctness.received as f64 / server_cpu.as_secs_f64().max(1e-6),
+            "msg",
+        );
+    }
     let publish_time = outbox
         .last_ack
         .map(|last| last.duration_since(start))

@@ -69,6 +69,7 @@ impl Context {
     pub async fn new(common: Common) -> anyhow::Result<Context> {
         let handshake_timeout = common.timeout.min(MAX_HANDSHAKE_WAIT);
         let mut target = Target::resolve(&common.url, handshake_timeout).await?;
+        target.set_codec(common.codec);
         let source = common.source_ips.as_ref().map(|s| s.pick(0));
         let mut probe = Client::connect(&target, source)
             .await
@@ -192,6 +193,11 @@ impl Context {
                 )
             }
         }
+    }
+
+    /// The server's CPU time so far (process tree), when `--pid` was given.
+    pub fn server_cpu(&self) -> Option<Duration> {
+        self.common.pid.and_then(sys::tree_cpu)
     }
 
     /// The server's resident memory now, when `--pid` was given (`None` also if it is gone).

@@ -92,7 +92,7 @@ impl Driver {
         }
         let cid = self.out.cid();
         entry.pending_cid = Some(cid);
-        let data = subscribe_data(name, &entry.options);
+        let data = subscribe_data(&self.shared.options.decorate(name), &entry.options);
         self.out.track(
             cid,
             "#subscribe".to_owned(),
@@ -160,7 +160,7 @@ impl Driver {
         };
         entry.finish(UnsubscribeReason::Unsubscribed);
         if self.phase.is_open() {
-            let data = Json::string(name);
+            let data = Json::string(&self.shared.options.decorate(name));
             self.write(encode::event("#unsubscribe", Some(data.get()), None))
                 .await;
         }
@@ -174,9 +174,10 @@ impl Driver {
             #[serde(default)]
             message: Option<serde_json::Value>,
         }
-        let Some(kick) = data.and_then(|d| d.parse::<KickOut>().ok()) else {
+        let Some(mut kick) = data.and_then(|d| d.parse::<KickOut>().ok()) else {
             return;
         };
+        kick.channel = self.shared.options.undecorate(&kick.channel).to_owned();
         if !self.channels.map.contains_key(&kick.channel) {
             return;
         }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sc_protocol::frame::PublishData;
-use sc_protocol::{CloseCode, EventPacket, Frame, Json, Packet, ResponsePacket, ScError, encode};
+use sc_protocol::{
+    CloseCode, Codec, EventPacket, Frame, Json, Packet, ResponsePacket, ScError, encode, min_bin,
+};
 use tokio_websockets::Message;
 
 use super::auth::{no_token_error, save_failed_error, token_from};
@@ -42,10 +44,24 @@ impl Driver {
             let (code, reason) = (u16::from(code), reason.to_owned());
             self.closed_by_peer(code, reason, handshaking);
         } else if message.is_text() {
-            self.on_text(message.into_payload().into()).await;
+            let bytes: Bytes = message.into_payload().into();
+            self.on_frame(Frame::decode_bytes(bytes.clone()), bytes)
+                .await;
         } else if message.is_binary() {
-            // The reference clients read binary frames as raw messages (§1.4).
-            self.emit(ClientEvent::Raw(message.into_payload().into()));
+            let bytes: Bytes = message.into_payload().into();
+            if self.shared.options.codec == Codec::MinBin {
+                match min_bin::decode_frame(&bytes) {
+                    Ok(frame) => self.on_frame(frame, bytes).await,
+                    Err(error) => {
+                        // As the reference: an InvalidMessageError, and the frame is dropped.
+                        tracing::debug!(%error, "undecodable min-bin frame");
+                        self.emit(ClientEvent::Raw(bytes));
+                    }
+                }
+            } else {
+                // The JSON clients read binary frames as raw messages (§1.4).
+                self.emit(ClientEvent::Raw(bytes));
+            }
         }
         // WebSocket pings are answered by tokio-websockets; pongs need nothing.
     }
@@ -60,9 +76,9 @@ impl Driver {
         self.teardown(code, reason, None);
     }
 
-    async fn on_text(&mut self, bytes: Bytes) {
+    async fn on_frame(&mut self, frame: Frame, bytes: Bytes) {
         let options = &self.shared.options;
-        match Frame::decode_bytes(bytes.clone()) {
+        match frame {
             Frame::PingV1 if options.answers_v1_ping() => {
                 self.on_ping(Bytes::from_static(b"#2")).await
             }
@@ -192,7 +208,8 @@ impl Driver {
             "#publish" => {
                 if let Some(publish) = PublishData::parse(data.as_ref()) {
                     let payload = publish.data.unwrap_or(Json::NULL);
-                    self.deliver_publication(&publish.channel, &payload);
+                    let channel = self.shared.options.undecorate(&publish.channel).to_owned();
+                    self.deliver_publication(&channel, &payload);
                 }
             }
             "#kickOut" => self.on_kick_out(data.as_ref()),

@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::Uri;
-use sc_protocol::{CloseCode, Json, encode};
+use sc_protocol::{CloseCode, Codec, Json, encode, min_bin};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_websockets::{Message, Payload};
@@ -292,19 +292,32 @@ impl Driver {
         let Some(ws) = self.phase.ws_mut() else {
             return;
         };
-        let error =
-            match tokio::time::timeout(timeout, ws.send(Message::text(Payload::from(frame)))).await
-            {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) => ConnectionError::WebSocket {
-                    code: 1006,
-                    message: format!("write failed: {e}"),
-                },
-                Err(_) => ConnectionError::WebSocket {
-                    code: 1006,
-                    message: "write timed out".to_owned(),
-                },
-            };
+        let message = match self.shared.options.codec {
+            Codec::Json => Message::text(Payload::from(frame)),
+            // v2 pongs bypass the codec: always an empty text frame.
+            Codec::MinBin if frame.is_empty() => Message::text(Payload::from(frame)),
+            Codec::MinBin if &frame[..] == b"#2" => {
+                Message::binary(Payload::from(Bytes::from_static(min_bin::PONG_V1)))
+            }
+            Codec::MinBin => match min_bin::encode_frame(&frame) {
+                Ok(bytes) => Message::binary(Payload::from(bytes)),
+                Err(error) => {
+                    tracing::error!(%error, "cannot encode a packet as min-bin; dropped");
+                    return;
+                }
+            },
+        };
+        let error = match tokio::time::timeout(timeout, ws.send(message)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => ConnectionError::WebSocket {
+                code: 1006,
+                message: format!("write failed: {e}"),
+            },
+            Err(_) => ConnectionError::WebSocket {
+                code: 1006,
+                message: "write timed out".to_owned(),
+            },
+        };
         self.emit(ClientEvent::Error(error));
         self.teardown(1006, String::new(), None);
     }

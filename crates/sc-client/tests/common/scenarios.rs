@@ -400,3 +400,83 @@ pub async fn queued_until_connected_and_close(url: &str, version: ProtocolVersio
     .await;
     assert_eq!(client.state(), ConnectionState::Closed);
 }
+
+/// The min-bin codec (`codecEngine: sc-codec-min-bin`) and `channelPrefix`: RPCs, errors and
+/// channels through MessagePack frames; a prefixed client sees its own names while the wire (and
+/// an unprefixed client) carries the prefixed ones.
+pub async fn min_bin_and_channel_prefix(url: &str, version: ProtocolVersion) {
+    let min_bin = |prefix: Option<&str>| sc_client::ClientOptions {
+        codec: sc_client::Codec::MinBin,
+        channel_prefix: prefix.map(str::to_owned),
+        ..options(version)
+    };
+    let (prefixed, mut events) = connected_client(url, min_bin(Some("app/"))).await;
+    let (plain, _plain_events) = connected_client(url, min_bin(None)).await;
+
+    let data = json!({"text": "héllo", "n": -42, "f": 1.5, "big": 1_099_511_627_776_u64, "list": [1, null, "x"], "t": true});
+    let echoed = within("min-bin echo", prefixed.invoke("echo", data.clone()))
+        .await
+        .expect("echo answered");
+    assert_eq!(echoed.as_ref().map(value), Some(data.clone()));
+    let error = within("min-bin error", prefixed.invoke("failme", json!(null)))
+        .await
+        .expect_err("failme fails");
+    let InvokeError::Remote(error) = error else {
+        panic!("expected the server's error, got {error:?}");
+    };
+    assert_eq!(error.name(), Some("CustomError"));
+    assert_eq!(error.message(), "Custom failure");
+
+    let mut mine = prefixed.subscribe("news").await.expect("subscribe");
+    let mut wire = plain.subscribe("app/news").await.expect("subscribe");
+    within("prefixed subscribed", mine.subscribed())
+        .await
+        .expect("prefixed subscription acknowledged");
+    within("plain subscribed", wire.subscribed())
+        .await
+        .expect("plain subscription acknowledged");
+    next_event(
+        &mut events,
+        "Subscribe news (the name without prefix)",
+        |e| matches!(e, ClientEvent::Subscribe { channel } if channel == "news"),
+    )
+    .await;
+
+    within("publish", prefixed.invoke_publish("news", data.clone()))
+        .await
+        .expect("publish acked");
+    for channel in [&mut mine, &mut wire] {
+        let got = within("the publication", channel.next())
+            .await
+            .expect("a message");
+        assert_eq!(value(&got), data);
+    }
+    within(
+        "plain publish",
+        plain.invoke_publish("app/news", "from plain"),
+    )
+    .await
+    .expect("publish acked");
+    for channel in [&mut mine, &mut wire] {
+        let got = within("the plain publication", channel.next())
+            .await
+            .expect("a message");
+        assert_eq!(got.get(), r#""from plain""#);
+    }
+    within(
+        "serverpublish",
+        plain.invoke("serverpublish", json!({"channel": "app/news", "data": 7})),
+    )
+    .await
+    .expect("serverpublish acked");
+    let got = within("the server's publication", mine.next())
+        .await
+        .expect("a message");
+    assert_eq!(got.get(), "7");
+
+    // Heartbeats keep flowing in min-bin (the server's pings, our pongs) while idle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(prefixed.state(), ConnectionState::Open);
+    let _ = prefixed.close().await;
+    let _ = plain.close().await;
+}

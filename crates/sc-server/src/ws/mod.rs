@@ -407,6 +407,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Ok(())
     }
 
+    /// Queues a binary frame (written by [`WebSocket::poll_flush`]).
+    pub(crate) fn send_binary(&mut self, payload: Bytes) -> Result<(), Error> {
+        if self.state != State::Open {
+            return Err(Error::AlreadyClosed);
+        }
+        self.queue(OpCode::Binary, payload);
+        Ok(())
+    }
+
     /// Queues a close frame (`code` must be sendable; the reason is cut to 123 bytes) and starts
     /// the close handshake.
     pub(crate) fn send_close(&mut self, code: u16, reason: &str) -> Result<(), Error> {
