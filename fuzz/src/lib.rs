@@ -18,6 +18,8 @@ pub const TARGETS: &[&str] = &[
     "sc_packets",
     "jwt_verify",
     "broker_ipc",
+    "min_bin",
+    "inflate",
 ];
 
 /// Runs the entry point of `target` on `data`.
@@ -32,6 +34,8 @@ pub fn run(target: &str, data: &[u8]) {
         "sc_packets" => sc_packets(data),
         "jwt_verify" => jwt_verify(data),
         "broker_ipc" => broker_ipc(data),
+        "min_bin" => min_bin(data),
+        "inflate" => inflate(data),
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -389,5 +393,58 @@ pub fn broker_ipc(data: &[u8]) {
     while let Ok(Some(frame)) = codec.decode(&mut buffer) {
         let _ = WorkerMessage::decode(frame.clone().freeze());
         let _ = BrokerMessage::decode(frame.freeze());
+    }
+}
+
+/// The min-bin (`sc-codec-min-bin`) decoder: a client's binary frame as the server reads it.
+///
+/// Property: decoding is deterministic, a frame that decodes gives valid JSON text, and that JSON
+/// transcoded back to min-bin decodes to the same JSON (what the server forwards is stable).
+pub fn min_bin(data: &[u8]) {
+    use sc_protocol::min_bin;
+    let bytes = Bytes::copy_from_slice(data);
+    let frame = min_bin::decode_frame(&bytes);
+    assert_eq!(
+        format!("{frame:?}"),
+        format!("{:?}", min_bin::decode_frame(&bytes))
+    );
+    if let Ok(json) = min_bin::to_json(data) {
+        let value: serde_json::Value =
+            serde_json::from_slice(json.as_bytes()).expect("to_json gives valid JSON");
+        let again = min_bin::encode_value(&json).expect("valid JSON encodes");
+        let back = min_bin::value_to_json(&again).expect("our own encoding decodes");
+        let back: serde_json::Value = serde_json::from_slice(back.as_bytes()).expect("JSON");
+        assert_eq!(value, back, "JSON → min-bin → JSON changed the value");
+    }
+    let _ = min_bin::value_to_json(data);
+}
+
+/// The permessage-deflate inflater. Input: one byte choosing the limit (`maxPayload`), then a
+/// compressed message.
+///
+/// Property: the output never exceeds the limit (a zip bomb stops there), and what inflates,
+/// compressed again at any window size, inflates to the same bytes.
+pub fn inflate(data: &[u8]) {
+    let Some((&k, compressed)) = data.split_first() else {
+        return;
+    };
+    let max_len = match k % 4 {
+        0 => 16,
+        1 => 1024,
+        2 => 70_000,
+        _ => 1 << 20,
+    };
+    match sc_server::fuzzing::inflate(compressed, max_len) {
+        Ok(plain) => {
+            assert!(plain.len() <= max_len, "inflated past the limit");
+            let window_bits = 9 + k % 7;
+            let again = sc_server::fuzzing::deflate(&plain, window_bits);
+            assert_eq!(
+                sc_server::fuzzing::inflate(&again, max_len),
+                Ok(plain),
+                "deflate → inflate is not the identity"
+            );
+        }
+        Err(_too_long_or_invalid) => {}
     }
 }

@@ -118,3 +118,18 @@ impl AsyncWrite for Chunks {
         Poll::Ready(Ok(()))
     }
 }
+
+/// The permessage-deflate inflater (RFC 7692) as a message's payload goes through it: at most
+/// `max_len` bytes out. `Err(true)`: longer than `max_len` (close 1009); `Err(false)`: not a
+/// valid deflate stream (close 1007).
+pub fn inflate(compressed: &[u8], max_len: usize) -> Result<Vec<u8>, bool> {
+    ws::deflate::inflate(compressed, max_len)
+        .map(|bytes| bytes.to_vec())
+        .map_err(|error| error == ws::deflate::InflateError::TooLong)
+}
+
+/// Compresses `payload` as the server sends a message (no context takeover, `window_bits`
+/// 9..=15).
+pub fn deflate(payload: &[u8], window_bits: u8) -> Vec<u8> {
+    ws::deflate::compress(payload, window_bits)
+}

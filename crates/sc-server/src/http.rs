@@ -112,8 +112,8 @@ fn bad_request() -> Response {
     (StatusCode::BAD_REQUEST, "Bad Request").into_response()
 }
 
-/// The request's `Sec-WebSocket-Key` if it is a valid WebSocket upgrade request (RFC 6455
-/// §4.2.1): a GET (not HEAD) over HTTP/1.1 or later (an HTTP/1.0 connection cannot be upgraded:
+/// The request's `Sec-WebSocket-Key` if it is a valid WebSocket upgrade request
+/// (RFC 6455 §4.2.1): a GET (not HEAD) over HTTP/1.1 or later (an HTTP/1.0 connection cannot be upgraded:
 /// it would get a 101 and then be closed), version 13, a 16-byte key.
 pub(crate) fn upgrade_key(request: &Request) -> Option<HeaderValue> {
     if request.method() != http::Method::GET || request.version() < http::Version::HTTP_11 {

@@ -8,7 +8,7 @@
 //! connection, until it is complete. Outgoing frames are kept as shared [`Bytes`] (a published
 //! message is the same allocation for every subscriber) and written with one `writev` per batch.
 
-mod deflate;
+pub(crate) mod deflate;
 mod frame;
 
 use std::cell::RefCell;
