@@ -141,16 +141,9 @@ impl Hub {
         }
         if self.middleware.has_outbound() {
             for socket in &entry.sockets {
-                let frame = match self.middleware.run_outbound(socket, publication) {
-                    OutboundVerdict::Allow => publication.frame().clone(),
-                    OutboundVerdict::Replace(data) => {
-                        Publication::new(publication.channel(), Some(&data))
-                            .frame()
-                            .clone()
-                    }
-                    OutboundVerdict::Block => continue,
-                };
-                let _ = socket.send_frame(frame);
+                if let Some(frame) = self.outbound_frame(socket, publication) {
+                    let _ = socket.send_frame(frame);
+                }
             }
         } else {
             for socket in &entry.sockets {
@@ -165,6 +158,38 @@ impl Hub {
                     "server-side channel stream is full; dropping a message"
                 );
             }
+        }
+    }
+
+    /// The frame `socket` gets for `publication` after publish-out middleware (`None`: blocked).
+    /// A replaced payload keeps the publication's position.
+    pub(crate) fn outbound_frame(
+        &self,
+        socket: &Socket,
+        publication: &Publication,
+    ) -> Option<Bytes> {
+        if !self.middleware.has_outbound() {
+            return Some(publication.frame().clone());
+        }
+        match self.middleware.run_outbound(socket, publication) {
+            OutboundVerdict::Allow => Some(publication.frame().clone()),
+            OutboundVerdict::Replace(data) => {
+                let replaced = Publication::new(publication.channel(), Some(&data));
+                let replaced = match publication.position() {
+                    Some(position) => replaced.with_position(position.clone()),
+                    None => replaced,
+                };
+                Some(replaced.frame().clone())
+            }
+            OutboundVerdict::Block => None,
+        }
+    }
+
+    /// Sends a replayed or held publication to a catching-up socket, through publish-out
+    /// middleware.
+    fn send_to(&self, socket: &Socket, publication: &Publication) {
+        if let Some(frame) = self.outbound_frame(socket, publication) {
+            let _ = socket.send_frame(frame);
         }
     }
 
@@ -227,7 +252,7 @@ impl Hub {
                 if let Some(position) = publication.position()
                     && is_new(last.as_ref(), position)
                 {
-                    let _ = socket.send_frame(publication.frame().clone());
+                    self.send_to(socket, publication);
                     last = Some(position.clone());
                 }
             }
@@ -255,13 +280,11 @@ impl Hub {
             for publication in &held.publications {
                 match publication.position() {
                     Some(position) if is_new(last.as_ref(), position) => {
-                        let _ = socket.send_frame(publication.frame().clone());
+                        self.send_to(socket, publication);
                         last = Some(position.clone());
                     }
                     Some(_) => {}
-                    None => {
-                        let _ = socket.send_frame(publication.frame().clone());
-                    }
+                    None => self.send_to(socket, publication),
                 }
             }
             let position = last.unwrap_or(page.position);

@@ -97,7 +97,9 @@ impl StreamedSubscribe<'_> {
                 .read_history(self.channel, self.policy, read)
                 .await?;
             for publication in &page.publications {
-                let _ = socket.send_frame(publication.frame().clone());
+                if let Some(frame) = hub.outbound_frame(socket, publication) {
+                    let _ = socket.send_frame(frame);
+                }
             }
             if let Some(frame) = self.ack(&page.position, page.recovered) {
                 let _ = socket.send_frame(frame);

@@ -527,3 +527,40 @@ async fn exchange_history_and_presence_for_server_code() {
     assert_eq!(here.clients[0].id, client.id());
     assert!(exchange.presence("news").await.is_err());
 }
+
+/// Publish-out middleware applies to replayed publications too, and a replaced payload keeps
+/// its position.
+#[tokio::test]
+async fn publish_out_middleware_applies_to_replays_and_keeps_positions() {
+    let ts = start_server(options(), |server| {
+        server.middleware().publish_out(|_socket, publication| {
+            match publication.data().map(|d| d.get()) {
+                Some("\"secret\"") => sc_server::OutboundVerdict::Block,
+                Some("\"x\"") => sc_server::OutboundVerdict::Replace(
+                    sc_protocol::Json::from_text("\"y\"").unwrap(),
+                ),
+                _ => sc_server::OutboundVerdict::Allow,
+            }
+        });
+    })
+    .await;
+    let exchange = ts.server.exchange();
+    let epoch = exchange
+        .publish("room/m", &"x")
+        .await
+        .unwrap()
+        .unwrap()
+        .epoch;
+    exchange.publish("room/m", &"secret").await.unwrap();
+    let mut client = ts.client().await;
+    let frames = subscribe_with(&mut client, "room/m", r#"{"history":{"limit":5}}"#, 2).await;
+    assert_eq!(
+        frames,
+        [
+            format!(
+                r##"{{"event":"#publish","data":{{"channel":"room/m","data":"y","offset":1,"epoch":"{epoch}"}}}}"##
+            ),
+            format!(r#"{{"rid":2,"data":{{"offset":2,"epoch":"{epoch}"}}}}"#),
+        ]
+    );
+}
