@@ -320,3 +320,49 @@ async fn a_broker_kill_changes_the_epoch_and_recovery_says_recovered_false() {
     assert_eq!(Pos::of(&ack["data"]), Some(new));
     assert!(late.take_stash().iter().all(|f| f["event"] != "#publish"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_sockets_leave_presence_everywhere() {
+    let cluster = Instance::start(&["--workers", "2", "--brokers", "2"]);
+    let mut by_worker = raw_on_both_workers(cluster.port, 1).await;
+    let mut observer = by_worker.get_mut(&0).unwrap().remove(0);
+    let mut victim = by_worker.get_mut(&1).unwrap().remove(0);
+    observer
+        .invoke("#subscribe", json!({"channel": "room/p"}))
+        .await
+        .expect("subscribe");
+    victim
+        .invoke("#subscribe", json!({"channel": "room/p"}))
+        .await
+        .expect("subscribe");
+    let answer = observer
+        .invoke("#presence", json!({"channel": "room/p"}))
+        .await
+        .expect("presence");
+    assert_eq!(answer["data"]["count"], 2, "{answer}");
+    let pid = cluster_info(&mut observer).await["workers"]["1"]
+        .as_u64()
+        .expect("worker 1 pid");
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill -9 worker 1");
+    // pingTimeout (20 s) + 5 s at most.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    loop {
+        match observer.next(Duration::from_secs(1)).await {
+            Ok(frame)
+                if frame["event"] == "#presenceLeave"
+                    && frame["data"]["client"]["id"] == victim.id.as_str() =>
+            {
+                break;
+            }
+            _ => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the killed worker's socket never left"
+            ),
+        }
+    }
+    let answer = observer
+        .invoke("#presence", json!({"channel": "room/p"}))
+        .await
+        .expect("presence");
+    assert_eq!(answer["data"]["count"], 1, "{answer}");
+}
