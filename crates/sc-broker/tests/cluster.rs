@@ -617,6 +617,7 @@ async fn raw_protocol_and_slow_consumer_is_dropped() {
     let dir = TempDir::new("raw");
     let server = BrokerServer::builder(7, Arc::new(MemoryKv::new()))
         .with_outbound_capacity(8)
+        .with_stall_timeout(Duration::from_millis(300))
         .bind(dir.socket(0))
         .await
         .unwrap();
@@ -648,7 +649,8 @@ async fn raw_protocol_and_slow_consumer_is_dropped() {
         }
     );
 
-    // A worker that subscribes and never reads: its queue fills and the broker drops it.
+    // A worker that subscribes and never reads: its queue fills, makes no room within the stall
+    // timeout, and the broker drops it.
     let mut slow = raw_worker(&dir.socket(0)).await;
     slow.send(
         WorkerMessage::Subscribe {

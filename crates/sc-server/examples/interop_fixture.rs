@@ -40,6 +40,8 @@ struct Flags {
     max_payload: Option<usize>,
     #[arg(long)]
     auth_key: Option<String>,
+    #[arg(long)]
+    per_message_deflate: Option<bool>,
 }
 
 #[tokio::main]
@@ -64,6 +66,9 @@ async fn main() -> anyhow::Result<()> {
         origins: flags.origins.unwrap_or(defaults.origins),
         max_payload: flags.max_payload.unwrap_or(defaults.max_payload),
         auth_key: flags.auth_key.or(defaults.auth_key),
+        per_message_deflate: flags
+            .per_message_deflate
+            .unwrap_or(defaults.per_message_deflate),
         ..defaults
     };
     let server = Server::new(options)?;

@@ -1,5 +1,11 @@
 //! JWT authentication as SocketCluster does it (PROTOCOL.md §8): signing with `authKey` (HMAC) or
 //! a key pair, verification with jsonwebtoken's rules and error messages, expiry.
+//!
+//! Times that no clock can reach (an `exp` or `nbf` of 2^63 seconds and more) never panic: an
+//! `exp` beyond [`SystemTime`]'s range never expires and an `nbf` beyond it is never active, as
+//! with jsonwebtoken (Node and Rust), which compare the plain numbers. Error dates outside what
+//! a JavaScript `Date` can show (after year 9999 here) are sent as `null`, as `JSON.stringify`
+//! does for an invalid `Date`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -93,10 +99,12 @@ impl AuthToken {
             .map(|exp| exp.max(0.0) as u64)
     }
 
-    /// Whether the token has expired at `now` (SocketCluster: `exp * 1000 < Date.now()`).
+    /// Whether the token has expired at `now` (SocketCluster: `exp * 1000 < Date.now()`). An
+    /// `exp` too far ahead for [`SystemTime`] never expires.
     pub fn is_expired_at(&self, now: SystemTime) -> bool {
         self.expiry()
-            .is_some_and(|exp| now > UNIX_EPOCH + Duration::from_secs(exp))
+            .and_then(|exp| UNIX_EPOCH.checked_add(Duration::from_secs(exp)))
+            .is_some_and(|expiry| now > expiry)
     }
 
     /// A claim as a string, e.g. `username`.
@@ -128,9 +136,17 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `2026-11-25T16:44:14.000Z`, as `JSON.stringify(new Date(…))`.
-fn iso_date(seconds: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_secs(seconds)).to_string()
+/// Last second that RFC 3339 (four-digit years) can show: 9999-12-31T23:59:59Z.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+/// `2026-11-25T16:44:14.000Z`, as `JSON.stringify(new Date(…))`; `None` (sent as `null`) for a
+/// date after year 9999.
+fn iso_date(seconds: u64) -> Option<String> {
+    if seconds > LAST_RFC3339_SECOND {
+        return None;
+    }
+    let time = UNIX_EPOCH.checked_add(Duration::from_secs(seconds))?;
+    Some(humantime::format_rfc3339_millis(time).to_string())
 }
 
 impl AuthEngine {
@@ -230,7 +246,7 @@ impl AuthEngine {
         claims.insert("iat".into(), now.into());
         if !claims.contains_key("exp") {
             let expires_in = options.expires_in.unwrap_or(self.default_expiry);
-            claims.insert("exp".into(), (now + expires_in).into());
+            claims.insert("exp".into(), now.saturating_add(expires_in).into());
         }
         let failed = |e: &dyn std::fmt::Display| {
             ScError::new(names::AUTH, format!("Failed to sign auth token: {e}"))
@@ -340,9 +356,19 @@ fn base64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn random_key() -> String {
+/// A fresh HMAC signing key: 32 bytes from the operating system's random source, hex-encoded.
+///
+/// A server without `authKey` signs with one of these; the process cluster generates one per
+/// run and hands it to every worker, so that a token signed by one worker verifies on all.
+///
+/// ```
+/// let key = sc_server::auth::random_key();
+/// assert_eq!(key.len(), 64);
+/// assert_ne!(key, sc_server::auth::random_key());
+/// ```
+pub fn random_key() -> String {
     let mut bytes = [0u8; 32];
-    fastrand::fill(&mut bytes);
+    getrandom::fill(&mut bytes).expect("the operating system's random source is unavailable");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -456,5 +482,54 @@ mod tests {
         };
         assert!(t.is_expired_at(UNIX_EPOCH + Duration::from_secs(101)));
         assert!(!t.is_expired_at(UNIX_EPOCH + Duration::from_secs(100)));
+    }
+
+    /// Issue 12, defect 5: times beyond `SystemTime` never panic.
+    #[test]
+    fn out_of_range_times_do_not_panic() {
+        let e = engine("k");
+        for exp in [1u64 << 63, u64::MAX, LAST_RFC3339_SECOND + 1] {
+            let token = e
+                .sign(&serde_json::json!({ "exp": exp }), &SignOptions::default())
+                .unwrap();
+            let verified = e
+                .verify_str(&token.signed)
+                .expect("a far-future exp is valid");
+            assert_eq!(verified.expiry(), Some(exp));
+            assert!(!verified.is_expired_at(SystemTime::now()), "never expires");
+        }
+        let not_before = e
+            .sign(
+                &serde_json::json!({ "nbf": u64::MAX }),
+                &SignOptions::default(),
+            )
+            .unwrap();
+        let error = e.verify_str(&not_before.signed).unwrap_err();
+        assert_eq!(error, TokenError::NotBefore { date: u64::MAX });
+        assert_eq!(
+            error.to_sc_error(true).to_json().get(),
+            r#"{"message":"jwt not active","name":"AuthTokenNotBeforeError","date":null,"isBadToken":false}"#
+        );
+        let expired = TokenError::Expired { expiry: 1 << 63 };
+        assert!(
+            expired
+                .to_sc_error(false)
+                .to_json()
+                .get()
+                .contains(r#""expiry":null"#)
+        );
+        assert_eq!(
+            iso_date(LAST_RFC3339_SECOND).as_deref(),
+            Some("9999-12-31T23:59:59.000Z")
+        );
+        let sign = AuthEngine::from_options(&ServerOptions {
+            auth_key: Some("k".into()),
+            auth_default_expiry: u64::MAX,
+            ..Default::default()
+        })
+        .unwrap()
+        .sign(&serde_json::json!({}), &SignOptions::default())
+        .unwrap();
+        assert_eq!(sign.expiry(), Some(u64::MAX));
     }
 }

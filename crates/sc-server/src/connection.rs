@@ -8,11 +8,13 @@
 //! broker calls) are boxed futures driven by this task while it keeps writing.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use sc_protocol::frame::HandshakeData;
 use sc_protocol::{CloseCode, EventPacket, Frame, HeartbeatDialect, Json, Packet, ScError, encode};
@@ -33,6 +35,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How long the frames still queued when the connection ends may take to be written.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
+/// Packets (and frames) one connection handles in a row before it lets every other task run.
+///
+/// A batch frame may hold thousands of packets whose handlers finish at once (a publish to the
+/// in-process broker is delivered before the handler returns). Handled in one go, they would
+/// fill the queues of every subscriber on this thread before any subscriber's writer ran; with a
+/// turn every 64 packets, readers that keep up drain their queues in between.
+const PACKETS_PER_TURN: u32 = 64;
+
 /// Whether to keep reading after a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flow {
@@ -52,8 +62,75 @@ enum Wake {
 }
 
 /// Runs a connection from WebSocket open to close, in one task: reading, writing and timers.
+///
+/// A panic anywhere in the connection's own work (a bug, or user code run inline such as a
+/// connection handler) is caught here: the socket is still unregistered and unsubscribed, and
+/// the client gets a 1011 close frame, so `/health` and a graceful drain stay right.
 pub(crate) async fn run<S>(mut ws: WebSocket<S>, socket: Socket)
 where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let queue = &socket.0.queue;
+    let registered = Unregister(&socket);
+    let mut writer = Writer::new();
+    let mut writer_done = false;
+    let mut close: Option<(CloseCode, String)> = None;
+    let served = AssertUnwindSafe(serve(
+        &mut ws,
+        &socket,
+        &mut writer,
+        &mut writer_done,
+        &mut close,
+    ))
+    .catch_unwind()
+    .await;
+    if served.is_err() {
+        tracing::error!(socket = %socket.id(), "connection task panicked; closing it with 1011");
+        close = Some((CloseCode::INTERNAL_ERROR, String::new()));
+        socket.close_with(CloseCode::INTERNAL_ERROR, "Internal server error", false);
+    }
+
+    let (code, reason) = close.unwrap_or((CloseCode(1006), String::new()));
+    let channels = std::panic::catch_unwind(AssertUnwindSafe(|| socket.mark_closed(code, &reason)))
+        .unwrap_or_else(|_| {
+            tracing::error!(socket = %socket.id(), "a disconnect listener panicked");
+            socket.0.channels.lock().drain().collect()
+        });
+    for channel in channels {
+        socket
+            .0
+            .server
+            .hub
+            .unsubscribe_socket(&socket, &channel)
+            .await;
+    }
+    drop(registered);
+    if !writer_done {
+        // Write what is still queued (the queue is finished now), for at most a second.
+        let flush = std::future::poll_fn(|cx| writer.poll(&mut ws, queue, cx));
+        let _ = tokio::time::timeout(FINAL_FLUSH, flush).await;
+    }
+    tracing::debug!(socket = %socket.id(), code = code.0, "socket closed");
+}
+
+/// Removes the socket from the server's table when the connection ends, however it ends.
+struct Unregister<'a>(&'a Socket);
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        self.0.0.server.unregister(self.0);
+    }
+}
+
+/// The connection's loop: reads, writes and timers until the connection ends; leaves the close
+/// code in `close`.
+async fn serve<S>(
+    ws: &mut WebSocket<S>,
+    socket: &Socket,
+    writer: &mut Writer,
+    writer_done: &mut bool,
+    close: &mut Option<(CloseCode, String)>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let options = socket.0.server.options.clone();
@@ -62,18 +139,21 @@ where
         detector: Detector::new(socket.dialect()),
         socket: socket.clone(),
         last_activity: Instant::now(),
+        work: 0,
     };
     let mut timers = Timers::new(&options, connection.last_activity);
     let timer = sleep_until(timers.next(&connection, false));
     tokio::pin!(timer);
-    let mut writer = Writer::new();
-    let mut writer_done = false;
-    let mut close: Option<(CloseCode, String)> = None;
 
     loop {
+        if connection.work >= PACKETS_PER_TURN {
+            // A busy client: let other connections have their turn before reading on.
+            connection.work = 0;
+            tokio::task::yield_now().await;
+        }
         let wake = std::future::poll_fn(|cx| {
             // Write first: what handling the last frames queued goes out in one flush.
-            if !writer_done && let Poll::Ready(end) = writer.poll(&mut ws, queue, cx) {
+            if !*writer_done && let Poll::Ready(end) = writer.poll(ws, queue, cx) {
                 return Poll::Ready(Wake::Written(end));
             }
             if let Poll::Ready(message) = ws.poll_next(cx) {
@@ -92,14 +172,15 @@ where
             }
             Wake::Inbound(Some(Ok(Inbound::Text(payload) | Inbound::Binary(payload)))) => {
                 connection.last_activity = Instant::now();
+                connection.work += 1;
                 let flow = match connection.on_frame(payload) {
                     Handled::Done(flow) => flow,
                     Handled::Later(future) => {
-                        let active = (!writer_done).then_some(&mut writer);
-                        let (flow, end) = keep_writing(future, active, &mut ws, queue).await;
+                        let active = (!*writer_done).then_some(&mut *writer);
+                        let (flow, end) = keep_writing(future, active, ws, queue).await;
                         if let Some(end) = end {
-                            writer_done = true;
-                            on_writer_end(end, &mut close, &mut timers);
+                            *writer_done = true;
+                            on_writer_end(end, close, &mut timers);
                         }
                         flow
                     }
@@ -117,12 +198,12 @@ where
             }
             Wake::Inbound(None) => break,
             Wake::Written(end) => {
-                writer_done = true;
-                on_writer_end(end, &mut close, &mut timers);
+                *writer_done = true;
+                on_writer_end(end, close, &mut timers);
             }
             Wake::Timer => {
                 fired = true;
-                match timers.fire(&mut connection, writer_done) {
+                match timers.fire(&mut connection, *writer_done) {
                     Some(Expired::Pong) => {
                         close.get_or_insert((CloseCode::PONG_TIMEOUT, String::new()));
                         socket.close_with(CloseCode::PONG_TIMEOUT, "", false);
@@ -136,28 +217,11 @@ where
                 }
             }
         }
-        let next = timers.next(&connection, writer_done);
+        let next = timers.next(&connection, *writer_done);
         if fired || next < timer.deadline() {
             timer.as_mut().reset(next);
         }
     }
-
-    let (code, reason) = close.unwrap_or((CloseCode(1006), String::new()));
-    for channel in socket.mark_closed(code, &reason) {
-        socket
-            .0
-            .server
-            .hub
-            .unsubscribe_socket(&socket, &channel)
-            .await;
-    }
-    socket.0.server.unregister(&socket);
-    if !writer_done {
-        // Write what is still queued (the queue is finished now), for at most a second.
-        let flush = std::future::poll_fn(|cx| writer.poll(&mut ws, queue, cx));
-        let _ = tokio::time::timeout(FINAL_FLUSH, flush).await;
-    }
-    tracing::debug!(socket = %socket.id(), code = code.0, "socket closed");
 }
 
 /// The writer ended: its close code (if it wrote one) is the connection's, and the client gets
@@ -334,6 +398,8 @@ pub(crate) struct Connection {
     pub(crate) socket: Socket,
     detector: Detector,
     last_activity: Instant,
+    /// Packets and frames handled since this task last gave others a turn.
+    work: u32,
 }
 
 impl Connection {
@@ -355,9 +421,13 @@ impl Connection {
                         Ok(flow) => return Handled::Done(flow),
                         Err(deferred) => {
                             return Handled::Later(Box::pin(
-                                self.on_packets_later(deferred, packets),
+                                self.on_packets_later(Some(deferred), packets),
                             ));
                         }
+                    }
+                    if self.work >= PACKETS_PER_TURN && !packets.as_slice().is_empty() {
+                        // The rest of a big batch: after a turn for everyone else.
+                        return Handled::Later(Box::pin(self.on_packets_later(None, packets)));
                     }
                 }
                 Handled::Done(Flow::Continue)
@@ -387,25 +457,20 @@ impl Connection {
             return self.on_frame_before_handshake(frame).await;
         }
         match frame {
-            Frame::Packets(packets) => {
-                for packet in packets {
-                    if let Flow::Close(code) = self.on_packet(packet).await {
-                        return Flow::Close(code);
-                    }
-                }
-                Flow::Continue
-            }
+            Frame::Packets(packets) => self.on_packets_later(None, packets.into_iter()).await,
             frame => self.on_heartbeat_or_raw(frame),
         }
     }
 
-    /// A packet whose handling was deferred, then the rest of its batch.
+    /// A packet whose handling was deferred (if any), then the rest of its batch.
     async fn on_packets_later(
         &mut self,
-        deferred: Deferred,
+        deferred: Option<Deferred>,
         rest: std::vec::IntoIter<Packet>,
     ) -> Flow {
-        if let Flow::Close(code) = dispatch::on_deferred(&self.socket, deferred).await {
+        if let Some(deferred) = deferred
+            && let Flow::Close(code) = dispatch::on_deferred(&self.socket, deferred).await
+        {
             return Flow::Close(code);
         }
         for packet in rest {
@@ -414,6 +479,15 @@ impl Connection {
             }
         }
         Flow::Continue
+    }
+
+    /// Gives every other task a turn when this connection has handled [`PACKETS_PER_TURN`]
+    /// packets in a row.
+    async fn take_turns(&mut self) {
+        if self.work >= PACKETS_PER_TURN {
+            self.work = 0;
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Pongs, the v1 ping and raw messages.
@@ -446,12 +520,7 @@ impl Connection {
             _ if strict => return Flow::Close(CloseCode::MESSAGE_BEFORE_HANDSHAKE),
             _ => return Flow::Continue,
         }
-        for packet in packets {
-            if let Flow::Close(code) = self.on_packet(packet).await {
-                return Flow::Close(code);
-            }
-        }
-        Flow::Continue
+        self.on_packets_later(None, packets).await
     }
 
     fn on_pong(&mut self, dialect: HeartbeatDialect, text: &'static str) -> Flow {
@@ -466,6 +535,7 @@ impl Connection {
 
     /// Handles a packet as far as possible without waiting.
     fn on_packet_now(&mut self, packet: Packet) -> Result<Flow, Deferred> {
+        self.work += 1;
         match packet {
             Packet::Event(event) => dispatch::on_event(self, event),
             Packet::Response(response) => {
@@ -481,6 +551,7 @@ impl Connection {
     }
 
     async fn on_packet(&mut self, packet: Packet) -> Flow {
+        self.take_turns().await;
         match self.on_packet_now(packet) {
             Ok(flow) => flow,
             Err(deferred) => dispatch::on_deferred(&self.socket, deferred).await,

@@ -18,7 +18,7 @@ use crate::middleware::{
     inbound_block_error,
 };
 use crate::server::AuthEvent;
-use crate::socket::Socket;
+use crate::socket::{HandlerSlot, Socket};
 use crate::streams::parse_catchup;
 use sc_broker::stream::PRESENCE_PREFIX;
 
@@ -56,6 +56,8 @@ pub(crate) enum Deferred {
     Presence(EventPacket),
     /// An application event that goes through inbound middleware first.
     Application(EventPacket),
+    /// An application event whose handler waits for a free slot (`inboundHandlerLimit`).
+    Handler(EventPacket),
 }
 
 /// Handles an event as far as it can without waiting: most events (every application event when
@@ -97,12 +99,16 @@ pub(crate) fn on_event(connection: &mut Connection, event: EventPacket) -> Resul
         {
             Err(Deferred::Application(event))
         }
-        _ => Ok(run_handler(
-            &connection.socket,
-            event.event,
-            event.data,
-            event.cid,
-        )),
+        _ => match connection.socket.try_handler_slot() {
+            Some(slot) => Ok(run_handler(
+                &connection.socket,
+                event.event,
+                event.data,
+                event.cid,
+                slot,
+            )),
+            None => Err(Deferred::Handler(event)),
+        },
     }
 }
 
@@ -115,6 +121,10 @@ pub(crate) async fn on_deferred(socket: &Socket, deferred: Deferred) -> Flow {
         Deferred::Publish(event) => on_publish(socket, event).await,
         Deferred::Presence(event) => crate::streams_dispatch::on_presence(socket, event).await,
         Deferred::Application(event) => on_application_event(socket, event).await,
+        Deferred::Handler(event) => {
+            let slot = socket.handler_slot().await;
+            run_handler(socket, event.event, event.data, event.cid, slot)
+        }
     }
 }
 
@@ -498,7 +508,8 @@ async fn on_application_event(socket: &Socket, event: EventPacket) -> Flow {
     };
     match run_inbound(socket, cid, action).await {
         Some(InboundAction::Invoke(action) | InboundAction::Transmit(action)) => {
-            run_handler(socket, action.event, action.data, cid)
+            let slot = socket.handler_slot().await;
+            run_handler(socket, action.event, action.data, cid, slot)
         }
         _ => Flow::Continue,
     }
@@ -507,8 +518,16 @@ async fn on_application_event(socket: &Socket, event: EventPacket) -> Flow {
 /// Runs the handler of an application event and answers if the client asked for a response.
 ///
 /// A handler that completes at once is answered inline (no task spawned, order preserved);
-/// one that waits continues in its own task so the socket keeps processing.
-fn run_handler(socket: &Socket, event: String, data: Option<Json>, cid: Option<u64>) -> Flow {
+/// one that waits continues in its own task so the socket keeps processing. That task holds
+/// `slot` until the handler is done: with every slot taken, the connection waits for one before
+/// it reads further (per-socket backpressure, `inboundHandlerLimit`).
+fn run_handler(
+    socket: &Socket,
+    event: String,
+    data: Option<Json>,
+    cid: Option<u64>,
+    slot: HandlerSlot,
+) -> Flow {
     let Some(handler) = socket.handler(&event) else {
         // Nobody handles it: never answered, as in SocketCluster (the client's ack times out).
         return Flow::Continue;
@@ -530,6 +549,7 @@ fn run_handler(socket: &Socket, event: String, data: Option<Json>, cid: Option<u
             tokio::spawn(async move {
                 let outcome = future.await;
                 answer(&socket, cid, &event_name, outcome);
+                drop(slot);
             });
         }
     }

@@ -56,17 +56,13 @@ impl Server {
         ))
     }
 
-    /// Serves `app` on `listener` until the process ends (TCP_NODELAY on, remote addresses known).
+    /// Serves `app` on `listener` until the process ends (TCP_NODELAY on, remote addresses
+    /// known). Connections that have not upgraded to WebSocket are bounded by
+    /// `httpHeaderTimeout`, `httpIdleTimeout` and `maxPendingConnections`; when the process runs
+    /// out of file descriptors, accepting pauses (logged once per 10 s) while open connections
+    /// keep being served.
     pub async fn serve(&self, listener: TcpListener, app: Router) -> std::io::Result<()> {
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
+        crate::listen::serve(listener, app, self.options().listen_limits()).await
     }
 
     /// Answers a WebSocket upgrade request for this server: use it inside your own axum or hyper
@@ -116,20 +112,75 @@ fn bad_request() -> Response {
     (StatusCode::BAD_REQUEST, "Bad Request").into_response()
 }
 
-async fn upgrade(server: &Server, mut request: Request) -> Response {
+/// The request's `Sec-WebSocket-Key` if it is a valid WebSocket upgrade request (RFC 6455
+/// §4.2.1): a GET (not HEAD) over HTTP/1.1 or later (an HTTP/1.0 connection cannot be upgraded:
+/// it would get a 101 and then be closed), version 13, a 16-byte key.
+pub(crate) fn upgrade_key(request: &Request) -> Option<HeaderValue> {
+    if request.method() != http::Method::GET || request.version() < http::Version::HTTP_11 {
+        return None;
+    }
     let headers = request.headers();
-    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
     let version_ok = headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_some_and(|v| v == "13");
-    let (Some(key), true, true, true) = (
-        key,
-        version_ok,
-        is_websocket_upgrade(headers),
-        header_has_token(headers, header::CONNECTION, "upgrade"),
-    ) else {
+    if !version_ok
+        || !is_websocket_upgrade(headers)
+        || !header_has_token(headers, header::CONNECTION, "upgrade")
+    {
+        return None;
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|key| is_valid_key(key.as_bytes()))
+        .cloned()
+}
+
+/// permessage-deflate for this request if `enabled` and offered: the agreement and the
+/// response header value.
+pub(crate) fn negotiate_deflate(
+    request: &Request,
+    enabled: bool,
+    threshold: usize,
+) -> Option<(crate::ws::Deflate, String)> {
+    if !enabled {
+        return None;
+    }
+    let offers = request
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    crate::ws::negotiate_deflate(offers, threshold)
+}
+
+/// The `101 Switching Protocols` answer.
+pub(crate) fn switching_protocols(
+    key: &HeaderValue,
+    protocol: Option<String>,
+    extensions: Option<String>,
+) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(protocol) = protocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    if let Some(extensions) = extensions.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
+    }
+    response
+}
+
+async fn upgrade(server: &Server, mut request: Request) -> Response {
+    let Some(key) = upgrade_key(&request) else {
         return bad_request();
     };
+    let headers = request.headers();
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !origin_allowed(&server.options().origins, origin) {
         let shown = origin.filter(|o| *o != "null").unwrap_or("*");
@@ -174,7 +225,14 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
         tracing::debug!(%message, "WebSocket upgrade blocked by middleware");
         return (StatusCode::UNAUTHORIZED, message).into_response();
     }
+    let options = server.options();
+    let deflate = negotiate_deflate(
+        &request,
+        options.per_message_deflate,
+        options.per_message_deflate_threshold,
+    );
     let on_upgrade = hyper::upgrade::on(&mut request);
+    let (deflate, extensions) = deflate.unzip();
 
     let server = server.clone();
     tokio::spawn(async move {
@@ -185,7 +243,10 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
                 return;
             }
         };
-        let ws = WebSocket::new(TokioIo::new(upgraded), server.options().max_payload);
+        let options = server.options();
+        let ws = WebSocket::new(TokioIo::new(upgraded), options.max_payload)
+            .with_queue_limit(options.outbound_queue_limit)
+            .with_deflate(deflate);
         server
             .0
             .stats
@@ -200,18 +261,12 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
         connection::run(ws, socket).await;
     });
 
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(accept) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    }
-    if let Some(protocol) = protocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
-        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
-    }
-    response
+    switching_protocols(&key, protocol, extensions)
+}
+
+/// A `Sec-WebSocket-Key` is a base64-encoded 16-byte nonce (RFC 6455 §4.2.1).
+fn is_valid_key(key: &[u8]) -> bool {
+    key.len() == 24 && STANDARD.decode(key).is_ok_and(|nonce| nonce.len() == 16)
 }
 
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
@@ -225,6 +280,16 @@ fn accept_key(key: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_must_be_16_bytes_of_base64() {
+        assert!(is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ"));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZSE="));
+        assert!(!is_valid_key(b"AAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+        assert!(!is_valid_key(b"not a key at all!!!!!!!!"));
+        assert!(!is_valid_key(b""));
+    }
 
     #[test]
     fn rfc6455_accept_key() {

@@ -12,7 +12,9 @@
 //!   `dispatch` (protocol and application events), `outbound` (bounded per-socket queue and the
 //!   writer that batches flushes),
 //!   `hub` (channel table and fan-out), `heartbeat` (v1/v2 dialect detection), `ws` (the
-//!   WebSocket protocol after the upgrade): internals.
+//!   WebSocket protocol after the upgrade, permessage-deflate), `listen` (the accept loop and
+//!   the limits of connections before their upgrade): internals. With the `ws-echo` feature,
+//!   `echo` serves a plain echo endpoint over the same layer for the Autobahn suite.
 //! - [`auth`]: JWT auth tokens ([`AuthEngine`]) as SocketCluster signs and verifies them.
 //! - [`middleware`]: who may connect, subscribe, publish and emit ([`Middleware`]).
 //! - [`options`]: [`ServerOptions`] with SocketCluster's names and defaults.
@@ -45,13 +47,18 @@
 pub mod auth;
 mod connection;
 mod dispatch;
+#[cfg(feature = "ws-echo")]
+pub mod echo;
 pub mod error;
 pub mod exchange;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handler;
 mod heartbeat;
 pub mod http;
 mod hub;
 mod id;
+mod listen;
 pub mod middleware;
 pub mod options;
 mod origin;

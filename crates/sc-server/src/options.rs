@@ -46,10 +46,17 @@ pub struct ServerOptions {
     /// Most frames waiting in one socket's outbound queue. A socket that lets its queue fill up
     /// (a slow consumer) is closed with code 4100; no other socket ever waits for it.
     pub outbound_queue_limit: usize,
+    /// Most event handlers of one socket that may be running at once (default 64). A handler
+    /// that waits (for the broker, a database, …) holds one of these slots until it finishes;
+    /// when every slot is taken the server stops reading that socket until one frees up, so a
+    /// client that floods events is slowed down instead of turning its flood into unbounded work
+    /// (docs/security.md, "Inbound work and backpressure").
+    pub inbound_handler_limit: usize,
     /// Application name, informational (logs, health endpoint).
     pub app_name: Option<String>,
     /// HMAC secret for signing and verifying auth tokens. Unset: a random key per start (tokens
-    /// then die with the process), unless a key pair is given.
+    /// then die with the process; a process cluster shares one per run), unless a key pair is
+    /// given.
     pub auth_key: Option<String>,
     /// PEM private key for asymmetric signing (with `authPublicKey` and `authAlgorithm`).
     pub auth_private_key: Option<String>,
@@ -63,6 +70,22 @@ pub struct ServerOptions {
     pub auth_default_expiry: u64,
     /// Longest a middleware may take before its action is blocked (ms).
     pub middleware_timeout: u64,
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it. Off by default, as in
+    /// SocketCluster. Always without context takeover: no deflate memory per connection, and a
+    /// publication is compressed once for all its subscribers.
+    pub per_message_deflate: bool,
+    /// Messages shorter than this many bytes go uncompressed even when deflate is on.
+    pub per_message_deflate_threshold: usize,
+    /// Longest wait for an HTTP request's complete header, including the wait for its first
+    /// byte on a new or kept-alive connection (ms; the connection is then closed). Applies to
+    /// [`crate::Server::serve`].
+    pub http_header_timeout: u64,
+    /// Longest an HTTP connection that did not upgrade may go without a byte read or written
+    /// while no request is being handled (ms). Applies to [`crate::Server::serve`].
+    pub http_idle_timeout: u64,
+    /// Most connections that did not upgrade to WebSocket (yet) at once; beyond it new
+    /// connections are closed as soon as accepted. Applies to [`crate::Server::serve`].
+    pub max_pending_connections: usize,
     /// Channels that keep history (EXTENSIONS.md E1): the first entry whose `pattern` matches a
     /// channel gives its `size` and `ttl`. Empty: no channel keeps history. Reads a list of
     /// `{pattern, size, ttl}` tables, or of `"pattern:size:ttl"` strings, or one string of
@@ -204,6 +227,7 @@ impl Default for ServerOptions {
             origins: "*:*".to_owned(),
             max_payload: 100 * 1024 * 1024,
             outbound_queue_limit: 4096,
+            inbound_handler_limit: 64,
             app_name: None,
             auth_key: None,
             auth_private_key: None,
@@ -214,6 +238,11 @@ impl Default for ServerOptions {
             middleware_timeout: 10_000,
             history: Vec::new(),
             presence: Vec::new(),
+            per_message_deflate: false,
+            per_message_deflate_threshold: 1024,
+            http_header_timeout: 10_000,
+            http_idle_timeout: 10_000,
+            max_pending_connections: 1024,
         }
     }
 }
@@ -232,6 +261,8 @@ impl ServerOptions {
             ("pingInterval", self.ping_interval),
             ("pingTimeout", self.ping_timeout),
             ("middlewareTimeout", self.middleware_timeout),
+            ("httpHeaderTimeout", self.http_header_timeout),
+            ("httpIdleTimeout", self.http_idle_timeout),
         ];
         for (name, value) in positive {
             if value == 0 || value > i32::MAX as u64 {
@@ -262,6 +293,16 @@ impl ServerOptions {
                 "a presence pattern must not be empty".to_owned(),
             ));
         }
+        if self.inbound_handler_limit == 0 {
+            return Err(InvalidOptions(
+                "inboundHandlerLimit must be positive".to_owned(),
+            ));
+        }
+        if self.max_pending_connections == 0 {
+            return Err(InvalidOptions(
+                "maxPendingConnections must be positive".to_owned(),
+            ));
+        }
         if self.socket_channel_limit == Some(0) {
             return Err(InvalidOptions(
                 "socketChannelLimit must be positive (omit it for no limit)".to_owned(),
@@ -288,6 +329,14 @@ impl ServerOptions {
 
     pub(crate) fn ping_timeout(&self) -> Duration {
         Duration::from_millis(self.ping_timeout)
+    }
+
+    pub(crate) fn listen_limits(&self) -> crate::listen::Limits {
+        crate::listen::Limits {
+            header_timeout: Duration::from_millis(self.http_header_timeout),
+            idle_timeout: Duration::from_millis(self.http_idle_timeout),
+            max_pending: self.max_pending_connections,
+        }
     }
 }
 
@@ -350,6 +399,14 @@ mod tests {
         assert!(
             ServerOptions {
                 path: "x".into(),
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            ServerOptions {
+                inbound_handler_limit: 0,
                 ..Default::default()
             }
             .validate()

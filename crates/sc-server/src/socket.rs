@@ -74,6 +74,16 @@ impl UpgradeRequest {
     }
 }
 
+/// One of a socket's `inboundHandlerLimit` slots, held while a handler runs; freed on drop
+/// (also when the handler panics).
+pub(crate) struct HandlerSlot(Socket);
+
+impl Drop for HandlerSlot {
+    fn drop(&mut self) {
+        self.0.0.handler_slots.add_permits(1);
+    }
+}
+
 type PendingInvoke = oneshot::Sender<Result<Option<Json>, ScError>>;
 type DisconnectListener = Box<dyn FnOnce(CloseCode, &str) + Send>;
 
@@ -94,6 +104,9 @@ pub(crate) struct SocketShared {
     pub(crate) id: Box<str>,
     pub(crate) server: Arc<ServerShared>,
     pub(crate) queue: OutboundQueue,
+    /// Slots for event handlers that keep running after the frame that started them
+    /// (`inboundHandlerLimit`): a bound on the work one client can have in flight.
+    handler_slots: tokio::sync::Semaphore,
     state: AtomicU8,
     dialect: AtomicU8,
     next_cid: AtomicU64,
@@ -120,10 +133,12 @@ impl Socket {
         dialect: Option<HeartbeatDialect>,
     ) -> Socket {
         let limit = server.options.outbound_queue_limit;
+        let handler_limit = server.options.inbound_handler_limit;
         Socket(Arc::new(SocketShared {
             id,
             server,
             queue: OutboundQueue::new(limit),
+            handler_slots: tokio::sync::Semaphore::new(handler_limit),
             state: AtomicU8::new(STATE_CONNECTING),
             dialect: AtomicU8::new(dialect.map_or(DIALECT_UNKNOWN, dialect_code)),
             next_cid: AtomicU64::new(1),
@@ -312,6 +327,21 @@ impl Socket {
                 .server
                 .emit_auth_event(self, crate::server::AuthEvent::Deauthenticated);
         }
+    }
+
+    /// A slot for a running event handler, if one is free (see `inboundHandlerLimit`).
+    pub(crate) fn try_handler_slot(&self) -> Option<HandlerSlot> {
+        let permit = self.0.handler_slots.try_acquire().ok()?;
+        permit.forget();
+        Some(HandlerSlot(self.clone()))
+    }
+
+    /// Waits for a free handler slot (the connection reads nothing meanwhile).
+    pub(crate) async fn handler_slot(&self) -> HandlerSlot {
+        if let Ok(permit) = self.0.handler_slots.acquire().await {
+            permit.forget();
+        }
+        HandlerSlot(self.clone())
     }
 
     /// Deauthenticates the socket if its token expired (checked on inbound events and pongs).

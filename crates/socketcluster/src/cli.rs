@@ -91,6 +91,15 @@ pub struct RunFlags {
     /// Frames queued for one socket before it is closed as a slow consumer (4100).
     #[arg(long)]
     pub outbound_queue_limit: Option<usize>,
+    /// Event handlers of one socket running at once before the server stops reading it.
+    #[arg(long)]
+    pub inbound_handler_limit: Option<usize>,
+    /// Negotiate permessage-deflate with clients that offer it (`true` or `false`).
+    #[arg(long)]
+    pub per_message_deflate: Option<bool>,
+    /// Messages shorter than this many bytes go uncompressed.
+    #[arg(long)]
+    pub per_message_deflate_threshold: Option<usize>,
     /// Secret that signs auth tokens (HMAC), shared by every worker. Also
     /// `SOCKETCLUSTER_AUTH_KEY`. Unset: random per start.
     #[arg(long)]
@@ -163,6 +172,18 @@ impl RunFlags {
         put(
             "outboundQueueLimit",
             self.outbound_queue_limit.map(Value::from),
+        );
+        put(
+            "inboundHandlerLimit",
+            self.inbound_handler_limit.map(Value::from),
+        );
+        put(
+            "perMessageDeflate",
+            self.per_message_deflate.map(Value::from),
+        );
+        put(
+            "perMessageDeflateThreshold",
+            self.per_message_deflate_threshold.map(Value::from),
         );
         put("authKey", self.auth_key.clone().map(Value::from));
         put(

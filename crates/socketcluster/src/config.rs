@@ -130,7 +130,14 @@ impl ClusterConfig {
             figment = figment.merge(Serialized::default("port", port));
         }
         figment = figment
-            .merge(Env::prefixed("SOCKETCLUSTER_").map(|key| snake_to_camel(key.as_str()).into()))
+            // Not lowercased by figment (its default) after our mapping, which would turn
+            // `inboundHandlerLimit` into `inboundhandlerlimit`: multi-word names need their case.
+            // (`lowercase` must come after `map`, which resets it.)
+            .merge(
+                Env::prefixed("SOCKETCLUSTER_")
+                    .map(|key| snake_to_camel(key.as_str()).into())
+                    .lowercase(false),
+            )
             .merge(Serialized::defaults(overrides));
         let config: ClusterConfig = figment.extract().map_err(Box::new)?;
         config.validate()?;
@@ -212,9 +219,10 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
                 "sc.toml",
-                "workers = 3\nbrokers = 2\nsocketChannelLimit = 5\npingInterval = 1000\n",
+                "workers = 3\nbrokers = 2\nsocketChannelLimit = 5\npingInterval = 1000\noutboundQueueLimit = 100\ninboundHandlerLimit = 8\n",
             )?;
             jail.set_env("SOCKETCLUSTER_BROKERS", "4");
+            jail.set_env("SOCKETCLUSTER_INBOUND_HANDLER_LIMIT", "16");
             let config = ClusterConfig::load(
                 Some("sc.toml".as_ref()),
                 &serde_json::json!({ "workers": 2 }),
@@ -223,6 +231,8 @@ mod tests {
             assert_eq!((config.workers, config.brokers), (2, 4));
             assert_eq!(config.server.socket_channel_limit, Some(5));
             assert_eq!(config.server.ping_interval, 1000);
+            assert_eq!(config.server.outbound_queue_limit, 100);
+            assert_eq!(config.server.inbound_handler_limit, 16);
             assert_eq!(config.port, 8000);
             Ok(())
         });
@@ -258,6 +268,42 @@ mod tests {
             .expect("valid");
             assert_eq!(config.server.history[0].pattern, "x/*");
             assert_eq!(config.server.presence, ["x/*"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error type
+    fn per_message_deflate_from_file_env_and_flag() {
+        figment::Jail::expect_with(|jail| {
+            assert!(
+                !ClusterConfig::default().server.per_message_deflate,
+                "off by default"
+            );
+            jail.create_file(
+                "sc.toml",
+                "perMessageDeflate = true
+httpHeaderTimeout = 5000
+",
+            )?;
+            let config = ClusterConfig::load(Some("sc.toml".as_ref()), &serde_json::json!({}))
+                .expect("valid");
+            assert!(config.server.per_message_deflate);
+            assert_eq!(config.server.http_header_timeout, 5000);
+            jail.set_env("SOCKETCLUSTER_PER_MESSAGE_DEFLATE_THRESHOLD", "64");
+            jail.set_env("SOCKETCLUSTER_PING_INTERVAL", "1234");
+            jail.set_env("SOCKETCLUSTER_PROCESS_TERM_TIMEOUT", "777");
+            let flags = <crate::cli::Cli as clap::Parser>::parse_from([
+                "socketcluster",
+                "--per-message-deflate",
+                "false",
+            ]);
+            let config = ClusterConfig::load(Some("sc.toml".as_ref()), &flags.run.overrides())
+                .expect("valid");
+            assert!(!config.server.per_message_deflate, "the flag wins");
+            assert_eq!(config.process_term_timeout, 777, "env top");
+            assert_eq!(config.server.ping_interval, 1234, "env ping");
+            assert_eq!(config.server.per_message_deflate_threshold, 64);
             Ok(())
         });
     }

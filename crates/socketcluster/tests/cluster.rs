@@ -112,6 +112,58 @@ async fn publishes_reach_every_subscriber_on_every_worker_exactly_once_in_order(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_signed_by_one_worker_is_accepted_by_another_without_an_auth_key() {
+    let cluster = Cluster::start(&["--workers", "2", "--brokers", "1"]);
+    let mut by_worker = clients_on_both_workers(&cluster, 1).await;
+    let signer = by_worker
+        .remove(&0)
+        .expect("a client on worker 0")
+        .remove(0);
+    let verifier = by_worker
+        .remove(&1)
+        .expect("a client on worker 1")
+        .remove(0);
+    call(&signer, "login", json!({ "username": "alice" })).await;
+    let token = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(token) = signer.signed_auth_token() {
+                return token;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("#setAuthToken from worker 0");
+    let status = tokio::time::timeout(WAIT, verifier.authenticate(&token))
+        .await
+        .expect("#authenticate answered")
+        .expect("#authenticate succeeded");
+    assert!(
+        status.is_authenticated,
+        "worker 1 refused worker 0's token: {:?}",
+        status.auth_error
+    );
+}
+
+#[test]
+fn the_broker_and_master_sockets_are_reachable_by_this_user_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let cluster = Cluster::start(&["--workers", "1", "--brokers", "1"]);
+    let suffix = format!("_{}", cluster.master.id());
+    let dir = std::fs::read_dir(std::env::temp_dir().join("socketcluster"))
+        .expect("socket root")
+        .map(|entry| entry.expect("entry").path())
+        .find(|path| path.to_string_lossy().ends_with(&suffix))
+        .expect("the cluster's socket directory");
+    assert!(dir.join("master.sock").exists());
+    let mode = std::fs::metadata(&dir)
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{} is mode {:o}", dir.display(), mode);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_value_data_is_shared_across_workers_and_brokers_answer_custom_messages() {
     let cluster = Cluster::start(&["--workers", "2", "--brokers", "2"]);
     let by_worker = clients_on_both_workers(&cluster, 1).await;

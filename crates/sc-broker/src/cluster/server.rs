@@ -4,8 +4,17 @@
 //! the set of subscribed connections (a worker holds one subscription per channel); a publish is
 //! encoded once as a [`BrokerMessage::publication`] body and a clone of those bytes is pushed to
 //! every subscribed connection's bounded outbound queue, drained by that connection's writer
-//! task. A worker that cannot keep up (its queue is full) is disconnected with a log line; it
-//! reconnects and re-subscribes on its own, losing what overflowed.
+//! task.
+//!
+//! Flow control: when a worker's queue is full, the broker waits for room before it handles the
+//! publishing connection's next command, so a fast publisher is slowed down to the pace of the
+//! workers it publishes to (and, through its own bounded link queue, its callers wait) instead of
+//! a worker link being dropped and every client of that worker losing messages. Only a worker
+//! that makes no room for [`STALL_TIMEOUT`] (a stuck process; see
+//! [`BrokerServerBuilder::with_stall_timeout`]) is disconnected, with a log line; it
+//! reconnects and re-subscribes on its own. What an upstream engine delivers cannot be slowed
+//! down: a delivery that finds a worker's queue full is dropped for that worker (counted and
+//! logged), the link stays up.
 //!
 //! Commands of one connection are handled in arrival order (so one worker's publishes keep their
 //! order, and its key/value commands apply in the order sent); only messages for the broker
@@ -51,6 +60,10 @@ pub type MessageHandler =
 /// gives up on that worker.
 pub const DEFAULT_OUTBOUND_CAPACITY: usize = 16 * 1024;
 
+/// How long a full worker queue may stay full while the broker waits to queue a message before
+/// it gives up on that worker (default of [`BrokerServerBuilder::with_stall_timeout`]).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long [`BrokerServer::shutdown`] lets connections flush before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -61,6 +74,7 @@ pub struct BrokerServerBuilder {
     upstream: Option<Arc<dyn Broker>>,
     handler: MessageHandler,
     outbound_capacity: usize,
+    stall_timeout: Duration,
 }
 
 impl BrokerServerBuilder {
@@ -86,6 +100,13 @@ impl BrokerServerBuilder {
         self
     }
 
+    /// Sets how long a worker's full outbound queue may make no room before the broker drops
+    /// that worker (default [`STALL_TIMEOUT`]); until then the broker waits, slowing publishers.
+    pub fn with_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = timeout;
+        self
+    }
+
     /// Listens on `path` and starts serving in background tasks (call within a Tokio runtime).
     ///
     /// A stale socket file left at `path` by a crashed broker is replaced; if another server
@@ -101,12 +122,14 @@ impl BrokerServerBuilder {
             upstream: self.upstream,
             handler: self.handler,
             outbound_capacity: self.outbound_capacity,
+            stall_timeout: self.stall_timeout,
             table: Mutex::new(HashMap::new()),
             gates: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
             next_connection: AtomicU64::new(1),
             history: Arc::new(MemoryHistory::new()),
             presence: MemoryPresence::new(),
+            upstream_dropped: AtomicU64::new(0),
         });
         if let Some(upstream) = &shared.upstream {
             upstream.attach(Arc::new(UpstreamSink(Arc::downgrade(&shared))));
@@ -163,6 +186,7 @@ impl BrokerServer {
             upstream: None,
             handler: Arc::new(|_| Box::pin(async { Ok(Json::NULL) })),
             outbound_capacity: DEFAULT_OUTBOUND_CAPACITY,
+            stall_timeout: STALL_TIMEOUT,
         }
     }
 
@@ -261,6 +285,7 @@ struct Shared {
     upstream: Option<Arc<dyn Broker>>,
     handler: MessageHandler,
     outbound_capacity: usize,
+    stall_timeout: Duration,
     /// channel → subscribed connections. A std-style (parking_lot) mutex: held only for
     /// non-blocking work (map edits and `try_send`), never across an await.
     table: Mutex<HashMap<Arc<str>, HashMap<u64, Peer>>>,
@@ -275,6 +300,8 @@ struct Shared {
     history: Arc<MemoryHistory>,
     /// Presence of this broker's channels, by connection (when there is no upstream engine).
     presence: MemoryPresence,
+    /// Upstream deliveries dropped because a worker's queue was full.
+    upstream_dropped: AtomicU64,
 }
 
 /// The sending side of one worker connection.
@@ -283,44 +310,92 @@ struct Peer {
     id: u64,
     broker: usize,
     tx: mpsc::Sender<Bytes>,
+    /// How long a full queue may make no room (see [`BrokerServerBuilder::with_stall_timeout`]).
+    stall_timeout: Duration,
     /// Cancelled when the connection must end at once (overflow, write error, abort).
     kill: CancellationToken,
 }
 
 impl Peer {
-    /// Queues one encoded message without waiting. A full queue ends the connection.
-    fn push(&self, message: Bytes) {
+    /// Queues one encoded message, waiting while the queue is full (flow control). A worker that
+    /// makes no room within its stall timeout is disconnected.
+    async fn send(&self, message: Bytes) {
         match self.tx.try_send(message) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
-            Err(TrySendError::Full(_)) => {
-                if !self.kill.is_cancelled() {
-                    tracing::warn!(
-                        broker = self.broker,
-                        connection = self.id,
-                        capacity = self.tx.max_capacity(),
-                        "worker connection cannot keep up (outbound queue full); dropping it"
-                    );
-                    self.kill.cancel();
-                }
-            }
+            Err(TrySendError::Full(message)) => self.send_waiting(message).await,
         }
     }
 
-    fn reply(&self, id: u64, result: Result<Json, String>) {
+    /// The slow path of [`Peer::send`]: the queue was full.
+    async fn send_waiting(&self, message: Bytes) {
+        let sent = tokio::select! {
+            biased;
+            _ = self.kill.cancelled() => return,
+            sent = tokio::time::timeout(self.stall_timeout, self.tx.send(message)) => sent,
+        };
+        if sent.is_err() && !self.kill.is_cancelled() {
+            tracing::warn!(
+                broker = self.broker,
+                connection = self.id,
+                capacity = self.tx.max_capacity(),
+                stalled_for = ?self.stall_timeout,
+                "worker connection made no room in its outbound queue; dropping it"
+            );
+            self.kill.cancel();
+        }
+    }
+
+    async fn reply(&self, id: u64, result: Result<Json, String>) {
         if id != NO_REPLY {
-            self.push(BrokerMessage::Reply { id, result }.encode());
+            self.send(BrokerMessage::Reply { id, result }.encode())
+                .await;
         }
     }
 }
 
 impl Shared {
-    /// Pushes one publication frame to every connection subscribed to `channel`.
-    fn fan_out(&self, channel: &str, frame: &[u8]) {
+    /// Queues one publication frame for every connection subscribed to `channel`; where a queue
+    /// is full, waits for room (outside the table lock), which slows the publisher down.
+    async fn fan_out(&self, channel: &str, frame: &[u8]) {
+        // Peers whose queue was full, with their message: rare, so usually no allocation.
+        let mut waiting: Vec<(Peer, Bytes)> = Vec::new();
+        {
+            let table = self.table.lock();
+            if let Some(subscribers) = table.get(channel) {
+                let message = BrokerMessage::publication(frame);
+                for peer in subscribers.values() {
+                    match peer.tx.try_send(message.clone()) {
+                        Ok(()) | Err(TrySendError::Closed(_)) => {}
+                        Err(TrySendError::Full(message)) => waiting.push((peer.clone(), message)),
+                    }
+                }
+            }
+        }
+        for (peer, message) in waiting {
+            peer.send_waiting(message).await;
+        }
+    }
+
+    /// Queues what the upstream engine delivered for every subscribed connection, without
+    /// waiting (the engine cannot be slowed down): a full queue drops the message for that
+    /// worker, with a log line for the first drop and every 1000th after it.
+    fn fan_out_now(&self, channel: &str, frame: &[u8]) {
         let table = self.table.lock();
         if let Some(subscribers) = table.get(channel) {
             let message = BrokerMessage::publication(frame);
             for peer in subscribers.values() {
-                peer.push(message.clone());
+                if let Err(TrySendError::Full(_)) = peer.tx.try_send(message.clone()) {
+                    let dropped = self.upstream_dropped.fetch_add(1, Ordering::Relaxed);
+                    if dropped % 1000 == 0 {
+                        tracing::warn!(
+                            broker = self.id,
+                            connection = peer.id,
+                            channel,
+                            dropped = dropped + 1,
+                            "worker connection's outbound queue is full; dropping an engine delivery"
+                        );
+                    }
+                }
             }
         }
     }
@@ -407,7 +482,7 @@ impl Shared {
     async fn publish(&self, channel: &str, frame: Bytes) -> Result<(), String> {
         match &self.upstream {
             None => {
-                self.fan_out(channel, &frame);
+                self.fan_out(channel, &frame).await;
                 Ok(())
             }
             Some(upstream) => {
@@ -422,9 +497,14 @@ impl Shared {
 }
 
 impl Shared {
-    fn announce_presence(&self, change: PresenceChange, channel: &str, member: &PresenceMember) {
+    async fn announce_presence(
+        &self,
+        change: PresenceChange,
+        channel: &str,
+        member: &PresenceMember,
+    ) {
         let event = presence_event(change, channel, member);
-        self.fan_out(event.channel(), event.frame());
+        self.fan_out(event.channel(), event.frame()).await;
     }
 
     /// One history or presence operation, here or on the upstream engine.
@@ -444,9 +524,23 @@ impl Shared {
         match (request.op, &self.upstream) {
             (StreamOp::Publish, None) => {
                 let publication = request.publication()?;
-                let position = self.history.append(&publication, policy()?, |placed| {
-                    self.fan_out(placed.channel(), placed.frame())
-                });
+                let policy = policy()?;
+                // One publish at a time per channel, from the offset to the queues: deliveries
+                // leave in offset order even when a worker's queue makes us wait for room.
+                let channel = publication.channel_arc().clone();
+                let gate = self.gate(&channel);
+                let position = {
+                    let _serialised = gate.lock().await;
+                    let mut placed = None;
+                    let position = self
+                        .history
+                        .append(&publication, policy, |p| placed = Some(p.clone()));
+                    if let Some(placed) = placed {
+                        self.fan_out(placed.channel(), placed.frame()).await;
+                    }
+                    position
+                };
+                self.release_gate(&channel, gate);
                 Ok(position_json(&position))
             }
             (StreamOp::Publish, Some(upstream)) => {
@@ -473,7 +567,8 @@ impl Shared {
                 match upstream {
                     None => {
                         if self.presence.join(channel, member.clone(), connection) {
-                            self.announce_presence(PresenceChange::Join, channel, &member);
+                            self.announce_presence(PresenceChange::Join, channel, &member)
+                                .await;
                         }
                     }
                     Some(upstream) => {
@@ -491,7 +586,8 @@ impl Shared {
                 match upstream {
                     None => {
                         if let Some(member) = self.presence.leave(channel, &member.id) {
-                            self.announce_presence(PresenceChange::Leave, channel, &member);
+                            self.announce_presence(PresenceChange::Leave, channel, &member)
+                                .await;
                         }
                     }
                     Some(upstream) => {
@@ -518,7 +614,7 @@ struct UpstreamSink(Weak<Shared>);
 impl DeliverySink for UpstreamSink {
     fn deliver(&self, publication: Publication) {
         if let Some(shared) = self.0.upgrade() {
-            shared.fan_out(publication.channel(), publication.frame());
+            shared.fan_out_now(publication.channel(), publication.frame());
         }
     }
 }
@@ -575,15 +671,17 @@ async fn serve(
         id,
         broker: shared.id,
         tx,
+        stall_timeout: shared.stall_timeout,
         kill: kill.clone(),
     };
-    peer.push(
+    peer.send(
         BrokerMessage::Ready {
             // Broker counts are tiny; saturate rather than wrap if one ever is not.
             broker_id: u32::try_from(shared.id).unwrap_or(u32::MAX),
         }
         .encode(),
-    );
+    )
+    .await;
     tracker.spawn(write_loop(write, rx, kill.clone()));
 
     let mut reader = FramedRead::new(read, codec());
@@ -622,7 +720,9 @@ async fn serve(
 
     // The worker is gone (closed, crashed or killed): so are its sockets' presence entries.
     for (channel, member) in shared.presence.remove_owner(id) {
-        shared.announce_presence(PresenceChange::Leave, &channel, &member);
+        shared
+            .announce_presence(PresenceChange::Leave, &channel, &member)
+            .await;
     }
     if let Some(upstream) = &shared.upstream {
         for (channel, member) in joined {
@@ -658,7 +758,7 @@ async fn handle(
                 Ok(request) => shared.stream(peer.id, joined, request).await,
                 Err(e) => Err(format!("bad stream request: {e}")),
             };
-            peer.reply(id, result);
+            peer.reply(id, result).await;
         }
         WorkerMessage::Subscribe { id, channel } => {
             let channel: Arc<str> = Arc::from(channel);
@@ -674,21 +774,21 @@ async fn handle(
                     tracing::warn!(broker = shared.id, channel = %channel, error = %e, "re-subscribe failed");
                 }
             }
-            peer.reply(id, result.map(|()| Json::NULL));
+            peer.reply(id, result.map(|()| Json::NULL)).await;
         }
         WorkerMessage::Unsubscribe { id, channel } => {
             if let Some(channel) = subscribed.take(channel.as_str()) {
                 shared.unsubscribe(&channel, peer.id).await;
             }
-            peer.reply(id, Ok(Json::NULL));
+            peer.reply(id, Ok(Json::NULL)).await;
         }
         WorkerMessage::Publish { id, channel, frame } => {
             let result = shared.publish(&channel, frame).await;
-            peer.reply(id, result.map(|()| Json::NULL));
+            peer.reply(id, result.map(|()| Json::NULL)).await;
         }
         WorkerMessage::Kv { id, command } => {
             let result = shared.kv.execute(command).await.map_err(|e| e.to_string());
-            peer.reply(id, result);
+            peer.reply(id, result).await;
         }
         WorkerMessage::Send { id, data } => {
             let handler = shared.handler.clone();
@@ -697,7 +797,7 @@ async fn handle(
                 let kill = peer.kill.clone();
                 tokio::select! {
                     _ = kill.cancelled() => {}
-                    result = handler(data) => peer.reply(id, result),
+                    result = handler(data) => peer.reply(id, result).await,
                 }
             });
         }

@@ -53,6 +53,8 @@ pub(crate) enum ProtocolError {
     InvalidPayloadLength,
     InvalidRsv,
     InvalidUtf8,
+    /// A compressed message is not a valid deflate stream (closed with 1007).
+    InvalidDeflate,
     UnexpectedUnmaskedFrame,
 }
 
@@ -65,6 +67,7 @@ impl ProtocolError {
             ProtocolError::InvalidPayloadLength => "invalid payload length",
             ProtocolError::InvalidRsv => "invalid extension",
             ProtocolError::InvalidUtf8 => "invalid utf-8",
+            ProtocolError::InvalidDeflate => "invalid compressed data",
             ProtocolError::UnexpectedUnmaskedFrame => "unexpected unmasked frame",
         }
     }
@@ -88,6 +91,8 @@ pub(crate) enum HeaderError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
     pub(crate) fin: bool,
+    /// RSV1: the message is compressed (permessage-deflate; only on a message's first frame).
+    pub(crate) compressed: bool,
     pub(crate) opcode: OpCode,
     pub(crate) mask: [u8; 4],
     /// Header length in bytes (2 to 14).
@@ -107,20 +112,34 @@ impl Header {
 ///
 /// `in_message`: a fragmented message is being received (so a continuation is expected and a new
 /// text or binary frame is not). `max_payload`: the longest payload accepted.
+#[cfg(test)]
 pub(crate) fn parse_header(
     buf: &[u8],
     in_message: bool,
     max_payload: usize,
+) -> Result<Option<Header>, HeaderError> {
+    parse_header_with(buf, in_message, max_payload, false)
+}
+
+/// [`parse_header`], with RSV1 allowed on the first frame of a message when `deflate`
+/// (permessage-deflate was negotiated).
+pub(crate) fn parse_header_with(
+    buf: &[u8],
+    in_message: bool,
+    max_payload: usize,
+    deflate: bool,
 ) -> Result<Option<Header>, HeaderError> {
     use HeaderError::Protocol as P;
     let [first, second, ..] = *buf else {
         return Ok(None);
     };
     let fin = first & 0x80 != 0;
-    if first & 0x70 != 0 {
+    let opcode = OpCode::from_bits(first & 0x0F).ok_or(P(ProtocolError::InvalidOpcode))?;
+    let compressed = first & 0x40 != 0;
+    let rsv1_allowed = deflate && matches!(opcode, OpCode::Text | OpCode::Binary);
+    if first & 0x30 != 0 || (compressed && !rsv1_allowed) {
         return Err(P(ProtocolError::InvalidRsv));
     }
-    let opcode = OpCode::from_bits(first & 0x0F).ok_or(P(ProtocolError::InvalidOpcode))?;
     if opcode.is_control() {
         if !fin {
             return Err(P(ProtocolError::FragmentedControlFrame));
@@ -168,6 +187,7 @@ pub(crate) fn parse_header(
     };
     Ok(Some(Header {
         fin,
+        compressed,
         opcode,
         mask: [mask[0], mask[1], mask[2], mask[3]],
         len,
@@ -218,9 +238,15 @@ pub(crate) struct OutHeader {
 
 impl OutHeader {
     /// The header of a final frame of `opcode` carrying `payload_len` bytes.
+    #[cfg(test)]
     pub(crate) fn new(opcode: OpCode, payload_len: usize) -> OutHeader {
+        OutHeader::with_rsv1(opcode, payload_len, false)
+    }
+
+    /// The header of a final frame, with RSV1 set if `compressed` (permessage-deflate).
+    pub(crate) fn with_rsv1(opcode: OpCode, payload_len: usize, compressed: bool) -> OutHeader {
         let mut bytes = [0; 10];
-        bytes[0] = 0x80 | opcode.bits();
+        bytes[0] = 0x80 | if compressed { 0x40 } else { 0 } | opcode.bits();
         let len = if payload_len <= 125 {
             bytes[1] = payload_len as u8;
             2
@@ -344,6 +370,26 @@ mod tests {
             Err(HeaderError::TooLong(2000))
         );
         assert!(parse_header(&client_frame(0x81, &[0; 1024], mask), false, 1024).is_ok());
+    }
+
+    #[test]
+    fn rsv1_only_on_data_frames_once_deflate_is_negotiated() {
+        let mask = [9, 9, 9, 9];
+        let with = |first: u8, in_message: bool| {
+            parse_header_with(&client_frame(first, b"x", mask), in_message, 1024, true)
+        };
+        assert!(with(0xC1, false).unwrap().unwrap().compressed);
+        assert!(with(0x42, false).unwrap().unwrap().compressed);
+        assert!(!with(0x81, false).unwrap().unwrap().compressed);
+        let rsv = Err(HeaderError::Protocol(ProtocolError::InvalidRsv));
+        assert_eq!(with(0xC0, true), rsv, "continuation");
+        assert_eq!(with(0xC9, false), rsv, "ping");
+        assert_eq!(with(0xA1, false), rsv, "RSV2");
+        assert_eq!(with(0x91, false), rsv, "RSV3");
+        assert_eq!(
+            OutHeader::with_rsv1(OpCode::Text, 5, true).as_bytes(),
+            [0xC1, 5]
+        );
     }
 
     #[test]

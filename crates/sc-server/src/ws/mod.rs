@@ -8,6 +8,7 @@
 //! connection, until it is complete. Outgoing frames are kept as shared [`Bytes`] (a published
 //! message is the same allocation for every subscriber) and written with one `writev` per batch.
 
+mod deflate;
 mod frame;
 
 use std::cell::RefCell;
@@ -19,6 +20,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+pub(crate) use deflate::{Deflate, negotiate as negotiate_deflate};
 pub(crate) use frame::is_sendable_close_code;
 use frame::{Header, HeaderError, OpCode, OutHeader, ProtocolError};
 
@@ -27,6 +29,10 @@ const SCRATCH_LEN: usize = 32 * 1024;
 
 /// Outgoing frames handed to one `writev` at most (two slices per frame: header, payload).
 const MAX_SLICES: usize = 64;
+
+/// Frames waiting to be written before reading stops, unless told otherwise
+/// ([`WebSocket::with_queue_limit`]).
+const DEFAULT_MAX_QUEUED: usize = 4096;
 
 /// Queues that grew past this many frames are released once drained.
 const KEEP_QUEUE_CAPACITY: usize = 16;
@@ -78,6 +84,8 @@ enum State {
 /// A fragmented message being assembled.
 struct Partial {
     opcode: OpCode,
+    /// Its first frame had RSV1 set: `data` is deflated.
+    compressed: bool,
     data: BytesMut,
 }
 
@@ -98,6 +106,11 @@ pub(crate) struct WebSocket<S> {
     io: S,
     state: State,
     max_payload: usize,
+    /// Most frames waiting to be written: past it, reading stops until they are written (so a
+    /// client that sends pings and never reads cannot make the pongs pile up).
+    max_queued: usize,
+    /// permessage-deflate, if negotiated.
+    deflate: Option<Deflate>,
     /// Bytes of a frame that arrived in pieces (no allocation otherwise).
     pending: BytesMut,
     /// The fragmented message being received, if any.
@@ -114,11 +127,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             io,
             state: State::Open,
             max_payload,
+            max_queued: DEFAULT_MAX_QUEUED,
+            deflate: None,
             pending: BytesMut::new(),
             message: None,
             out: VecDeque::new(),
             written: 0,
         }
+    }
+
+    /// Bounds the frames waiting to be written (the socket's outbound queue limit): while that
+    /// many wait, the client's frames are not read.
+    pub(crate) fn with_queue_limit(mut self, max_queued: usize) -> WebSocket<S> {
+        self.max_queued = max_queued.max(1);
+        self
+    }
+
+    /// Uses permessage-deflate as negotiated in the upgrade.
+    pub(crate) fn with_deflate(mut self, deflate: Option<Deflate>) -> WebSocket<S> {
+        self.deflate = deflate;
+        self
     }
 
     /// The next message. Pings are answered and pongs skipped here; after the client's close
@@ -143,6 +171,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 && let Poll::Ready(Err(error)) = self.poll_flush(cx)
             {
                 return Poll::Ready(Some(Err(error)));
+            }
+            if self.out.len() >= self.max_queued {
+                // The client does not read what we write: stop reading its frames until it
+                // does (the pending write wakes this task).
+                return Poll::Pending;
             }
             // A complete frame already received?
             if !self.pending.is_empty() {
@@ -206,9 +239,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     }
                     Poll::Ready(Ok(Some((header, payload.freeze()))))
                 }
-                known => {
-                    let frame_len = known.map_or(0, |h| h.frame_len());
-                    self.pending.reserve(frame_len.max(data.len()));
+                _ => {
+                    // The buffer grows with the bytes that arrive, never from the length a
+                    // header announces (which may be a lie).
                     self.pending.extend_from_slice(data);
                     Poll::Ready(Ok(None))
                 }
@@ -222,8 +255,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             return Ok(None);
         };
         if self.pending.len() < header.frame_len() {
-            self.pending
-                .reserve(header.frame_len() - self.pending.len());
             return Ok(None);
         }
         let mut payload = self.pending.split_to(header.frame_len());
@@ -237,13 +268,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     fn parse_header(&self, buf: &[u8]) -> Result<Option<Header>, Error> {
-        frame::parse_header(buf, self.message.is_some(), self.max_payload).map_err(|e| match e {
-            HeaderError::Protocol(e) => Error::Protocol(e),
-            HeaderError::TooLong(len) => Error::PayloadTooLong {
-                len,
-                max_len: self.max_payload,
+        let deflate = self.deflate.is_some();
+        frame::parse_header_with(buf, self.message.is_some(), self.max_payload, deflate).map_err(
+            |e| match e {
+                HeaderError::Protocol(e) => Error::Protocol(e),
+                HeaderError::TooLong(len) => Error::PayloadTooLong {
+                    len,
+                    max_len: self.max_payload,
+                },
             },
-        })
+        )
     }
 
     /// One complete frame: a message, a control frame, or a fragment.
@@ -268,10 +302,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
                 return Ok(Some(Inbound::Close(code, reason)));
             }
-            OpCode::Text | OpCode::Binary if header.fin => (header.opcode, payload),
+            OpCode::Text | OpCode::Binary if header.fin => {
+                (header.opcode, self.inflated(header.compressed, payload)?)
+            }
             OpCode::Text | OpCode::Binary => {
                 self.message = Some(Partial {
                     opcode: header.opcode,
+                    compressed: header.compressed,
                     data: BytesMut::from(payload),
                 });
                 return Ok(None);
@@ -291,10 +328,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 if !header.fin {
                     return Ok(None);
                 }
-                let Some(Partial { opcode, data }) = self.message.take() else {
+                let Some(Partial {
+                    opcode,
+                    compressed,
+                    data,
+                }) = self.message.take()
+                else {
                     return Ok(None);
                 };
-                (opcode, data.freeze())
+                (opcode, self.inflated(compressed, data.freeze())?)
             }
         };
         Ok(Some(match whole {
@@ -308,11 +350,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }))
     }
 
+    /// A message's payload as sent (inflated if it was compressed), at most `max_payload` bytes.
+    fn inflated(&self, compressed: bool, payload: Bytes) -> Result<Bytes, Error> {
+        if !compressed {
+            return Ok(payload);
+        }
+        deflate::inflate(&payload, self.max_payload).map_err(|error| match error {
+            deflate::InflateError::TooLong => Error::PayloadTooLong {
+                len: self.max_payload.saturating_add(1),
+                max_len: self.max_payload,
+            },
+            deflate::InflateError::Invalid => Error::Protocol(ProtocolError::InvalidDeflate),
+        })
+    }
+
     /// The connection failed: queue the close frame the client deserves, stop reading.
     fn fail(&mut self, error: Error) -> Error {
         let close = match &error {
             _ if self.state != State::Open => None,
             Error::Protocol(ProtocolError::InvalidUtf8) => Some((1007, "invalid utf8".to_owned())),
+            Error::Protocol(ProtocolError::InvalidDeflate) => {
+                Some((1007, "invalid compressed data".to_owned()))
+            }
             Error::Protocol(e) => Some((1002, e.as_str().to_owned())),
             Error::PayloadTooLong { max_len, .. } => Some((1009, format!("max length: {max_len}"))),
             Error::Io(_) | Error::AlreadyClosed => None,
@@ -338,6 +397,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Ok(())
     }
 
+    /// Queues a text or binary message (written by [`WebSocket::poll_flush`]).
+    #[cfg(feature = "ws-echo")]
+    pub(crate) fn send_message(&mut self, binary: bool, payload: Bytes) -> Result<(), Error> {
+        if self.state != State::Open {
+            return Err(Error::AlreadyClosed);
+        }
+        self.queue(if binary { OpCode::Binary } else { OpCode::Text }, payload);
+        Ok(())
+    }
+
     /// Queues a close frame (`code` must be sendable; the reason is cut to 123 bytes) and starts
     /// the close handshake.
     pub(crate) fn send_close(&mut self, code: u16, reason: &str) -> Result<(), Error> {
@@ -352,9 +421,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Ok(())
     }
 
+    /// Queues a frame; a data frame of at least the deflate threshold goes out compressed.
     fn queue(&mut self, opcode: OpCode, payload: Bytes) {
+        let (payload, compressed) = match self.deflate {
+            Some(deflate) if !opcode.is_control() && payload.len() >= deflate.threshold => (
+                deflate::compress_shared(&payload, deflate.window_bits),
+                true,
+            ),
+            _ => (payload, false),
+        };
         self.out.push_back(Outgoing {
-            header: OutHeader::new(opcode, payload.len()),
+            header: OutHeader::with_rsv1(opcode, payload.len(), compressed),
             payload,
         });
     }

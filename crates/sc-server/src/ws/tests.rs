@@ -237,3 +237,153 @@ async fn a_blocked_writer_resumes_where_it_stopped() {
     }
     assert_eq!(server.out.capacity(), 0, "a grown queue is released");
 }
+
+#[tokio::test]
+async fn a_lying_length_reserves_nothing_up_front() {
+    // A 14-byte header announcing 50 MiB, then a few bytes: the buffer holds what arrived.
+    let (a, mut b) = duplex(1 << 20);
+    let mut server = WebSocket::new(a, 100 << 20);
+    let mut head = vec![0x82, 0xFF];
+    head.extend_from_slice(&(50u64 << 20).to_be_bytes());
+    head.extend_from_slice(&[1, 2, 3, 4]);
+    head.extend_from_slice(&[0; 100]);
+    b.write_all(&head).await.unwrap();
+    let polled =
+        tokio::time::timeout(std::time::Duration::from_millis(50), next(&mut server)).await;
+    assert!(polled.is_err(), "the frame is incomplete");
+    assert!(
+        server.pending.capacity() < 1 << 20,
+        "reserved {} bytes for 114 received",
+        server.pending.capacity()
+    );
+    // Announcing more than maxPayload closes with 1009 at once.
+    let mut head = vec![0x82, 0xFF];
+    head.extend_from_slice(&(200u64 << 20).to_be_bytes());
+    head.extend_from_slice(&[1, 2, 3, 4]);
+    refused(&head, 100 << 20, 1009).await;
+}
+
+#[tokio::test]
+async fn pings_from_a_client_that_never_reads_stop_being_read() {
+    // The client writes pings and reads nothing: the pongs wait in a bounded queue, then the
+    // server stops reading (the client's writes block) instead of queuing without limit.
+    let (a, mut b) = duplex(4096);
+    let limit = 64;
+    let mut server = WebSocket::new(a, 1024).with_queue_limit(limit);
+    let writer = tokio::spawn(async move {
+        let ping = client_frame(0x89, &[b'p'; 100]);
+        for _ in 0..20_000 {
+            if b.write_all(&ping).await.is_err() {
+                break;
+            }
+        }
+        b
+    });
+    let polled =
+        tokio::time::timeout(std::time::Duration::from_millis(500), next(&mut server)).await;
+    assert!(polled.is_err(), "pings are not messages");
+    assert!(
+        server.out.len() <= limit,
+        "{} pongs queued, limit {limit}",
+        server.out.len()
+    );
+    assert!(!writer.is_finished(), "the client's writes are blocked");
+    writer.abort();
+}
+
+/// A compressed client frame (RSV1 set): `payload` deflated without context, sync tail removed.
+fn compressed_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let deflated = deflate::compress(payload, 15);
+    let mut frame = client_frame(first & 0x0F | 0x80, &deflated);
+    frame[0] = first | 0x40;
+    frame
+}
+
+fn deflating(max_payload: usize, threshold: usize) -> (Server, DuplexStream) {
+    let (a, b) = duplex(1 << 20);
+    let deflate = Deflate {
+        threshold,
+        window_bits: 15,
+    };
+    (
+        WebSocket::new(a, max_payload).with_deflate(Some(deflate)),
+        b,
+    )
+}
+
+#[tokio::test]
+async fn compressed_messages_are_inflated_whole_or_in_fragments() {
+    let (mut server, mut b) = deflating(1 << 20, 0);
+    let text = "hello hello hello hello ".repeat(100);
+    b.write_all(&compressed_frame(0x81, text.as_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut server).await.unwrap().unwrap(),
+        Inbound::Text(Bytes::from(text.clone()))
+    );
+    // Fragmented: RSV1 on the first frame only, the compressed bytes split across frames.
+    let deflated = deflate::compress(text.as_bytes(), 15);
+    let (one, two) = deflated.split_at(deflated.len() / 2);
+    let mut first = client_frame(0x01, one);
+    first[0] |= 0x40;
+    b.write_all(&first).await.unwrap();
+    b.write_all(&client_frame(0x89, b"mid")).await.unwrap();
+    b.write_all(&client_frame(0x80, two)).await.unwrap();
+    assert_eq!(
+        next(&mut server).await.unwrap().unwrap(),
+        Inbound::Text(Bytes::from(text.clone()))
+    );
+    // Uncompressed messages still pass as they are.
+    b.write_all(&client_frame(0x82, b"\x00raw")).await.unwrap();
+    assert_eq!(
+        next(&mut server).await.unwrap().unwrap(),
+        Inbound::Binary(Bytes::from_static(b"\x00raw"))
+    );
+}
+
+#[tokio::test]
+async fn a_zip_bomb_closes_with_1009_before_inflating_it() {
+    // 64 MiB of zeros deflate to about 64 KiB; the limit is 1 MiB.
+    let (mut server, mut b) = deflating(1 << 20, 0);
+    let bomb = compressed_frame(0x82, &vec![0; 64 << 20]);
+    assert!(bomb.len() < 1 << 20);
+    b.write_all(&bomb).await.unwrap();
+    let error = next(&mut server).await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::PayloadTooLong { .. }), "{error}");
+    flush(&mut server).await;
+    let mut head = [0; 4];
+    b.read_exact(&mut head).await.unwrap();
+    assert_eq!(
+        (head[0], u16::from_be_bytes([head[2], head[3]])),
+        (0x88, 1009)
+    );
+    // Invalid compressed data is 1007; RSV1 without deflate negotiated stays 1002.
+    let (mut server, mut b) = deflating(1 << 20, 0);
+    let mut junk = client_frame(0x81, b"\xff\xff\xff\xff");
+    junk[0] |= 0x40;
+    b.write_all(&junk).await.unwrap();
+    assert!(next(&mut server).await.unwrap().is_err());
+    flush(&mut server).await;
+    b.read_exact(&mut head).await.unwrap();
+    assert_eq!(u16::from_be_bytes([head[2], head[3]]), 1007);
+    refused(&compressed_frame(0x81, b"abc"), 1024, 1002).await;
+}
+
+#[tokio::test]
+async fn server_messages_above_the_threshold_go_out_compressed() {
+    let (mut server, mut b) = deflating(1 << 20, 100);
+    let big = Bytes::from("x".repeat(1000));
+    server.send_text(Bytes::from_static(b"small")).unwrap();
+    server.send_text(big.clone()).unwrap();
+    flush(&mut server).await;
+    let mut small = [0; 7];
+    b.read_exact(&mut small).await.unwrap();
+    assert_eq!(&small, b"\x81\x05small", "below the threshold: as is");
+    let mut head = [0; 2];
+    b.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], 0xC1, "FIN, RSV1, text");
+    let mut body = vec![0; usize::from(head[1])];
+    b.read_exact(&mut body).await.unwrap();
+    assert_eq!(deflate::inflate(&body, 1 << 20).unwrap(), big);
+}

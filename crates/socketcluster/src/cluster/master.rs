@@ -143,6 +143,7 @@ pub(crate) async fn run(
     };
     let (events, mut inbox) = mpsc::unbounded_channel();
     tokio::spawn(accept_children(listener, master.clone(), events.clone()));
+    share_auth_key(&mut config);
     let config_json =
         serde_json::to_string(&config).map_err(|e| ClusterError::Config(e.to_string()))?;
     let spawner = Spawner {
@@ -251,6 +252,16 @@ pub(crate) async fn run(
 }
 
 /// Stops workers (they drain their sockets), then brokers; kills what outlives the timeout.
+/// Without `authKey` or a key pair, every worker would sign with a random key of its own and
+/// refuse the tokens of the others (SocketCluster's master shares one key the same way): pick
+/// one key for the whole run.
+fn share_auth_key(config: &mut ClusterConfig) {
+    let server = &mut config.server;
+    if server.auth_key.is_none() && server.auth_private_key.is_none() {
+        server.auth_key = Some(sc_server::auth::random_key());
+    }
+}
+
 async fn shutdown(
     master: &Master,
     inbox: &mut mpsc::UnboundedReceiver<Event>,
@@ -448,6 +459,11 @@ fn socket_dir(config: &ClusterConfig) -> Result<PathBuf, ClusterError> {
         clear_dir(&dir)?;
     }
     std::fs::create_dir_all(&dir)?;
+    if config.socket_root.is_none() {
+        // The broker and master sockets trust whoever connects: only this user may reach them.
+        // A `socketRoot` of the user's choosing keeps the permissions the user gave it.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    }
     Ok(dir)
 }
 

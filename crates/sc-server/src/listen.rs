@@ -1,0 +1,283 @@
+//! The accept loop of [`crate::Server::serve`]: HTTP/1 connections with a header-read timeout,
+//! an idle timeout and a cap until they upgrade to WebSocket, and an accept loop that survives
+//! running out of file descriptors.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+/// Limits for connections that did not upgrade (yet).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Longest wait for a request's complete header (from the moment the server waits for one).
+    pub(crate) header_timeout: Duration,
+    /// Longest time without a byte read or written while no request is being handled.
+    pub(crate) idle_timeout: Duration,
+    /// Most such connections at once; more are closed as soon as accepted.
+    pub(crate) max_pending: usize,
+}
+
+/// At most one log line per this interval about accept failures or the connection cap.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// First and longest pause after a failed accept (doubling in between).
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Accepts connections on `listener` and serves `app` on them until the process ends.
+pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits) -> io::Result<()> {
+    let pending = Arc::new(Semaphore::new(limits.max_pending));
+    let mut failures = Throttled::default();
+    let mut refusals = Throttled::default();
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) if is_connection_error(&error) => continue,
+            Err(error) => {
+                // Out of file descriptors (EMFILE, ENFILE) or memory: open connections keep
+                // being served by their own tasks; accepting resumes once the pause is over.
+                if let Some(suppressed) = failures.ready() {
+                    tracing::error!(
+                        %error,
+                        suppressed,
+                        retry_ms = backoff.as_millis() as u64,
+                        "cannot accept connections ({}); open connections are still served, \
+                         retrying",
+                        cause(&error)
+                    );
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        if backoff != FIRST_BACKOFF {
+            tracing::info!("accepting connections again");
+            backoff = FIRST_BACKOFF;
+            failures = Throttled::default();
+        }
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            if let Some(suppressed) = refusals.ready() {
+                tracing::warn!(
+                    limit = limits.max_pending,
+                    suppressed,
+                    "closing a new connection: maxPendingConnections connections are waiting \
+                     for their HTTP request or upgrade"
+                );
+            }
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        tokio::spawn(async move {
+            serve_connection(tcp, remote, app, limits).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Serves one connection until it closes, times out, or upgrades (the WebSocket then lives in a
+/// task of its own, see [`crate::http`]).
+async fn serve_connection(tcp: TcpStream, remote: SocketAddr, app: Router, limits: Limits) {
+    let watch = Arc::new(Watch {
+        watching: AtomicBool::new(true),
+        ..Watch::default()
+    });
+    let io = TokioIo::new(Watched {
+        inner: tcp,
+        watch: watch.clone(),
+    });
+    let busy = watch.clone();
+    let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(remote));
+        let app = app.clone();
+        let busy = busy.clone();
+        async move {
+            busy.in_flight.fetch_add(1, Ordering::Relaxed);
+            let response = app.oneshot(request).await;
+            busy.in_flight.fetch_sub(1, Ordering::Relaxed);
+            busy.touch();
+            Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let connection = builder.serve_connection(io, service).with_upgrades();
+    tokio::select! {
+        result = connection => {
+            if let Err(error) = result {
+                tracing::debug!(%remote, %error, "HTTP connection ended");
+            }
+        }
+        () = watch.idle(limits.idle_timeout) => {
+            tracing::debug!(%remote, "closing an idle HTTP connection");
+        }
+    }
+    // Upgraded (or gone): the WebSocket layer has its own timeouts.
+    watch.watching.store(false, Ordering::Relaxed);
+}
+
+/// Activity of one connection before its upgrade.
+#[derive(Default)]
+struct Watch {
+    /// Milliseconds since [`epoch`] of the last byte read or written.
+    last_activity: AtomicU64,
+    /// Requests being handled.
+    in_flight: AtomicUsize,
+    /// Cleared once the connection upgraded: the WebSocket does not pay for the watch.
+    watching: AtomicBool,
+}
+
+impl Watch {
+    fn touch(&self) {
+        self.last_activity.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Resolves once the connection has been idle for `timeout` with no request being handled.
+    async fn idle(&self, timeout: Duration) {
+        self.touch();
+        loop {
+            let last = self.last_activity.load(Ordering::Relaxed);
+            let deadline = epoch() + Duration::from_millis(last) + timeout;
+            tokio::time::sleep_until(deadline).await;
+            let quiet = self.last_activity.load(Ordering::Relaxed) == last;
+            if quiet && self.in_flight.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            if quiet {
+                self.touch();
+            }
+        }
+    }
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+/// A TCP stream that records when bytes last moved, until the connection upgrades.
+struct Watched {
+    inner: TcpStream,
+    watch: Arc<Watch>,
+}
+
+impl Watched {
+    fn moved(&self, moved: bool) {
+        if moved && self.watch.watching.load(Ordering::Relaxed) {
+            self.watch.touch();
+        }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.moved(buf.filled().len() > before);
+        result
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.moved(matches!(result, Poll::Ready(Ok(n)) if n > 0));
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.moved(matches!(result, Poll::Ready(Ok(n)) if n > 0));
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Errors about one connection that went away before it was accepted (keep accepting).
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// A short explanation of an accept error for the log.
+fn cause(error: &io::Error) -> &'static str {
+    // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 (Linux numbering; the message names it too).
+    match error.raw_os_error() {
+        Some(24) => "the process is out of file descriptors: raise `ulimit -n`",
+        Some(23) => "the system is out of file descriptors",
+        Some(12 | 105) => "out of memory for sockets",
+        _ => "accept failed",
+    }
+}
+
+/// Lets one event through per [`LOG_INTERVAL`] and counts the others.
+#[derive(Default)]
+struct Throttled {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    /// `Some(events suppressed since the last one)` if this one may be logged.
+    fn ready(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now < last + LOG_INTERVAL) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
