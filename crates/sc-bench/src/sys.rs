@@ -138,10 +138,17 @@ pub fn tree_rss(pid: u32) -> Option<u64> {
     Some(total)
 }
 
-/// CPU time (user + system) used so far by process `pid` and its descendants, from
-/// `/proc/<pid>/stat`. `None` if `pid` does not exist.
+/// CPU time (user + system) used so far by process `pid` and all its descendants. `None` if
+/// `pid` does not exist.
 pub fn tree_cpu(pid: u32) -> Option<Duration> {
-    let mut total = process_cpu(pid)?;
+    let ticks = rustix::param::clock_ticks_per_second();
+    let read = |pid: u32| {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| parse_stat_times(&stat, ticks))
+            .map(CpuTimes::total)
+    };
+    let mut total = read(pid)?;
     let mut stack = children(pid);
     let mut visited = vec![pid];
     while let Some(child) = stack.pop() {
@@ -149,21 +156,10 @@ pub fn tree_cpu(pid: u32) -> Option<Duration> {
             continue;
         }
         visited.push(child);
-        total += process_cpu(child).unwrap_or_default();
+        total += read(child).unwrap_or_default();
         stack.extend(children(child));
     }
     Some(total)
-}
-
-fn process_cpu(pid: u32) -> Option<Duration> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces, closed by the last ')'):
-    // state is field 3, utime field 14, stime field 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    let per_second = rustix::param::clock_ticks_per_second().max(1);
-    Some(Duration::from_secs_f64(ticks as f64 / per_second as f64))
 }
 
 /// Resident set size in bytes of this process.

@@ -41,8 +41,8 @@ pub async fn run(ctx: &Context, args: &FanoutArgs) -> anyhow::Result<Report> {
         })
         .await?;
 
+    let server_before = ctx.server_cpu();
     let cpu = CpuMeter::start();
-    let server_cpu_before = ctx.server_cpu();
     let deadline = Instant::now() + ctx.common.timeout;
     let delivered = Arc::new(AtomicU64::new(0));
     let (stop, stopped) = watch::channel(false);
@@ -70,10 +70,6 @@ pub async fn run(ctx: &Context, args: &FanoutArgs) -> anyhow::Result<Report> {
     let (publisher, outbox, publish_error) = publishing.await?;
     let mut totals = InboxTotals::default();
     let mut heartbeats = publisher.heartbeats();
-    let server_cpu = ctx
-        .server_cpu()
-        .zip(server_cpu_before)
-        .map(|(a, b)| a.saturating_sub(b));
     let mut bytes_in = 0;
     let mut failures = Vec::new();
     let mut clients = vec![publisher];
@@ -115,15 +111,6 @@ pub async fn run(ctx: &Context, args: &FanoutArgs) -> anyhow::Result<Report> {
         "subscriber bytes in per delivery (frame payloads)",
         bytes_in / delivered,
     );
-    if let Some(server_cpu) = server_cpu {
-        report.duration("server_cpu_s", "server CPU (user + sys)", server_cpu);
-        report.rate(
-            "deliveries_per_server_cpu_s",
-            "deliveries per server CPU-second",
-            totals.correctness.received as f64 / server_cpu.as_secs_f64().max(1e-6),
-            "msg",
-        );
-    }
     let publish_time = outbox
         .last_ack
         .map(|last| last.duration_since(start))
@@ -138,6 +125,12 @@ pub async fn run(ctx: &Context, args: &FanoutArgs) -> anyhow::Result<Report> {
     report.correctness(&totals.correctness);
     ctx.check_heartbeats(&mut report, heartbeats);
     report.cpu(&cpu);
+    ctx.report_server_cpu(
+        &mut report,
+        server_before,
+        totals.correctness.received,
+        "deliveries",
+    );
     ctx.report_server_memory(&mut report, server_rss, 0);
 
     outbox.report_problems("publisher", &mut report);
