@@ -648,6 +648,11 @@
       }, (error) => {
         channel._subscribing = false;
         if (error && error.name === 'BadConnectionError') return; // stays pending, retried after reconnect
+        if (error && error.name === 'BrokerError') {
+          // The channel's store is unavailable (an engine outage, EXTENSIONS.md E6): stay pending, try again.
+          setTimeout(() => { if (this._channels.get(channel.name) === channel) this._trySubscribe(channel); }, 1000);
+          return;
+        }
         if (channel.options.waitForAuth && this.authState !== 'authenticated') return;
         if (this._channels.get(channel.name) !== channel) return;
         this._channels.delete(channel.name);

@@ -43,7 +43,8 @@ pub enum UnsubscribeReason {
         /// The server's message (JSON text if it was not a string).
         message: Option<String>,
     },
-    /// The server refused the `#subscribe`.
+    /// The server refused the `#subscribe` (except with `BrokerError`, an unavailable channel
+    /// store: that subscribe is retried every second while the channel stays pending).
     #[error("the server refused the subscription: {0}")]
     SubscribeFailed(ScError),
     /// The client shut down.

@@ -200,3 +200,57 @@ async fn positions_recover_and_report() {
     let error = within("refusal", asking).await.expect("task").unwrap_err();
     assert!(error.to_string().contains("elsewhere"), "{error}");
 }
+
+/// A subscribe refused with `BrokerError` (the channel's store is down) stays pending and is
+/// sent again, still recovering from the position held.
+#[tokio::test]
+async fn broker_error_is_retried() {
+    let mut fake = FakeServer::start().await;
+    let url = fake.url();
+    let connecting =
+        tokio::spawn(async move { connected_client(&url, options(ProtocolVersion::V2)).await });
+    let mut conn = fake.next_conn().await;
+    conn.handshake("s1", 20_000, false).await;
+    let (client, mut events) = within("connect", connecting).await.expect("task");
+    let room = client
+        .subscribe_with(
+            "room/1",
+            SubscribeOptions {
+                recover: Some(StreamPosition::new(9, "E1")),
+                ..SubscribeOptions::default()
+            },
+        )
+        .await
+        .expect("subscribe");
+    let (cid, data) = read_subscribe(&mut conn).await;
+    assert_eq!(data["data"]["recover"], json!({"offset":9,"epoch":"E1"}));
+    conn.send(&format!(
+        r#"{{"rid":{cid},"error":{{"name":"BrokerError","message":"engine down"}}}}"#
+    ))
+    .await;
+    let (cid, data) = read_subscribe(&mut conn).await;
+    assert_eq!(
+        data["data"]["recover"],
+        json!({"offset":9,"epoch":"E1"}),
+        "retried"
+    );
+    assert_eq!(room.state(), sc_client::ChannelState::Pending);
+    conn.send(&format!(
+        r#"{{"rid":{cid},"data":{{"recovered":true,"offset":9,"epoch":"E1"}}}}"#
+    ))
+    .await;
+    within("subscribed", room.subscribed())
+        .await
+        .expect("subscribed");
+    let event = next_event(&mut events, "Recovery", |e| {
+        matches!(
+            e,
+            ClientEvent::Recovery { .. } | ClientEvent::SubscribeFail { .. }
+        )
+    })
+    .await;
+    assert!(
+        matches!(&event, ClientEvent::Recovery { recovery, .. } if recovery.is_recovered()),
+        "{event:?}"
+    );
+}

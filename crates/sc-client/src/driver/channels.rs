@@ -10,6 +10,9 @@
 
 use std::collections::HashMap;
 
+use std::time::Duration;
+
+use sc_protocol::error::names;
 use sc_protocol::{Json, ScError, encode};
 use tokio::sync::watch;
 
@@ -19,6 +22,9 @@ use crate::channel::{ChannelState, ChannelStatus, SubscribeOptions, UnsubscribeR
 use crate::events::{AuthState, ClientEvent};
 use crate::position::{Publication, Recovery, StreamPosition, SubscribeAck};
 use crate::sink::DataSink;
+
+/// How long a channel refused with `BrokerError` waits before the next `#subscribe`.
+const BROKER_RETRY: Duration = Duration::from_secs(1);
 
 /// One wanted channel (pending or subscribed). Unsubscribed channels are removed.
 struct Entry {
@@ -201,6 +207,12 @@ impl Driver {
         let error = ScError::from_json(&error);
         if entry.options.wait_for_auth && !authenticated {
             // Refused only for lack of auth: stay pending until authenticated.
+            return;
+        }
+        if error.name() == Some(names::BROKER) {
+            // The channel's store is unavailable (an engine outage): stay pending, try again.
+            tracing::warn!(channel = %name, "subscribe failed with BrokerError; retrying in {BROKER_RETRY:?}");
+            self.resubscribe_at = Some(super::deadline_after(BROKER_RETRY));
             return;
         }
         if let Some(entry) = self.channels.map.remove(name) {
