@@ -21,6 +21,8 @@
  *     resubscribe after a reconnect therefore recovers), or `"history": {limit}` on a first join.
  *   - An acknowledgement's `recovered`, or a live delivery with a new epoch, is reported as 'recovery'.
  *   - `#unsubscribe` forgets the channel's position.
+ *   - A #subscribe refused with BrokerError (the channel's store is down, E6) is subscribed again after a second
+ *     (the official clients would give up on the channel); `retryBrokerErrors: false` turns that off.
  * Subscribe `data` that the application gave as a non-object (a string, an array) is left alone: no recovery then.
  */
 (function (root, factory) {
@@ -44,6 +46,7 @@
     this._channels = {};        // name -> {position, recoveringFrom, epochChangedInFlight}
     this._subscribes = {};      // cid of a #subscribe in flight -> {channel, recoveringFrom}
     this._history = Object.assign({}, options.history || {});
+    this._retryBrokerErrors = options.retryBrokerErrors !== false;
     this._original = socket.codec;
     const self = this;
     const original = this._original;
@@ -159,7 +162,11 @@
       for (const cid of Object.keys(this._subscribes)) {
         if (this._subscribes[cid].channel === name) delete this._subscribes[cid];
       }
-      this._subscribes[packet.cid] = { channel: name, recoveringFrom: merge && position ? position : null };
+      this._subscribes[packet.cid] = {
+        channel: name,
+        recoveringFrom: merge && position ? position : null,
+        options: { waitForAuth: !!packet.data.waitForAuth, data: appData }
+      };
       if (state) state.epochChangedInFlight = false;
     }
     if (!merge) return packet;
@@ -189,6 +196,13 @@
       const request = this._subscribes[packet.rid];
       delete this._subscribes[packet.rid];
       if (packet.error == null) this._ack(request, packet.data);
+      else if (this._retryBrokerErrors && isPlainObject(packet.error) && packet.error.name === 'BrokerError') {
+        const socket = this.socket;
+        const options = request.options;
+        setTimeout(function () {
+          try { socket.subscribe(request.channel, options); } catch (e) { /* the socket was destroyed */ }
+        }, 1000);
+      }
     }
   };
 
