@@ -21,6 +21,9 @@
 //!   (`memory://`, `redis://`, `rediss://`, `nats://`), and [`EngineError`].
 //! - [`cluster`]: the process cluster's worker ↔ broker link: `BrokerServer` (a broker process),
 //!   `ClusterBroker` / `ClusterKv` (a worker's broker and store over every broker process).
+//! - [`stream`]: positions, history and presence types (EXTENSIONS.md);
+//!   [`stream_memory`]: their in-process store, shared by the in-process engine and the broker
+//!   processes.
 //! - [`BrokerError`]: what can go wrong with an operation, typed.
 //!
 //! # Example
@@ -65,6 +68,8 @@ pub mod memory;
 pub mod nats;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod stream;
+pub mod stream_memory;
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod support;
 
@@ -80,6 +85,7 @@ pub use memory::MemoryBroker;
 pub use nats::NatsBroker;
 #[cfg(feature = "redis")]
 pub use redis::RedisBroker;
+pub use stream::{HistoryPage, HistoryPolicy, HistoryRead, Position, PresenceInfo, PresenceMember};
 
 /// A boxed future, as returned by [`Broker`] methods (the trait is object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -125,6 +131,68 @@ pub trait Broker: Send + Sync + 'static {
     /// engines are always connected.
     fn is_connected(&self) -> bool {
         true
+    }
+
+    /// Publishes to a channel with history (EXTENSIONS.md E2): the engine that keeps the history
+    /// gives the publication its position, retains it, then delivers it (with the position in its
+    /// frame) in offset order. `Ok` means it is in the history; an engine that cannot store it
+    /// fails and delivers nothing.
+    fn publish_stored(
+        &self,
+        publication: Publication,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'_, Result<Position, BrokerError>> {
+        let _ = (publication, policy);
+        Box::pin(std::future::ready(Err(self.no_streams())))
+    }
+
+    /// Reads a channel's history and current position (creating its epoch if it has none).
+    fn read_history<'a>(
+        &'a self,
+        channel: &'a str,
+        policy: HistoryPolicy,
+        read: HistoryRead,
+    ) -> BoxFuture<'a, Result<HistoryPage, BrokerError>> {
+        let _ = (channel, policy, read);
+        Box::pin(std::future::ready(Err(self.no_streams())))
+    }
+
+    /// Adds (or updates the user of) a member of a presence channel; a new member is announced
+    /// to every subscriber with `#presenceJoin`.
+    fn presence_join<'a>(
+        &'a self,
+        channel: &'a str,
+        member: PresenceMember,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let _ = (channel, member);
+        Box::pin(std::future::ready(Err(self.no_streams())))
+    }
+
+    /// Removes a member of a presence channel, announcing it with `#presenceLeave`.
+    fn presence_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let _ = (channel, id);
+        Box::pin(std::future::ready(Err(self.no_streams())))
+    }
+
+    /// Who is in a presence channel, over every worker and instance.
+    fn presence<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<PresenceInfo, BrokerError>> {
+        let _ = channel;
+        Box::pin(std::future::ready(Err(self.no_streams())))
+    }
+
+    /// The error of an engine without history and presence.
+    fn no_streams(&self) -> BrokerError {
+        BrokerError::Engine(format!(
+            "the {} engine keeps no history or presence",
+            self.describe()
+        ))
     }
 }
 

@@ -1,26 +1,59 @@
 //! [`MemoryBroker`]: the in-process engine used when a worker runs alone.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 use sc_protocol::Publication;
 
+use crate::stream::{
+    HistoryPage, HistoryPolicy, HistoryRead, Position, PresenceChange, PresenceInfo,
+    PresenceMember, presence_event,
+};
+use crate::stream_memory::{MemoryHistory, MemoryPresence};
 use crate::{BoxFuture, Broker, BrokerError, DeliverySink};
 
 /// Delivers publications straight back to the attached sink, in the publisher's call.
 ///
-/// There is nothing to lose and nothing to reconnect: every operation succeeds at once.
+/// There is nothing to lose and nothing to reconnect: every operation succeeds at once. History
+/// and presence live in this process ([`MemoryHistory`], [`MemoryPresence`]); the history's
+/// epochs last as long as the broker.
 #[derive(Default)]
 pub struct MemoryBroker {
     sink: RwLock<Option<Arc<dyn DeliverySink>>>,
-    subscribed: RwLock<HashSet<Arc<str>>>,
+    subscribed: Arc<RwLock<HashSet<Arc<str>>>>,
+    history: Arc<MemoryHistory>,
+    presence: MemoryPresence,
+    sweeper: OnceLock<()>,
 }
 
 impl MemoryBroker {
     /// A broker with no sink attached yet.
     pub fn new() -> MemoryBroker {
         MemoryBroker::default()
+    }
+
+    /// The history store (for metrics and tests: [`MemoryHistory::channel_count`]).
+    pub fn history(&self) -> &MemoryHistory {
+        &self.history
+    }
+
+    fn deliver(&self, publication: &Publication) {
+        if self.subscribed.read().contains(publication.channel()) {
+            let sink = self.sink.read().clone();
+            if let Some(sink) = sink {
+                sink.deliver(publication.clone());
+            }
+        }
+    }
+
+    fn start_sweeper(&self) {
+        self.sweeper.get_or_init(|| {
+            let subscribed = self.subscribed.clone();
+            self.history.spawn_sweeper(Arc::new(move |channel: &str| {
+                subscribed.read().contains(channel)
+            }));
+        });
     }
 }
 
@@ -51,6 +84,59 @@ impl Broker for MemoryBroker {
 
     fn describe(&self) -> String {
         "memory".to_owned()
+    }
+
+    fn publish_stored(
+        &self,
+        publication: Publication,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'_, Result<Position, BrokerError>> {
+        self.start_sweeper();
+        let position = self
+            .history
+            .append(&publication, policy, |placed| self.deliver(placed));
+        Box::pin(std::future::ready(Ok(position)))
+    }
+
+    fn read_history<'a>(
+        &'a self,
+        channel: &'a str,
+        policy: HistoryPolicy,
+        read: HistoryRead,
+    ) -> BoxFuture<'a, Result<HistoryPage, BrokerError>> {
+        self.start_sweeper();
+        Box::pin(std::future::ready(Ok(self
+            .history
+            .read(channel, policy, &read))))
+    }
+
+    fn presence_join<'a>(
+        &'a self,
+        channel: &'a str,
+        member: PresenceMember,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        if self.presence.join(channel, member.clone(), 0) {
+            self.deliver(&presence_event(PresenceChange::Join, channel, &member));
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn presence_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        if let Some(member) = self.presence.leave(channel, id) {
+            self.deliver(&presence_event(PresenceChange::Leave, channel, &member));
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn presence<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<PresenceInfo, BrokerError>> {
+        Box::pin(std::future::ready(Ok(self.presence.query(channel))))
     }
 }
 

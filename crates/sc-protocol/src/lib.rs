@@ -44,5 +44,5 @@ pub use close::CloseCode;
 pub use error::ScError;
 pub use frame::{EventPacket, Frame, Packet, ResponsePacket};
 pub use json::Json;
-pub use publication::Publication;
+pub use publication::{Position, Publication};
 pub use version::{HeartbeatDialect, ProtocolVersion};

@@ -32,6 +32,52 @@ pub struct Publication {
     channel: Arc<str>,
     frame: Bytes,
     data: Option<Json>,
+    /// The stream position (EXTENSIONS.md E2) on channels with history; also written into
+    /// `frame` as its `offset` and `epoch` keys. Kept apart so other codecs can encode it.
+    position: Option<Position>,
+}
+
+/// A publication's place in its channel's history (EXTENSIONS.md E2): `offset` counts the
+/// channel's publications from 1, `epoch` names one unbroken history.
+///
+/// ```
+/// use sc_protocol::{Json, Position, Publication};
+///
+/// let p = Publication::new("room/1", Some(&Json::from_text(r#"{"text":"hi"}"#).unwrap()))
+///     .with_position(Position::new(42, "k3Vq9"));
+/// assert_eq!(
+///     &p.frame()[..],
+///     br##"{"event":"#publish","data":{"channel":"room/1","data":{"text":"hi"},"offset":42,"epoch":"k3Vq9"}}"##
+/// );
+/// assert_eq!(Publication::from_frame(p.frame().clone()).unwrap(), p);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// 1 for the channel's first publication, +1 for each next one (0: none yet).
+    pub offset: u64,
+    /// Identifies one unbroken history; changes whenever publications may have been lost.
+    pub epoch: Arc<str>,
+}
+
+impl Position {
+    /// A position.
+    pub fn new(offset: u64, epoch: &str) -> Position {
+        Position {
+            offset,
+            epoch: Arc::from(epoch),
+        }
+    }
+
+    /// `{"offset":N,"epoch":"E"}`, the shape used in acknowledgements.
+    pub fn to_json(&self) -> String {
+        let mut out = BytesMut::with_capacity(32 + self.epoch.len());
+        out.put_slice(b"{\"offset\":");
+        out.put_slice(self.offset.to_string().as_bytes());
+        out.put_slice(b",\"epoch\":");
+        write_json_string(&mut out, &self.epoch);
+        out.put_u8(b'}');
+        String::from_utf8(out.to_vec()).unwrap_or_default()
+    }
 }
 
 /// A frame is not a well-formed `#publish` frame.
@@ -42,14 +88,31 @@ pub struct NotAPublication;
 impl Publication {
     /// Encodes a publication of `data` (or of no data) to `channel`.
     pub fn new(channel: &str, data: Option<&Json>) -> Publication {
+        Publication::encode(Arc::from(channel), data, None)
+    }
+
+    /// The same publication at `position` (its frame re-encoded once with `offset` and `epoch`
+    /// after `data`, EXTENSIONS.md E2).
+    pub fn with_position(&self, position: Position) -> Publication {
+        Publication::encode(self.channel.clone(), self.data.as_ref(), Some(position))
+    }
+
+    fn encode(channel: Arc<str>, data: Option<&Json>, position: Option<Position>) -> Publication {
         let data_len = data.map_or(0, |d| d.as_bytes().len());
-        let mut out = BytesMut::with_capacity(PREFIX.len() + channel.len() + data_len + 16);
+        let extra = position.as_ref().map_or(0, |p| 40 + p.epoch.len());
+        let mut out = BytesMut::with_capacity(PREFIX.len() + channel.len() + data_len + 16 + extra);
         out.put_slice(PREFIX);
-        write_json_string(&mut out, channel);
+        write_json_string(&mut out, &channel);
         let data_start = out.len() + 8;
         if let Some(data) = data {
             out.put_slice(b",\"data\":");
             out.put_slice(data.as_bytes());
+        }
+        if let Some(position) = &position {
+            out.put_slice(b",\"offset\":");
+            out.put_slice(position.offset.to_string().as_bytes());
+            out.put_slice(b",\"epoch\":");
+            write_json_string(&mut out, &position.epoch);
         }
         out.put_slice(b"}}");
         let frame = out.freeze();
@@ -57,9 +120,10 @@ impl Publication {
             Json::from_validated(frame.slice(data_start..data_start + d.as_bytes().len()))
         });
         Publication {
-            channel: Arc::from(channel),
+            channel,
             frame,
             data,
+            position,
         }
     }
 
@@ -75,11 +139,18 @@ impl Publication {
             return Err(NotAPublication);
         }
         let publish = PublishData::parse(event.data.as_ref()).ok_or(NotAPublication)?;
+        let position = read_position(event.data.as_ref(), &frame)?;
         Ok(Publication {
             channel: Arc::from(publish.channel),
             frame,
             data: publish.data,
+            position,
         })
+    }
+
+    /// The stream position, on channels with history (EXTENSIONS.md E2).
+    pub fn position(&self) -> Option<&Position> {
+        self.position.as_ref()
     }
 
     /// The channel name.
@@ -100,6 +171,27 @@ impl Publication {
     /// The whole `#publish` frame, ready to be written to any subscriber.
     pub fn frame(&self) -> &Bytes {
         &self.frame
+    }
+}
+
+/// The `offset` and `epoch` of a positioned frame. Only frames whose end can be a position
+/// (`…"}}`) are parsed a second time, so plain publications cost nothing more.
+fn read_position(data: Option<&Json>, frame: &[u8]) -> Result<Option<Position>, NotAPublication> {
+    if !frame.ends_with(b"\"}}") {
+        return Ok(None);
+    }
+    let Some(data) = data else { return Ok(None) };
+    #[derive(serde::Deserialize)]
+    struct Fields<'a> {
+        offset: Option<u64>,
+        #[serde(borrow)]
+        epoch: Option<std::borrow::Cow<'a, str>>,
+    }
+    let fields: Fields<'_> =
+        serde_json::from_slice(data.as_bytes()).map_err(|_| NotAPublication)?;
+    match (fields.offset, fields.epoch) {
+        (Some(offset), Some(epoch)) => Ok(Some(Position::new(offset, &epoch))),
+        _ => Ok(None),
     }
 }
 
@@ -125,5 +217,29 @@ mod tests {
             Publication::from_frame(Bytes::from_static(br#"{"event":"x","data":{}}"#)).is_err()
         );
         assert!(Publication::from_frame(Bytes::from_static(b"garbage")).is_err());
+    }
+
+    #[test]
+    fn positions_round_trip_and_plain_string_data_has_none() {
+        let data = Json::from_text(r#""text""#).unwrap();
+        let plain = Publication::new("c", Some(&data));
+        assert_eq!(
+            Publication::from_frame(plain.frame().clone())
+                .unwrap()
+                .position(),
+            None
+        );
+        let placed = plain.with_position(Position::new(7, "e1"));
+        assert_eq!(
+            &placed.frame()[..],
+            br##"{"event":"#publish","data":{"channel":"c","data":"text","offset":7,"epoch":"e1"}}"##
+        );
+        let back = Publication::from_frame(placed.frame().clone()).unwrap();
+        assert_eq!(back.position(), Some(&Position::new(7, "e1")));
+        assert_eq!(back.data().unwrap().get(), r#""text""#);
+        assert_eq!(
+            Position::new(3, "x").to_json(),
+            r#"{"offset":3,"epoch":"x"}"#
+        );
     }
 }

@@ -19,6 +19,8 @@ use crate::middleware::{
 };
 use crate::server::AuthEvent;
 use crate::socket::Socket;
+use crate::streams::parse_catchup;
+use sc_broker::stream::PRESENCE_PREFIX;
 
 /// Events the socketcluster-server 14 socket reserves for local use; it drops them when a client
 /// sends them (PROTOCOL.md §11 rule 2). Applied to v1 connections.
@@ -50,6 +52,8 @@ pub(crate) enum Deferred {
     Subscribe(EventPacket),
     Unsubscribe(EventPacket),
     Publish(EventPacket),
+    /// `#presence` (EXTENSIONS.md E5).
+    Presence(EventPacket),
     /// An application event that goes through inbound middleware first.
     Application(EventPacket),
 }
@@ -73,6 +77,7 @@ pub(crate) fn on_event(connection: &mut Connection, event: EventPacket) -> Resul
         "#subscribe" => Err(Deferred::Subscribe(event)),
         "#unsubscribe" => Err(Deferred::Unsubscribe(event)),
         "#publish" => Err(Deferred::Publish(event)),
+        "#presence" => Err(Deferred::Presence(event)),
         // A v1 client's way to close (socketcluster-server 14); v15+ ignores it (TV-24).
         "#disconnect" if connection.dialect() != Some(HeartbeatDialect::V2) => {
             Ok(on_client_disconnect(connection, event))
@@ -108,6 +113,7 @@ pub(crate) async fn on_deferred(socket: &Socket, deferred: Deferred) -> Flow {
         Deferred::Subscribe(event) => on_subscribe(socket, event).await,
         Deferred::Unsubscribe(event) => on_unsubscribe(socket, event).await,
         Deferred::Publish(event) => on_publish(socket, event).await,
+        Deferred::Presence(event) => crate::streams_dispatch::on_presence(socket, event).await,
         Deferred::Application(event) => on_application_event(socket, event).await,
     }
 }
@@ -249,7 +255,7 @@ pub(crate) fn on_raw(socket: &Socket, bytes: Bytes) -> Flow {
     Flow::Continue
 }
 
-fn respond(socket: &Socket, cid: Option<u64>, result: Result<Option<&Json>, &ScError>) {
+pub(crate) fn respond(socket: &Socket, cid: Option<u64>, result: Result<Option<&Json>, &ScError>) {
     let Some(cid) = cid else { return };
     let frame = match result {
         Ok(data) => encode::response(cid, data.map(Json::get)),
@@ -258,7 +264,12 @@ fn respond(socket: &Socket, cid: Option<u64>, result: Result<Option<&Json>, &ScE
     let _ = socket.send_frame(frame);
 }
 
-fn respond_error(socket: &Socket, cid: Option<u64>, name: &str, message: String) -> Flow {
+pub(crate) fn respond_error(
+    socket: &Socket,
+    cid: Option<u64>,
+    name: &str,
+    message: String,
+) -> Flow {
     respond(socket, cid, Err(&ScError::new(name, message)));
     Flow::Continue
 }
@@ -273,6 +284,29 @@ async fn on_subscribe(socket: &Socket, event: EventPacket) -> Flow {
             names::INVALID_ACTION,
             "Subscribe channel name was malformatted".into(),
         );
+    };
+    if subscribe.channel.starts_with(PRESENCE_PREFIX) {
+        return respond_error(
+            socket,
+            cid,
+            names::INVALID_ACTION,
+            format!("Channel names starting with {PRESENCE_PREFIX} are reserved"),
+        );
+    }
+    // Positions are checked before middleware, as v15+ validates a #subscribe (EXTENSIONS.md E7).
+    let streams = socket.0.server.hub.streams();
+    let history = streams.history(&subscribe.channel);
+    let catchup = match history.map(|_| parse_catchup(subscribe.data.as_ref())) {
+        Some(Err(field)) => {
+            let message = format!(
+                "Invalid {field} option when subscribing to the {} channel",
+                subscribe.channel
+            );
+            tracing::debug!(socket = %socket.id(), channel = %subscribe.channel, field, "bad subscribe option");
+            return respond_error(socket, cid, names::INVALID_ARGUMENTS, message);
+        }
+        Some(Ok(catchup)) => Some(catchup),
+        None => None,
     };
     let action = InboundAction::Subscribe(SubscribeAction {
         socket: socket.clone(),
@@ -300,26 +334,42 @@ async fn on_subscribe(socket: &Socket, event: EventPacket) -> Flow {
         );
         return respond_error(socket, cid, names::BROKER, message);
     }
-    if !already {
-        socket.0.channels.lock().insert(channel.clone());
-        if let Err(error) = socket.0.server.hub.subscribe_socket(socket, &channel).await {
-            socket.0.channels.lock().remove(&channel);
+    let subscribed = match (history, catchup) {
+        (Some(policy), Some(catchup)) => {
+            let streamed = crate::streams_dispatch::StreamedSubscribe {
+                channel: &channel,
+                policy,
+                catchup,
+                cid,
+                batch: subscribe.batch,
+                already,
+            };
+            streamed.run(socket).await
+        }
+        _ if already => Ok(()),
+        _ => crate::streams_dispatch::subscribe_plain(socket, &channel).await,
+    };
+    match subscribed {
+        Ok(()) => {
+            if history.is_none()
+                && let Some(cid) = cid
+            {
+                let _ = socket.send_frame(subscribe_ack(cid, None, subscribe.batch));
+            }
+        }
+        Err(error) => {
             tracing::warn!(socket = %socket.id(), %channel, %error, "subscribe failed at the broker");
             let message = format!("Failed to subscribe socket to the {channel} channel - {error}");
             return respond_error(socket, cid, names::BROKER, message);
         }
     }
-    if let Some(cid) = cid {
-        let ack = encode::response(cid, None);
-        // v1 batch channels get their answer inside a batch array.
-        let frame = if subscribe.batch {
-            encode::batch(&[ack])
-        } else {
-            ack
-        };
-        let _ = socket.send_frame(frame);
-    }
     Flow::Continue
+}
+
+/// A subscribe acknowledgement; v1 batch channels get it inside a batch array.
+pub(crate) fn subscribe_ack(cid: u64, data: Option<&str>, batch: bool) -> Bytes {
+    let ack = encode::response(cid, data);
+    if batch { encode::batch(&[ack]) } else { ack }
 }
 
 /// `#unsubscribe` (PROTOCOL.md §7.3).
@@ -370,6 +420,14 @@ async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
             "Publish channel name was malformatted".into(),
         );
     };
+    if publish.channel.starts_with(PRESENCE_PREFIX) {
+        return respond_error(
+            socket,
+            cid,
+            names::INVALID_ACTION,
+            format!("Channel names starting with {PRESENCE_PREFIX} are reserved"),
+        );
+    }
     let action = InboundAction::PublishIn(PublishAction {
         socket: socket.clone(),
         channel: publish.channel,
@@ -379,8 +437,22 @@ async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
         return Flow::Continue;
     };
     let publication = Publication::new(&publish.channel, publish.data.as_ref());
-    match socket.0.server.hub.broker().publish(publication).await {
-        Ok(()) => respond(socket, cid, Ok(None)),
+    let hub = &socket.0.server.hub;
+    let published = match hub.streams().history(&publish.channel) {
+        None => hub.broker().publish(publication).await.map(|()| None),
+        Some(policy) => hub
+            .broker()
+            .publish_stored(publication, policy)
+            .await
+            .map(Some),
+    };
+    match published {
+        Ok(None) => respond(socket, cid, Ok(None)),
+        Ok(Some(position)) => {
+            if let Some(cid) = cid {
+                let _ = socket.send_frame(encode::response(cid, Some(&position.to_json())));
+            }
+        }
         Err(error) => {
             tracing::warn!(socket = %socket.id(), channel = %publish.channel, %error, "publish failed at the broker");
             let message = format!(

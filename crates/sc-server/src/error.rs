@@ -50,6 +50,12 @@ pub enum ExchangeError {
     /// The data could not be serialised to JSON.
     #[error("data could not be serialised: {0}")]
     Serialize(String),
+    /// The channel matches no `history` option.
+    #[error("the {0} channel keeps no history")]
+    NoHistory(String),
+    /// The channel matches no `presence` option.
+    #[error("the {0} channel keeps no presence")]
+    NoPresence(String),
 }
 
 impl From<ExchangeError> for ScError {

@@ -9,7 +9,7 @@ use sc_protocol::{Json, Publication};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use sc_broker::{KvCommand, KvStore};
+use sc_broker::{HistoryPage, HistoryRead, KvCommand, KvStore, Position, PresenceInfo};
 
 use crate::error::ExchangeError;
 use crate::hub::Hub;
@@ -125,28 +125,108 @@ impl Exchange {
         .map(drop)
     }
 
-    /// Publishes `data` (serialised as JSON) to `channel`.
+    /// Publishes `data` (serialised as JSON) to `channel`. On a channel with history the result
+    /// is the position the publication was given (it is in the history once this returns);
+    /// otherwise `None`.
+    ///
+    /// ```no_run
+    /// # async fn demo(exchange: sc_server::Exchange) -> Result<(), sc_server::ExchangeError> {
+    /// // With the option history = [{ pattern = "room/*", size = 1000, ttl = 600 }]:
+    /// let position = exchange.publish("room/lobby", &"hello").await?.unwrap();
+    /// println!("stored at offset {} of epoch {}", position.offset, position.epoch);
+    /// assert!(exchange.publish("pong", &1).await?.is_none());
+    /// # Ok(()) }
+    /// ```
     pub async fn publish<T: Serialize + ?Sized>(
         &self,
         channel: &str,
         data: &T,
-    ) -> Result<(), ExchangeError> {
+    ) -> Result<Option<Position>, ExchangeError> {
         let data = Json::encode(data).map_err(|e| ExchangeError::Serialize(e.to_string()))?;
         self.publish_json(channel, Some(&data)).await
     }
 
-    /// Publishes data that is already JSON (forwarded verbatim), or no data.
+    /// Publishes data that is already JSON (forwarded verbatim), or no data. Returns the
+    /// position on a channel with history.
     pub async fn publish_json(
         &self,
         channel: &str,
         data: Option<&Json>,
-    ) -> Result<(), ExchangeError> {
+    ) -> Result<Option<Position>, ExchangeError> {
         self.publish_encoded(Publication::new(channel, data)).await
     }
 
-    /// Publishes an already encoded publication.
-    pub async fn publish_encoded(&self, publication: Publication) -> Result<(), ExchangeError> {
-        Ok(self.hub.broker().publish(publication).await?)
+    /// Publishes an already encoded publication. Returns the position on a channel with
+    /// history.
+    pub async fn publish_encoded(
+        &self,
+        publication: Publication,
+    ) -> Result<Option<Position>, ExchangeError> {
+        match self.hub.streams().history(publication.channel()) {
+            None => Ok(self
+                .hub
+                .broker()
+                .publish(publication)
+                .await
+                .map(|()| None)?),
+            Some(policy) => Ok(Some(
+                self.hub
+                    .broker()
+                    .publish_stored(publication, policy)
+                    .await?,
+            )),
+        }
+    }
+
+    /// Reads the history of a channel with history: everything after `since` (the page says
+    /// whether that is complete, as a recovering client's `recovered`), or with `None` the
+    /// retained publications. Each publication carries its [`Position`].
+    ///
+    /// ```no_run
+    /// # async fn demo(exchange: sc_server::Exchange) -> Result<(), sc_server::ExchangeError> {
+    /// let page = exchange.history("room/lobby", None).await?;
+    /// for publication in &page.publications {
+    ///     println!("{:?} {:?}", publication.position(), publication.data());
+    /// }
+    /// let newer = exchange.history("room/lobby", Some(page.position.clone())).await?;
+    /// assert!(newer.recovered);
+    /// # Ok(()) }
+    /// ```
+    pub async fn history(
+        &self,
+        channel: &str,
+        since: Option<Position>,
+    ) -> Result<HistoryPage, ExchangeError> {
+        let policy = self
+            .hub
+            .streams()
+            .history(channel)
+            .ok_or_else(|| ExchangeError::NoHistory(channel.to_owned()))?;
+        let read = match since {
+            Some(position) => HistoryRead::Since(position),
+            None => HistoryRead::Last(policy.size),
+        };
+        Ok(self
+            .hub
+            .broker()
+            .read_history(channel, policy, read)
+            .await?)
+    }
+
+    /// Who is in a presence channel, over every worker and instance (at most 1000 listed;
+    /// `count` is exact).
+    ///
+    /// ```no_run
+    /// # async fn demo(exchange: sc_server::Exchange) -> Result<(), sc_server::ExchangeError> {
+    /// let here = exchange.presence("room/lobby").await?;
+    /// println!("{} here: {:?}", here.count, here.clients.iter().map(|c| &c.user).collect::<Vec<_>>());
+    /// # Ok(()) }
+    /// ```
+    pub async fn presence(&self, channel: &str) -> Result<PresenceInfo, ExchangeError> {
+        if !self.hub.streams().presence(channel) {
+            return Err(ExchangeError::NoPresence(channel.to_owned()));
+        }
+        Ok(self.hub.broker().presence(channel).await?)
     }
 
     /// Subscribes server code to `channel`; the stream yields every publication until dropped.

@@ -103,6 +103,14 @@ impl From<Option<Json>> for Reply {
     }
 }
 
+/// What [`Exchange::publish`](crate::Exchange::publish) returns: on a channel with history the
+/// reply carries the position (`{"offset":42,"epoch":"…"}`), otherwise it is a plain ack.
+impl From<Option<sc_broker::Position>> for Reply {
+    fn from(position: Option<sc_broker::Position>) -> Reply {
+        Reply(position.and_then(|p| Json::from_text(&p.to_json()).ok()))
+    }
+}
+
 /// Code that handles one event name.
 ///
 /// Implemented for every `Fn(Request) -> impl Future<Output = Result<R, E>>` where `R: Into<Reply>`

@@ -3,17 +3,31 @@
 //! Fan-out takes the table's read lock, clones the publication's shared frame into each
 //! subscriber's queue and releases the lock: no await, no allocation per subscriber (beyond the
 //! queue's amortised growth), never a wait on a slow socket.
+//!
+//! A socket subscribing to a history channel first *catches up* (EXTENSIONS.md E3, E4): it waits
+//! in the channel's `pending` list, where live deliveries are held for it, while its history is
+//! read and sent; then, under the table's write lock, the held deliveries it has not seen are
+//! sent, the acknowledgement is queued, and the socket joins the live subscribers. Nothing is
+//! lost or sent twice, and the acknowledgement's position is exactly the last one it was sent.
+//! Channels without history never have pending sockets: their fan-out is unchanged.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
-use parking_lot::RwLock;
-use sc_broker::{Broker, BrokerError, DeliverySink};
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use sc_broker::stream::presence_channel;
+use sc_broker::{Broker, BrokerError, DeliverySink, HistoryPolicy, HistoryRead, Position};
 use sc_protocol::Publication;
 use tokio::sync::mpsc;
 
 use crate::middleware::{Middleware, OutboundVerdict};
 use crate::socket::Socket;
+use crate::streams::Streams;
+
+/// Most live deliveries held for one catching-up socket; beyond it, the held ones are dropped
+/// and the history is read again from the last position sent.
+const HOLD_LIMIT: usize = 4096;
 
 /// Broker operations for one channel run one at a time; channels share these locks by hash.
 const OP_LOCKS: usize = 64;
@@ -21,6 +35,7 @@ const OP_LOCKS: usize = 64;
 pub(crate) struct Hub {
     channels: RwLock<HashMap<Arc<str>, ChannelEntry>>,
     broker: Arc<dyn Broker>,
+    streams: Streams,
     middleware: Arc<Middleware>,
     op_locks: Box<[tokio::sync::Mutex<()>]>,
     next_watcher: std::sync::atomic::AtomicU64,
@@ -30,14 +45,35 @@ pub(crate) struct Hub {
 struct ChannelEntry {
     sockets: Vec<Socket>,
     watchers: Vec<Watcher>,
+    /// Sockets catching up on a history channel (their live deliveries are held).
+    pending: Vec<Arc<Pending>>,
     /// The broker subscription is in place.
     ready: bool,
+    /// This is the companion channel of a presence channel: its publications are
+    /// `#presenceJoin`/`#presenceLeave` frames for the sockets of `presence_of`.
+    presence_of: Option<Arc<str>>,
 }
 
 impl ChannelEntry {
     fn is_empty(&self) -> bool {
-        self.sockets.is_empty() && self.watchers.is_empty()
+        self.sockets.is_empty()
+            && self.watchers.is_empty()
+            && self.pending.is_empty()
+            && self.presence_of.is_none()
     }
+}
+
+/// A socket catching up, and the live deliveries held for it meanwhile.
+struct Pending {
+    socket: Socket,
+    held: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    publications: Vec<Publication>,
+    /// More than [`HOLD_LIMIT`] arrived: the held ones were dropped, read the history again.
+    overflowed: bool,
 }
 
 struct Watcher {
@@ -57,10 +93,15 @@ impl DeliverySink for HubSink {
 }
 
 impl Hub {
-    pub(crate) fn new(broker: Arc<dyn Broker>, middleware: Arc<Middleware>) -> Arc<Hub> {
+    pub(crate) fn new(
+        broker: Arc<dyn Broker>,
+        middleware: Arc<Middleware>,
+        streams: Streams,
+    ) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             channels: RwLock::new(HashMap::new()),
             broker,
+            streams,
             middleware,
             op_locks: (0..OP_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             next_watcher: std::sync::atomic::AtomicU64::new(1),
@@ -73,12 +114,31 @@ impl Hub {
         &self.broker
     }
 
+    /// Which channels keep history and presence.
+    pub(crate) fn streams(&self) -> &Streams {
+        &self.streams
+    }
+
     /// Delivers one publication to every local subscriber of its channel.
     pub(crate) fn deliver(&self, publication: &Publication) {
         let channels = self.channels.read();
         let Some(entry) = channels.get(publication.channel()) else {
             return;
         };
+        if let Some(channel) = &entry.presence_of {
+            deliver_presence(&channels, channel, publication);
+            return;
+        }
+        for pending in &entry.pending {
+            let mut held = pending.held.lock();
+            if held.publications.len() >= HOLD_LIMIT {
+                held.publications.clear();
+                held.overflowed = true;
+            }
+            if !held.overflowed {
+                held.publications.push(publication.clone());
+            }
+        }
         if self.middleware.has_outbound() {
             for socket in &entry.sockets {
                 let frame = match self.middleware.run_outbound(socket, publication) {
@@ -108,45 +168,155 @@ impl Hub {
         }
     }
 
-    /// Adds `socket` to `channel`, making sure the broker subscription is in place first.
+    /// Adds `socket` to `channel`, making sure the broker subscription is in place first. With
+    /// `catching_up`, the socket waits in the pending list (live deliveries held for it) until
+    /// [`catch_up`](Self::catch_up). With `presence`, the channel's companion channel of
+    /// presence events is subscribed too.
     pub(crate) async fn subscribe_socket(
         &self,
         socket: &Socket,
         channel: &Arc<str>,
+        catching_up: bool,
+        presence: bool,
     ) -> Result<(), BrokerError> {
         let ready = {
             let mut channels = self.channels.write();
             let entry = channels.entry(channel.clone()).or_default();
-            entry.sockets.push(socket.clone());
+            if catching_up {
+                entry.pending.push(Arc::new(Pending {
+                    socket: socket.clone(),
+                    held: Mutex::default(),
+                }));
+            } else {
+                entry.sockets.push(socket.clone());
+            }
+            entry.ready
+        };
+        let mut result = Ok(());
+        if !ready {
+            result = self.ensure_broker_subscription(channel).await;
+        }
+        if result.is_ok() && presence {
+            result = self.ensure_presence_events(channel).await;
+        }
+        if let Err(error) = result {
+            self.unsubscribe_socket(socket, channel).await;
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Sends a pending socket what it missed (`read` of the channel's history), then the held live
+    /// deliveries it has not seen, then `ack(position, recovered)`, and makes it a live
+    /// subscriber: the last three in one step under the write lock, so nothing interleaves.
+    /// On a broker error the socket stays pending; the caller unsubscribes it.
+    pub(crate) async fn catch_up(
+        &self,
+        socket: &Socket,
+        channel: &str,
+        policy: HistoryPolicy,
+        mut read: HistoryRead,
+        ack: impl FnOnce(&Position, bool) -> Option<Bytes>,
+    ) -> Result<(), BrokerError> {
+        let mut recovered = true;
+        let mut last: Option<Position> = None;
+        loop {
+            let page = self.broker.read_history(channel, policy, read).await?;
+            recovered &= page.recovered;
+            for publication in &page.publications {
+                if let Some(position) = publication.position()
+                    && is_new(last.as_ref(), position)
+                {
+                    let _ = socket.send_frame(publication.frame().clone());
+                    last = Some(position.clone());
+                }
+            }
+            if last
+                .as_ref()
+                .is_none_or(|l| l.epoch != page.position.epoch || l.offset < page.position.offset)
+            {
+                last = Some(page.position.clone());
+            }
+            let mut channels = self.channels.write();
+            let Some(entry) = channels.get_mut(channel) else {
+                return Ok(());
+            };
+            let Some(index) = entry.pending.iter().position(|p| p.socket.ptr_eq(socket)) else {
+                // Unsubscribed meanwhile.
+                return Ok(());
+            };
+            let held = std::mem::take(&mut *entry.pending[index].held.lock());
+            if held.overflowed {
+                drop(channels);
+                let since = last.clone().unwrap_or_else(|| page.position.clone());
+                read = HistoryRead::Since(since);
+                continue;
+            }
+            for publication in &held.publications {
+                match publication.position() {
+                    Some(position) if is_new(last.as_ref(), position) => {
+                        let _ = socket.send_frame(publication.frame().clone());
+                        last = Some(position.clone());
+                    }
+                    Some(_) => {}
+                    None => {
+                        let _ = socket.send_frame(publication.frame().clone());
+                    }
+                }
+            }
+            let position = last.unwrap_or(page.position);
+            if let Some(frame) = ack(&position, recovered) {
+                let _ = socket.send_frame(frame);
+            }
+            let pending = entry.pending.swap_remove(index);
+            entry.sockets.push(pending.socket.clone());
+            return Ok(());
+        }
+    }
+
+    /// Removes `socket` from `channel` (and from its presence); the last local subscriber
+    /// releases the broker subscription.
+    pub(crate) async fn unsubscribe_socket(&self, socket: &Socket, channel: &str) {
+        let (now_empty, removed) = {
+            let mut channels = self.channels.write();
+            let Some(entry) = channels.get_mut(channel) else {
+                return;
+            };
+            let mut removed = true;
+            if let Some(i) = entry.sockets.iter().position(|s| s.ptr_eq(socket)) {
+                entry.sockets.swap_remove(i);
+            } else if let Some(i) = entry.pending.iter().position(|p| p.socket.ptr_eq(socket)) {
+                entry.pending.swap_remove(i);
+            } else {
+                removed = false;
+            }
+            (entry.is_empty(), removed)
+        };
+        if removed
+            && self.streams.presence(channel)
+            && let Err(error) = self.broker.presence_leave(channel, socket.id()).await
+        {
+            tracing::warn!(socket = %socket.id(), %channel, %error, "presence leave failed at the broker");
+        }
+        if now_empty {
+            self.release_if_unused(channel).await;
+        }
+    }
+
+    /// Subscribes the companion channel that carries `channel`'s presence events (once per
+    /// worker, while `channel` has local subscribers).
+    async fn ensure_presence_events(&self, channel: &Arc<str>) -> Result<(), BrokerError> {
+        let companion: Arc<str> = Arc::from(presence_channel(channel));
+        let ready = {
+            let mut channels = self.channels.write();
+            let entry = channels.entry(companion.clone()).or_default();
+            entry.presence_of = Some(channel.clone());
             entry.ready
         };
         if ready {
             return Ok(());
         }
-        match self.ensure_broker_subscription(channel).await {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                self.unsubscribe_socket(socket, channel).await;
-                Err(error)
-            }
-        }
-    }
-
-    /// Removes `socket` from `channel`; the last local subscriber releases the broker subscription.
-    pub(crate) async fn unsubscribe_socket(&self, socket: &Socket, channel: &str) {
-        let now_empty = {
-            let mut channels = self.channels.write();
-            let Some(entry) = channels.get_mut(channel) else {
-                return;
-            };
-            if let Some(i) = entry.sockets.iter().position(|s| s.ptr_eq(socket)) {
-                entry.sockets.swap_remove(i);
-            }
-            entry.is_empty()
-        };
-        if now_empty {
-            self.release_if_unused(channel).await;
-        }
+        self.ensure_broker_subscription(&companion).await
     }
 
     /// Adds a server-side watcher of `channel` with a bounded buffer.
@@ -230,18 +400,82 @@ impl Hub {
     }
 
     async fn release_if_unused(&self, channel: &str) {
-        let _guard = self.op_lock(channel).lock().await;
-        let was_ready = {
-            let mut channels = self.channels.write();
-            match channels.get(channel) {
-                Some(entry) if entry.is_empty() => {
-                    channels.remove(channel).is_some_and(|e| e.ready)
+        let companion = {
+            let _guard = self.op_lock(channel).lock().await;
+            let (was_ready, companion) = {
+                let mut channels = self.channels.write();
+                match channels.get(channel) {
+                    Some(entry) if entry.is_empty() => {
+                        let was_ready = channels.remove(channel).is_some_and(|e| e.ready);
+                        let companion = presence_channel(channel);
+                        // The channel's presence events are no longer wanted here.
+                        let released = match channels.get_mut(companion.as_str()) {
+                            Some(entry) => {
+                                entry.presence_of = None;
+                                entry.is_empty()
+                            }
+                            None => false,
+                        };
+                        (was_ready, released.then_some(companion))
+                    }
+                    _ => (false, None),
                 }
-                _ => false,
+            };
+            if was_ready && let Err(error) = self.broker.unsubscribe(channel).await {
+                tracing::warn!(%channel, %error, "broker unsubscribe failed");
             }
+            companion
         };
-        if was_ready && let Err(error) = self.broker.unsubscribe(channel).await {
-            tracing::warn!(%channel, %error, "broker unsubscribe failed");
+        if let Some(companion) = companion {
+            Box::pin(self.release_if_unused(&companion)).await;
+        }
+    }
+}
+
+/// Whether a publication at `position` comes after `last` (a new epoch always does).
+fn is_new(last: Option<&Position>, position: &Position) -> bool {
+    last.is_none_or(|last| last.epoch != position.epoch || position.offset > last.offset)
+}
+
+/// Sends a presence event (the companion publication's data is the whole frame) to every socket
+/// of `channel` but the one it is about.
+fn deliver_presence(
+    channels: &HashMap<Arc<str>, ChannelEntry>,
+    channel: &str,
+    publication: &Publication,
+) {
+    let (Some(entry), Some(frame)) = (channels.get(channel), publication.data()) else {
+        return;
+    };
+    #[derive(serde::Deserialize)]
+    struct Event<'a> {
+        #[serde(borrow)]
+        data: EventData<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct EventData<'a> {
+        #[serde(borrow)]
+        client: Client<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Client<'a> {
+        #[serde(borrow)]
+        id: std::borrow::Cow<'a, str>,
+    }
+    let Ok(event) = serde_json::from_slice::<Event<'_>>(frame.as_bytes()) else {
+        tracing::warn!(%channel, "malformed presence event; dropped");
+        return;
+    };
+    let about = event.data.client.id;
+    let bytes = frame.to_bytes();
+    for socket in &entry.sockets {
+        if socket.id() != about {
+            let _ = socket.send_frame(bytes.clone());
+        }
+    }
+    for pending in &entry.pending {
+        if pending.socket.id() != about {
+            let _ = pending.socket.send_frame(bytes.clone());
         }
     }
 }

@@ -58,6 +58,8 @@ mod origin;
 mod outbound;
 pub mod server;
 pub mod socket;
+mod streams;
+mod streams_dispatch;
 mod ws;
 
 pub use auth::{AuthEngine, AuthToken, SignOptions, TokenError};
@@ -65,9 +67,12 @@ pub use error::{ExchangeError, InvokeError, SendError};
 pub use exchange::{ChannelStream, Exchange};
 pub use handler::{ConnectionHandler, Handler, Reply, Request};
 pub use middleware::{Block, Middleware, OutboundVerdict};
-pub use options::{InvalidOptions, ServerOptions};
+pub use options::{HistoryOption, InvalidOptions, ServerOptions};
 pub use server::{AuthEvent, Server};
 pub use socket::{Socket, SocketState, UpgradeRequest};
 
-pub use sc_broker::{Broker, BrokerError, MemoryBroker};
+pub use sc_broker::{
+    Broker, BrokerError, HistoryPage, HistoryRead, MemoryBroker, Position, PresenceInfo,
+    PresenceMember,
+};
 pub use sc_protocol::{CloseCode, Json, ProtocolVersion, Publication, ScError};

@@ -63,6 +63,129 @@ pub struct ServerOptions {
     pub auth_default_expiry: u64,
     /// Longest a middleware may take before its action is blocked (ms).
     pub middleware_timeout: u64,
+    /// Channels that keep history (EXTENSIONS.md E1): the first entry whose `pattern` matches a
+    /// channel gives its `size` and `ttl`. Empty: no channel keeps history. Reads a list of
+    /// `{pattern, size, ttl}` tables, or of `"pattern:size:ttl"` strings, or one string of
+    /// comma-separated `pattern:size:ttl` entries (for environment variables).
+    #[serde(deserialize_with = "history_entries")]
+    pub history: Vec<HistoryOption>,
+    /// Patterns of channels that keep presence (EXTENSIONS.md E1, E5). Reads a list of
+    /// patterns, or one comma-separated string.
+    #[serde(deserialize_with = "pattern_list")]
+    pub presence: Vec<String>,
+}
+
+/// One `history` entry: channels whose name matches `pattern` (a glob where `*` matches any run
+/// of characters) keep their last `size` publications for `ttl` seconds.
+///
+/// As a flag or environment value it reads `pattern:size:ttl` (`room/*:1000:600`); see
+/// [`HistoryOption::parse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryOption {
+    /// Channel glob (`room/*`, `chat/*/messages`, `*`).
+    pub pattern: String,
+    /// Publications kept per channel.
+    pub size: usize,
+    /// Seconds each publication is kept.
+    pub ttl: u64,
+}
+
+/// A `history` entry as written: a table or a `pattern:size:ttl` string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum HistoryEntry {
+    Table(HistoryOption),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    Many(Vec<T>),
+    One(String),
+}
+
+fn history_entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<HistoryOption>, D::Error> {
+    let entries = match OneOrMany::<HistoryEntry>::deserialize(d)? {
+        OneOrMany::Many(entries) => entries,
+        OneOrMany::One(text) => split_list(&text).map(HistoryEntry::Text).collect(),
+    };
+    entries
+        .into_iter()
+        .map(|entry| match entry {
+            HistoryEntry::Table(option) => Ok(option),
+            HistoryEntry::Text(text) => {
+                HistoryOption::parse(&text).map_err(|e| serde::de::Error::custom(e.0))
+            }
+        })
+        .collect()
+}
+
+fn pattern_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(match OneOrMany::<String>::deserialize(d)? {
+        OneOrMany::Many(patterns) => patterns,
+        OneOrMany::One(text) => split_list(&text).collect(),
+    })
+}
+
+fn split_list(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+impl HistoryOption {
+    /// Reads the `pattern:size:ttl` form (the pattern may itself contain `:`; the last two
+    /// fields are the numbers).
+    ///
+    /// ```
+    /// let h = sc_server::options::HistoryOption::parse("room/*:1000:600").unwrap();
+    /// assert_eq!((h.pattern.as_str(), h.size, h.ttl), ("room/*", 1000, 600));
+    /// assert!(sc_server::options::HistoryOption::parse("room/*:1000").is_err());
+    /// ```
+    pub fn parse(text: &str) -> Result<HistoryOption, InvalidOptions> {
+        let bad = || {
+            InvalidOptions(format!(
+                "history entry {text:?} must read pattern:size:ttl (e.g. room/*:1000:600)"
+            ))
+        };
+        let mut fields = text.rsplitn(3, ':');
+        let ttl = fields
+            .next()
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or_else(bad)?;
+        let size = fields
+            .next()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(bad)?;
+        let pattern = fields.next().ok_or_else(bad)?.to_owned();
+        let option = HistoryOption { pattern, size, ttl };
+        option.validate()?;
+        Ok(option)
+    }
+
+    fn validate(&self) -> Result<(), InvalidOptions> {
+        if self.pattern.is_empty() {
+            return Err(InvalidOptions(
+                "a history pattern must not be empty".to_owned(),
+            ));
+        }
+        if self.size == 0 || self.size > 1_000_000 {
+            return Err(InvalidOptions(format!(
+                "history size for {:?} must be between 1 and 1000000, not {}",
+                self.pattern, self.size
+            )));
+        }
+        if self.ttl == 0 || self.ttl > 365 * 86_400 {
+            return Err(InvalidOptions(format!(
+                "history ttl for {:?} must be between 1 and 31536000 seconds, not {}",
+                self.pattern, self.ttl
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerOptions {
@@ -89,6 +212,8 @@ impl Default for ServerOptions {
             auth_verify_algorithms: None,
             auth_default_expiry: 86_400,
             middleware_timeout: 10_000,
+            history: Vec::new(),
+            presence: Vec::new(),
         }
     }
 }
@@ -127,6 +252,14 @@ impl ServerOptions {
         if self.outbound_queue_limit == 0 {
             return Err(InvalidOptions(
                 "outboundQueueLimit must be positive".to_owned(),
+            ));
+        }
+        for entry in &self.history {
+            entry.validate()?;
+        }
+        if self.presence.iter().any(String::is_empty) {
+            return Err(InvalidOptions(
+                "a presence pattern must not be empty".to_owned(),
             ));
         }
         if self.socket_channel_limit == Some(0) {
@@ -173,6 +306,35 @@ mod tests {
             (1000, Some(2), ProtocolVersion::V1)
         );
         assert_eq!(o.ping_timeout, 20_000);
+    }
+
+    #[test]
+    fn history_and_presence_forms() {
+        let o: ServerOptions = serde_json::from_str(
+            r#"{"history":[{"pattern":"room/*","size":1000,"ttl":600},"chat/*:50:60"],"presence":["room/*"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            o.history[1],
+            HistoryOption {
+                pattern: "chat/*".into(),
+                size: 50,
+                ttl: 60
+            }
+        );
+        assert_eq!(o.history[0].size, 1000);
+        assert_eq!(o.presence, ["room/*"]);
+        let o: ServerOptions =
+            serde_json::from_str(r#"{"history":"a:1:2, b/*:3:4","presence":"a,b/*"}"#).unwrap();
+        assert_eq!(o.history.len(), 2);
+        assert_eq!(o.presence, ["a", "b/*"]);
+        let o: ServerOptions = serde_json::from_str(r#"{"history":"","presence":""}"#).unwrap();
+        assert!(o.history.is_empty() && o.presence.is_empty());
+        assert!(serde_json::from_str::<ServerOptions>(r#"{"history":"a:0:2"}"#).is_err());
+        assert!(serde_json::from_str::<ServerOptions>(r#"{"history":"a:x:2"}"#).is_err());
+        let back: ServerOptions =
+            serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
+        assert_eq!(back, o);
     }
 
     #[test]

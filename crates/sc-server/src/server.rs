@@ -102,7 +102,11 @@ impl Server {
         let middleware = Arc::new(Middleware::default());
         Ok(Server(Arc::new(ServerShared {
             auth,
-            hub: Hub::new(broker, middleware.clone()),
+            hub: Hub::new(
+                broker,
+                middleware.clone(),
+                crate::streams::Streams::from_options(&options),
+            ),
             kv,
             middleware,
             auth_listeners: RwLock::new(Vec::new()),
@@ -239,6 +243,9 @@ impl Server {
 
 impl ServerShared {
     pub(crate) fn emit_auth_event(&self, socket: &Socket, event: AuthEvent<'_>) {
+        if !matches!(event, AuthEvent::BadToken(_)) {
+            crate::streams_dispatch::refresh_presence(socket);
+        }
         let listeners = self.auth_listeners.read().clone();
         for listener in listeners {
             listener(socket, event);

@@ -32,6 +32,27 @@ use serde::Deserialize;
 /// Lifetime of the `loginShort` token, in seconds.
 pub const SHORT_TOKEN_SECONDS: u64 = 2;
 
+/// The boilerplate app's configuration before the file, environment and flags: SocketCluster's
+/// defaults plus history (`room/*`: last 1000 publications, 600 s) and presence (`room/*`), so
+/// that positions, recovery, history and presence can be tried on the default binary
+/// (EXTENSIONS.md E1).
+///
+/// ```
+/// let config = socketcluster::boilerplate::defaults();
+/// assert_eq!(config.server.history[0].pattern, "room/*");
+/// assert_eq!(config.server.presence, ["room/*"]);
+/// ```
+pub fn defaults() -> crate::config::ClusterConfig {
+    let mut config = crate::config::ClusterConfig::default();
+    config.server.history = vec![sc_server::HistoryOption {
+        pattern: "room/*".to_owned(),
+        size: 1000,
+        ttl: 600,
+    }];
+    config.server.presence = vec!["room/*".to_owned()];
+    config
+}
+
 /// Registers the boilerplate handlers and middleware on `server`.
 ///
 /// ```

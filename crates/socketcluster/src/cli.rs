@@ -104,6 +104,21 @@ pub struct RunFlags {
     /// Graceful stop limit for workers and brokers (ms).
     #[arg(long)]
     pub process_term_timeout: Option<u64>,
+    /// Channels that keep history, as `pattern:size:ttl` (e.g. `room/*:1000:600`: the last 1000
+    /// publications of every `room/…` channel, each for 600 s). Repeatable; the first matching
+    /// entry wins. Given at least once, it replaces the configured list.
+    #[arg(long, value_name = "PATTERN:SIZE:TTL", value_parser = parse_history)]
+    pub history: Vec<String>,
+    /// Channels that keep presence, as a glob (`room/*`). Repeatable; given at least once, it
+    /// replaces the configured list.
+    #[arg(long, value_name = "PATTERN")]
+    pub presence: Vec<String>,
+}
+
+fn parse_history(text: &str) -> Result<String, String> {
+    sc_server::options::HistoryOption::parse(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| e.0)
 }
 
 impl RunFlags {
@@ -162,6 +177,14 @@ impl RunFlags {
             "processTermTimeout",
             self.process_term_timeout.map(Value::from),
         );
+        put(
+            "history",
+            (!self.history.is_empty()).then(|| Value::from(self.history.clone())),
+        );
+        put(
+            "presence",
+            (!self.presence.is_empty()).then(|| Value::from(self.presence.clone())),
+        );
         Value::Object(map)
     }
 
@@ -193,6 +216,20 @@ mod tests {
             cli.run.overrides(),
             serde_json::json!({"workers": 2, "brokers": 2, "protocolVersion": "1"})
         );
+        let cli = Cli::parse_from([
+            "socketcluster",
+            "--history",
+            "room/*:1000:600",
+            "--history",
+            "chat/*:5:60",
+            "--presence",
+            "room/*",
+        ]);
+        assert_eq!(
+            cli.run.overrides(),
+            serde_json::json!({"history": ["room/*:1000:600", "chat/*:5:60"], "presence": ["room/*"]})
+        );
+        assert!(Cli::try_parse_from(["socketcluster", "--history", "room/*:1000"]).is_err());
         let cli = Cli::parse_from(["socketcluster", "new", "myapp"]);
         assert!(matches!(cli.command, Some(Command::New { ref name, .. }) if name == "myapp"));
     }

@@ -15,6 +15,17 @@
 //! Environment variables are the option names in upper snake case with a `SOCKETCLUSTER_` prefix
 //! (`SOCKETCLUSTER_WORKERS=2`, `SOCKETCLUSTER_SOCKET_CHANNEL_LIMIT=500`); `PORT` is honoured too,
 //! as hosting platforms set it.
+//!
+//! History and presence (EXTENSIONS.md E1, `docs/continuity.md`):
+//!
+//! ```toml
+//! history = [{ pattern = "room/*", size = 1000, ttl = 600 }]   # or ["room/*:1000:600"]
+//! presence = ["room/*"]
+//! ```
+//!
+//! `SOCKETCLUSTER_HISTORY="room/*:1000:600,chat/*:50:60"`, `SOCKETCLUSTER_PRESENCE="room/*"`;
+//! flags `--history 'room/*:1000:600'` and `--presence 'room/*'` (repeatable). An empty
+//! variable (`SOCKETCLUSTER_HISTORY=`) turns the list off.
 
 use std::path::PathBuf;
 
@@ -95,7 +106,17 @@ impl ClusterConfig {
         file: Option<&std::path::Path>,
         overrides: &serde_json::Value,
     ) -> Result<ClusterConfig, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(ClusterConfig::default()));
+        ClusterConfig::load_over(ClusterConfig::default(), file, overrides)
+    }
+
+    /// As [`load`](Self::load), starting from `defaults` instead of SocketCluster's (the
+    /// boilerplate app starts from [`boilerplate::defaults`](crate::boilerplate::defaults)).
+    pub fn load_over(
+        defaults: ClusterConfig,
+        file: Option<&std::path::Path>,
+        overrides: &serde_json::Value,
+    ) -> Result<ClusterConfig, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(defaults));
         if let Some(file) = file {
             if !file.exists() {
                 return Err(ConfigError::Invalid(format!(
@@ -203,6 +224,40 @@ mod tests {
             assert_eq!(config.server.socket_channel_limit, Some(5));
             assert_eq!(config.server.ping_interval, 1000);
             assert_eq!(config.port, 8000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error type
+    fn history_and_presence_from_toml_env_and_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "sc.toml",
+                "history = [{ pattern = \"room/*\", size = 1000, ttl = 600 }, \"chat/*:5:60\"]\npresence = [\"room/*\"]\n",
+            )?;
+            let config = ClusterConfig::load(Some("sc.toml".as_ref()), &serde_json::json!({}))
+                .expect("valid");
+            assert_eq!(config.server.history.len(), 2);
+            assert_eq!(config.server.history[1].size, 5);
+            assert_eq!(config.server.presence, ["room/*"]);
+            jail.set_env("SOCKETCLUSTER_HISTORY", "feed/*:10:20");
+            jail.set_env("SOCKETCLUSTER_PRESENCE", "");
+            let config = ClusterConfig::load_over(
+                crate::boilerplate::defaults(),
+                None,
+                &serde_json::json!({}),
+            )
+            .expect("valid");
+            assert_eq!(config.server.history[0].pattern, "feed/*");
+            assert!(config.server.presence.is_empty());
+            let config = ClusterConfig::load(
+                None,
+                &serde_json::json!({"history": ["x/*:1:1"], "presence": ["x/*"]}),
+            )
+            .expect("valid");
+            assert_eq!(config.server.history[0].pattern, "x/*");
+            assert_eq!(config.server.presence, ["x/*"]);
             Ok(())
         });
     }

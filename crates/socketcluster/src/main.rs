@@ -24,7 +24,11 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let config = ClusterConfig::load(cli.run.config_file().as_deref(), &cli.run.overrides())?;
+    let config = ClusterConfig::load_over(
+        boilerplate::defaults(),
+        cli.run.config_file().as_deref(),
+        &cli.run.overrides(),
+    )?;
     SocketCluster::builder()
         .config(config)
         .worker_controller(|worker: Worker| async move {
