@@ -4,7 +4,7 @@
 //   cd tests/browser && npm ci && node --test chat.test.mjs
 //
 // The server is $SC_BOILERPLATE_CMD, default <repo>/target/debug/socketcluster (build it first), started with
-// `--port 0`. Two pages (alice and bob) join; the last messages show on join, "Here" lists both login names, and a
+// `--port 0 --workers 1 --brokers 0` (one worker, the in-process engine). Two pages (alice and bob) join; the last messages show on join, "Here" lists both login names, and a
 // page that drops its connection while the other one talks shows every message exactly once after it reconnects.
 
 import { test, before, after } from 'node:test';
