@@ -30,7 +30,12 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let config = ClusterConfig::load(cli.run.config_file().as_deref(), &cli.run.overrides())?;
+    // The boilerplate defaults, as the `socketcluster` binary (history and presence on room/*).
+    let config = ClusterConfig::load_over(
+        socketcluster::boilerplate::defaults(),
+        cli.run.config_file().as_deref(),
+        &cli.run.overrides(),
+    )?;
     SocketCluster::builder()
         .config(config)
         .worker_controller(|worker: Worker| async move {

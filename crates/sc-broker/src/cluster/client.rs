@@ -40,6 +40,10 @@ use sc_protocol::hash::hash_key;
 use sc_protocol::{Json, Publication};
 
 use super::protocol::{BrokerMessage, MAX_FRAME_LEN, NO_REPLY, WorkerMessage, codec};
+use super::stream_wire::{StreamOp, StreamRequest, parse_page, parse_position, parse_presence};
+use crate::stream::{
+    HistoryPage, HistoryPolicy, HistoryRead, Position, PresenceInfo, PresenceMember,
+};
 use crate::{BoxFuture, Broker, BrokerError, DeliverySink, KvCommand, KvStore};
 
 /// Reconnect delays: attempt `k` (from 0) waits
@@ -180,6 +184,9 @@ struct LinkState {
     pending: HashMap<u64, oneshot::Sender<Result<Json, String>>>,
     /// Channels this worker holds on this broker: re-subscribed after every reconnect.
     channels: HashSet<Arc<str>>,
+    /// Presence members this worker registered on this broker: registered again after every
+    /// reconnect (a restarted broker has lost them).
+    presence: HashMap<(Arc<str>, String), PresenceMember>,
 }
 
 impl ClusterBroker {
@@ -270,9 +277,13 @@ impl ClusterBroker {
         self.inner.links.len()
     }
 
-    /// The broker index that owns `channel`.
+    /// The broker index that owns `channel`. A presence channel's companion channel of
+    /// join/leave events lives with the channel, whose broker sends them.
     pub fn broker_for(&self, channel: &str) -> usize {
-        hash_key(channel, self.inner.links.len())
+        let owner = channel
+            .strip_prefix(crate::stream::PRESENCE_PREFIX)
+            .unwrap_or(channel);
+        hash_key(owner, self.inner.links.len())
     }
 
     /// The key/value store over the same connections.
@@ -284,6 +295,32 @@ impl ClusterBroker {
 
     fn link(&self, channel: &str) -> &Link {
         &self.inner.links[self.broker_for(channel)]
+    }
+
+    /// Sends a history or presence request to the broker owning `channel`.
+    async fn stream(
+        &self,
+        channel: &str,
+        request: StreamRequest,
+        action: &'static str,
+        prepare: impl FnOnce(&mut LinkState),
+    ) -> Result<Json, BrokerError> {
+        let request = request.to_json();
+        let size = request.as_bytes().len() + 9;
+        if size > MAX_FRAME_LEN {
+            return Err(BrokerError::TooLarge {
+                size,
+                limit: MAX_FRAME_LEN,
+            });
+        }
+        self.link(channel)
+            .request(
+                move |id| WorkerMessage::Stream { id, request },
+                action,
+                self.inner.config.request_timeout,
+                prepare,
+            )
+            .await
     }
 }
 
@@ -380,6 +417,86 @@ impl Broker for ClusterBroker {
 
     fn describe(&self) -> String {
         format!("cluster ({} brokers)", self.inner.links.len())
+    }
+
+    fn publish_stored(
+        &self,
+        publication: Publication,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'_, Result<Position, BrokerError>> {
+        Box::pin(async move {
+            let request = StreamRequest::publish(&publication, policy)?;
+            let reply = self
+                .stream(publication.channel(), request, "publish", |_| {})
+                .await?;
+            parse_position(&reply)
+        })
+    }
+
+    fn read_history<'a>(
+        &'a self,
+        channel: &'a str,
+        policy: HistoryPolicy,
+        read: HistoryRead,
+    ) -> BoxFuture<'a, Result<HistoryPage, BrokerError>> {
+        Box::pin(async move {
+            let request = StreamRequest::history(channel, policy, &read);
+            parse_page(&self.stream(channel, request, "history", |_| {}).await?)
+        })
+    }
+
+    fn presence_join<'a>(
+        &'a self,
+        channel: &'a str,
+        member: PresenceMember,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let key: (Arc<str>, String) = (Arc::from(channel), member.id.clone());
+            let kept = (key.clone(), member.clone());
+            let request = StreamRequest::presence(StreamOp::Join, channel, Some(member));
+            let result = self
+                .stream(channel, request, "presence join", move |state| {
+                    state.presence.insert(kept.0, kept.1);
+                })
+                .await;
+            if result.is_err() {
+                self.link(channel).state.lock().presence.remove(&key);
+            }
+            result.map(drop)
+        })
+    }
+
+    fn presence_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let link = self.link(channel);
+            let member = link
+                .state
+                .lock()
+                .presence
+                .remove(&(Arc::from(channel), id.to_owned()));
+            let member = member.unwrap_or(PresenceMember {
+                id: id.to_owned(),
+                user: None,
+            });
+            let request = StreamRequest::presence(StreamOp::Leave, channel, Some(member));
+            self.stream(channel, request, "presence leave", |_| {})
+                .await
+                .map(drop)
+        })
+    }
+
+    fn presence<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<PresenceInfo, BrokerError>> {
+        Box::pin(async move {
+            let request = StreamRequest::presence(StreamOp::Presence, channel, None);
+            parse_presence(&self.stream(channel, request, "presence", |_| {}).await?)
+        })
     }
 
     /// Whether every broker is connected and ready (see [`ClusterBroker::connected`] for each).
@@ -671,6 +788,20 @@ async fn session(
     *ever_connected = true;
     *attempt = 0;
     link.up.send_replace(true);
+    let rejoin: Vec<((Arc<str>, String), PresenceMember)> = link
+        .state
+        .lock()
+        .presence
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for ((channel, _), member) in rejoin {
+        let request = StreamRequest::presence(StreamOp::Join, &channel, Some(member));
+        link.post_now(WorkerMessage::Stream {
+            id: NO_REPLY,
+            request: request.to_json(),
+        });
+    }
 
     let mut writer = AbortOnDropHandle::new(tokio::spawn(write_loop(write, rx, resubscribe)));
     let reader = async {

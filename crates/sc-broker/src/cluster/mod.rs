@@ -63,6 +63,7 @@
 pub mod client;
 pub mod protocol;
 pub mod server;
+pub mod stream_wire;
 
 pub use client::{Backoff, ClusterBroker, ClusterConfig, ClusterKv, MapIndex};
 pub use protocol::{BrokerMessage, DecodeError, WorkerMessage};

@@ -12,6 +12,7 @@
 //! | `0x03` | worker → broker | [`WorkerMessage::Publish`] | `id:u64` `channel_len:u32` `channel` `frame` |
 //! | `0x04` | worker → broker | [`WorkerMessage::Kv`] | `id:u64` [`KvCommand`] as JSON |
 //! | `0x05` | worker → broker | [`WorkerMessage::Send`] | `id:u64` JSON |
+//! | `0x06` | worker → broker | [`WorkerMessage::Stream`] | `id:u64` JSON ([`StreamRequest`](super::stream_wire::StreamRequest)) |
 //! | `0x81` | broker → worker | [`BrokerMessage::Publication`] | `frame` |
 //! | `0x82` | broker → worker | [`BrokerMessage::Reply`] (`Ok`) | `id:u64` JSON |
 //! | `0x83` | broker → worker | [`BrokerMessage::Reply`] (`Err`) | `id:u64` message (UTF-8) |
@@ -49,6 +50,7 @@ const UNSUBSCRIBE: u8 = 0x02;
 const PUBLISH: u8 = 0x03;
 const KV: u8 = 0x04;
 const SEND: u8 = 0x05;
+const STREAM: u8 = 0x06;
 const PUBLICATION: u8 = 0x81;
 const REPLY_OK: u8 = 0x82;
 const REPLY_ERR: u8 = 0x83;
@@ -103,6 +105,14 @@ pub enum WorkerMessage {
         id: u64,
         /// The message.
         data: Json,
+    },
+    /// A history or presence operation (EXTENSIONS.md), see
+    /// [`StreamRequest`](super::stream_wire::StreamRequest); the reply carries its result.
+    Stream {
+        /// Request id.
+        id: u64,
+        /// The request, as JSON.
+        request: Json,
     },
 }
 
@@ -170,7 +180,8 @@ impl WorkerMessage {
             | WorkerMessage::Unsubscribe { id, .. }
             | WorkerMessage::Publish { id, .. }
             | WorkerMessage::Kv { id, .. }
-            | WorkerMessage::Send { id, .. } => *id,
+            | WorkerMessage::Send { id, .. }
+            | WorkerMessage::Stream { id, .. } => *id,
         }
     }
 
@@ -203,6 +214,11 @@ impl WorkerMessage {
             WorkerMessage::Send { id, data } => with_id(SEND, *id, data.as_bytes().len(), |b| {
                 b.put_slice(data.as_bytes())
             }),
+            WorkerMessage::Stream { id, request } => {
+                with_id(STREAM, *id, request.as_bytes().len(), |b| {
+                    b.put_slice(request.as_bytes())
+                })
+            }
         }
     }
 
@@ -247,6 +263,11 @@ impl WorkerMessage {
                 let id = take_u64(&mut body, kind)?;
                 let data = into_json(body, "message data")?;
                 Ok(WorkerMessage::Send { id, data })
+            }
+            STREAM => {
+                let id = take_u64(&mut body, kind)?;
+                let request = into_json(body, "stream request")?;
+                Ok(WorkerMessage::Stream { id, request })
             }
             other => Err(DecodeError::UnknownKind(other)),
         }
@@ -663,6 +684,8 @@ mod tests {
             ),
             (any::<u64>(), any_kv()).prop_map(|(id, command)| WorkerMessage::Kv { id, command }),
             (any::<u64>(), any_json()).prop_map(|(id, data)| WorkerMessage::Send { id, data }),
+            (any::<u64>(), any_json())
+                .prop_map(|(id, request)| WorkerMessage::Stream { id, request }),
         ]
     }
 

@@ -37,7 +37,10 @@ use tokio_util::task::TaskTracker;
 use sc_protocol::{Json, Publication};
 
 use super::protocol::{BrokerMessage, NO_REPLY, WorkerMessage, codec};
-use crate::{BoxFuture, Broker, DeliverySink, KvStore};
+use super::stream_wire::{StreamOp, StreamRequest, page_json, position_json, presence_json};
+use crate::stream::{PresenceChange, PresenceMember, presence_event};
+use crate::stream_memory::{MemoryHistory, MemoryPresence};
+use crate::{BoxFuture, Broker, BrokerError, DeliverySink, KvStore};
 
 /// The broker controller's handler for custom messages (`exchange.send(data)` in a worker): gets
 /// the data, answers with a value or an error message. The default answers `null`.
@@ -102,9 +105,17 @@ impl BrokerServerBuilder {
             gates: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
             next_connection: AtomicU64::new(1),
+            history: Arc::new(MemoryHistory::new()),
+            presence: MemoryPresence::new(),
         });
         if let Some(upstream) = &shared.upstream {
             upstream.attach(Arc::new(UpstreamSink(Arc::downgrade(&shared))));
+        } else {
+            let weak = Arc::downgrade(&shared);
+            shared.history.spawn_sweeper(Arc::new(move |channel: &str| {
+                weak.upgrade()
+                    .is_some_and(|shared| shared.table.lock().contains_key(channel))
+            }));
         }
 
         let server = BrokerServer {
@@ -259,6 +270,11 @@ struct Shared {
     gates: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
     connections: AtomicUsize,
     next_connection: AtomicU64,
+    /// History of this broker's channels (when there is no upstream engine, which otherwise
+    /// keeps it).
+    history: Arc<MemoryHistory>,
+    /// Presence of this broker's channels, by connection (when there is no upstream engine).
+    presence: MemoryPresence,
 }
 
 /// The sending side of one worker connection.
@@ -405,6 +421,97 @@ impl Shared {
     }
 }
 
+impl Shared {
+    fn announce_presence(&self, change: PresenceChange, channel: &str, member: &PresenceMember) {
+        let event = presence_event(change, channel, member);
+        self.fan_out(event.channel(), event.frame());
+    }
+
+    /// One history or presence operation, here or on the upstream engine.
+    async fn stream(
+        &self,
+        connection: u64,
+        joined: &mut HashSet<(String, String)>,
+        request: StreamRequest,
+    ) -> Result<Json, String> {
+        let channel = request.channel.as_str();
+        let policy = || {
+            request
+                .policy
+                .ok_or_else(|| "missing history policy".to_owned())
+        };
+        let text = |e: BrokerError| e.to_string();
+        match (request.op, &self.upstream) {
+            (StreamOp::Publish, None) => {
+                let publication = request.publication()?;
+                let position = self.history.append(&publication, policy()?, |placed| {
+                    self.fan_out(placed.channel(), placed.frame())
+                });
+                Ok(position_json(&position))
+            }
+            (StreamOp::Publish, Some(upstream)) => {
+                let position = upstream
+                    .publish_stored(request.publication()?, policy()?)
+                    .await
+                    .map_err(text)?;
+                Ok(position_json(&position))
+            }
+            (StreamOp::History, None) => Ok(page_json(&self.history.read(
+                channel,
+                policy()?,
+                &request.read(),
+            ))),
+            (StreamOp::History, Some(upstream)) => {
+                let page = upstream
+                    .read_history(channel, policy()?, request.read())
+                    .await
+                    .map_err(text)?;
+                Ok(page_json(&page))
+            }
+            (StreamOp::Join, upstream) => {
+                let member = request.member.clone().ok_or("join without a member")?;
+                match upstream {
+                    None => {
+                        if self.presence.join(channel, member.clone(), connection) {
+                            self.announce_presence(PresenceChange::Join, channel, &member);
+                        }
+                    }
+                    Some(upstream) => {
+                        joined.insert((channel.to_owned(), member.id.clone()));
+                        upstream
+                            .presence_join(channel, member)
+                            .await
+                            .map_err(text)?;
+                    }
+                }
+                Ok(Json::NULL)
+            }
+            (StreamOp::Leave, upstream) => {
+                let member = request.member.as_ref().ok_or("leave without a member")?;
+                match upstream {
+                    None => {
+                        if let Some(member) = self.presence.leave(channel, &member.id) {
+                            self.announce_presence(PresenceChange::Leave, channel, &member);
+                        }
+                    }
+                    Some(upstream) => {
+                        joined.remove(&(channel.to_owned(), member.id.clone()));
+                        upstream
+                            .presence_leave(channel, &member.id)
+                            .await
+                            .map_err(text)?;
+                    }
+                }
+                Ok(Json::NULL)
+            }
+            (StreamOp::Presence, None) => Ok(presence_json(&self.presence.query(channel))),
+            (StreamOp::Presence, Some(upstream)) => Ok(presence_json(
+                &upstream.presence(channel).await.map_err(text)?,
+            )),
+        }
+    }
+}
+
 /// Hands what the upstream engine delivers to the subscribed workers.
 struct UpstreamSink(Weak<Shared>);
 
@@ -481,6 +588,8 @@ async fn serve(
 
     let mut reader = FramedRead::new(read, codec());
     let mut subscribed: HashSet<Arc<str>> = HashSet::new();
+    // Presence members this connection registered upstream (channel, socket id).
+    let mut joined: HashSet<(String, String)> = HashSet::new();
     loop {
         let next = tokio::select! {
             biased;
@@ -507,10 +616,21 @@ async fn serve(
         tokio::select! {
             biased;
             _ = kill.cancelled() => break,
-            () = handle(&shared, &peer, &mut subscribed, message, &tracker) => {}
+            () = handle(&shared, &peer, &mut subscribed, &mut joined, message, &tracker) => {}
         }
     }
 
+    // The worker is gone (closed, crashed or killed): so are its sockets' presence entries.
+    for (channel, member) in shared.presence.remove_owner(id) {
+        shared.announce_presence(PresenceChange::Leave, &channel, &member);
+    }
+    if let Some(upstream) = &shared.upstream {
+        for (channel, member) in joined {
+            if let Err(e) = upstream.presence_leave(&channel, &member).await {
+                tracing::warn!(broker = shared.id, %channel, error = %e, "upstream presence leave failed");
+            }
+        }
+    }
     for channel in subscribed {
         if kill.is_cancelled() && shared.upstream.is_some() {
             // Aborting: release local state without waiting for the engine.
@@ -528,10 +648,18 @@ async fn handle(
     shared: &Shared,
     peer: &Peer,
     subscribed: &mut HashSet<Arc<str>>,
+    joined: &mut HashSet<(String, String)>,
     message: WorkerMessage,
     tracker: &TaskTracker,
 ) {
     match message {
+        WorkerMessage::Stream { id, request } => {
+            let result = match request.parse::<StreamRequest>() {
+                Ok(request) => shared.stream(peer.id, joined, request).await,
+                Err(e) => Err(format!("bad stream request: {e}")),
+            };
+            peer.reply(id, result);
+        }
         WorkerMessage::Subscribe { id, channel } => {
             let channel: Arc<str> = Arc::from(channel);
             let result = if subscribed.contains(&channel) {

@@ -107,3 +107,4 @@ pub(crate) fn client_options() -> ClientOptions {
         ..ClientOptions::default()
     }
 }
+pub(crate) mod raw;
