@@ -4,8 +4,9 @@
 //   cd tests/browser && npm ci && node --test chat.test.mjs
 //
 // The server is $SC_BOILERPLATE_CMD, default <repo>/target/debug/socketcluster (build it first), started with
-// `--port 0 --workers 1 --brokers 0` (one worker, the in-process engine). Two pages (alice and bob) join; the last messages show on join, "Here" lists both login names, and a
-// page that drops its connection while the other one talks shows every message exactly once after it reconnects.
+// `--port 0 --workers 1 --brokers 1` (the boilerplate's default cluster). Two pages (alice and bob) join; the last
+// messages show on join, "Here" lists both login names, and a page that drops its connection while the other one
+// talks shows every message exactly once after it reconnects.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -22,7 +23,7 @@ before(async () => {
   if (!process.env.SC_BOILERPLATE_CMD && !existsSync(BOILERPLATE)) {
     throw new Error(`${BOILERPLATE} does not exist: build it with \`cargo build -p socketcluster\``);
   }
-  server = await startServer(BOILERPLATE, '--workers 1 --brokers 0 --host 127.0.0.1');
+  server = await startServer(BOILERPLATE, '--workers 1 --brokers 1 --host 127.0.0.1');
   browser = await launchBrowser();
 });
 

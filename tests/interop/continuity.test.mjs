@@ -51,7 +51,7 @@ for (const V of VERSIONS) {
   describe(`${V.name} client with sc-continuity.js`, () => {
     let server;
     before(async () => {
-      server = await startBoilerplate({'protocol-version': V.protocol, brokers: 0}, {keep: true});
+      server = await startBoilerplate({'protocol-version': V.protocol}, {keep: true});
     });
 
     test('connections cut mid-stream: every acknowledged publication exactly once, in order', {timeout: 60000}, async () => {
@@ -93,7 +93,7 @@ for (const V of VERSIONS) {
     });
 
     test('a server restarted empty: recovered:false with a new epoch, then the new stream', {timeout: 60000}, async () => {
-      let first = await startBoilerplate({'protocol-version': V.protocol, brokers: 0});
+      let first = await startBoilerplate({'protocol-version': V.protocol});
       let proxy = await startProxy(first.port);
       try {
         let subscriber = createClient(V.client, {port: proxy.port});
@@ -112,7 +112,7 @@ for (const V of VERSIONS) {
 
         await publisher.close();
         await first.stop();
-        let second = await startBoilerplate({'protocol-version': V.protocol, brokers: 0});
+        let second = await startBoilerplate({'protocol-version': V.protocol});
         proxy.retarget(second.port);
         proxy.cut();
         let recovery = await recoveries.waitFor(() => true, 15000, 'the recovery outcome');
