@@ -116,6 +116,9 @@ pub enum Scenario {
     Conns(ConnsArgs),
     /// N clients, each subscribed to its own channel and publishing to its neighbour's.
     PubsubMany(PubsubManyArgs),
+    /// N clients subscribed to a history channel disconnect, M messages are published, then all
+    /// reconnect at once and recover them (EXTENSIONS.md E3): time to all recovered, server CPU.
+    RecoveryStorm(RecoveryStormArgs),
 }
 
 impl Scenario {
@@ -126,6 +129,7 @@ impl Scenario {
             Scenario::Rpc(_) => "rpc",
             Scenario::Conns(_) => "conns",
             Scenario::PubsubMany(_) => "pubsub-many",
+            Scenario::RecoveryStorm(_) => "recovery-storm",
         }
     }
 }
@@ -180,6 +184,24 @@ pub struct ConnsArgs {
     /// Hold the connections this long instead of until each has received a ping.
     #[arg(long, value_parser = parse_duration)]
     pub hold: Option<Duration>,
+}
+
+/// `recovery-storm` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct RecoveryStormArgs {
+    /// Reconnecting clients.
+    #[arg(short = 'n', long = "clients", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub clients: u64,
+    /// Messages published while they are away (each client recovers all of them).
+    #[arg(short = 'm', long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: u64,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// A channel with history of at least `--messages` entries (the boilerplate keeps 1000 on
+    /// `room/*`).
+    #[arg(long, default_value = "room/bench-storm")]
+    pub channel: String,
 }
 
 /// `pubsub-many` arguments.

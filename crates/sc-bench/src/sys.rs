@@ -138,6 +138,30 @@ pub fn tree_rss(pid: u32) -> Option<u64> {
     Some(total)
 }
 
+/// CPU time (user + system) used so far by process `pid` and all its descendants. `None` if
+/// `pid` does not exist.
+pub fn tree_cpu(pid: u32) -> Option<Duration> {
+    let ticks = rustix::param::clock_ticks_per_second();
+    let read = |pid: u32| {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| parse_stat_times(&stat, ticks))
+            .map(CpuTimes::total)
+    };
+    let mut total = read(pid)?;
+    let mut stack = children(pid);
+    let mut visited = vec![pid];
+    while let Some(child) = stack.pop() {
+        if visited.contains(&child) {
+            continue;
+        }
+        visited.push(child);
+        total += read(child).unwrap_or_default();
+        stack.extend(children(child));
+    }
+    Some(total)
+}
+
 /// Resident set size in bytes of this process.
 pub fn own_rss() -> Option<u64> {
     fs::read_to_string("/proc/self/status")

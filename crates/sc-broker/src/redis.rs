@@ -94,21 +94,32 @@ pub async fn connect(
     options: RedisOptions,
 ) -> Result<(RedisBroker, RedisKv), EngineError> {
     let link = RedisLink::connect(url, options).await?;
-    Ok((RedisBroker { link: link.clone() }, RedisKv::with_link(link)))
+    Ok((RedisBroker::on_link(link.clone()), RedisKv::with_link(link)))
 }
 
 /// Publishes and subscribes through Redis pub/sub (see the [module](self) documentation for
 /// the failure behaviour).
 pub struct RedisBroker {
     link: Arc<RedisLink>,
+    /// This process's presence owner id (its members are removed when its lease expires).
+    owner: String,
+    lease: std::sync::OnceLock<()>,
 }
 
 impl RedisBroker {
     /// Connects a broker alone (see [`connect`] for a broker and a store on one link).
     pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisBroker, EngineError> {
-        Ok(RedisBroker {
-            link: RedisLink::connect(url, options).await?,
-        })
+        Ok(RedisBroker::on_link(
+            RedisLink::connect(url, options).await?,
+        ))
+    }
+
+    fn on_link(link: Arc<RedisLink>) -> RedisBroker {
+        RedisBroker {
+            link,
+            owner: crate::stream::new_epoch(),
+            lease: std::sync::OnceLock::new(),
+        }
     }
 
     /// The link this broker uses (shared with a [`RedisKv`] made by [`connect`]).
@@ -153,6 +164,60 @@ impl Broker for RedisBroker {
 
     fn describe(&self) -> String {
         format!("redis {}", self.link.shared.target)
+    }
+
+    fn publish_stored(
+        &self,
+        publication: Publication,
+        policy: crate::HistoryPolicy,
+    ) -> BoxFuture<'_, Result<crate::Position, BrokerError>> {
+        Box::pin(
+            async move { crate::stream_redis::publish(&self.link, &publication, policy).await },
+        )
+    }
+
+    fn read_history<'a>(
+        &'a self,
+        channel: &'a str,
+        policy: crate::HistoryPolicy,
+        read: crate::HistoryRead,
+    ) -> BoxFuture<'a, Result<crate::HistoryPage, BrokerError>> {
+        Box::pin(async move { crate::stream_redis::read(&self.link, channel, policy, &read).await })
+    }
+
+    fn presence_join<'a>(
+        &'a self,
+        channel: &'a str,
+        member: crate::PresenceMember,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.lease.get_or_init(|| {
+            crate::stream_redis::spawn_lease_keeper(&self.link, self.owner.clone());
+        });
+        Box::pin(async move {
+            if !self.link.is_connected() {
+                return Err(self.link.unavailable());
+            }
+            crate::stream_redis::join(&self.link, &self.owner, channel, &member).await
+        })
+    }
+
+    fn presence_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            crate::stream_redis::leave(&self.link, &self.owner, channel, id)
+                .await
+                .map(drop)
+        })
+    }
+
+    fn presence<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<crate::PresenceInfo, BrokerError>> {
+        Box::pin(crate::stream_redis::query(&self.link, channel))
     }
 
     fn is_connected(&self) -> bool {
@@ -238,7 +303,7 @@ impl RedisLink {
         &self.shared.target
     }
 
-    fn channel_key(&self, channel: &str) -> String {
+    pub(crate) fn channel_key(&self, channel: &str) -> String {
         format!("{}ch:{channel}", self.shared.options.prefix)
     }
 
@@ -264,7 +329,7 @@ impl RedisLink {
         }
     }
 
-    fn unavailable(&self) -> BrokerError {
+    pub(crate) fn unavailable(&self) -> BrokerError {
         BrokerError::Unavailable(format!("redis at {} is not connected", self.shared.target))
     }
 

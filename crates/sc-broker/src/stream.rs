@@ -142,6 +142,31 @@ pub fn presence_event(
     Publication::new(&presence_channel(channel), Some(&data))
 }
 
+/// The frame of [`presence_event`] split around its `client` object, for engines that build it
+/// from a stored client (`head` + `{"id":…,"user":…}` + `tail`).
+pub fn presence_event_parts(change: PresenceChange, channel: &str) -> (String, String) {
+    let marker = PresenceMember {
+        id: "\u{1}".to_owned(),
+        user: None,
+    };
+    let event = presence_event(change, channel, &marker);
+    let frame = String::from_utf8_lossy(event.frame()).into_owned();
+    let mut client = Vec::new();
+    write_member(&mut client, &marker);
+    let client = String::from_utf8_lossy(&client).into_owned();
+    match frame.split_once(&client) {
+        Some((head, tail)) => (head.to_owned(), tail.to_owned()),
+        None => (frame, String::new()),
+    }
+}
+
+/// A member as the `client` object of presence events and answers.
+pub fn member_json(member: &PresenceMember) -> String {
+    let mut out = Vec::new();
+    write_member(&mut out, member);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A fresh random epoch (12 alphanumeric characters).
 pub fn new_epoch() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -206,6 +231,18 @@ mod tests {
             info.to_json(),
             r#"{"count":2,"clients":[{"id":"s1","user":"alice"},{"id":"s2","user":null}]}"#
         );
+    }
+
+    #[test]
+    fn presence_parts_rebuild_the_event() {
+        let m = PresenceMember {
+            id: "s\"1".into(),
+            user: Some("bob".into()),
+        };
+        let (head, tail) = presence_event_parts(PresenceChange::Leave, "room/1");
+        let rebuilt = format!("{head}{}{tail}", member_json(&m));
+        let event = presence_event(PresenceChange::Leave, "room/1", &m);
+        assert_eq!(rebuilt.as_bytes(), &event.frame()[..]);
     }
 
     #[test]

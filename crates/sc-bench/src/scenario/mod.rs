@@ -4,6 +4,7 @@
 pub mod conns;
 pub mod fanout;
 pub mod pubsub_many;
+pub mod recovery_storm;
 pub mod rpc;
 
 use std::future::Future;
@@ -55,6 +56,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
         Scenario::Rpc(args) => rpc::run(&ctx, args).await?,
         Scenario::Conns(args) => conns::run(&ctx, args).await?,
         Scenario::PubsubMany(args) => pubsub_many::run(&ctx, args).await?,
+        Scenario::RecoveryStorm(args) => recovery_storm::run(&ctx, args).await?,
     };
     report.text("machine", "machine", &sys::machine_summary());
     if let Some(rss) = sys::own_rss() {
@@ -191,6 +193,35 @@ impl Context {
                     self.common.timeout
                 )
             }
+        }
+    }
+
+    /// The server's CPU time so far (its whole process tree), when `--pid` was given.
+    pub fn server_cpu(&self) -> Option<Duration> {
+        self.common.pid.and_then(sys::tree_cpu)
+    }
+
+    /// Reports the server CPU used since `before` and `per_server_cpu_s` of `work` (e.g.
+    /// deliveries) per server CPU-second, when `--pid` was given.
+    pub fn report_server_cpu(
+        &self,
+        report: &mut Report,
+        before: Option<Duration>,
+        work: u64,
+        what: &str,
+    ) {
+        let (Some(before), Some(now)) = (before, self.server_cpu()) else {
+            return;
+        };
+        let used = now.saturating_sub(before);
+        report.duration("server_cpu_s", "server CPU", used);
+        if !used.is_zero() {
+            report.rate(
+                "per_server_cpu_s",
+                &format!("{what} per server CPU-second"),
+                work as f64 / used.as_secs_f64(),
+                what,
+            );
         }
     }
 
