@@ -25,6 +25,16 @@
  *   removeAuthToken {oldAuthToken}
  * Events sent by the server: socket.handle(name, fn) — fn(data) may return a value or a Promise; when the server
  * asked for an answer (cid) the result (or thrown error) is sent back.
+ *
+ * Continuity (EXTENSIONS.md: positions, recovery, history on join, presence):
+ *   channel.watch((data, position) => ...)   position is {offset, epoch} on history channels, undefined otherwise
+ *   channel.position                         the last position held ({offset, epoch} or null)
+ *   socket.subscribe('room/1', { history: 50 })   replay the last 50 publications before the subscribe ack
+ *   every resubscribe after a reconnect sends {"recover": position}: missed publications arrive first, in order;
+ *   'recovery' {channel, recovered, from, position} (socket and channel) says whether that worked; recovered:false
+ *   (also sent when a live delivery shows a new epoch) means: reload the channel's state another way.
+ *   socket.presence('room/1') -> Promise<{count, clients: [{id, user}]}>
+ *   'presenceJoin' / 'presenceLeave' {channel, client: {id, user}} (socket and channel)
  */
 (function (global) {
   'use strict';
@@ -144,8 +154,13 @@
       this.options = options || {};
       this._watchers = new Set();
       this._subscribing = false; // one #subscribe in flight per channel
+      /** Last position held on a history channel ({offset, epoch}), or null. */
+      this.position = this.options.recover ? { offset: this.options.recover.offset, epoch: this.options.recover.epoch } : null;
+      this._delivered = 0;          // highest offset delivered in position.epoch (duplicates are dropped)
+      this._recoveringFrom = null;  // the position sent as `recover` in the #subscribe in flight
+      this._epochChangedInFlight = false;
     }
-    /** Call handler(data) for every message published to this channel. */
+    /** Call handler(data, position) for every message published to this channel. */
     watch(handler) { this._watchers.add(handler); return this; }
     /** Stop one handler, or every handler when called without argument. */
     unwatch(handler) {
@@ -155,10 +170,47 @@
     publish(data) { return this.client.publish(this.name, data); }
     unsubscribe() { this.client.unsubscribe(this.name); }
     isSubscribed(includePending) { return this.state === 'subscribed' || (!!includePending && this.state === 'pending'); }
-    _deliver(data) {
+    /** Who is subscribed to this presence channel. */
+    presence() { return this.client.presence(this.name); }
+    _deliver(data, position) {
       for (const fn of Array.from(this._watchers)) {
-        try { fn(data); } catch (e) { setTimeout(() => { throw e; }, 0); }
+        try { fn(data, position); } catch (e) { setTimeout(() => { throw e; }, 0); }
       }
+    }
+    /** Track a delivery's position; returns false for a duplicate, or {from} when the epoch changed. */
+    _track(offset, epoch) {
+      const held = this.position;
+      if (held && held.epoch === epoch) {
+        if (offset <= this._delivered) return false;
+        this._delivered = offset;
+        if (offset > held.offset) this.position = { offset: offset, epoch: epoch };
+        return true;
+      }
+      this.position = { offset: offset, epoch: epoch };
+      this._delivered = offset;
+      if (!held) return true;
+      if (this._recoveringFrom) { this._epochChangedInFlight = true; return true; }
+      return { from: held };
+    }
+    /** Track a #subscribe ack; returns the recovery outcome to report, if the subscribe asked to recover. */
+    _onAck(ack, from) {
+      const changed = this._epochChangedInFlight;
+      this._epochChangedInFlight = false;
+      const hasPosition = ack && typeof ack === 'object' && Number.isSafeInteger(ack.offset) &&
+        typeof ack.epoch === 'string' && ack.epoch !== '';
+      if (!hasPosition) {
+        if (from) { this.position = null; this._delivered = 0; }
+        return null;
+      }
+      if (this.position && this.position.epoch === ack.epoch) {
+        if (ack.offset > this.position.offset) this.position = { offset: ack.offset, epoch: ack.epoch };
+      } else {
+        this.position = { offset: ack.offset, epoch: ack.epoch };
+        this._delivered = 0;
+      }
+      if (!from) return null;
+      const recovered = ack.recovered === true && !changed && from.epoch === this.position.epoch;
+      return { channel: this.name, recovered: recovered, from: from, position: this.position };
     }
   }
 
@@ -408,7 +460,28 @@
       switch (event) {
         case '#publish': {
           const channel = data && typeof data.channel === 'string' ? this._channels.get(data.channel) : null;
-          if (channel && channel.isSubscribed(true)) channel._deliver(data.data);
+          if (!channel || !channel.isSubscribed(true)) return;
+          if (Number.isSafeInteger(data.offset) && typeof data.epoch === 'string' && data.epoch !== '') {
+            const tracked = channel._track(data.offset, data.epoch);
+            if (tracked === false) return; // duplicate
+            channel._deliver(data.data, { offset: data.offset, epoch: data.epoch });
+            if (tracked !== true) {
+              this._fireRecovery(channel, { channel: channel.name, recovered: false, from: tracked.from, position: channel.position });
+            }
+          } else {
+            channel._deliver(data.data);
+          }
+          return;
+        }
+        case '#presenceJoin':
+        case '#presenceLeave': {
+          const name = event === '#presenceJoin' ? 'presenceJoin' : 'presenceLeave';
+          const payload = { channel: data && data.channel, client: data && data.client };
+          const channel = payload.channel != null ? this._channels.get(payload.channel) : null;
+          if (channel) channel._fire(name, payload);
+          this._fire(name, payload);
+          const handler = this._handlers.get(event);
+          if (handler) Promise.resolve().then(() => handler(data)).catch(() => {});
           return;
         }
         case '#kickOut': {
@@ -550,16 +623,36 @@
       const data = { channel: channel.name };
       if (channel.options.waitForAuth) data.waitForAuth = true;
       if (channel.options.data) data.data = channel.options.data;
+      // Continuity: recover from the position held, or ask for history on the first join. Merged into the
+      // application's data when that is a plain object; data of another kind is sent as it is.
+      const limit = channel.options.history != null && typeof channel.options.history === 'object'
+        ? channel.options.history.limit : channel.options.history;
+      const extra = channel.position ? { recover: { offset: channel.position.offset, epoch: channel.position.epoch } }
+        : (Number.isSafeInteger(limit) && limit >= 0 ? { history: { limit: limit } } : null);
+      channel._recoveringFrom = null;
+      channel._epochChangedInFlight = false;
+      if (extra && (data.data == null || (typeof data.data === 'object' && !Array.isArray(data.data)))) {
+        data.data = Object.assign({}, data.data || {}, extra);
+        if (extra.recover) channel._recoveringFrom = channel.position;
+      }
       channel._subscribing = true;
-      this._sendRequest('#subscribe', data, 0).then(() => {
+      this._sendRequest('#subscribe', data, 0).then((ack) => {
         if (this._channels.get(channel.name) !== channel || !channel._subscribing) return; // unsubscribed meanwhile
         channel._subscribing = false;
+        const recovery = channel._onAck(ack, channel._recoveringFrom);
+        channel._recoveringFrom = null;
+        if (recovery) this._fireRecovery(channel, recovery);
         channel.state = 'subscribed';
         channel._fire('subscribe', { channel: channel.name });
         this._fire('subscribe', { channel: channel.name });
       }, (error) => {
         channel._subscribing = false;
         if (error && error.name === 'BadConnectionError') return; // stays pending, retried after reconnect
+        if (error && error.name === 'BrokerError') {
+          // The channel's store is unavailable (an engine outage, EXTENSIONS.md E6): stay pending, try again.
+          setTimeout(() => { if (this._channels.get(channel.name) === channel) this._trySubscribe(channel); }, 1000);
+          return;
+        }
         if (channel.options.waitForAuth && this.authState !== 'authenticated') return;
         if (this._channels.get(channel.name) !== channel) return;
         this._channels.delete(channel.name);
@@ -590,7 +683,17 @@
       }
     }
 
-    /** Publish with acknowledgement; resolves when the server accepted the publish. */
+    _fireRecovery(channel, recovery) {
+      channel._fire('recovery', recovery);
+      this._fire('recovery', recovery);
+    }
+
+    /** Who is subscribed to a presence channel: resolves with {count, clients: [{id, user}]}; rejects with a
+     *  PresenceError unless this socket is subscribed to that presence channel. */
+    presence(channel) { return this.invoke('#presence', { channel: channel }); }
+
+    /** Publish with acknowledgement; resolves when the server accepted the publish (on a history channel with
+     *  the publication's position {offset, epoch}). */
     publish(channel, data) { return this.invoke('#publish', { channel: channel, data: data }); }
 
     transmitPublish(channel, data) { return this.transmit('#publish', { channel: channel, data: data }); }

@@ -13,6 +13,8 @@ use tokio::sync::watch;
 
 use crate::client::Client;
 use crate::error::{ClientError, InvokeError};
+use crate::position::{Publication, StreamPosition};
+use crate::presence::Presence;
 use crate::sink::DataSource;
 
 /// A channel's subscription state (`pending` / `subscribed` / `unsubscribed`).
@@ -41,7 +43,8 @@ pub enum UnsubscribeReason {
         /// The server's message (JSON text if it was not a string).
         message: Option<String>,
     },
-    /// The server refused the `#subscribe`.
+    /// The server refused the `#subscribe` (except with `BrokerError`, an unavailable channel
+    /// store: that subscribe is retried every second while the channel stays pending).
     #[error("the server refused the subscription: {0}")]
     SubscribeFailed(ScError),
     /// The client shut down.
@@ -56,22 +59,25 @@ pub struct ChannelStatus {
     pub state: ChannelState,
     /// Set when `state` is [`ChannelState::Unsubscribed`].
     pub reason: Option<UnsubscribeReason>,
+    /// The last position held on a history channel.
+    pub position: Option<StreamPosition>,
 }
 
 impl ChannelStatus {
     pub(crate) const PENDING: ChannelStatus = ChannelStatus {
         state: ChannelState::Pending,
         reason: None,
-    };
-    pub(crate) const SUBSCRIBED: ChannelStatus = ChannelStatus {
-        state: ChannelState::Subscribed,
-        reason: None,
+        position: None,
     };
 
-    pub(crate) fn unsubscribed(reason: UnsubscribeReason) -> ChannelStatus {
+    pub(crate) fn unsubscribed(
+        reason: UnsubscribeReason,
+        position: Option<StreamPosition>,
+    ) -> ChannelStatus {
         ChannelStatus {
             state: ChannelState::Unsubscribed,
             reason: Some(reason),
+            position,
         }
     }
 }
@@ -86,15 +92,26 @@ pub struct SubscribeOptions {
     pub data: Option<Json>,
     /// `priority`: pending channels are subscribed highest priority first.
     pub priority: i64,
+    /// History on join (EXTENSIONS.md E4): ask a history channel to replay its last `limit`
+    /// retained publications before acknowledging the first subscribe
+    /// (`"data":{"history":{"limit":n}}`). Not sent again once the client holds a position.
+    pub history: Option<u64>,
+    /// Start from this position (e.g. one saved by an earlier run): the first subscribe asks
+    /// to recover from it (`"data":{"recover":{…}}`), as every resubscribe after a reconnect
+    /// does on its own.
+    pub recover: Option<StreamPosition>,
 }
 
-/// A subscription to one channel: a [`Stream`] of the data published to it.
+/// A subscription to one channel: a [`Stream`] of the [`Publication`]s on it (the data, and
+/// the position on a history channel).
 ///
 /// Messages arrive while the channel is pending or subscribed. The stream **ends** when the
 /// channel is unsubscribed for good (by [`Channel::unsubscribe`] or
 /// [`Client::unsubscribe`], a `#kickOut`, a refused subscription, or the client shutting down);
 /// disconnects do not end it — the channel goes back to pending and is re-subscribed after the
-/// next handshake.
+/// next handshake. On a history channel that resubscribe recovers (EXTENSIONS.md E3): the
+/// publications missed meanwhile arrive first, in order, exactly once; when that is not
+/// possible a [`ClientEvent::Recovery`](crate::ClientEvent::Recovery) says so.
 ///
 /// Several handles may exist for one channel (one per `subscribe` call); each has its own
 /// buffer and they share the subscription. Overflow policy: each handle buffers up to
@@ -104,7 +121,7 @@ pub struct SubscribeOptions {
 /// A `Channel` keeps the client's background task alive (it holds a [`Client`]).
 pub struct Channel {
     name: Arc<str>,
-    source: DataSource,
+    source: DataSource<Publication>,
     status: watch::Receiver<ChannelStatus>,
     client: Client,
 }
@@ -112,7 +129,7 @@ pub struct Channel {
 impl Channel {
     pub(crate) fn new(
         name: Arc<str>,
-        source: DataSource,
+        source: DataSource<Publication>,
         status: watch::Receiver<ChannelStatus>,
         client: Client,
     ) -> Self {
@@ -161,6 +178,18 @@ impl Channel {
         Some(self.status.borrow_and_update().clone())
     }
 
+    /// The last position the client holds for this channel (from the subscribe
+    /// acknowledgement and the deliveries); `None` on channels without history.
+    pub fn position(&self) -> Option<StreamPosition> {
+        self.status.borrow().position.clone()
+    }
+
+    /// Who is subscribed to this presence channel (EXTENSIONS.md E5); see
+    /// [`Client::presence`].
+    pub async fn presence(&self) -> Result<Presence, InvokeError> {
+        self.client.presence(&self.name).await
+    }
+
     /// Messages dropped so far because this handle's buffer was full.
     pub fn dropped(&self) -> u64 {
         self.source.dropped.load(Ordering::Relaxed)
@@ -190,9 +219,9 @@ impl Channel {
 }
 
 impl Stream for Channel {
-    type Item = Json;
+    type Item = Publication;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Json>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Publication>> {
         self.source.rx.poll_recv(cx)
     }
 }

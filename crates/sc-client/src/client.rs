@@ -19,6 +19,8 @@ use crate::error::{ClientError, ConnectionError, InvokeError};
 use crate::events::{AuthState, AuthStatus, ClientEvent, ConnectionState, Events};
 use crate::handlers::{ProcedureFuture, Receiver, Registry};
 use crate::options::{AutoReconnectOptions, ClientOptions, Codec, ProtocolVersion};
+use crate::position::StreamPosition;
+use crate::presence::{Presence, PresenceEvents};
 use crate::sink;
 use crate::token_store::{TokenStore, decode_payload};
 use crate::url::build_uri;
@@ -278,6 +280,47 @@ impl Client {
         let data = publish_data(&self.shared.options.decorate(channel), &data)?;
         self.invoke_event("#publish", Some(data), self.shared.options.ack_timeout)
             .await
+    }
+
+    /// Publishes to a history channel and returns the position the server gave the
+    /// publication (EXTENSIONS.md E2: the acknowledgement is sent once it is in the history).
+    /// `Ok(None)` on channels without history.
+    pub async fn invoke_publish_position(
+        &self,
+        channel: &str,
+        data: impl Serialize,
+    ) -> Result<Option<StreamPosition>, InvokeError> {
+        let ack = self.invoke_publish(channel, data).await?;
+        Ok(ack.and_then(|ack| ack.parse::<StreamPosition>().ok()))
+    }
+
+    // ---- presence ----
+
+    /// Who is subscribed to a presence channel (`#presence`, EXTENSIONS.md E5). Only a client
+    /// subscribed to the channel may ask; otherwise (or on a channel without presence) the
+    /// server answers with a `PresenceError` ([`InvokeError::Remote`]).
+    pub async fn presence(&self, channel: &str) -> Result<Presence, InvokeError> {
+        let channel = self.shared.options.decorate(channel);
+        let data = Json::from_text(&format!(r#"{{"channel":{}}}"#, Json::string(&channel)))
+            .map_err(|e| ClientError::Encode(e.to_string()))?;
+        let answer = self
+            .invoke_event("#presence", Some(data), self.shared.options.ack_timeout)
+            .await?;
+        let answer = answer.unwrap_or(Json::NULL);
+        answer.parse::<Presence>().map_err(|e| {
+            InvokeError::Remote(ScError::new(
+                "InvalidPresenceAnswer",
+                format!("unexpected #presence answer {answer}: {e}"),
+            ))
+        })
+    }
+
+    /// Every `#presenceJoin` / `#presenceLeave` the server sends from now on (for all the
+    /// client's presence channels), in order.
+    pub fn presence_events(&self) -> PresenceEvents {
+        let (sink, source) = sink::buffer(self.shared.options.receiver_buffer);
+        self.shared.registry.lock().add_presence(sink);
+        PresenceEvents::new(source)
     }
 
     /// Subscribes every pending channel now; needed only with `auto_subscribe_on_connect: false`.

@@ -8,6 +8,7 @@ use tokio::sync::{oneshot, watch};
 use crate::channel::{ChannelStatus, SubscribeOptions};
 use crate::error::{ClientError, InvokeError};
 use crate::events::AuthStatus;
+use crate::position::Publication;
 use crate::sink::DataSink;
 
 /// What the background task is asked to do.
@@ -23,7 +24,7 @@ pub(crate) enum Command {
     Subscribe {
         name: String,
         options: SubscribeOptions,
-        sink: DataSink,
+        sink: DataSink<Publication>,
         reply: oneshot::Sender<watch::Receiver<ChannelStatus>>,
     },
     /// Unsubscribe from a channel.

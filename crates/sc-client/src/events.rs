@@ -10,6 +10,7 @@ use sc_protocol::ScError;
 use tokio::sync::broadcast;
 
 use crate::error::ConnectionError;
+use crate::position::{Recovery, StreamPosition};
 
 /// The client's connection state (`getState()`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +107,17 @@ pub enum ClientEvent {
     Deauthenticate {
         /// The token it held.
         old_signed_token: Option<String>,
+    },
+    /// A history channel was resubscribed with a position (after a reconnect), or a live
+    /// delivery showed that its history was lost (EXTENSIONS.md E3, E7).
+    /// [`Recovery::NotRecovered`] is the signal to reload the channel's state another way.
+    Recovery {
+        /// The channel name.
+        channel: String,
+        /// Whether every missed publication was replayed.
+        recovery: Recovery,
+        /// The channel's position now.
+        position: StreamPosition,
     },
     /// A frame that is not a SocketCluster packet (or a binary frame), as received.
     Raw(Bytes),

@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use futures_util::Stream;
 use sc_protocol::{Json, ScError};
 
+use crate::presence::PresenceEvent;
 use crate::sink::{DataSink, DataSource};
 
 /// The future a procedure handler returns.
@@ -70,6 +71,7 @@ impl std::fmt::Debug for Receiver {
 pub(crate) struct Registry {
     receivers: HashMap<String, Vec<DataSink>>,
     procedures: HashMap<String, Procedure>,
+    presence: Vec<DataSink<PresenceEvent>>,
 }
 
 impl Registry {
@@ -93,6 +95,18 @@ impl Registry {
 
     pub(crate) fn procedure(&self, name: &str) -> Option<Procedure> {
         self.procedures.get(name).cloned()
+    }
+
+    pub(crate) fn add_presence(&mut self, sink: DataSink<PresenceEvent>) {
+        self.presence.push(sink);
+    }
+
+    /// Hands a presence change to every [`PresenceEvents`](crate::PresenceEvents) stream;
+    /// returns whether anyone listened.
+    pub(crate) fn deliver_presence(&mut self, event: &PresenceEvent) -> bool {
+        self.presence
+            .retain(|sink| sink.deliver(event, "presence", &event.channel));
+        !self.presence.is_empty()
     }
 
     /// Hands a transmit to every receiver of `name`; returns whether anyone listened.

@@ -5,8 +5,14 @@
 //! (replaying the stored auth token), answers heartbeats, matches responses to requests by
 //! call id, re-subscribes channels and reconnects with the reference backoff after a close.
 //! Application code sees futures and streams: [`Client::invoke`] resolves with the response,
-//! a [`Channel`] is a `Stream` of the channel's messages, [`Client::events`] is a `Stream` of
-//! [`ClientEvent`]s.
+//! a [`Channel`] is a `Stream` of the channel's [`Publication`]s, [`Client::events`] is a
+//! `Stream` of [`ClientEvent`]s.
+//!
+//! On channels with history (our server's extensions, `EXTENSIONS.md`), each publication
+//! carries its [`StreamPosition`]; every resubscribe after a reconnect recovers what was missed
+//! (exactly once, in order), and [`ClientEvent::Recovery`] says when that was not possible.
+//! [`SubscribeOptions::history`] replays recent publications on join; [`Client::presence`] and
+//! [`Client::presence_events`] tell who is subscribed. See `docs/continuity.md`.
 //!
 //! # Layout
 //!
@@ -18,6 +24,8 @@
 //! - [`channel`]: [`Channel`] handles and the `pending` / `subscribed` / `unsubscribed` state
 //!   machine.
 //! - [`events`]: [`ClientEvent`], [`Events`], [`ConnectionState`], [`AuthState`].
+//! - [`position`]: [`StreamPosition`], [`Publication`], [`Recovery`].
+//! - [`presence`]: [`Presence`] answers and the [`PresenceEvents`] stream.
 //! - [`handlers`]: [`Receiver`] streams and procedure handlers for server-initiated events.
 //! - [`token_store`]: the pluggable [`TokenStore`] (in memory by default).
 //! - [`error`]: [`ClientError`], [`ConnectionError`], [`InvokeError`].
@@ -75,6 +83,8 @@ pub mod error;
 pub mod events;
 pub mod handlers;
 pub mod options;
+pub mod position;
+pub mod presence;
 pub mod reconnect;
 mod sink;
 pub mod token_store;
@@ -86,6 +96,8 @@ pub use error::{BadConnectionKind, ClientError, ConnectionError, InvokeError};
 pub use events::{AuthState, AuthStatus, ClientEvent, ConnectionState, Events};
 pub use handlers::{ProcedureFuture, Receiver};
 pub use options::{AutoReconnectOptions, ClientOptions, Codec, ProtocolVersion};
+pub use position::{Publication, Recovery, StreamPosition};
+pub use presence::{Presence, PresenceChange, PresenceClient, PresenceEvent, PresenceEvents};
 pub use sc_protocol::{Json, ScError};
 pub use token_store::{MemoryTokenStore, TokenStore, TokenStoreError};
 pub use url::DEFAULT_PATH;

@@ -12,19 +12,19 @@ use sc_protocol::Json;
 use tokio::sync::mpsc;
 
 /// Where messages for one consumer go.
-pub(crate) struct DataSink {
-    tx: mpsc::Sender<Json>,
+pub(crate) struct DataSink<T = Json> {
+    tx: mpsc::Sender<T>,
     dropped: Arc<AtomicU64>,
 }
 
 /// The consumer's half: the buffer and the shared drop counter.
-pub(crate) struct DataSource {
-    pub(crate) rx: mpsc::Receiver<Json>,
+pub(crate) struct DataSource<T = Json> {
+    pub(crate) rx: mpsc::Receiver<T>,
     pub(crate) dropped: Arc<AtomicU64>,
 }
 
 /// A bounded buffer of `capacity` messages.
-pub(crate) fn buffer(capacity: usize) -> (DataSink, DataSource) {
+pub(crate) fn buffer<T>(capacity: usize) -> (DataSink<T>, DataSource<T>) {
     let (tx, rx) = mpsc::channel(capacity);
     let dropped = Arc::new(AtomicU64::new(0));
     (
@@ -36,10 +36,10 @@ pub(crate) fn buffer(capacity: usize) -> (DataSink, DataSource) {
     )
 }
 
-impl DataSink {
+impl<T: Clone> DataSink<T> {
     /// Offers `data` without waiting. Returns `false` once the consumer is gone (the sink can
     /// then be forgotten).
-    pub(crate) fn deliver(&self, data: &Json, what: &str, name: &str) -> bool {
+    pub(crate) fn deliver(&self, data: &T, what: &str, name: &str) -> bool {
         match self.tx.try_send(data.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -58,7 +58,7 @@ mod tests {
 
     #[test]
     fn drops_newest_when_full_and_notices_closed_consumer() {
-        let (sink, mut source) = buffer(1);
+        let (sink, mut source) = buffer::<Json>(1);
         assert!(sink.deliver(&Json::encode(&1).unwrap(), "channel", "c"));
         assert!(sink.deliver(&Json::encode(&2).unwrap(), "channel", "c"));
         assert_eq!(source.dropped.load(Ordering::Relaxed), 1);

@@ -18,6 +18,8 @@ use super::{Driver, MAX_TIMER, Phase, transport};
 use crate::command::{ProcedureResponse, Reply};
 use crate::error::{ConnectionError, InvokeError};
 use crate::events::{ClientEvent, ConnectionState};
+use crate::position::delivery_position;
+use crate::presence::PresenceEvent;
 
 impl Driver {
     /// One item from the WebSocket (or its end).
@@ -134,9 +136,12 @@ impl Driver {
                 self.on_authenticate_response(token, reply, response).await;
             }
             Awaiting::Handshake => self.on_handshake_response(response).await,
-            Awaiting::Subscribe { channel } => {
-                self.on_subscribe_response(&channel, response.rid, response.error)
-            }
+            Awaiting::Subscribe { channel } => self.on_subscribe_response(
+                &channel,
+                response.rid,
+                response.data.as_ref(),
+                response.error,
+            ),
         }
     }
 
@@ -208,8 +213,10 @@ impl Driver {
             "#publish" => {
                 if let Some(publish) = PublishData::parse(data.as_ref()) {
                     let payload = publish.data.unwrap_or(Json::NULL);
+                    let position = data.as_ref().and_then(delivery_position);
+                    let position = position.as_ref().map(|(o, e)| (*o, &**e));
                     let channel = self.shared.options.undecorate(&publish.channel).to_owned();
-                    self.deliver_publication(&channel, &payload);
+                    self.deliver_publication(&channel, payload, position);
                 }
             }
             "#kickOut" => self.on_kick_out(data.as_ref()),
@@ -223,8 +230,11 @@ impl Driver {
                 self.on_v1_disconnect(data.as_ref())
             }
             _ => {
+                let mut registry = self.shared.registry.lock();
+                let presence = PresenceEvent::parse(&event, data.as_ref())
+                    .is_some_and(|change| registry.deliver_presence(&change));
                 let data = data.unwrap_or(Json::NULL);
-                if !self.shared.registry.lock().deliver(&event, &data) {
+                if !registry.deliver(&event, &data) && !presence {
                     tracing::debug!(%event, "no receiver for server event; dropped");
                 }
             }

@@ -112,6 +112,8 @@ pub(crate) struct Driver {
     channels: Channels,
     backoff: Backoff,
     reconnect_at: Option<Instant>,
+    /// Retry pending subscriptions refused with `BrokerError` (EXTENSIONS.md E6) at this time.
+    resubscribe_at: Option<Instant>,
     /// Close with 4000 if no ping arrives before this.
     ping_deadline: Option<Instant>,
     /// `connectTimeout` until the handshake response, then the server's `pingTimeout`.
@@ -143,6 +145,7 @@ impl Driver {
             channels: Channels::default(),
             backoff: Backoff::new(),
             reconnect_at: None,
+            resubscribe_at: None,
             ping_deadline: None,
             ping_timeout,
             auth_state: AuthState::Unauthenticated,
@@ -347,6 +350,7 @@ impl Driver {
             connect,
             self.ping_deadline,
             self.reconnect_at,
+            self.resubscribe_at,
             self.out.next_deadline(),
         ]
         .into_iter()
@@ -373,6 +377,10 @@ impl Driver {
                 String::new(),
                 Some((CloseCode::PING_TIMEOUT.0, String::new())),
             );
+        }
+        if self.resubscribe_at.is_some_and(|d| d <= now) {
+            self.resubscribe_at = None;
+            self.process_pending_subscriptions().await;
         }
         if self.reconnect_at.is_some_and(|d| d <= now) {
             self.reconnect_at = None;

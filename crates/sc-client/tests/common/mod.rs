@@ -8,6 +8,7 @@
 
 pub mod fake;
 pub mod node;
+pub mod proxy;
 pub mod rust;
 pub mod scenarios;
 

@@ -38,6 +38,11 @@ impl RustServer {
             ping_timeout: ping_timeout.unwrap_or(defaults.ping_timeout),
             ..defaults
         };
+        RustServer::start_with(options).await
+    }
+
+    /// Starts a server with `options` and the demo handlers.
+    pub async fn start_with(options: ServerOptions) -> RustServer {
         let server = Server::new(options).expect("valid server options");
         register_demo_handlers(&server);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -49,6 +54,11 @@ impl RustServer {
             let _ = serving.serve(listener, serving.app(None)).await;
         });
         RustServer { server, addr, task }
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The server's SocketCluster URL.
@@ -126,6 +136,18 @@ fn register_demo_handlers(server: &Server) {
                 .await?;
             Ok::<_, ScError>(())
         }
+    });
+    server.on("login", |req: Request| async move {
+        #[derive(Deserialize)]
+        struct Login {
+            username: String,
+        }
+        let login: Login = req.parse()?;
+        req.socket().set_auth_token(
+            &serde_json::json!({ "username": login.username }),
+            &sc_server::SignOptions::default(),
+        )?;
+        Ok::<_, ScError>(())
     });
     server.on("dropme", |req: Request| async move {
         req.socket().disconnect(4321, "dropped by server");
