@@ -66,7 +66,7 @@ where
     let mut timers = Timers::new(&options, connection.last_activity);
     let timer = sleep_until(timers.next(&connection, false));
     tokio::pin!(timer);
-    let mut writer = Writer::new();
+    let mut writer = Writer::new(socket.0.server.metrics.clone());
     let mut writer_done = false;
     let mut close: Option<(CloseCode, String)> = None;
 
@@ -92,6 +92,7 @@ where
             }
             Wake::Inbound(Some(Ok(Inbound::Text(payload) | Inbound::Binary(payload)))) => {
                 connection.last_activity = Instant::now();
+                socket.0.server.metrics.frame_in();
                 let flow = match connection.on_frame(payload) {
                     Handled::Done(flow) => flow,
                     Handled::Later(future) => {
@@ -143,6 +144,7 @@ where
     }
 
     let (code, reason) = close.unwrap_or((CloseCode(1006), String::new()));
+    socket.0.server.metrics.disconnect(code.0);
     for channel in socket.mark_closed(code, &reason) {
         socket
             .0

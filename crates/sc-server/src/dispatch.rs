@@ -448,15 +448,20 @@ fn run_handler(socket: &Socket, event: String, data: Option<Json>, cid: Option<u
         cid,
     };
     let event_name = request.event.clone();
+    let started = std::time::Instant::now();
     let mut future = std::panic::AssertUnwindSafe(handler.call(request)).catch_unwind();
     let waker = futures_util::task::noop_waker();
     let mut context = std::task::Context::from_waker(&waker);
     match future.poll_unpin(&mut context) {
-        Poll::Ready(outcome) => answer(socket, cid, &event_name, outcome),
+        Poll::Ready(outcome) => {
+            socket.0.server.metrics.handler_time(started.elapsed());
+            answer(socket, cid, &event_name, outcome);
+        }
         Poll::Pending => {
             let socket = socket.clone();
             tokio::spawn(async move {
                 let outcome = future.await;
+                socket.0.server.metrics.handler_time(started.elapsed());
                 answer(&socket, cid, &event_name, outcome);
             });
         }

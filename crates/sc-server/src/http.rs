@@ -44,6 +44,7 @@ impl Server {
         let mut app = Router::new()
             .route(&self.0.options.path, get(upgrade_route))
             .route("/health", get(health))
+            .route("/health/ready", get(ready))
             .with_state(self.clone());
         if let Some(dir) = public_dir {
             app = app.fallback_service(
@@ -69,6 +70,24 @@ impl Server {
         .await
     }
 
+    /// Serves `app` over TLS on `listener` (same port for HTTPS and WSS) until the process ends.
+    /// New connections take the certificate [`TlsSettings`](crate::tls::TlsSettings) holds at
+    /// that moment, so a reload never touches open ones.
+    pub async fn serve_tls(
+        &self,
+        listener: TcpListener,
+        app: Router,
+        tls: std::sync::Arc<crate::tls::TlsSettings>,
+    ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
+        let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    }
+
     /// Answers a WebSocket upgrade request for this server: use it inside your own axum or hyper
     /// handler when [`Server::router`] does not fit.
     pub async fn accept(&self, request: Request) -> Response {
@@ -86,6 +105,16 @@ async fn health(State(server): State<Server>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
+}
+
+/// Readiness: 200 while serving, 503 from the first moment of a drain (liveness stays on
+/// `/health`).
+async fn ready(State(server): State<Server>) -> Response {
+    if server.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else {
+        (StatusCode::OK, "ready").into_response()
+    }
 }
 
 async fn reject_misrouted_upgrades(
@@ -130,6 +159,9 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
     ) else {
         return bad_request();
     };
+    if server.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !origin_allowed(&server.options().origins, origin) {
         let shown = origin.filter(|o| *o != "null").unwrap_or("*");
@@ -185,7 +217,8 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
                 return;
             }
         };
-        let ws = WebSocket::new(TokioIo::new(upgraded), server.options().max_payload);
+        let io = crate::metrics::Counted::new(TokioIo::new(upgraded), server.0.metrics.clone());
+        let ws = WebSocket::new(io, server.options().max_payload);
         server
             .0
             .stats

@@ -16,6 +16,8 @@
 //! - [`auth`]: JWT auth tokens ([`AuthEngine`]) as SocketCluster signs and verifies them.
 //! - [`middleware`]: who may connect, subscribe, publish and emit ([`Middleware`]).
 //! - [`options`]: [`ServerOptions`] with SocketCluster's names and defaults.
+//! - [`metrics`]: counters and gauges ([`metrics::MetricsSnapshot`]) for `/metrics`.
+//! - [`tls`]: TLS on the same port (rustls), reloadable certificates.
 //!
 //! # The seed's boilerplate, in Rust
 //!
@@ -52,12 +54,14 @@ mod heartbeat;
 pub mod http;
 mod hub;
 mod id;
+pub mod metrics;
 pub mod middleware;
 pub mod options;
 mod origin;
 mod outbound;
 pub mod server;
 pub mod socket;
+pub mod tls;
 mod ws;
 
 pub use auth::{AuthEngine, AuthToken, SignOptions, TokenError};
@@ -68,6 +72,7 @@ pub use middleware::{Block, Middleware, OutboundVerdict};
 pub use options::{InvalidOptions, ServerOptions};
 pub use server::{AuthEvent, Server};
 pub use socket::{Socket, SocketState, UpgradeRequest};
+pub use tls::{TlsError, TlsSettings};
 
 pub use sc_broker::{Broker, BrokerError, MemoryBroker};
 pub use sc_protocol::{CloseCode, Json, ProtocolVersion, Publication, ScError};

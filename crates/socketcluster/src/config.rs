@@ -56,6 +56,9 @@ pub struct ClusterConfig {
     /// Every worker's realtime server options.
     #[serde(flatten)]
     pub server: ServerOptions,
+    /// Operations: TLS, metrics, admin page, log format, drain.
+    #[serde(flatten)]
+    pub ops: crate::ops::OpsConfig,
 }
 
 impl Default for ClusterConfig {
@@ -73,6 +76,7 @@ impl Default for ClusterConfig {
             socket_root: None,
             engine: None,
             server: ServerOptions::default(),
+            ops: crate::ops::OpsConfig::default(),
         }
     }
 }
@@ -140,6 +144,7 @@ impl ClusterConfig {
                 "engine must be a redis://, rediss://, nats:// or memory:// URL, not {engine:?}"
             )));
         }
+        self.ops.validate().map_err(ConfigError::Invalid)?;
         self.server
             .validate()
             .map_err(|e| ConfigError::Invalid(e.0))

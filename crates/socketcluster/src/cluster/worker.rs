@@ -97,7 +97,10 @@ pub(crate) async fn run(
     let server = Server::with_engine(config.server.clone(), link.broker, link.kv)
         .map_err(|e| ClusterError::Config(e.0))?;
     let on_master_message = HandlerSlot::default();
-    let handler = on_master_message.handler();
+    let handler = crate::ops::with_scrape(on_master_message.handler(), {
+        let server = server.clone();
+        move || crate::ops::worker_report(id, &server)
+    });
     let (master, master_link) =
         connect_child(&dir.join("master.sock"), ProcessRole::Worker, id, handler).await?;
     let worker = Worker {
@@ -125,17 +128,41 @@ pub(crate) async fn run(
         address: address.to_string(),
         source,
     })?;
-    let app = server.app(Some(config.public_dir()));
+    let gather = crate::ops::gatherer(master.clone());
+    let app = crate::ops::worker_app(&server, &config, gather);
+    let tls = config.ops.tls().map_err(ClusterError::Config)?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    if let Some(tls) = &tls {
+        crate::ops::watch_tls(tls.clone())?;
+    }
+    let serving = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            match tls {
+                Some(tls) => server.serve_tls(listener, app, tls).await,
+                None => server.serve(listener, app).await,
+            }
+        })
+    };
     let _ = master.send(Envelope::Ready);
     tracing::info!(worker = id, pid = std::process::id(), %address, "worker listening");
 
-    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::pin!(serving);
     tokio::select! {
-        result = server.serve(listener, app) => result?,
+        result = &mut serving => {
+            result.map_err(|e| ClusterError::Io(std::io::Error::other(e)))??;
+        }
         _ = terminate.recv() => tracing::info!(worker = id, "SIGTERM: draining"),
         _ = master_link => tracing::warn!(worker = id, "lost the master; stopping"),
     }
-    drain(&server, Duration::from_millis(config.process_term_timeout)).await;
+    // Keep serving HTTP during the drain: `/health/ready` answers 503 from now on.
+    crate::ops::drain::drain(
+        &server,
+        Duration::from_millis(config.ops.drain_duration),
+        Duration::from_millis(config.process_term_timeout),
+    )
+    .await;
+    serving.abort();
     Ok(())
 }
 
@@ -156,15 +183,4 @@ async fn broker_health(brokers: ClusterKv) -> serde_json::Value {
         Ok(Err(error)) => serde_json::json!({ "brokers": error.to_string(), "healthy": false }),
         Err(_) => serde_json::json!({ "brokers": "no answer within 2 s", "healthy": false }),
     }
-}
-
-/// Stops serving: every socket is closed with 1001 (clients reconnect, possibly to another
-/// worker), then waits up to `timeout` for them to go.
-pub(crate) async fn drain(server: &Server, timeout: Duration) {
-    let closed = server.disconnect_all(1001, "Worker is shutting down");
-    let deadline = tokio::time::Instant::now() + timeout;
-    while server.clients_count() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tracing::info!(closed, remaining = server.clients_count(), "drained");
 }
