@@ -113,7 +113,14 @@ impl ClusterConfig {
             figment = figment.merge(Serialized::default("port", port));
         }
         figment = figment
-            .merge(Env::prefixed("SOCKETCLUSTER_").map(|key| snake_to_camel(key.as_str()).into()))
+            // `lowercase(false)` after `map`: figment would otherwise lowercase the camelCase names
+            // `snake_to_camel` makes (`SOCKET_CHANNEL_LIMIT` → `socketChannelLimit`), and every
+            // option with a capital in its name would be ignored from the environment.
+            .merge(
+                Env::prefixed("SOCKETCLUSTER_")
+                    .map(|key| snake_to_camel(key.as_str()).into())
+                    .lowercase(false),
+            )
             .merge(Serialized::defaults(overrides));
         let config: ClusterConfig = figment.extract().map_err(Box::new)?;
         config.validate()?;
@@ -208,6 +215,23 @@ mod tests {
             assert_eq!(config.server.socket_channel_limit, Some(5));
             assert_eq!(config.server.ping_interval, 1000);
             assert_eq!(config.port, 8000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error type
+    fn ops_options_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SOCKETCLUSTER_ADMIN_TOKEN", "t0ken");
+            jail.set_env("SOCKETCLUSTER_DRAIN_DURATION", "1234");
+            jail.set_env("SOCKETCLUSTER_LOG_FORMAT", "json");
+            jail.set_env("SOCKETCLUSTER_SOCKET_CHANNEL_LIMIT", "7");
+            let config = ClusterConfig::load(None, &serde_json::json!({})).expect("valid");
+            assert_eq!(config.ops.admin_token.as_deref(), Some("t0ken"));
+            assert_eq!(config.ops.drain_duration, 1234);
+            assert_eq!(config.ops.log_format, crate::ops::LogFormat::Json);
+            assert_eq!(config.server.socket_channel_limit, Some(7));
             Ok(())
         });
     }
