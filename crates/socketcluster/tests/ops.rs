@@ -103,23 +103,87 @@ impl Drop for Server {
     }
 }
 
-/// A self-signed certificate for `localhost` and 127.0.0.1: (cert.pem, key.pem) in `dir`.
-fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let cert = dir.join(format!("{name}.crt"));
-    let key = dir.join(format!("{name}.key"));
+fn openssl(args: &[&str]) {
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
+        .args(args)
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .expect("the openssl command is needed to make test certificates");
-    assert!(status.success(), "openssl failed");
+    assert!(status.success(), "openssl {args:?} failed");
+}
+
+/// A test CA in `dir` (made once): `ca.crt`, `ca.key`.
+fn ca(dir: &Path) -> PathBuf {
+    let cert = dir.join("ca.crt");
+    if !cert.exists() {
+        let key = dir.join("ca.key");
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sc test CA",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ]);
+    }
+    cert
+}
+
+/// A certificate for `localhost` and 127.0.0.1 signed by the test CA: (cert.pem, key.pem).
+fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let ca_cert = ca(dir);
+    let ca_key = dir.join("ca.key");
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext file");
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        csr.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        csr.to_str().unwrap(),
+        "-CA",
+        ca_cert.to_str().unwrap(),
+        "-CAkey",
+        ca_key.to_str().unwrap(),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        ext.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
     (cert, key)
 }
 
@@ -238,7 +302,7 @@ async fn tls_serves_https_and_wss_and_a_new_certificate_reaches_new_connections_
         "--tls-key",
         key.to_str().unwrap(),
     ]);
-    let trust = connector(&[&cert, &cert_b]);
+    let trust = connector(&[&ca(dir.path())]);
 
     // HTTPS on the port: health and a static file.
     let stream = tls_connect(server.port, &trust).await;

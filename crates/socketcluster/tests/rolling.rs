@@ -75,7 +75,14 @@ fn probe(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, Vec<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_keeps_the_port_served_and_every_subscriber_comes_back() {
-    let cluster = Instance::start(&["--workers", "2", "--brokers", "1", "--drain-duration", "500"]);
+    let cluster = Instance::start(&[
+        "--workers",
+        "2",
+        "--brokers",
+        "1",
+        "--drain-duration",
+        "500",
+    ]);
     let url = cluster.url();
     let before = worker_pids(&url).await;
     assert_eq!(before.len(), 2);
@@ -158,7 +165,10 @@ async fn rolling_restart_keeps_the_port_served_and_every_subscriber_comes_back()
         if replaced && old_gone {
             break;
         }
-        assert!(Instant::now() < deadline, "rolling restart did not finish: {now:?}");
+        assert!(
+            Instant::now() < deadline,
+            "rolling restart did not finish: {now:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Every subscriber reconnected (it was on one of the replaced workers).
@@ -181,7 +191,10 @@ async fn rolling_restart_keeps_the_port_served_and_every_subscriber_comes_back()
         "the port was not served at some moment: {failures:?}"
     );
     let acked = acked.lock().clone();
-    assert!(acked.len() > 20, "publications were acknowledged: {acked:?}");
+    assert!(
+        acked.len() > 20,
+        "publications were acknowledged: {acked:?}"
+    );
     let late: Vec<u64> = acked
         .iter()
         .copied()
