@@ -88,6 +88,36 @@ impl Server {
         .await
     }
 
+    /// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` completes, then
+    /// stops accepting and lets HTTP requests in flight finish (WebSocket connections live on
+    /// until closed): a worker that exits this way never cuts a request it accepted.
+    pub async fn serve_until(
+        &self,
+        listener: TcpListener,
+        app: Router,
+        tls: Option<std::sync::Arc<crate::tls::TlsSettings>>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        match tls {
+            Some(tls) => {
+                let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            None => {
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
+    }
+
     /// Answers a WebSocket upgrade request for this server: use it inside your own axum or hyper
     /// handler when [`Server::router`] does not fit.
     pub async fn accept(&self, request: Request) -> Response {

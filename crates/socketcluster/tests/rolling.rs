@@ -27,9 +27,17 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn worker_pids(url: &str) -> HashMap<String, u64> {
-    let client = Client::connect(url, client_options())
-        .await
-        .expect("connect");
+    // A draining worker refuses upgrades (503): try again, as a reconnecting client does.
+    let deadline = Instant::now() + WAIT;
+    let client = loop {
+        match Client::connect(url, client_options()).await {
+            Ok(client) => break client,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "cannot connect: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
     let info: Value = tokio::time::timeout(WAIT, client.invoke("clusterInfo", Value::Null))
         .await
         .expect("in time")

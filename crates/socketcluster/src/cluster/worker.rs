@@ -135,13 +135,12 @@ pub(crate) async fn run(
     if let Some(tls) = &tls {
         crate::ops::watch_tls(tls.clone())?;
     }
+    let stop = Arc::new(tokio::sync::Notify::new());
     let serving = {
-        let server = server.clone();
+        let (server, stop) = (server.clone(), stop.clone());
         tokio::spawn(async move {
-            match tls {
-                Some(tls) => server.serve_tls(listener, app, tls).await,
-                None => server.serve(listener, app).await,
-            }
+            let shutdown = async move { stop.notified().await };
+            server.serve_until(listener, app, tls, shutdown).await
         })
     };
     let _ = master.send(Envelope::Ready);
@@ -162,7 +161,14 @@ pub(crate) async fn run(
         Duration::from_millis(config.process_term_timeout),
     )
     .await;
-    serving.abort();
+    // Stop accepting; let HTTP requests in flight (health probes, scrapes) finish.
+    stop.notify_one();
+    if tokio::time::timeout(Duration::from_secs(3), &mut serving)
+        .await
+        .is_err()
+    {
+        serving.abort();
+    }
     Ok(())
 }
 
