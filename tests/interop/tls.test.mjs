@@ -53,7 +53,8 @@ test('official clients connect with secure: true, emit, and get publications ove
   let channel = uniqueName('tls');
   let clients = [];
   for (let version of [14, 20]) {
-    let client = await connectClient(version, server, {secure: true, hostname: 'localhost', ca});
+    // 14.x hands its options to `ws`; 20.x takes them as `wsOptions`.
+    let client = await connectClient(version, server, {secure: true, hostname: 'localhost', ca, wsOptions: {ca}});
     assert.equal(client.state, 'open');
     assert.deepEqual(await client.echo({over: 'wss', version}), {over: 'wss', version});
     clients.push(client);

@@ -43,6 +43,9 @@ struct Padded(AtomicU64);
 /// The live counters of one [`Server`](crate::Server).
 #[derive(Default)]
 pub struct ServerMetrics {
+    /// Set when counting is turned off ([`Server::disable_metrics`](crate::Server::disable_metrics)):
+    /// the hot-path counters then cost one relaxed load.
+    off: std::sync::atomic::AtomicBool,
     frames_in: Padded,
     bytes_in: Padded,
     frames_out: Padded,
@@ -54,21 +57,39 @@ pub struct ServerMetrics {
 }
 
 impl ServerMetrics {
+    #[inline]
+    fn on(&self) -> bool {
+        !self.off.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn disable(&self) {
+        self.off.store(true, Ordering::Relaxed);
+    }
+
     pub(crate) fn frame_in(&self) {
+        if !self.on() {
+            return;
+        }
         self.frames_in.0.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn frames_out(&self, frames: u64) {
-        if frames > 0 {
+        if frames > 0 && self.on() {
             self.frames_out.0.fetch_add(frames, Ordering::Relaxed);
         }
     }
 
     pub(crate) fn bytes_in(&self, bytes: usize) {
+        if !self.on() {
+            return;
+        }
         self.bytes_in.0.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn bytes_out(&self, bytes: usize) {
+        if !self.on() {
+            return;
+        }
         self.bytes_out.0.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
@@ -85,6 +106,9 @@ impl ServerMetrics {
     }
 
     pub(crate) fn handler_time(&self, elapsed: Duration) {
+        if !self.on() {
+            return;
+        }
         let seconds = elapsed.as_secs_f64();
         let slot = RPC_BUCKETS
             .iter()

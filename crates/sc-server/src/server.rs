@@ -238,6 +238,12 @@ impl Server {
         snapshot
     }
 
+    /// Stops counting messages, bytes and handler time (for servers that export no metrics, and
+    /// to measure what counting costs). Gauges and connection counters stay.
+    pub fn disable_metrics(&self) {
+        self.0.metrics.disable();
+    }
+
     /// Starts a drain: from now on `GET /health/ready` answers 503 and new WebSocket upgrades are
     /// refused with 503 (clients retry, landing on another worker or instance). Open sockets stay
     /// until closed (see [`Server::disconnect_all`]).

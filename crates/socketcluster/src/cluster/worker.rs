@@ -128,6 +128,9 @@ pub(crate) async fn run(
         address: address.to_string(),
         source,
     })?;
+    if !config.ops.metrics {
+        server.disable_metrics();
+    }
     let gather = crate::ops::gatherer(master.clone());
     let app = crate::ops::worker_app(&server, &config, gather);
     let tls = config.ops.tls().map_err(ClusterError::Config)?;
