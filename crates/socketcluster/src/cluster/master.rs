@@ -278,6 +278,11 @@ pub(crate) async fn run(
                 rolling.start(&master, &spawner, &mut started_at);
             }
             _ = hangup.recv() => {
+                // Only TLS workers handle SIGHUP; for the others it would be fatal.
+                if config.ops.tls_cert.is_none() {
+                    tracing::info!("SIGHUP ignored: no TLS certificate to reload");
+                    continue;
+                }
                 tracing::info!("SIGHUP: workers reload their TLS certificate");
                 for (key, pid) in master.shared.pids.lock().iter() {
                     if key.0 == ProcessRole::Worker {
