@@ -74,7 +74,7 @@ where
 {
     let queue = &socket.0.queue;
     let registered = Unregister(&socket);
-    let mut writer = Writer::new();
+    let mut writer = Writer::new(socket.0.server.metrics.clone());
     let mut writer_done = false;
     let mut close: Option<(CloseCode, String)> = None;
     let served = AssertUnwindSafe(serve(
@@ -93,6 +93,7 @@ where
     }
 
     let (code, reason) = close.unwrap_or((CloseCode(1006), String::new()));
+    socket.0.server.metrics.disconnect(code.0);
     let channels = std::panic::catch_unwind(AssertUnwindSafe(|| socket.mark_closed(code, &reason)))
         .unwrap_or_else(|_| {
             tracing::error!(socket = %socket.id(), "a disconnect listener panicked");
@@ -175,6 +176,7 @@ async fn serve<S>(
             Wake::Inbound(Some(Ok(message @ (Inbound::Text(_) | Inbound::Binary(_))))) => {
                 connection.last_activity = Instant::now();
                 connection.work += 1;
+                socket.0.server.metrics.frame_in();
                 let (payload, binary) = match message {
                     Inbound::Binary(payload) => (payload, true),
                     Inbound::Text(payload) => (payload, false),

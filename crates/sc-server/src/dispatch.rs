@@ -542,6 +542,7 @@ fn run_handler(
         cid,
     };
     let event_name = request.event.clone();
+    let started = std::time::Instant::now();
     // A handler that owes a response and disconnects its socket gets its response out first.
     let scope = cid.map(|_| HandlerScope::new(socket));
     let call = handler.call(request);
@@ -553,11 +554,15 @@ fn run_handler(
     let waker = futures_util::task::noop_waker();
     let mut context = std::task::Context::from_waker(&waker);
     match future.poll_unpin(&mut context) {
-        Poll::Ready(outcome) => answer(socket, cid, &event_name, outcome, scope.as_ref()),
+        Poll::Ready(outcome) => {
+            socket.0.server.metrics.handler_time(started.elapsed());
+            answer(socket, cid, &event_name, outcome, scope.as_ref());
+        }
         Poll::Pending => {
             let socket = socket.clone();
             tokio::spawn(async move {
                 let outcome = future.await;
+                socket.0.server.metrics.handler_time(started.elapsed());
                 answer(&socket, cid, &event_name, outcome, scope.as_ref());
                 drop(slot);
             });

@@ -44,6 +44,7 @@ impl Server {
         let mut app = Router::new()
             .route(&self.0.options.path, get(upgrade_route))
             .route("/health", get(health))
+            .route("/health/ready", get(ready))
             .with_state(self.clone());
         if let Some(dir) = public_dir {
             app = app.fallback_service(
@@ -65,6 +66,54 @@ impl Server {
         crate::listen::serve(listener, app, self.options().listen_limits()).await
     }
 
+    /// Serves `app` over TLS on `listener` (same port for HTTPS and WSS) until the process ends.
+    /// New connections take the certificate [`TlsSettings`](crate::tls::TlsSettings) holds at
+    /// that moment, so a reload never touches open ones.
+    pub async fn serve_tls(
+        &self,
+        listener: TcpListener,
+        app: Router,
+        tls: std::sync::Arc<crate::tls::TlsSettings>,
+    ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
+        let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    }
+
+    /// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` completes, then
+    /// stops accepting and lets HTTP requests in flight finish (WebSocket connections live on
+    /// until closed): a worker that exits this way never cuts a request it accepted.
+    pub async fn serve_until(
+        &self,
+        listener: TcpListener,
+        app: Router,
+        tls: Option<std::sync::Arc<crate::tls::TlsSettings>>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        match tls {
+            Some(tls) => {
+                let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            None => {
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
+    }
+
     /// Answers a WebSocket upgrade request for this server: use it inside your own axum or hyper
     /// handler when [`Server::router`] does not fit.
     pub async fn accept(&self, request: Request) -> Response {
@@ -82,6 +131,16 @@ async fn health(State(server): State<Server>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
+}
+
+/// Readiness: 200 while serving, 503 from the first moment of a drain (liveness stays on
+/// `/health`).
+async fn ready(State(server): State<Server>) -> Response {
+    if server.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else {
+        (StatusCode::OK, "ready").into_response()
+    }
 }
 
 async fn reject_misrouted_upgrades(
@@ -180,6 +239,9 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
     let Some(key) = upgrade_key(&request) else {
         return bad_request();
     };
+    if server.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
     let headers = request.headers();
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !origin_allowed(&server.options().origins, origin) {
@@ -244,7 +306,8 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
             }
         };
         let options = server.options();
-        let ws = WebSocket::new(TokioIo::new(upgraded), options.max_payload)
+        let io = crate::metrics::Counted::new(TokioIo::new(upgraded), server.0.metrics.clone());
+        let ws = WebSocket::new(io, options.max_payload)
             .with_queue_limit(options.outbound_queue_limit)
             .with_deflate(deflate);
         server

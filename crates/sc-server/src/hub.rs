@@ -39,6 +39,8 @@ pub(crate) struct Hub {
     middleware: Arc<Middleware>,
     op_locks: Box<[tokio::sync::Mutex<()>]>,
     next_watcher: std::sync::atomic::AtomicU64,
+    /// Publications delivered here (metrics).
+    pub(crate) delivered: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -105,6 +107,7 @@ impl Hub {
             middleware,
             op_locks: (0..OP_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             next_watcher: std::sync::atomic::AtomicU64::new(1),
+            delivered: std::sync::atomic::AtomicU64::new(0),
         });
         hub.broker.attach(Arc::new(HubSink(Arc::downgrade(&hub))));
         hub
@@ -121,6 +124,8 @@ impl Hub {
 
     /// Delivers one publication to every local subscriber of its channel.
     pub(crate) fn deliver(&self, publication: &Publication) {
+        self.delivered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let channels = self.channels.read();
         let Some(entry) = channels.get(publication.channel()) else {
             return;
@@ -388,6 +393,25 @@ impl Hub {
     }
 
     /// Channels with at least one local subscriber.
+    /// (subscriptions, channels, the `top` channels with most subscribers) for metrics.
+    pub(crate) fn census(&self, top: usize) -> (u64, u64, Vec<(String, u64)>) {
+        let channels = self.channels.read();
+        let mut all: Vec<(&Arc<str>, u64)> = channels
+            .iter()
+            .map(|(name, e)| (name, e.sockets.len() as u64))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let subscriptions = all.iter().map(|(_, n)| n).sum();
+        let count = all.len() as u64;
+        all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let top = all
+            .into_iter()
+            .take(top)
+            .map(|(name, n)| (name.to_string(), n))
+            .collect();
+        (subscriptions, count, top)
+    }
+
     pub(crate) fn channel_names(&self) -> Vec<String> {
         self.channels.read().keys().map(|c| c.to_string()).collect()
     }

@@ -18,6 +18,8 @@
 //! - [`auth`]: JWT auth tokens ([`AuthEngine`]) as SocketCluster signs and verifies them.
 //! - [`middleware`]: who may connect, subscribe, publish and emit ([`Middleware`]).
 //! - [`options`]: [`ServerOptions`] with SocketCluster's names and defaults.
+//! - [`metrics`]: counters and gauges ([`metrics::MetricsSnapshot`]) for `/metrics`.
+//! - [`tls`]: TLS on the same port (rustls), reloadable certificates.
 //!
 //! # The seed's boilerplate, in Rust
 //!
@@ -59,6 +61,7 @@ pub mod http;
 mod hub;
 mod id;
 mod listen;
+pub mod metrics;
 pub mod middleware;
 pub mod options;
 mod origin;
@@ -67,6 +70,7 @@ pub mod server;
 pub mod socket;
 mod streams;
 mod streams_dispatch;
+pub mod tls;
 mod ws;
 
 pub use auth::{AuthEngine, AuthToken, SignOptions, TokenError};
@@ -77,6 +81,7 @@ pub use middleware::{Block, Middleware, OutboundVerdict};
 pub use options::{HistoryOption, InvalidOptions, ServerOptions};
 pub use server::{AuthEvent, Server};
 pub use socket::{Socket, SocketState, UpgradeRequest};
+pub use tls::{TlsError, TlsSettings};
 
 pub use sc_broker::{
     Broker, BrokerError, HistoryPage, HistoryRead, MemoryBroker, Position, PresenceInfo,

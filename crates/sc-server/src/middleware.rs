@@ -211,6 +211,8 @@ pub struct Middleware {
     inbound_raw: Stack<RawAction>,
     outbound: RwLock<Vec<OutboundMiddleware>>,
     has_outbound: AtomicBool,
+    /// Blocks per point of [`crate::metrics::MIDDLEWARE_POINTS`].
+    blocked: [std::sync::atomic::AtomicU64; crate::metrics::MIDDLEWARE_POINTS.len()],
 }
 
 /// Bits of [`InboundAction`] kinds.
@@ -385,7 +387,9 @@ impl Middleware {
         action: HandshakeWsAction,
         timeout: Duration,
     ) -> Result<(), Block> {
-        self.handshake_ws.run(action, timeout).await.map(drop)
+        let result = self.handshake_ws.run(action, timeout).await.map(drop);
+        self.count_block("handshakeWS", result.is_err());
+        result
     }
 
     pub(crate) async fn run_handshake_sc(
@@ -393,7 +397,9 @@ impl Middleware {
         action: HandshakeScAction,
         timeout: Duration,
     ) -> Result<(), Block> {
-        self.handshake_sc.run(action, timeout).await.map(drop)
+        let result = self.handshake_sc.run(action, timeout).await.map(drop);
+        self.count_block("handshakeSC", result.is_err());
+        result
     }
 
     /// Whether some inbound middleware looks at application events (with a `cid`: invokes).
@@ -412,7 +418,29 @@ impl Middleware {
         action: InboundAction,
         timeout: Duration,
     ) -> Result<InboundAction, Block> {
-        self.inbound.run(action, timeout).await
+        let point = action.type_name();
+        let result = self.inbound.run(action, timeout).await;
+        self.count_block(point, result.is_err());
+        result
+    }
+
+    fn count_block(&self, point: &str, blocked: bool) {
+        if blocked
+            && let Some(slot) = crate::metrics::MIDDLEWARE_POINTS
+                .iter()
+                .position(|p| *p == point)
+        {
+            self.blocked[slot].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Blocks so far, by point.
+    pub(crate) fn blocked(&self) -> Vec<(String, u64)> {
+        crate::metrics::MIDDLEWARE_POINTS
+            .iter()
+            .zip(&self.blocked)
+            .map(|(p, n)| ((*p).to_owned(), n.load(Ordering::Relaxed)))
+            .collect()
     }
 
     pub(crate) fn has_inbound_raw(&self) -> bool {
@@ -424,7 +452,9 @@ impl Middleware {
         action: RawAction,
         timeout: Duration,
     ) -> Result<RawAction, Block> {
-        self.inbound_raw.run(action, timeout).await
+        let result = self.inbound_raw.run(action, timeout).await;
+        self.count_block("inboundRaw", result.is_err());
+        result
     }
 
     pub(crate) fn has_outbound(&self) -> bool {

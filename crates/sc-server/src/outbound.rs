@@ -211,14 +211,17 @@ pub(crate) struct Writer {
     phase: Phase,
     /// Bounds the wait for the 4100 close frame (allocated only then).
     give_up: Option<Pin<Box<Sleep>>>,
+    /// Frames written are counted once per batch.
+    metrics: std::sync::Arc<crate::metrics::ServerMetrics>,
 }
 
 impl Writer {
-    pub(crate) fn new() -> Writer {
+    pub(crate) fn new(metrics: std::sync::Arc<crate::metrics::ServerMetrics>) -> Writer {
         Writer {
             batch: VecDeque::new(),
             phase: Phase::Idle,
             give_up: None,
+            metrics,
         }
     }
 
@@ -256,6 +259,7 @@ impl Writer {
                 }
                 Phase::Idle => {
                     // Hand the batch over (up to a close, which ends the connection).
+                    self.metrics.frames_out(self.batch.len() as u64);
                     while let Some(item) = self.batch.pop_front() {
                         let sent = match item {
                             Outbound::Text(frame) => ws.send_text(frame),

@@ -50,6 +50,9 @@ pub(crate) struct ServerShared {
     connection_handlers: RwLock<Vec<Arc<dyn ConnectionHandler>>>,
     clients: RwLock<HashMap<Box<str>, Socket>>,
     pub(crate) stats: Stats,
+    pub(crate) metrics: Arc<crate::metrics::ServerMetrics>,
+    /// Set when a drain starts: `/health/ready` answers 503 and upgrades are refused.
+    draining: std::sync::atomic::AtomicBool,
     pub(crate) auth: AuthEngine,
     pub(crate) middleware: Arc<Middleware>,
     auth_listeners: RwLock<Vec<Arc<AuthListener>>>,
@@ -116,6 +119,8 @@ impl Server {
             connection_handlers: RwLock::new(Vec::new()),
             clients: RwLock::new(HashMap::new()),
             stats: Stats::default(),
+            metrics: Arc::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })))
     }
 
@@ -222,6 +227,44 @@ impl Server {
         self.0.stats.connections_total.load(Ordering::Relaxed)
     }
 
+    /// This server's counters and gauges now (for `/metrics` and the admin page).
+    pub fn metrics(&self) -> crate::metrics::MetricsSnapshot {
+        let mut snapshot = self.0.metrics.snapshot();
+        let hub = &self.0.hub;
+        let (subscriptions, channels, top) = hub.census(10);
+        snapshot.connections = self.clients_count() as u64;
+        snapshot.subscriptions = subscriptions;
+        snapshot.channels = channels;
+        snapshot.top_channels = top;
+        snapshot.publications = hub.delivered.load(Ordering::Relaxed);
+        snapshot.rejections = self.0.middleware.blocked();
+        snapshot.engine_up = hub.broker().is_connected();
+        snapshot
+    }
+
+    /// Stops counting messages, bytes and handler time (for servers that export no metrics, and
+    /// to measure what counting costs). Gauges and connection counters stay.
+    pub fn disable_metrics(&self) {
+        self.0.metrics.disable();
+    }
+
+    /// Starts a drain: from now on `GET /health/ready` answers 503 and new WebSocket upgrades are
+    /// refused with 503 (clients retry, landing on another worker or instance). Open sockets stay
+    /// until closed (see [`Server::disconnect_all`]).
+    pub fn start_draining(&self) {
+        self.0.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether a drain started.
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::Acquire)
+    }
+
+    /// Closes one socket with 1001 (going away: official clients reconnect), as a drain does.
+    pub fn going_away(&self, socket: &Socket, reason: &str) {
+        socket.close_with(CloseCode(1001), reason, true);
+    }
+
     /// Closes every socket with `code` (e.g. 1001 when shutting down) and returns how many.
     pub fn disconnect_all(&self, code: u16, reason: &str) -> usize {
         let sockets = self.sockets();
@@ -253,6 +296,7 @@ impl ServerShared {
     }
 
     pub(crate) fn register(&self, socket: &Socket) {
+        self.metrics.handshake();
         self.clients
             .write()
             .insert(socket.id().into(), socket.clone());

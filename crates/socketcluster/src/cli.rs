@@ -135,12 +135,64 @@ pub struct RunFlags {
     /// replaces the configured list.
     #[arg(long, value_name = "PATTERN")]
     pub presence: Vec<String>,
+    /// Operations flags (TLS, metrics, admin page, logs, drain).
+    #[command(flatten)]
+    pub ops: OpsFlags,
 }
 
 fn parse_history(text: &str) -> Result<String, String> {
     sc_server::options::HistoryOption::parse(text)
         .map(|_| text.to_owned())
         .map_err(|e| e.0)
+}
+
+/// Operations flags; each overrides the file and the environment (`SOCKETCLUSTER_TLS_CERT`, …).
+#[derive(Debug, Default, Args)]
+pub struct OpsFlags {
+    /// PEM certificate chain: HTTPS and WSS on the same port (with --tls-key).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Serve Prometheus metrics (GET /metrics; default true).
+    #[arg(long)]
+    pub metrics: Option<bool>,
+    /// Serve metrics on this address instead of the main port (e.g. 127.0.0.1:9100).
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
+    /// Turn on the /admin page, opened by this token.
+    #[arg(long)]
+    pub admin_token: Option<String>,
+    /// Log lines: pretty or json.
+    #[arg(long, value_enum)]
+    pub log_format: Option<crate::ops::LogFormat>,
+    /// SIGTERM closes clients spread over this long (ms; default 5000).
+    #[arg(long)]
+    pub drain_duration: Option<u64>,
+}
+
+impl OpsFlags {
+    fn put_into(&self, map: &mut Map<String, Value>) {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| Value::from(p.display().to_string()));
+        let entries = [
+            ("tlsCert", path(&self.tls_cert)),
+            ("tlsKey", path(&self.tls_key)),
+            ("metrics", self.metrics.map(Value::from)),
+            ("metricsAddr", self.metrics_addr.clone().map(Value::from)),
+            ("adminToken", self.admin_token.clone().map(Value::from)),
+            (
+                "logFormat",
+                self.log_format.and_then(|f| serde_json::to_value(f).ok()),
+            ),
+            ("drainDuration", self.drain_duration.map(Value::from)),
+        ];
+        for (key, value) in entries {
+            if let Some(value) = value {
+                map.insert(key.to_owned(), value);
+            }
+        }
+    }
 }
 
 impl RunFlags {
@@ -226,6 +278,7 @@ impl RunFlags {
             "presence",
             (!self.presence.is_empty()).then(|| Value::from(self.presence.clone())),
         );
+        self.ops.put_into(&mut map);
         Value::Object(map)
     }
 

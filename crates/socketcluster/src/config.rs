@@ -67,6 +67,9 @@ pub struct ClusterConfig {
     /// Every worker's realtime server options.
     #[serde(flatten)]
     pub server: ServerOptions,
+    /// Operations: TLS, metrics, admin page, log format, drain.
+    #[serde(flatten)]
+    pub ops: crate::ops::OpsConfig,
 }
 
 impl Default for ClusterConfig {
@@ -84,6 +87,7 @@ impl Default for ClusterConfig {
             socket_root: None,
             engine: None,
             server: ServerOptions::default(),
+            ops: crate::ops::OpsConfig::default(),
         }
     }
 }
@@ -168,6 +172,7 @@ impl ClusterConfig {
                 "engine must be a redis://, rediss://, nats:// or memory:// URL, not {engine:?}"
             )));
         }
+        self.ops.validate().map_err(ConfigError::Invalid)?;
         self.server
             .validate()
             .map_err(|e| ConfigError::Invalid(e.0))
@@ -329,6 +334,23 @@ httpHeaderTimeout = 5000
             assert_eq!(flags.server.codec, CodecOption::Json);
             jail.set_env("SOCKETCLUSTER_CODEC", "xml");
             assert!(ClusterConfig::load(None, &serde_json::json!({})).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn ops_options_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SOCKETCLUSTER_ADMIN_TOKEN", "t0ken");
+            jail.set_env("SOCKETCLUSTER_DRAIN_DURATION", "1234");
+            jail.set_env("SOCKETCLUSTER_LOG_FORMAT", "json");
+            jail.set_env("SOCKETCLUSTER_SOCKET_CHANNEL_LIMIT", "7");
+            let config = ClusterConfig::load(None, &serde_json::json!({})).expect("valid");
+            assert_eq!(config.ops.admin_token.as_deref(), Some("t0ken"));
+            assert_eq!(config.ops.drain_duration, 1234);
+            assert_eq!(config.ops.log_format, crate::ops::LogFormat::Json);
+            assert_eq!(config.server.socket_channel_limit, Some(7));
             Ok(())
         });
     }

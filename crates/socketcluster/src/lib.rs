@@ -7,6 +7,7 @@
 //! - [`config`]: [`config::ClusterConfig`], SocketCluster's options from file, environment and
 //!   flags.
 //! - [`boilerplate`]: the seed's worker logic (`ping` → `pong`, `echo`, the sign-in tour).
+//! - [`ops`]: TLS, Prometheus metrics, the admin page, log format, drain.
 //! - [`scaffold`]: `socketcluster new myapp`.
 //! - [`cli`]: the command line.
 //!
@@ -16,6 +17,7 @@ pub mod boilerplate;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod ops;
 pub mod scaffold;
 
 pub use sc_broker;

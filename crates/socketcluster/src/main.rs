@@ -4,18 +4,12 @@ use clap::Parser;
 use socketcluster::cli::{Cli, Command};
 use socketcluster::cluster::{SocketCluster, Worker};
 use socketcluster::config::ClusterConfig;
-use socketcluster::{boilerplate, scaffold};
+use socketcluster::{boilerplate, ops, scaffold};
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,async_nats=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     if let Some(Command::New { name, crates_path }) = cli.command {
+        ops::logging::init(ops::LogFormat::Pretty);
         let dir = scaffold::write_app(std::path::Path::new(&name), crates_path.as_deref())?;
         println!(
             "Created {}. Run it with: cd {} && cargo run",
@@ -29,6 +23,7 @@ fn main() -> anyhow::Result<()> {
         cli.run.config_file().as_deref(),
         &cli.run.overrides(),
     )?;
+    ops::logging::init(config.ops.log_format);
     SocketCluster::builder()
         .config(config)
         .worker_controller(|worker: Worker| async move {

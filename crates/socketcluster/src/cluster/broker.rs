@@ -144,13 +144,25 @@ pub(crate) async fn run(
 ) -> Result<(), ClusterError> {
     let on_master_message = HandlerSlot::default();
     let on_message = HandlerSlot::default();
-    let (master, master_link) = connect_child(
-        &dir.join("master.sock"),
-        ProcessRole::Broker,
-        id,
-        on_master_message.handler(),
-    )
-    .await?;
+    // The engine (if any) is known later; scrapes read it from here.
+    let engine_slot: Arc<parking_lot::Mutex<Option<Arc<dyn Broker>>>> = Arc::default();
+    let handler = crate::ops::with_scrape(on_master_message.handler(), {
+        let engine_slot = engine_slot.clone();
+        move || {
+            let engine_up = engine_slot.lock().as_ref().map(|e| e.is_connected());
+            crate::ops::metrics::ChildReport {
+                text: crate::ops::metrics::render_broker(
+                    id,
+                    engine_up,
+                    crate::ops::process::read(),
+                ),
+                snapshot: None,
+                engine_up,
+            }
+        }
+    });
+    let (master, master_link) =
+        connect_child(&dir.join("master.sock"), ProcessRole::Broker, id, handler).await?;
     let broker = BrokerProcess {
         id,
         master: master.clone(),
@@ -173,6 +185,7 @@ pub(crate) async fn run(
         }
         None => (BrokerServer::builder(id, Arc::new(MemoryKv::new())), None),
     };
+    engine_slot.lock().clone_from(&upstream);
     builder = builder.with_message_handler(with_health_probe(on_message.handler(), upstream));
     let server = builder.bind(broker_socket(&dir, id)).await?;
     let _ = master.send(Envelope::Ready);

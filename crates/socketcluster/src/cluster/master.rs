@@ -37,6 +37,10 @@ struct Shared {
     pids: Mutex<HashMap<ChildKey, u32>>,
     handlers: Mutex<HashMap<ProcessRole, RoleHandler>>,
     port: u16,
+    /// Worker processes restarted (crash reboots and rolling restarts).
+    worker_restarts: std::sync::atomic::AtomicU64,
+    /// Broker processes restarted.
+    broker_restarts: std::sync::atomic::AtomicU64,
 }
 
 impl Master {
@@ -139,8 +143,37 @@ pub(crate) async fn run(
             pids: Mutex::default(),
             handlers: Mutex::default(),
             port: config.port,
+            worker_restarts: Default::default(),
+            broker_restarts: Default::default(),
         }),
     };
+    if config.ops.metrics
+        && let Some(addr) = &config.ops.metrics_addr
+    {
+        let addr: std::net::SocketAddr = addr
+            .parse()
+            .map_err(|e| ClusterError::Config(format!("metricsAddr {addr:?}: {e}")))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ClusterError::Listen {
+                address: addr.to_string(),
+                source,
+            })?;
+        let gather: crate::ops::admin::Gather = {
+            let master = master.clone();
+            Arc::new(move || {
+                let master = master.clone();
+                Box::pin(async move { Ok(gather_all(&master).await) })
+            })
+        };
+        let app = crate::ops::metrics_router(gather);
+        tracing::info!(%addr, "metrics on a separate address");
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%error, "metrics server stopped");
+            }
+        });
+    }
     let (events, mut inbox) = mpsc::unbounded_channel();
     tokio::spawn(accept_children(listener, master.clone(), events.clone()));
     share_auth_key(&mut config);
@@ -180,6 +213,7 @@ pub(crate) async fn run(
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut user2 = signal(SignalKind::user_defined2())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     println!("LISTENING {}", config.port);
     if let Some(controller) = controller {
         let master = master.clone();
@@ -190,28 +224,33 @@ pub(crate) async fn run(
         });
     }
 
-    let mut rebooting: Vec<ChildKey> = Vec::new();
+    let mut rolling = Rolling::default();
     let mut crash_delays: HashMap<ChildKey, Duration> = HashMap::new();
     loop {
         tokio::select! {
             Some(event) = inbox.recv() => match event {
                 Event::Hello(key, pid) => tracing::debug!(role = %key.0, id = key.1, pid, "process connected"),
-                Event::Ready(key) => tracing::info!(role = %key.0, id = key.1, "process ready"),
+                Event::Ready(key) => {
+                    tracing::info!(role = %key.0, id = key.1, "process ready");
+                    rolling.on_ready(key, &spawner, &mut started_at);
+                }
+                Event::Exited { key, pid, .. } if rolling.retired(pid) => {
+                    tracing::info!(role = %key.0, id = key.1, pid, "replaced worker stopped");
+                }
                 Event::Exited { key, pid, status } => {
-                    master.shared.links.lock().remove(&key);
-                    master.shared.pids.lock().remove(&key);
-                    let planned = rebooting.iter().position(|k| *k == key).map(|i| rebooting.swap_remove(i)).is_some();
-                    let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-                    if planned {
-                        tracing::info!(role = %key.0, id = key.1, pid, %status, "process stopped for reboot");
-                    } else {
-                        tracing::warn!(role = %key.0, id = key.1, pid, %status, "process exited unexpectedly");
+                    // Only forget the process if it is still the one registered under its key.
+                    let current = master.shared.pids.lock().get(&key) == Some(&pid);
+                    if current {
+                        master.shared.links.lock().remove(&key);
+                        master.shared.pids.lock().remove(&key);
                     }
-                    let restart = planned || key.0 == ProcessRole::Broker || config.reboot_worker_on_crash;
+                    let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                    tracing::warn!(role = %key.0, id = key.1, pid, %status, "process exited unexpectedly");
+                    let restart = current && (key.0 == ProcessRole::Broker || config.reboot_worker_on_crash);
                     if restart {
                         // A process that dies right after starting is restarted with a growing delay.
                         let quick = started_at.get(&key).is_some_and(|t| t.elapsed() < Duration::from_secs(2));
-                        let delay = if quick && !planned {
+                        let delay = if quick {
                             let d = crash_delays.entry(key).or_insert(Duration::from_millis(50));
                             *d = (*d * 2).min(Duration::from_secs(5));
                             *d
@@ -223,6 +262,7 @@ pub(crate) async fn run(
                         match spawner.spawn(key) {
                             Ok(pid) => {
                                 started_at.insert(key, Instant::now());
+                                master.shared.count_restart(key.0);
                                 tracing::info!(role = %key.0, id = key.1, pid, "process restarted");
                             }
                             Err(error) => tracing::error!(role = %key.0, id = key.1, %error, "cannot restart process"),
@@ -236,11 +276,18 @@ pub(crate) async fn run(
                 if config.kill_master_on_signal {
                     break;
                 }
-                tracing::info!("SIGUSR2: rebooting every worker");
+                rolling.start(&master, &spawner, &mut started_at);
+            }
+            _ = hangup.recv() => {
+                // Only TLS workers handle SIGHUP; for the others it would be fatal.
+                if config.ops.tls_cert.is_none() {
+                    tracing::info!("SIGHUP ignored: no TLS certificate to reload");
+                    continue;
+                }
+                tracing::info!("SIGHUP: workers reload their TLS certificate");
                 for (key, pid) in master.shared.pids.lock().iter() {
                     if key.0 == ProcessRole::Worker {
-                        rebooting.push(*key);
-                        signal_pid(*pid, Signal::SIGTERM);
+                        signal_pid(*pid, Signal::SIGHUP);
                     }
                 }
             }
@@ -267,7 +314,8 @@ async fn shutdown(
     inbox: &mut mpsc::UnboundedReceiver<Event>,
     config: &ClusterConfig,
 ) {
-    let timeout = Duration::from_millis(config.process_term_timeout) + Duration::from_secs(1);
+    let timeout = Duration::from_millis(config.process_term_timeout.max(config.ops.drain_duration))
+        + Duration::from_secs(1);
     // Exits seen in any phase: a broker that got the SIGTERM too (e.g. sent to the whole process
     // group) may exit while the workers are being stopped; its exit must still count.
     let mut exited: Vec<ChildKey> = Vec::new();
@@ -395,6 +443,15 @@ async fn accept_children(
         let handler: MessageHandler = {
             let (identity, master) = (identity.clone(), master.clone());
             Arc::new(move |data: Json| {
+                if data.get() == crate::ops::metrics::GATHER {
+                    let master = master.clone();
+                    return Box::pin(async move {
+                        let report = gather_all(&master).await;
+                        serde_json::to_value(report)
+                            .map(Json::from)
+                            .map_err(|e| e.to_string())
+                    });
+                }
                 let key = *identity.lock();
                 let handler = key.and_then(|k| {
                     master
@@ -475,4 +532,167 @@ fn clear_dir(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+impl Shared {
+    fn count_restart(&self, role: ProcessRole) {
+        let counter = match role {
+            ProcessRole::Worker => &self.worker_restarts,
+            ProcessRole::Broker => &self.broker_restarts,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How long the master waits for one process's numbers in a scrape.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks every worker and broker for its numbers and merges them with the master's own: one
+/// scrape of the whole instance. A process that does not answer in time is left out.
+pub(crate) async fn gather_all(master: &Master) -> crate::ops::metrics::InstanceReport {
+    use crate::ops::metrics::{ChildReport, InstanceReport, SCRAPE, merge, render_master};
+    let mut links: Vec<(ChildKey, IpcPeer)> = master
+        .shared
+        .links
+        .lock()
+        .iter()
+        .map(|(k, p)| (*k, p.clone()))
+        .collect();
+    links.sort_by_key(|(k, _)| (k.0 == ProcessRole::Broker, k.1));
+    let probe = Json::from_text(SCRAPE).unwrap_or(Json::NULL);
+    let answers = futures_util::future::join_all(links.iter().map(|(key, peer)| {
+        let probe = probe.clone();
+        async move {
+            let answer = tokio::time::timeout(SCRAPE_TIMEOUT, peer.request(probe)).await;
+            (*key, answer)
+        }
+    }))
+    .await;
+    let mut report = InstanceReport {
+        worker_restarts: master
+            .shared
+            .worker_restarts
+            .load(std::sync::atomic::Ordering::Relaxed),
+        broker_restarts: master
+            .shared
+            .broker_restarts
+            .load(std::sync::atomic::Ordering::Relaxed),
+        ..Default::default()
+    };
+    let mut texts = Vec::new();
+    for (key, answer) in answers {
+        let child = match answer {
+            Ok(Ok(json)) => json.parse::<ChildReport>().ok(),
+            _ => None,
+        };
+        let Some(child) = child else {
+            tracing::debug!(role = %key.0, id = key.1, "no metrics from process");
+            continue;
+        };
+        texts.push(child.text);
+        match key.0 {
+            ProcessRole::Worker => {
+                if let Some(snapshot) = child.snapshot {
+                    report.workers.push((key.1, snapshot));
+                }
+            }
+            ProcessRole::Broker => report.brokers.push((key.1, child.engine_up)),
+        }
+    }
+    texts.push(render_master(
+        report.worker_restarts,
+        report.broker_restarts,
+        crate::ops::process::read(),
+    ));
+    report.text = merge(texts.iter().map(String::as_str));
+    report
+}
+
+/// A rolling restart (SIGUSR2): each worker in turn is replaced by a new process with the same
+/// id; the old one is told to drain only once the new one listens, and the next worker's turn
+/// comes then. The port is served throughout, even with a single worker.
+#[derive(Default)]
+struct Rolling {
+    queue: std::collections::VecDeque<usize>,
+    /// The worker being replaced: (id, old pid).
+    current: Option<(usize, u32)>,
+    /// Old processes told to drain: their exit is expected.
+    retiring: std::collections::HashSet<u32>,
+}
+
+impl Rolling {
+    fn start(
+        &mut self,
+        master: &Master,
+        spawner: &Spawner,
+        started: &mut HashMap<ChildKey, Instant>,
+    ) {
+        if self.current.is_some() {
+            tracing::warn!("SIGUSR2: a rolling restart is already running");
+            return;
+        }
+        let mut ids: Vec<usize> = master.worker_pids().into_keys().collect();
+        ids.sort_unstable();
+        tracing::info!(workers = ids.len(), "SIGUSR2: rolling restart");
+        self.queue = ids.into();
+        self.next(master, spawner, started);
+    }
+
+    fn next(
+        &mut self,
+        master: &Master,
+        spawner: &Spawner,
+        started: &mut HashMap<ChildKey, Instant>,
+    ) {
+        while let Some(id) = self.queue.pop_front() {
+            let key = (ProcessRole::Worker, id);
+            let Some(old) = master.shared.pids.lock().get(&key).copied() else {
+                continue;
+            };
+            match spawner.spawn(key) {
+                Ok(pid) => {
+                    started.insert(key, Instant::now());
+                    tracing::info!(
+                        id,
+                        old_pid = old,
+                        pid,
+                        "rolling restart: new worker starting"
+                    );
+                    self.current = Some((id, old));
+                    return;
+                }
+                Err(error) => tracing::error!(id, %error, "rolling restart: cannot start a worker"),
+            }
+        }
+        tracing::info!("rolling restart done");
+    }
+
+    fn on_ready(
+        &mut self,
+        key: ChildKey,
+        spawner: &Spawner,
+        started: &mut HashMap<ChildKey, Instant>,
+    ) {
+        let Some((id, old)) = self.current else {
+            return;
+        };
+        if key != (ProcessRole::Worker, id) {
+            return;
+        }
+        self.current = None;
+        self.retiring.insert(old);
+        signal_pid(old, Signal::SIGTERM);
+        spawner.master.shared.count_restart(ProcessRole::Worker);
+        tracing::info!(
+            id,
+            old_pid = old,
+            "rolling restart: new worker listens; old one drains"
+        );
+        let master = spawner.master.clone();
+        self.next(&master, spawner, started);
+    }
+
+    fn retired(&mut self, pid: u32) -> bool {
+        self.retiring.remove(&pid)
+    }
 }

@@ -87,6 +87,11 @@ pub(crate) mod env {
     pub(crate) const DIR: &str = "SC_CLUSTER_DIR";
 }
 
+/// The environment variable that tells a child process its role (`worker:1`), for log names.
+pub(crate) fn role_env() -> &'static str {
+    env::ROLE
+}
+
 /// Entry point: `SocketCluster::builder()…run()`.
 pub struct SocketCluster;
 

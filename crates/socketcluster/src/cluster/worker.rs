@@ -97,7 +97,10 @@ pub(crate) async fn run(
     let server = Server::with_engine(config.server.clone(), link.broker, link.kv)
         .map_err(|e| ClusterError::Config(e.0))?;
     let on_master_message = HandlerSlot::default();
-    let handler = on_master_message.handler();
+    let handler = crate::ops::with_scrape(on_master_message.handler(), {
+        let server = server.clone();
+        move || crate::ops::worker_report(id, &server)
+    });
     let (master, master_link) =
         connect_child(&dir.join("master.sock"), ProcessRole::Worker, id, handler).await?;
     let worker = Worker {
@@ -125,17 +128,50 @@ pub(crate) async fn run(
         address: address.to_string(),
         source,
     })?;
-    let app = server.app(Some(config.public_dir()));
+    if !config.ops.metrics {
+        server.disable_metrics();
+    }
+    let gather = crate::ops::gatherer(master.clone());
+    let app = crate::ops::worker_app(&server, &config, gather);
+    let tls = config.ops.tls().map_err(ClusterError::Config)?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    if let Some(tls) = &tls {
+        crate::ops::watch_tls(tls.clone())?;
+    }
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let serving = {
+        let (server, stop) = (server.clone(), stop.clone());
+        tokio::spawn(async move {
+            let shutdown = async move { stop.notified().await };
+            server.serve_until(listener, app, tls, shutdown).await
+        })
+    };
     let _ = master.send(Envelope::Ready);
     tracing::info!(worker = id, pid = std::process::id(), %address, "worker listening");
 
-    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::pin!(serving);
     tokio::select! {
-        result = server.serve(listener, app) => result?,
+        result = &mut serving => {
+            result.map_err(|e| ClusterError::Io(std::io::Error::other(e)))??;
+        }
         _ = terminate.recv() => tracing::info!(worker = id, "SIGTERM: draining"),
         _ = master_link => tracing::warn!(worker = id, "lost the master; stopping"),
     }
-    drain(&server, Duration::from_millis(config.process_term_timeout)).await;
+    // Keep serving HTTP during the drain: `/health/ready` answers 503 from now on.
+    crate::ops::drain::drain(
+        &server,
+        Duration::from_millis(config.ops.drain_duration),
+        Duration::from_millis(config.process_term_timeout),
+    )
+    .await;
+    // Stop accepting; let HTTP requests in flight (health probes, scrapes) finish.
+    stop.notify_one();
+    if tokio::time::timeout(Duration::from_secs(3), &mut serving)
+        .await
+        .is_err()
+    {
+        serving.abort();
+    }
     Ok(())
 }
 
@@ -156,15 +192,4 @@ async fn broker_health(brokers: ClusterKv) -> serde_json::Value {
         Ok(Err(error)) => serde_json::json!({ "brokers": error.to_string(), "healthy": false }),
         Err(_) => serde_json::json!({ "brokers": "no answer within 2 s", "healthy": false }),
     }
-}
-
-/// Stops serving: every socket is closed with 1001 (clients reconnect, possibly to another
-/// worker), then waits up to `timeout` for them to go.
-pub(crate) async fn drain(server: &Server, timeout: Duration) {
-    let closed = server.disconnect_all(1001, "Worker is shutting down");
-    let deadline = tokio::time::Instant::now() + timeout;
-    while server.clients_count() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tracing::info!(closed, remaining = server.clients_count(), "drained");
 }
