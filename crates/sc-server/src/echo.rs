@@ -23,7 +23,7 @@ pub async fn serve_echo(listener: TcpListener, options: ServerOptions) -> std::i
     let app = Router::new()
         .fallback(echo_upgrade)
         .with_state(std::sync::Arc::new(options));
-    crate::listen::serve(listener, app, limits).await
+    crate::listen::serve(listener, app, limits, None, std::future::pending()).await
 }
 
 async fn echo_upgrade(

@@ -63,25 +63,22 @@ impl Server {
     /// out of file descriptors, accepting pauses (logged once per 10 s) while open connections
     /// keep being served.
     pub async fn serve(&self, listener: TcpListener, app: Router) -> std::io::Result<()> {
-        crate::listen::serve(listener, app, self.options().listen_limits()).await
+        self.serve_until(listener, app, None, std::future::pending())
+            .await
     }
 
-    /// Serves `app` over TLS on `listener` (same port for HTTPS and WSS) until the process ends.
-    /// New connections take the certificate [`TlsSettings`](crate::tls::TlsSettings) holds at
-    /// that moment, so a reload never touches open ones.
+    /// Serves `app` over TLS on `listener` (same port for HTTPS and WSS) until the process ends,
+    /// with the same limits as [`Server::serve`] (the TLS handshake counts as part of the header
+    /// wait). New connections take the certificate [`TlsSettings`](crate::tls::TlsSettings)
+    /// holds at that moment, so a reload never touches open ones.
     pub async fn serve_tls(
         &self,
         listener: TcpListener,
         app: Router,
         tls: std::sync::Arc<crate::tls::TlsSettings>,
     ) -> std::io::Result<()> {
-        use axum::serve::ListenerExt;
-        let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
+        self.serve_until(listener, app, Some(tls), std::future::pending())
+            .await
     }
 
     /// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` completes, then
@@ -94,24 +91,7 @@ impl Server {
         tls: Option<std::sync::Arc<crate::tls::TlsSettings>>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        use axum::serve::ListenerExt;
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        match tls {
-            Some(tls) => {
-                let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-            None => {
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-        }
+        crate::listen::serve(listener, app, self.options().listen_limits(), tls, shutdown).await
     }
 
     /// Answers a WebSocket upgrade request for this server: use it inside your own axum or hyper

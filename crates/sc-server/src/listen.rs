@@ -1,8 +1,10 @@
-//! The accept loop of [`crate::Server::serve`]: HTTP/1 connections with a header-read timeout,
-//! an idle timeout and a cap until they upgrade to WebSocket, and an accept loop that survives
-//! running out of file descriptors.
+//! The accept loop of [`crate::Server::serve`] (and of its TLS and graceful-stop variants):
+//! HTTP/1 connections with a header-read timeout, an idle timeout and a cap until they upgrade
+//! to WebSocket (a TLS handshake counts as part of the header wait), and an accept loop that
+//! survives running out of file descriptors.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,10 +18,12 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::ServiceExt;
+
+use crate::tls::TlsSettings;
 
 /// Limits for connections that did not upgrade (yet).
 #[derive(Debug, Clone, Copy)]
@@ -39,14 +43,28 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Accepts connections on `listener` and serves `app` on them until the process ends.
-pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits) -> io::Result<()> {
+/// Accepts connections on `listener` (over TLS with `tls`) and serves `app` on them until
+/// `shutdown` completes; then stops accepting, asks open HTTP connections to finish the request
+/// they are handling and waits for them (upgraded WebSockets are not waited for).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    tls: Option<Arc<TlsSettings>>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let pending = Arc::new(Semaphore::new(limits.max_pending));
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut failures = Throttled::default();
     let mut refusals = Throttled::default();
     let mut backoff = FIRST_BACKOFF;
+    tokio::pin!(shutdown);
     loop {
-        let (tcp, remote) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (tcp, remote) = match accepted {
             Ok(accepted) => accepted,
             Err(error) if is_connection_error(&error) => continue,
             Err(error) => {
@@ -86,22 +104,47 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits) ->
         };
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
+        let stopping = stopping.clone();
         tokio::spawn(async move {
-            serve_connection(tcp, remote, app, limits).await;
+            match acceptor {
+                None => serve_connection(tcp, remote, app, limits, stopping).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, remote, app, limits, stopping).await,
+                        Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
         });
     }
+    drop(listener);
+    let _ = stop.send(true);
+    // Every permit back: no connection is still before its upgrade.
+    let all = u32::try_from(limits.max_pending).unwrap_or(u32::MAX);
+    let _ = pending.acquire_many(all).await;
+    Ok(())
 }
 
 /// Serves one connection until it closes, times out, or upgrades (the WebSocket then lives in a
 /// task of its own, see [`crate::http`]).
-async fn serve_connection(tcp: TcpStream, remote: SocketAddr, app: Router, limits: Limits) {
+async fn serve_connection<S>(
+    stream: S,
+    remote: SocketAddr,
+    app: Router,
+    limits: Limits,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let watch = Arc::new(Watch {
         watching: AtomicBool::new(true),
         ..Watch::default()
     });
     let io = TokioIo::new(Watched {
-        inner: tcp,
+        inner: stream,
         watch: watch.clone(),
     });
     let busy = watch.clone();
@@ -122,14 +165,28 @@ async fn serve_connection(tcp: TcpStream, remote: SocketAddr, app: Router, limit
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     let connection = builder.serve_connection(io, service).with_upgrades();
-    tokio::select! {
-        result = connection => {
-            if let Err(error) = result {
-                tracing::debug!(%remote, %error, "HTTP connection ended");
+    tokio::pin!(connection);
+    let mut asked_to_stop = *stopping.borrow();
+    if asked_to_stop {
+        connection.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%remote, %error, "HTTP connection ended");
+                }
+                break;
             }
-        }
-        () = watch.idle(limits.idle_timeout) => {
-            tracing::debug!(%remote, "closing an idle HTTP connection");
+            () = watch.idle(limits.idle_timeout) => {
+                tracing::debug!(%remote, "closing an idle HTTP connection");
+                break;
+            }
+            _ = stopping.changed(), if !asked_to_stop => {
+                // The server stops: finish the request in flight, then close.
+                asked_to_stop = true;
+                connection.as_mut().graceful_shutdown();
+            }
         }
     }
     // Upgraded (or gone): the WebSocket layer has its own timeouts.
@@ -180,12 +237,12 @@ fn now_ms() -> u64 {
 }
 
 /// A TCP stream that records when bytes last moved, until the connection upgrades.
-struct Watched {
-    inner: TcpStream,
+struct Watched<S> {
+    inner: S,
     watch: Arc<Watch>,
 }
 
-impl Watched {
+impl<S> Watched<S> {
     fn moved(&self, moved: bool) {
         if moved && self.watch.watching.load(Ordering::Relaxed) {
             self.watch.touch();
@@ -193,7 +250,7 @@ impl Watched {
     }
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -206,7 +263,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -1,30 +1,22 @@
 //! TLS on the server's own port, with rustls (no OpenSSL): HTTPS for static files, WSS for the
 //! SocketCluster path.
 //!
-//! TLS is a layer around the accept loop, not a change to it: [`TlsListener`] wraps a
-//! `TcpListener`, runs each TLS handshake in its own task (a slow client never holds up the
-//! others) and hands finished streams to axum. [`TlsSettings`] holds the certificate; its
+//! TLS is one step of the accept loop (`listen.rs`): each connection's handshake runs in that
+//! connection's own task (a slow client never holds up the others), bounded by
+//! `httpHeaderTimeout`, and counts against `maxPendingConnections` like any connection that has
+//! not upgraded yet. [`TlsSettings`] holds the certificate; its
 //! [`reload`](TlsSettings::reload) swaps in new files for *new* connections while open ones keep
 //! theirs.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use parking_lot::RwLock;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-
-/// How long a client may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Finished handshakes waiting for the HTTP server to take them.
-const READY_QUEUE: usize = 1024;
 
 /// The certificate or key could not be loaded. Each variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -177,72 +169,4 @@ fn load(cert: &Path, key: &Path) -> Result<Loaded, TlsError> {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         stamp,
     })
-}
-
-/// A listener that accepts TCP connections and yields them once their TLS handshake is done.
-/// Use it with `axum::serve` (see [`Server::serve_tls`](crate::Server::serve_tls)).
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    /// Starts accepting on `listener` with `settings` (TCP_NODELAY on). The accept task ends when
-    /// the `TlsListener` is dropped.
-    pub fn new(listener: TcpListener, settings: Arc<TlsSettings>) -> std::io::Result<TlsListener> {
-        let local = listener.local_addr()?;
-        let (tx, ready) = mpsc::channel(READY_QUEUE);
-        tokio::spawn(accept_loop(listener, settings, tx));
-        Ok(TlsListener { ready, local })
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    settings: Arc<TlsSettings>,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
-    loop {
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = ready.closed() => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = settings.acceptor();
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let _ = ready.send((stream, remote)).await;
-                }
-                Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(pair) => pair,
-            // The accept task never ends while we hold the receiver.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
 }
