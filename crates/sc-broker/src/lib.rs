@@ -70,6 +70,8 @@ pub mod nats;
 pub mod redis;
 pub mod stream;
 pub mod stream_memory;
+#[cfg(feature = "nats")]
+pub mod stream_nats;
 #[cfg(feature = "redis")]
 pub mod stream_redis;
 #[cfg(any(feature = "redis", feature = "nats"))]
