@@ -7,22 +7,25 @@
 //! size`, `max_age = ttl`. In it, per channel (`<tok>` is the channel's [`encode_token`]):
 //! - `schist.<prefix>.<size>.<ttl>.d.<tok>`: the retained publications, each stored as its
 //!   positioned `#publish` frame;
-//! - `schist.<prefix>.<size>.<ttl>.e.<tok>`: the epoch marker, `fresh:<epoch>` (no publication
-//!   yet) or `used:<epoch>`.
+//! - `schist.<prefix>.<size>.<ttl>.e.<tok>`: the epoch marker, the epoch of the channel's
+//!   current history, written once (compare-and-set on an empty subject) when a channel without
+//!   retained publications is first read or published to.
 //!
 //! A publish reads the last stored publication of the channel (its offset and epoch; with none,
-//! the marker's epoch, or a new one), and appends offset + 1 with JetStream's
+//! offset 0 and the marker's epoch), and appends offset + 1 with JetStream's
 //! `Nats-Expected-Last-Subject-Sequence`: when another instance appended meanwhile the append is
 //! refused and retried, so offsets are gap-free and unique across instances. The stream
 //! *republishes* every stored publication to the channel's core subject (`<subject prefix><tok>`),
 //! in stream order: live deliveries carry the same position as the acknowledgement, in offset
 //! order, and only stored publications are ever delivered.
 //!
-//! Epochs: a channel whose history is empty reuses a `fresh` marker's epoch (so a subscribe
-//! acknowledgement's epoch is the one the first publication carries); an absent marker (NATS
-//! restarted empty, or the channel unused for `ttl`) or a `used` one with nothing retained (the
-//! history expired) gives a new epoch, written with the same compare-and-set.
-//!
+//! Epochs: the marker expires with the stream's `max_age` (the policy's `ttl`) like the
+//! publications, and it is older than every publication of its epoch, so the channel's last
+//! publication can only expire after its marker did: a channel with nothing retained either has
+//! its epoch's marker (no publication yet, so a subscribe acknowledgement's epoch is the one the
+//! first publication carries) or none (NATS restarted empty, or the history expired) and gets a
+//! new epoch.
+
 //! # Presence
 //!
 //! Stream `SC_P_<prefix>` keeps one message per member on
@@ -304,10 +307,7 @@ impl NatsStreams {
                                 let p = stored_position(&message)?;
                                 (message.sequence, Position::new(p.offset + 1, &p.epoch))
                             }
-                            None => (
-                                0,
-                                Position::new(1, &self.epoch(&stream, &marker, true).await?),
-                            ),
+                            None => (0, Position::new(1, &self.epoch(&stream, &marker).await?)),
                         };
                         let frame = publication.with_position(position.clone()).frame().clone();
                         match self.append(data.clone(), frame, Some(seq)).await {
@@ -323,30 +323,20 @@ impl NatsStreams {
         .await
     }
 
-    /// The epoch of a channel with no retained publication (see the module documentation);
-    /// `for_publish` marks it used.
-    async fn epoch(
-        &self,
-        stream: &Stream,
-        marker: &str,
-        for_publish: bool,
-    ) -> Result<String, Failure> {
+    /// The epoch of a channel with no retained publication: the marker's, or a new one written
+    /// with compare-and-set (see the module documentation).
+    async fn epoch(&self, stream: &Stream, marker: &str) -> Result<String, Failure> {
         for _ in 0..MAX_ATTEMPTS {
-            let last = last_on(stream, marker).await?;
-            let seq = last.as_ref().map_or(0, |m| m.sequence);
-            let current = last
-                .as_ref()
-                .and_then(|m| std::str::from_utf8(&m.payload).ok().map(str::to_owned));
-            let fresh = current.as_deref().and_then(|v| v.strip_prefix("fresh:"));
-            let epoch = match fresh {
-                Some(epoch) if !for_publish => return Ok(epoch.to_owned()),
-                Some(epoch) => epoch.to_owned(),
-                // No marker, or a used epoch whose history is gone: a new epoch.
-                None => new_epoch(),
-            };
-            let value = format!("{}:{epoch}", if for_publish { "used" } else { "fresh" });
+            if let Some(current) = last_on(stream, marker).await? {
+                if let Ok(epoch) = std::str::from_utf8(&current.payload) {
+                    if !epoch.is_empty() {
+                        return Ok(epoch.to_owned());
+                    }
+                }
+            }
+            let epoch = new_epoch();
             match self
-                .append(marker.to_owned(), Bytes::from(value), Some(seq))
+                .append(marker.to_owned(), Bytes::from(epoch.clone()), Some(0))
                 .await
             {
                 Ok(_) => return Ok(epoch),
@@ -376,7 +366,7 @@ impl NatsStreams {
                     let (data, marker) = (data.clone(), marker.clone());
                     async move {
                         let Some(last) = last_on(&stream, &data).await? else {
-                            let epoch = self.epoch(&stream, &marker, false).await?;
+                            let epoch = self.epoch(&stream, &marker).await?;
                             return Ok((Position::new(0, &epoch), Vec::new()));
                         };
                         let position = stored_position(&last)?;

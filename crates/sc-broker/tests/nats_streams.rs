@@ -95,17 +95,18 @@ async fn two_brokers_share_one_sequence_and_the_history() {
     b.subscribe(channel).await.unwrap();
 
     // 20 publishers on each broker at once: 40 distinct gap-free offsets, one epoch.
-    fn publish(
-        broker: &NatsBroker,
+    fn publish<'a>(
+        broker: &'a NatsBroker,
+        channel: &str,
         i: usize,
         policy: HistoryPolicy,
-    ) -> sc_broker::BoxFuture<'_, Result<Position, sc_broker::BrokerError>> {
-        broker.publish_stored(publication("room/seq", &i.to_string()), policy)
+    ) -> sc_broker::BoxFuture<'a, Result<Position, sc_broker::BrokerError>> {
+        broker.publish_stored(publication(channel, &i.to_string()), policy)
     }
     let mut acks: Vec<Position> = Vec::new();
     let (from_a, from_b) = tokio::join!(
-        futures_util::future::join_all((0..20).map(|i| publish(&a, i, policy))),
-        futures_util::future::join_all((20..40).map(|i| publish(&b, i, policy))),
+        futures_util::future::join_all((0..20).map(|i| publish(&a, channel, i, policy))),
+        futures_util::future::join_all((20..40).map(|i| publish(&b, channel, i, policy))),
     );
     for ack in from_a.into_iter().chain(from_b) {
         acks.push(ack.expect("stored"));
@@ -180,12 +181,67 @@ async fn two_brokers_share_one_sequence_and_the_history() {
         .unwrap();
     assert!(!ahead.recovered);
 
-    // Another channel has its own sequence.
-    let other = a
-        .publish_stored(publication("room/other", "1"), policy)
+    // A fresh channel published to from both brokers at once, with no read before: one epoch,
+    // offsets 1..=N, and a later read agrees.
+    let (x, y) = tokio::join!(
+        futures_util::future::join_all((0..10).map(|i| publish(&a, "room/fresh", i, policy))),
+        futures_util::future::join_all((10..20).map(|i| publish(&b, "room/fresh", i, policy))),
+    );
+    let acks: Vec<Position> = x.into_iter().chain(y).map(|r| r.unwrap()).collect();
+    let mut sorted: Vec<u64> = acks.iter().map(|p| p.offset).collect();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=20).collect::<Vec<u64>>());
+    let read = a
+        .read_history("room/fresh", policy, HistoryRead::Last(0))
         .await
         .unwrap();
-    assert_eq!(other.offset, 1);
+    assert!(acks.iter().all(|p| p.epoch == read.position.epoch));
+    assert_eq!(read.position.offset, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_history_starts_a_new_epoch() {
+    let (url, _guard) = machine_engine(Kind::Nats);
+    let options = NatsOptions {
+        subject_prefix: format!("{}.", unique("scse")),
+        ..NatsOptions::default()
+    };
+    let (a, _sink) = broker(&url, &options).await;
+    let short = HistoryPolicy {
+        size: 10,
+        ttl: Duration::from_secs(1),
+    };
+    let first = a
+        .publish_stored(publication("room/ttl", "1"), short)
+        .await
+        .unwrap();
+    assert_eq!(first.offset, 1);
+    // Once the publication (and the epoch marker) expired: nothing retained, a new epoch at
+    // offset 0, and a client holding the old position is told it did not recover.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let page = loop {
+        let page = a
+            .read_history("room/ttl", short, HistoryRead::Since(first.clone()))
+            .await
+            .unwrap();
+        if page.position.epoch != first.epoch {
+            break page;
+        }
+        assert_eq!(page.position.offset, 1, "{page:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the history never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(page.position.offset, 0);
+    assert!(!page.recovered);
+    assert!(page.publications.is_empty());
+    let next = a
+        .publish_stored(publication("room/ttl", "2"), short)
+        .await
+        .unwrap();
+    assert_eq!(next, Position::new(1, &page.position.epoch));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
