@@ -23,7 +23,8 @@
 //!   `ClusterBroker` / `ClusterKv` (a worker's broker and store over every broker process).
 //! - [`stream`]: positions, history and presence types (EXTENSIONS.md);
 //!   [`stream_memory`]: their in-process store, shared by the in-process engine and the broker
-//!   processes.
+//!   processes; `stream_redis` and `stream_nats` (features `redis`, `nats`): the same kept in
+//!   Redis and in NATS JetStream.
 //! - [`BrokerError`]: what can go wrong with an operation, typed.
 //!
 //! # Example
@@ -70,6 +71,8 @@ pub mod nats;
 pub mod redis;
 pub mod stream;
 pub mod stream_memory;
+#[cfg(feature = "nats")]
+pub mod stream_nats;
 #[cfg(feature = "redis")]
 pub mod stream_redis;
 #[cfg(any(feature = "redis", feature = "nats"))]

@@ -336,6 +336,8 @@ pub struct NatsBroker {
     link: Arc<NatsLink>,
     /// One forwarding task per held channel; dropping it (abort) drops the NATS subscription.
     channels: Mutex<HashMap<String, AbortOnDrop>>,
+    /// History and presence in JetStream.
+    streams: Arc<crate::stream_nats::NatsStreams>,
 }
 
 impl NatsBroker {
@@ -349,6 +351,7 @@ impl NatsBroker {
     /// A broker on an existing link.
     pub fn with_link(link: Arc<NatsLink>) -> NatsBroker {
         NatsBroker {
+            streams: Arc::new(crate::stream_nats::NatsStreams::new(link.clone())),
             link,
             channels: Mutex::new(HashMap::new()),
         }
@@ -464,6 +467,47 @@ impl Broker for NatsBroker {
 
     fn is_connected(&self) -> bool {
         self.link.is_connected()
+    }
+
+    fn publish_stored(
+        &self,
+        publication: Publication,
+        policy: crate::HistoryPolicy,
+    ) -> BoxFuture<'_, Result<crate::Position, BrokerError>> {
+        Box::pin(async move { self.streams.publish(&publication, policy).await })
+    }
+
+    fn read_history<'a>(
+        &'a self,
+        channel: &'a str,
+        policy: crate::HistoryPolicy,
+        read: crate::HistoryRead,
+    ) -> BoxFuture<'a, Result<crate::HistoryPage, BrokerError>> {
+        Box::pin(async move { self.streams.read(channel, policy, &read).await })
+    }
+
+    fn presence_join<'a>(
+        &'a self,
+        channel: &'a str,
+        member: crate::PresenceMember,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.streams.start_lease();
+        Box::pin(async move { self.streams.join(channel, &member).await })
+    }
+
+    fn presence_leave<'a>(
+        &'a self,
+        channel: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move { self.streams.leave(channel, id).await })
+    }
+
+    fn presence<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<crate::PresenceInfo, BrokerError>> {
+        Box::pin(async move { self.streams.query(channel).await })
     }
 }
 
