@@ -1,7 +1,7 @@
 /*
  * socketcluster.js — a small, dependency-free SocketCluster browser client.
  *
- * Written from scratch for this project (see docs/spec PROTOCOL.md). Plain ES2018, no build step:
+ * Written from scratch for this project (see docs/protocol.md). Plain ES2018, no build step:
  *
  *   <script src="/socketcluster.js"></script>
  *   <script>

@@ -1,7 +1,7 @@
 // 13. Tokens across implementations: the Node reference fixture (socketcluster-server 20) and the Rust boilerplate
 // run with the same --auth-key; a token issued by one must authenticate on the other (handshake isAuthenticated and
 // whoami), in both directions and with both client versions, and both must refuse the same bad tokens with the same
-// error objects, byte for byte (PROTOCOL.md §8.2–8.4).
+// error objects, byte for byte (docs/protocol.md §8.2–8.4).
 //
 // Always runs against both servers, whatever SC_SERVER_CMD says; the Rust boilerplate binary must exist.
 import {describe, test, before} from 'node:test';

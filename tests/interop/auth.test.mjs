@@ -1,7 +1,7 @@
 // 12. Authentication (JWT) with the official clients and a raw client against the Rust BOILERPLATE app
 // (`socketcluster`, see SC_BOILERPLATE_CMD in the README): login / loginShort / whoami, private/<username> channels,
 // readonly/* channels and announce, token expiry while connected, reconnect with a stored token, bad stored tokens,
-// #authenticate outcomes (PROTOCOL.md §8; TV-9, TV-12..TV-15, TV-20..TV-23).
+// #authenticate outcomes (docs/protocol.md §8; TV-9, TV-12..TV-15, TV-20..TV-23).
 //
 // These tests always run against the Rust boilerplate binary, whatever SC_SERVER_CMD says (the Node fixture has no
 // boilerplate tour); a missing binary is a failure, not a skip.
@@ -17,7 +17,7 @@ import {tokenCases, v15AuthError} from './lib/tokens.mjs';
 useHarness();
 
 const AUTH_KEY = 'auth-test-key';
-/** jsonwebtoken's header, base64url: every token must start with it (PROTOCOL.md §8.3). */
+/** jsonwebtoken's header, base64url: every token must start with it (docs/protocol.md §8.3). */
 const HS256_HEADER = 'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9';
 
 const NOT_SIGNED_IN = {message: 'This socket is not signed in', name: 'NotSignedInError'};

@@ -1,4 +1,4 @@
-// 11. Middleware: the spec's demo middleware (PROTOCOL.md §17, installed in both fixtures) as the official clients
+// 11. Middleware: the spec's demo middleware (docs/protocol.md §17, installed in both fixtures) as the official clients
 // and a raw client see it — exact error objects and frames (TV-4, TV-6, TV-14/15/23 banned, TV-16/TV-24 handshake
 // rejections, TV-26), publish transformation and publish-out blocking.
 //

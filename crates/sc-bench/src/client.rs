@@ -1,7 +1,7 @@
 //! A minimal SocketCluster client over a raw WebSocket, built for load generation.
 //!
 //! It does only what the scenarios need, and cheaply: the `#handshake`, answering heartbeats of
-//! both dialects (`#1` → `#2`, `""` → `""`, PROTOCOL.md §6), `#subscribe`, `#publish` and invokes
+//! both dialects (`#1` → `#2`, `""` → `""`, docs/protocol.md §6), `#subscribe`, `#publish` and invokes
 //! with cid bookkeeping. There is no reconnect, no outbound queue and no event emitter: a scenario
 //! task owns its [`Client`] and drives it directly, reading with [`Client::recv`] and writing with
 //! [`Client::feed`] / [`Client::flush`]. Frames are built with `sc_protocol::encode` and read with
@@ -611,7 +611,7 @@ impl Probe {
     }
 }
 
-/// A `#publish` delivery as a receiver reads it (PROTOCOL.md §7.5); the payload stays unparsed.
+/// A `#publish` delivery as a receiver reads it (docs/protocol.md §7.5); the payload stays unparsed.
 #[derive(Debug, serde::Deserialize)]
 struct Delivery<'a> {
     #[serde(borrow)]

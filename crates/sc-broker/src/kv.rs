@@ -1,4 +1,4 @@
-//! The exchange's key/value store (SocketCluster's broker data, PROTOCOL.md §14.5).
+//! The exchange's key/value store (SocketCluster's broker data, docs/protocol.md §14.5).
 //!
 //! Keys are paths ("key chains"): `["user", "bob"]` addresses the `bob` entry of the `user` map,
 //! and nested maps are created on demand. Values are JSON. Each operation is a [`KvCommand`]
@@ -97,7 +97,7 @@ pub enum KvCommand {
 
 impl KvCommand {
     /// The key that decides which broker owns the command (`None`: all brokers / broker 0, see
-    /// PROTOCOL.md §14.3). Only the first path segment counts, so a whole sub-tree lives on one
+    /// docs/protocol.md §14.3). Only the first path segment counts, so a whole sub-tree lives on one
     /// broker.
     pub fn routing_key(&self) -> Option<&str> {
         match self {

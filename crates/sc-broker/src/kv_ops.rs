@@ -6,7 +6,7 @@
 //! just read (then write it back with compare-and-set). Keeping the rules here, without I/O,
 //! makes every engine answer alike.
 //!
-//! # The rules (sc-broker 6 with fleximap 1.x, PROTOCOL.md §14.4)
+//! # The rules (sc-broker 6 with fleximap 1.x, docs/protocol.md §14.4)
 //!
 //! - The store is a map. A key path walks maps by key and lists by index (`"0"`, `"1"`, … —
 //!   canonical decimal, so `"01"` is not an index).
@@ -412,7 +412,7 @@ mod tests {
         json!({})
     }
 
-    /// The captured sc-broker 6 session of PROTOCOL.md §14.4, step by step.
+    /// The captured sc-broker 6 session of docs/protocol.md §14.4, step by step.
     #[test]
     fn captured_broker_session() {
         let mut s = store();
@@ -437,7 +437,7 @@ mod tests {
         assert_eq!(s, json!({"user": {"bob": {"age": 5}}}));
     }
 
-    /// The worker-side capture of PROTOCOL.md §14.5.
+    /// The worker-side capture of docs/protocol.md §14.5.
     #[test]
     fn captured_exchange_session() {
         let mut s = store();

@@ -137,7 +137,7 @@ async fn publishes_cross_workers_exactly_once_in_order_and_route_by_sc_hasher() 
     for channel in ["news", "chan-a", "worker-channel", "private"] {
         a.subscribe(channel).await.unwrap();
     }
-    // PROTOCOL.md §14.3 with two brokers: news → 1, private → 1, chan-a → 0, worker-channel → 0.
+    // docs/protocol.md §14.3 with two brokers: news → 1, private → 1, chan-a → 0, worker-channel → 0.
     assert_eq!(b0.channels(), vec!["chan-a", "worker-channel"]);
     assert_eq!(b1.channels(), vec!["news", "private"]);
     assert_eq!(a.broker_for("news"), 1);

@@ -105,7 +105,7 @@ async fn key_value_is_shared_between_instances() {
     let user = unique("user.with dots");
     let list = unique("list");
 
-    // The captured sc-broker session (PROTOCOL.md §14.4), written by A and read by B.
+    // The captured sc-broker session (docs/protocol.md §14.4), written by A and read by B.
     let set = KvCommand::Set {
         key: key(&[&user, "bob"]),
         value: json(r#"{"age":5}"#),

@@ -101,7 +101,7 @@ async fn key_value_is_shared_between_instances() {
     let (_a, kv_a, _) = instance(&url, &opts).await;
     let (_b, kv_b, _) = instance(&url, &opts).await;
 
-    // The captured sc-broker session (PROTOCOL.md §14.4), written by A and read by B.
+    // The captured sc-broker session (docs/protocol.md §14.4), written by A and read by B.
     assert_eq!(
         run(
             &kv_a,

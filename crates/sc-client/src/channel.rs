@@ -1,5 +1,5 @@
 //! [`Channel`]: a subscription handle that is a [`Stream`] of the channel's messages, and the
-//! channel state machine of PROTOCOL.md §7.6.
+//! channel state machine of docs/protocol.md §7.6.
 
 use std::pin::Pin;
 use std::sync::Arc;

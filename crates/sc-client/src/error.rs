@@ -40,7 +40,7 @@ pub enum ClientError {
     /// The data could not be serialised to JSON.
     #[error("could not encode the data as JSON: {0}")]
     Encode(String),
-    /// Event names starting with `#` belong to the protocol (PROTOCOL.md §11).
+    /// Event names starting with `#` belong to the protocol (docs/protocol.md §11).
     #[error("event name {0:?} is reserved: names starting with '#' belong to the protocol")]
     ReservedEvent(String),
     /// A close code an application may not send (use 1000 or 3000–4999).

@@ -1,5 +1,5 @@
 //! A native async SocketCluster client, wire-compatible with `socketcluster-server` 14
-//! (protocol v1) and 15+ (protocol v2), following `PROTOCOL.md` (§3–§8, §10, §15).
+//! (protocol v1) and 15+ (protocol v2), following `docs/protocol.md` (§3–§8, §10, §15).
 //!
 //! One [`Client`] owns one WebSocket in a background Tokio task. It performs the `#handshake`
 //! (replaying the stored auth token), answers heartbeats, matches responses to requests by

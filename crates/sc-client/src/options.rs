@@ -1,5 +1,5 @@
 //! [`ClientOptions`]: the client's settings, with the names and defaults of the reference
-//! `socketcluster-client` (PROTOCOL.md §13.4).
+//! `socketcluster-client` (docs/protocol.md §13.4).
 
 use std::fmt;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ pub struct ClientOptions {
     /// the client stays closed until [`Client::reconnect`](crate::Client::reconnect) or the first
     /// emit.
     pub auto_connect: bool,
-    /// `autoReconnect` (true): reconnect after a close, following PROTOCOL.md §15.1.
+    /// `autoReconnect` (true): reconnect after a close, following docs/protocol.md §15.1.
     pub auto_reconnect: bool,
     /// `autoReconnectOptions`: the backoff schedule.
     pub auto_reconnect_options: AutoReconnectOptions,
@@ -78,7 +78,7 @@ pub struct ClientOptions {
     pub channel_prefix: Option<String>,
 }
 
-/// `autoReconnectOptions`: the reconnect backoff (PROTOCOL.md §15.1).
+/// `autoReconnectOptions`: the reconnect backoff (docs/protocol.md §15.1).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AutoReconnectOptions {
     /// `initialDelay` (10 s): the base delay of the first attempt.

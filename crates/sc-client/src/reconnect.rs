@@ -1,4 +1,4 @@
-//! The auto-reconnect rule and backoff schedule of the reference client (PROTOCOL.md §15.1).
+//! The auto-reconnect rule and backoff schedule of the reference client (docs/protocol.md §15.1).
 //!
 //! Pure functions plus a tiny attempt counter, so the schedule is testable without sockets.
 

@@ -1,4 +1,4 @@
-//! [`TokenStore`]: where the client keeps its signed auth token (PROTOCOL.md §15.3).
+//! [`TokenStore`]: where the client keeps its signed auth token (docs/protocol.md §15.3).
 //!
 //! The client loads the token before every handshake, saves it on `#setAuthToken` and after
 //! [`Client::authenticate`](crate::Client::authenticate), and removes it on

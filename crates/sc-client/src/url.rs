@@ -1,4 +1,4 @@
-//! Turning the user's URL and `query` option into the WebSocket request URI (PROTOCOL.md §1).
+//! Turning the user's URL and `query` option into the WebSocket request URI (docs/protocol.md §1).
 
 use http::Uri;
 

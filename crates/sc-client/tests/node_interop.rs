@@ -109,7 +109,7 @@ async fn heartbeat_mismatch_v2_client_v1_server() {
 }
 
 /// Against the reference with `codecEngine: sc-codec-min-bin` (protocol v2 only: a v20 server in
-/// v1 mode sends its `#1` pings as raw text, which no min-bin client can read, PROTOCOL.md §18).
+/// v1 mode sends its `#1` pings as raw text, which no min-bin client can read, docs/protocol.md §18).
 #[tokio::test]
 async fn min_bin_and_channel_prefix_v2() {
     let server = NodeServer::start(&[

@@ -1,4 +1,4 @@
-//! WebSocket close codes and what they mean to SocketCluster peers (PROTOCOL.md §10).
+//! WebSocket close codes and what they mean to SocketCluster peers (docs/protocol.md §10).
 
 use std::fmt;
 

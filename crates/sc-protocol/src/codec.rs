@@ -1,4 +1,4 @@
-//! Codec choice: which wire encoding a connection uses (PROTOCOL.md §2).
+//! Codec choice: which wire encoding a connection uses (docs/protocol.md §2).
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,4 +1,4 @@
-//! Building outbound frames with the reference key order (PROTOCOL.md §3), straight into bytes.
+//! Building outbound frames with the reference key order (docs/protocol.md §3), straight into bytes.
 //!
 //! These writers are on the hot path: they copy payload text verbatim and never build an
 //! intermediate JSON tree.

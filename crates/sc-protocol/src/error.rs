@@ -1,4 +1,4 @@
-//! Errors as they travel on the wire (`sc-errors` dehydration, PROTOCOL.md §9).
+//! Errors as they travel on the wire (`sc-errors` dehydration, docs/protocol.md §9).
 
 use std::fmt;
 

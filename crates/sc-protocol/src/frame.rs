@@ -1,4 +1,4 @@
-//! Decoding inbound frames the way `sc-formatter` and the reference servers do (PROTOCOL.md §2.1, §3).
+//! Decoding inbound frames the way `sc-formatter` and the reference servers do (docs/protocol.md §2.1, §3).
 
 use std::borrow::Cow;
 
@@ -192,7 +192,7 @@ impl HandshakeData {
     }
 }
 
-/// The data of a `#subscribe` event (PROTOCOL.md §7.1).
+/// The data of a `#subscribe` event (docs/protocol.md §7.1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscribeData {
     /// Channel name.

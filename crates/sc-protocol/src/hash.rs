@@ -1,4 +1,4 @@
-//! `sc-hasher`: which broker owns a channel or key (PROTOCOL.md §14.3), bit-exact.
+//! `sc-hasher`: which broker owns a channel or key (docs/protocol.md §14.3), bit-exact.
 
 /// Maps `key` onto one of `n` brokers exactly as sc-hasher 1.0.1 does for string keys
 /// (Java-style 31-multiplier hash over UTF-16 code units, wrapping 32-bit arithmetic).

@@ -1,6 +1,6 @@
 //! The SocketCluster wire protocol, as pure data types and codecs (no I/O).
 //!
-//! Everything here follows `PROTOCOL.md` (captured from the reference Node.js packages) to the byte.
+//! Everything here follows `docs/protocol.md` (captured from the reference Node.js packages) to the byte.
 //!
 //! # Layout
 //!

@@ -1,4 +1,4 @@
-//! The `sc-codec-min-bin` 3.0.0 codec (PROTOCOL.md §2.2): MessagePack in binary frames, with the
+//! The `sc-codec-min-bin` 3.0.0 codec (docs/protocol.md §2.2): MessagePack in binary frames, with the
 //! keys of each packet compressed into one short array.
 //!
 //! | packet | compressed |
@@ -480,7 +480,7 @@ mod tests {
             .collect()
     }
 
-    /// PROTOCOL.md §2.2 and TV-29/TV-30: server frames, encoded from our JSON frames.
+    /// docs/protocol.md §2.2 and TV-29/TV-30: server frames, encoded from our JSON frames.
     #[test]
     fn server_frames_match_the_captures() {
         for (json, want) in [

@@ -1,4 +1,4 @@
-//! Protocol versions and heartbeat dialects (PROTOCOL.md §6, §16).
+//! Protocol versions and heartbeat dialects (docs/protocol.md §6, §16).
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,7 +13,7 @@ pub enum ProtocolVersion {
     #[serde(rename = "2")]
     V2,
     /// Detect each connection's dialect from its answer to the first ping (a non-reference
-    /// extension, PROTOCOL.md §16): serves 14.x and 15+ clients on one endpoint.
+    /// extension, docs/protocol.md §16): serves 14.x and 15+ clients on one endpoint.
     #[default]
     #[serde(rename = "auto")]
     Auto,

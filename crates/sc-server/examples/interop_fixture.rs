@@ -1,5 +1,5 @@
 //! The server the interop tests drive: SocketCluster's demo handlers and demo middleware
-//! (PROTOCOL.md §17) on top of the boilerplate's `ping` → `pong`. Prints `LISTENING <port>` once
+//! (docs/protocol.md §17) on top of the boilerplate's `ping` → `pong`. Prints `LISTENING <port>` once
 //! it accepts connections. `tests/interop/fixtures/node-server.js` does the same on
 //! socketcluster-server 20; `tests/interop/README.md` has the contract.
 //!
@@ -173,7 +173,7 @@ fn register_demo_handlers(server: &Server) {
             format!(r#"{{"buf":{{"base64":true,"data":"aGVsbG8="}},"received":{received}}}"#);
         Ok::<_, ScError>(Reply::data(Json::from_text(&text)?))
     });
-    // Server-side batching (PROTOCOL.md §5.5). `startbatch`'s own ack is in the first batch.
+    // Server-side batching (docs/protocol.md §5.5). `startbatch`'s own ack is in the first batch.
     server.on("startbatch", |req: Request| async move {
         req.socket().start_batching();
         Ok::<_, ScError>(())
@@ -227,7 +227,7 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
         .find_map(|(key, value)| (key == name).then_some(value))
 }
 
-/// The spec's demo middleware (PROTOCOL.md §17): handshake `?wsreject=1` and `?screject=1|2|3`;
+/// The spec's demo middleware (docs/protocol.md §17): handshake `?wsreject=1` and `?screject=1|2|3`;
 /// subscribe `forbidden` (error) and `silent` (silent block); publish-in `readonly` (error) and
 /// `transformIn` (wraps the data); events `blockedEvent` (error) and `silentBlocked` (silent
 /// block); authenticate `banned` (bad token); publish-out `outblocked` (dropped).

@@ -1,4 +1,4 @@
-//! JWT authentication as SocketCluster does it (PROTOCOL.md §8): signing with `authKey` (HMAC) or
+//! JWT authentication as SocketCluster does it (docs/protocol.md §8): signing with `authKey` (HMAC) or
 //! a key pair, verification with jsonwebtoken's rules and error messages, expiry.
 //!
 //! Times that no clock can reach (an `exp` or `nbf` of 2^63 seconds and more) never panic: an
@@ -409,7 +409,7 @@ mod tests {
                 &SignOptions::default(),
             )
             .unwrap();
-        // Same header bytes as tokens from socketcluster-server (PROTOCOL.md §8.3).
+        // Same header bytes as tokens from socketcluster-server (docs/protocol.md §8.3).
         assert!(
             token
                 .signed

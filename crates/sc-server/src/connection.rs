@@ -596,7 +596,7 @@ impl Connection {
         }
     }
 
-    /// `#handshake` (PROTOCOL.md §4.2–4.4): verify the token, run handshake middleware, answer.
+    /// `#handshake` (docs/protocol.md §4.2–4.4): verify the token, run handshake middleware, answer.
     async fn on_handshake(&mut self, event: EventPacket) -> Flow {
         let Some(cid) = event.cid else {
             return Flow::Close(CloseCode::HANDSHAKE_REJECTED);

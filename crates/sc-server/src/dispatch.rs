@@ -23,7 +23,7 @@ use crate::streams::parse_catchup;
 use sc_broker::stream::PRESENCE_PREFIX;
 
 /// Events the socketcluster-server 14 socket reserves for local use; it drops them when a client
-/// sends them (PROTOCOL.md §11 rule 2). Applied to v1 connections.
+/// sends them (docs/protocol.md §11 rule 2). Applied to v1 connections.
 const V14_RESERVED_INBOUND: &[&str] = &[
     "subscribe",
     "unsubscribe",
@@ -64,7 +64,7 @@ pub(crate) enum Deferred {
 /// no inbound middleware is registered) are done here; the others come back as [`Deferred`].
 pub(crate) fn on_event(connection: &mut Connection, event: EventPacket) -> Result<Flow, Deferred> {
     match event.event.as_str() {
-        // A repeated handshake is ignored (PROTOCOL.md §4.7).
+        // A repeated handshake is ignored (docs/protocol.md §4.7).
         "#handshake" => return Ok(Flow::Continue),
         "#authenticate" => return Err(Deferred::Authenticate(event)),
         "#removeAuthToken" => {
@@ -73,7 +73,7 @@ pub(crate) fn on_event(connection: &mut Connection, event: EventPacket) -> Resul
         }
         _ => {}
     }
-    // Every other event first checks the token's expiry (PROTOCOL.md §8.8), then proceeds.
+    // Every other event first checks the token's expiry (docs/protocol.md §8.8), then proceeds.
     connection.socket.check_expiry();
     match event.event.as_str() {
         "#subscribe" => Err(Deferred::Subscribe(event)),
@@ -213,7 +213,7 @@ fn report_bad_token(socket: &Socket, error: &TokenError) {
     }
 }
 
-/// `#authenticate` (PROTOCOL.md §8.7).
+/// `#authenticate` (docs/protocol.md §8.7).
 async fn on_authenticate(socket: &Socket, event: EventPacket) -> Flow {
     let Some(cid) = event.cid else {
         return Flow::Close(CloseCode::HANDSHAKE_REJECTED);
@@ -284,7 +284,7 @@ pub(crate) fn respond_error(
     Flow::Continue
 }
 
-/// `#subscribe` (PROTOCOL.md §7.1–7.2).
+/// `#subscribe` (docs/protocol.md §7.1–7.2).
 async fn on_subscribe(socket: &Socket, event: EventPacket) -> Flow {
     let cid = event.cid;
     let Some(subscribe) = SubscribeData::parse(event.data.as_ref()) else {
@@ -385,7 +385,7 @@ pub(crate) fn subscribe_ack(cid: u64, data: Option<&str>, batch: bool) -> Bytes 
     if batch { encode::batch(&[ack]) } else { ack }
 }
 
-/// `#unsubscribe` (PROTOCOL.md §7.3).
+/// `#unsubscribe` (docs/protocol.md §7.3).
 async fn on_unsubscribe(socket: &Socket, event: EventPacket) -> Flow {
     let cid = event.cid;
     let Some(channel) = event.data.as_ref().and_then(Json::as_string) else {
@@ -414,7 +414,7 @@ async fn on_unsubscribe(socket: &Socket, event: EventPacket) -> Flow {
     Flow::Continue
 }
 
-/// `#publish` from a client (PROTOCOL.md §7.4).
+/// `#publish` from a client (docs/protocol.md §7.4).
 async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
     let cid = event.cid;
     if !socket.0.server.options.allow_client_publish {

@@ -1,4 +1,4 @@
-//! Heartbeat dialect detection for `protocolVersion: auto` (PROTOCOL.md §16).
+//! Heartbeat dialect detection for `protocolVersion: auto` (docs/protocol.md §16).
 //!
 //! At the first ping tick the server sends the v1 ping `#1`. A v1 client answers `#2` at once; a
 //! v2 client does not (it sees one raw message). If no `#2` arrives within a short probe window,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use sc_protocol::{CodecOption, ProtocolVersion};
 use serde::{Deserialize, Serialize};
 
-/// Settings of one realtime server (PROTOCOL.md §13). Field names serialise in SocketCluster's
+/// Settings of one realtime server (docs/protocol.md §13). Field names serialise in SocketCluster's
 /// camelCase (`pingInterval`, `socketChannelLimit`, …), so a config file reads like the reference's
 /// options object. Durations are in milliseconds, as in SocketCluster.
 ///

@@ -1,4 +1,4 @@
-//! The `origins` check made before the upgrade (PROTOCOL.md §1.3).
+//! The `origins` check made before the upgrade (docs/protocol.md §1.3).
 
 /// Whether a request with this `Origin` header may connect, given the `origins` option
 /// (`*:*`, or entries `host:port`, `host:*`, `*:port` in any separated list).

@@ -133,7 +133,7 @@ const CODEC_UNKNOWN: u8 = 0;
 const CODEC_JSON: u8 = 1;
 const CODEC_MIN_BIN: u8 = 2;
 
-/// Server-side batching state (PROTOCOL.md §5.5).
+/// Server-side batching state (docs/protocol.md §5.5).
 #[derive(Default)]
 struct Batch {
     /// Packets are being collected.

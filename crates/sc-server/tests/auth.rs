@@ -1,4 +1,4 @@
-//! JWT authentication on the wire (PROTOCOL.md §8, TV-13..TV-15, TV-22, TV-23): tokens at the
+//! JWT authentication on the wire (docs/protocol.md §8, TV-13..TV-15, TV-22, TV-23): tokens at the
 //! handshake and in `#authenticate`, bad tokens of every kind, expiry while connected.
 
 mod common;

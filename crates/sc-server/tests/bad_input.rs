@@ -1,5 +1,5 @@
 //! What a misbehaving client can do to the server: oversized and malformed frames, junk after
-//! the handshake, and not reading at all (PROTOCOL.md §1.4, §2.1, §3.5; bounded queues).
+//! the handshake, and not reading at all (docs/protocol.md §1.4, §2.1, §3.5; bounded queues).
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Events, requests and responses in both directions (PROTOCOL.md §3, §5, §9.2, §10).
+//! Events, requests and responses in both directions (docs/protocol.md §3, §5, §9.2, §10).
 
 mod common;
 
@@ -65,7 +65,7 @@ async fn echo_forwards_data_verbatim() {
 async fn request_without_data_gets_plain_ack() {
     let ts = start_server(v2(), demo_handlers).await;
     let mut client = ts.client().await;
-    // The v20 client leaves `data` out when there is none (PROTOCOL.md §2.1).
+    // The v20 client leaves `data` out when there is none (docs/protocol.md §2.1).
     client.send_text(r#"{"event":"echo","cid":8}"#).await;
     assert_eq!(client.recv_text().await, r#"{"rid":8}"#);
     client
@@ -470,7 +470,7 @@ async fn client_close_frame_is_answered() {
 #[tokio::test]
 async fn v14_local_event_names_are_dropped_on_v1_only() {
     // socketcluster-server 14 never hands a client's `message`, `raw`, `subscribe`, … events to
-    // the application (PROTOCOL.md §11); v15+ has no such rule.
+    // the application (docs/protocol.md §11); v15+ has no such rule.
     let setup = |server: &Server| {
         server.on(
             "message",

@@ -1,4 +1,4 @@
-//! The SocketCluster handshake and the strict-handshake rules (PROTOCOL.md §4, TV-16, TV-24).
+//! The SocketCluster handshake and the strict-handshake rules (docs/protocol.md §4, TV-16, TV-24).
 
 mod common;
 
@@ -133,7 +133,7 @@ async fn binary_garbage_before_handshake_closes_4009() {
 
 #[tokio::test]
 async fn binary_framed_json_handshake_is_accepted() {
-    // Servers decode binary frames as UTF-8 JSON (PROTOCOL.md §1.4).
+    // Servers decode binary frames as UTF-8 JSON (docs/protocol.md §1.4).
     let ts = start_server(v2(), |_| {}).await;
     let mut client = ts.connect().await;
     client

@@ -1,5 +1,5 @@
 //! Heartbeats in both dialects, dialect detection in `auto` mode, pong timeouts and the v1
-//! `#disconnect` event (PROTOCOL.md §6, §10, §16, TV-16, TV-24, TV-27).
+//! `#disconnect` event (docs/protocol.md §6, §10, §16, TV-16, TV-24, TV-27).
 
 mod common;
 
@@ -125,7 +125,7 @@ async fn no_pongs_close_4001_on_v1_without_disconnect_event() {
     )
     .await;
     let mut client = ts.client().await;
-    // Internal closes send no #disconnect (PROTOCOL.md §10): only #1 pings before the close.
+    // Internal closes send no #disconnect (docs/protocol.md §10): only #1 pings before the close.
     assert_eq!(client.expect_close().await, (4001, String::new()));
 }
 

@@ -1,4 +1,4 @@
-//! The HTTP side: upgrade path, origin check, health endpoint, plain requests (PROTOCOL.md §1).
+//! The HTTP side: upgrade path, origin check, health endpoint, plain requests (docs/protocol.md §1).
 
 mod common;
 

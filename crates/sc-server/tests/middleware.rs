@@ -1,4 +1,4 @@
-//! Middleware at every point (PROTOCOL.md §12, TV-4, TV-6, TV-16, TV-24, TV-26): allow,
+//! Middleware at every point (docs/protocol.md §12, TV-4, TV-6, TV-16, TV-24, TV-26): allow,
 //! transform, block with an error, block silently; and middleware that panics or never answers.
 
 mod common;

@@ -1,5 +1,5 @@
 //! Channels: `#subscribe`, `#unsubscribe`, `#publish`, `#kickOut`, limits and cleanup
-//! (PROTOCOL.md §7, TV-17, TV-26).
+//! (docs/protocol.md §7, TV-17, TV-26).
 
 mod common;
 
@@ -24,7 +24,7 @@ async fn publish_with_ack_reaches_every_subscriber_including_the_publisher() {
             r##"{"event":"#publish","data":{"channel":"news","data":{"headline":"x"}},"cid":3}"##,
         )
         .await;
-    // The ack and the publisher's own delivery may come in either order (PROTOCOL.md §5.3).
+    // The ack and the publisher's own delivery may come in either order (docs/protocol.md §5.3).
     let mut frames = publisher.recv_texts(2).await;
     frames.sort();
     assert_eq!(frames, [NEWS, r#"{"rid":3}"#]);
@@ -185,7 +185,7 @@ async fn socket_channel_limit() {
         )
     };
     assert_eq!(client.recv_text().await, limit_error(4, "c2"));
-    // The limit is checked before "already subscribed" (PROTOCOL.md §7.2 note).
+    // The limit is checked before "already subscribed" (docs/protocol.md §7.2 note).
     client
         .send_text(r##"{"event":"#subscribe","data":{"channel":"c0"},"cid":5}"##)
         .await;

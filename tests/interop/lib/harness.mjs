@@ -349,7 +349,7 @@ export const VERSIONS = [
 
 /**
  * What a client sees for "no data" in a response or event: `undefined` with JSON; `null` with min-bin, whose
- * packets always carry their `data` slot (a MessagePack nil, PROTOCOL.md §2.2).
+ * packets always carry their `data` slot (a MessagePack nil, docs/protocol.md §2.2).
  */
 export function noData(V) {
   return V && V.codec === 'min-bin' ? null : undefined;

@@ -1,5 +1,5 @@
 // The tokens a server must refuse (or accept) at the handshake and at #authenticate, with the error jsonwebtoken
-// 9 / socketcluster-server 20 reports for each (PROTOCOL.md §8.4). Shared by auth.test.mjs and auth-cross.test.mjs.
+// 9 / socketcluster-server 20 reports for each (docs/protocol.md §8.4). Shared by auth.test.mjs and auth-cross.test.mjs.
 
 import {signToken, userToken, tamperSignature, nowSeconds, isoDate} from './jwt.mjs';
 

@@ -16,7 +16,7 @@
 //! with backoff ([`Backoff`]: 200 ms + 0–100 ms, ×1.3 per attempt, at most 1 s, as sc-broker's
 //! client). Once the broker says it is ready, the link re-subscribes every channel this worker
 //! holds on it before anything else is sent, without the caller's involvement. Publications made
-//! while a broker was down are lost (at-most-once, PROTOCOL.md §14.6).
+//! while a broker was down are lost (at-most-once, docs/protocol.md §14.6).
 
 use std::collections::{HashMap, HashSet};
 use std::io;

@@ -1,4 +1,4 @@
-//! The worker ↔ broker link of the process cluster (PROTOCOL.md §14.3–§14.6).
+//! The worker ↔ broker link of the process cluster (docs/protocol.md §14.3–§14.6).
 //!
 //! A cluster runs `M` broker processes; each listens on its own Unix socket. Every worker connects
 //! to every broker and routes each channel (and each key/value key) to broker

@@ -1,4 +1,4 @@
-//! Token store plumbing and auth state changes (PROTOCOL.md §8.5–§8.7, §15.3).
+//! Token store plumbing and auth state changes (docs/protocol.md §8.5–§8.7, §15.3).
 
 use sc_protocol::error::names;
 use sc_protocol::{Json, ResponsePacket, ScError};

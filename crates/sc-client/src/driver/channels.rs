@@ -1,5 +1,5 @@
 //! The channel table: subscribe / unsubscribe, the `#subscribe` answer, kick-outs, delivery of
-//! publications, and re-subscription after reconnects (PROTOCOL.md §7.6, §15.1).
+//! publications, and re-subscription after reconnects (docs/protocol.md §7.6, §15.1).
 //!
 //! History channels (EXTENSIONS.md E2–E4, E7): each entry remembers the channel's last
 //! position, from the subscribe acknowledgement and from every delivery. Every `#subscribe`

@@ -1,5 +1,5 @@
 //! The outbound side: the queue of events waiting for an open connection, the requests waiting
-//! for a response, their ack timers, and the call-id counter (PROTOCOL.md §5.2, §15.4).
+//! for a response, their ack timers, and the call-id counter (docs/protocol.md §5.2, §15.4).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 

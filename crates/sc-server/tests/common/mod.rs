@@ -160,7 +160,7 @@ impl Client {
     }
 
     /// Sends the reference client's first frame and checks the response byte for byte
-    /// (PROTOCOL.md §4.3): `{"rid":1,"data":{"id":<20 chars>,"pingTimeout":<ms>,"isAuthenticated":false}}`.
+    /// (docs/protocol.md §4.3): `{"rid":1,"data":{"id":<20 chars>,"pingTimeout":<ms>,"isAuthenticated":false}}`.
     pub(crate) async fn handshake(&mut self, ping_timeout: u64) -> String {
         self.send_text(r##"{"event":"#handshake","data":{"authToken":null},"cid":1}"##)
             .await;
