@@ -89,8 +89,31 @@ pub(crate) struct NatsStreams {
     /// different prefixes stay apart.
     scope: String,
     streams: Mutex<HashMap<String, Stream>>,
+    /// Per channel data subject being published to: the publish gate and the last stored
+    /// (stream sequence, position).
+    gates: Mutex<HashMap<String, Gate>>,
     owner: String,
     lease: Mutex<Option<AbortOnDrop>>,
+}
+
+/// A channel's publish gate and the last position it stored.
+type Gate = Arc<tokio::sync::Mutex<Option<(u64, Position)>>>;
+
+/// Forgets a channel's gate when its last user is done (also when a publish is cancelled).
+struct Release<'a> {
+    streams: &'a NatsStreams,
+    gate: Gate,
+    key: &'a str,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        let mut gates = self.streams.gates.lock();
+        // Clones are only made under this lock: 2 = the map's and ours, so nobody else waits.
+        if Arc::strong_count(&self.gate) == 2 {
+            gates.remove(self.key);
+        }
+    }
 }
 
 fn millis(d: Duration) -> u64 {
@@ -134,6 +157,7 @@ impl NatsStreams {
             jetstream,
             scope,
             streams: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
             owner: new_epoch(),
             lease: Mutex::new(None),
         }
@@ -295,32 +319,57 @@ impl NatsStreams {
         let base = self.history_base(policy);
         let data = format!("{base}.d.{token}");
         let marker = format!("{base}.e.{token}");
-        self.on_stream(
-            "publish",
-            || self.history_config(policy),
-            |stream| {
-                let (data, marker) = (data.clone(), marker.clone());
-                async move {
-                    for _ in 0..MAX_ATTEMPTS {
-                        let (seq, position) = match last_on(&stream, &data).await? {
-                            Some(message) => {
-                                let p = stored_position(&message)?;
-                                (message.sequence, Position::new(p.offset + 1, &p.epoch))
+        // One publish at a time per channel in this process (they would only conflict with each
+        // other), remembering where the last one went: the next append expects it, without
+        // reading first, and reads again only when another instance got in between.
+        let release = Release {
+            streams: self,
+            gate: self.gate(&data),
+            key: &data,
+        };
+        let mut last = release.gate.lock().await;
+        let hint = last.clone();
+        let (seq, position) = self
+            .on_stream(
+                "publish",
+                || self.history_config(policy),
+                |stream| {
+                    let (data, marker, mut hint) = (data.clone(), marker.clone(), hint.clone());
+                    async move {
+                        for _ in 0..MAX_ATTEMPTS {
+                            let (seq, position) = match hint.take() {
+                                Some((seq, p)) => (seq, Position::new(p.offset + 1, &p.epoch)),
+                                None => match last_on(&stream, &data).await? {
+                                    Some(message) => {
+                                        let p = stored_position(&message)?;
+                                        (message.sequence, Position::new(p.offset + 1, &p.epoch))
+                                    }
+                                    None => {
+                                        let epoch = self.epoch(&stream, &marker).await?;
+                                        (0, Position::new(1, &epoch))
+                                    }
+                                },
+                            };
+                            let frame = publication.with_position(position.clone()).frame().clone();
+                            match self.append(data.clone(), frame, Some(seq)).await {
+                                Ok(stored) => return Ok((stored, position)),
+                                Err(Failure::Conflict) => tokio::task::yield_now().await,
+                                Err(other) => return Err(other),
                             }
-                            None => (0, Position::new(1, &self.epoch(&stream, &marker).await?)),
-                        };
-                        let frame = publication.with_position(position.clone()).frame().clone();
-                        match self.append(data.clone(), frame, Some(seq)).await {
-                            Ok(_) => return Ok(position),
-                            Err(Failure::Conflict) => tokio::task::yield_now().await,
-                            Err(other) => return Err(other),
                         }
+                        Err(Failure::Conflict)
                     }
-                    Err(Failure::Conflict)
-                }
-            },
-        )
-        .await
+                },
+            )
+            .await
+            .inspect_err(|_| *last = None)?;
+        *last = Some((seq, position.clone()));
+        Ok(position)
+    }
+
+    /// The publish gate of a channel's data subject (created if missing).
+    fn gate(&self, key: &str) -> Gate {
+        self.gates.lock().entry(key.to_owned()).or_default().clone()
     }
 
     /// The epoch of a channel with no retained publication: the marker's, or a new one written

@@ -200,6 +200,28 @@ async fn two_brokers_share_one_sequence_and_the_history() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_publishers_on_one_channel() {
+    let (url, _guard) = machine_engine(Kind::Nats);
+    let options = NatsOptions {
+        subject_prefix: format!("{}.", unique("scsc")),
+        ..NatsOptions::default()
+    };
+    let (a, sink) = broker(&url, &options).await;
+    let channel = "room/busy";
+    a.subscribe(channel).await.unwrap();
+    let policy = policy(1000);
+    let acks = futures_util::future::join_all(
+        (0..1000).map(|i| a.publish_stored(publication(channel, &i.to_string()), policy)),
+    )
+    .await;
+    let mut offsets_acked: Vec<u64> = acks.into_iter().map(|r| r.unwrap().offset).collect();
+    offsets_acked.sort_unstable();
+    assert_eq!(offsets_acked, (1..=1000).collect::<Vec<u64>>());
+    let got = sink.wait_for(channel, 1000).await;
+    assert_eq!(offsets(&got), (1..=1000).collect::<Vec<u64>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_history_starts_a_new_epoch() {
     let (url, _guard) = machine_engine(Kind::Nats);
     let options = NatsOptions {
