@@ -346,7 +346,12 @@ httpHeaderTimeout = 5000
             jail.set_env("SOCKETCLUSTER_DRAIN_DURATION", "1234");
             jail.set_env("SOCKETCLUSTER_LOG_FORMAT", "json");
             jail.set_env("SOCKETCLUSTER_SOCKET_CHANNEL_LIMIT", "7");
+            jail.set_env("SOCKETCLUSTER_ALLOW_CLIENT_PUBLISH", "false");
             let config = ClusterConfig::load(None, &serde_json::json!({})).expect("valid");
+            assert!(
+                !config.server.allow_client_publish,
+                "booleans from the environment"
+            );
             assert_eq!(config.ops.admin_token.as_deref(), Some("t0ken"));
             assert_eq!(config.ops.drain_duration, 1234);
             assert_eq!(config.ops.log_format, crate::ops::LogFormat::Json);
