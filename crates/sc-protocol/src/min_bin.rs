@@ -447,14 +447,30 @@ impl Reader<'_> {
     fn map(&mut self, len: usize, depth: usize) -> Result<Value, MinBinError> {
         let mut map = Map::new();
         for _ in 0..len {
-            let key = match self.value(depth + 1)? {
-                Value::String(s) => s,
-                other => other.to_string(),
-            };
+            let key = js_property_key(self.value(depth + 1)?);
             let value = self.value(depth + 1)?;
             map.insert(key, value);
         }
         Ok(Value::Object(map))
+    }
+}
+
+/// The property name JavaScript makes of a map key that is not a string (msgpack-lite assigns
+/// `object[key] = value`): `String(key)`. Linear in the key's size, unlike JSON text of JSON
+/// text, which doubles its escapes at every level of nested map keys.
+fn js_property_key(key: Value) -> String {
+    match key {
+        Value::String(s) => s,
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::Null => String::new(),
+                other => js_property_key(other),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        Value::Object(_) => "[object Object]".to_owned(),
+        other => other.to_string(),
     }
 }
 
@@ -683,6 +699,28 @@ mod tests {
             decode_frame(&Bytes::from(deep)),
             Err(MinBinError::TooDeep)
         ));
+    }
+
+    #[test]
+    fn map_keys_that_are_not_strings_become_what_javascript_names_them() {
+        // {{}: 1}, {[1, [2, nil]]: 2}, {true: 3}, {nil: 4}, {1.5: 5}
+        let json = |h: &str| value_to_json(&hex(h)).expect("decodes").to_string();
+        assert_eq!(json("818001"), r#"{"[object Object]":1}"#);
+        assert_eq!(json("8192019202c002"), r#"{"1,2,":2}"#);
+        assert_eq!(json("81c303"), r#"{"true":3}"#);
+        assert_eq!(json("81c004"), r#"{"null":4}"#);
+        assert_eq!(json("81cb3ff800000000000005"), r#"{"1.5":5}"#);
+        // Maps nested as keys of maps: the key text stays constant, however deep.
+        let mut nested = vec![0x81u8; 60];
+        nested.push(0x80);
+        nested.extend(std::iter::repeat_n(0x01, 60));
+        let text = json(
+            &nested
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        );
+        assert!(text.len() < 100, "{text}");
     }
 
     proptest::proptest! {
