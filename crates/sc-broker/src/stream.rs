@@ -59,6 +59,43 @@ pub struct HistoryPage {
     pub recovered: bool,
 }
 
+impl HistoryPage {
+    /// The answer to `read` from a channel's `retained` publications (with positions, oldest
+    /// first) while the channel is at `position`: what an engine that reads its whole retained
+    /// history (Redis, NATS) returns.
+    pub fn from_retained(
+        read: &HistoryRead,
+        position: Position,
+        retained: Vec<Publication>,
+    ) -> HistoryPage {
+        let first = retained
+            .first()
+            .and_then(|p| p.position().map(|p| p.offset));
+        match read {
+            HistoryRead::Since(since) => HistoryPage {
+                recovered: recovers(since, &position, first),
+                publications: if since.epoch == position.epoch {
+                    retained
+                        .into_iter()
+                        .filter(|p| p.position().is_some_and(|p| p.offset > since.offset))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                position,
+            },
+            HistoryRead::Last(n) => {
+                let skip = retained.len().saturating_sub(*n);
+                HistoryPage {
+                    position,
+                    publications: retained.into_iter().skip(skip).collect(),
+                    recovered: true,
+                }
+            }
+        }
+    }
+}
+
 /// One socket in a presence channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceMember {

@@ -54,7 +54,7 @@ use crate::BrokerError;
 use crate::nats::{NatsLink, encode_token};
 use crate::stream::{
     HistoryPage, HistoryPolicy, HistoryRead, PRESENCE_LIST_LIMIT, Position, PresenceChange,
-    PresenceInfo, PresenceMember, new_epoch, presence_channel, presence_event, recovers,
+    PresenceInfo, PresenceMember, new_epoch, presence_channel, presence_event,
 };
 use crate::support::AbortOnDrop;
 
@@ -443,31 +443,7 @@ impl NatsStreams {
                 },
             )
             .await?;
-        let first = retained
-            .first()
-            .and_then(|p| p.position().map(|p| p.offset));
-        Ok(match read {
-            HistoryRead::Since(since) => HistoryPage {
-                recovered: recovers(since, &position, first),
-                publications: if since.epoch == position.epoch {
-                    retained
-                        .into_iter()
-                        .filter(|p| p.position().is_some_and(|p| p.offset > since.offset))
-                        .collect()
-                } else {
-                    Vec::new()
-                },
-                position,
-            },
-            HistoryRead::Last(n) => {
-                let skip = retained.len().saturating_sub(*n);
-                HistoryPage {
-                    position,
-                    publications: retained.into_iter().skip(skip).collect(),
-                    recovered: true,
-                }
-            }
-        })
+        Ok(HistoryPage::from_retained(read, position, retained))
     }
 
     fn member_subject(&self, channel: &str, owner: &str, id: &str) -> String {

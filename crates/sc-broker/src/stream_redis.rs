@@ -28,7 +28,7 @@ use crate::redis::RedisLink;
 use crate::stream::{
     HistoryPage, HistoryPolicy, HistoryRead, PRESENCE_LIST_LIMIT, Position, PresenceChange,
     PresenceInfo, PresenceMember, member_json, new_epoch, presence_channel, presence_event,
-    presence_event_parts, recovers,
+    presence_event_parts,
 };
 
 /// Lifetime of a process's presence lease.
@@ -176,31 +176,7 @@ pub(crate) async fn read(
             _ => tracing::warn!(%channel, "malformed history entry in redis; skipped"),
         }
     }
-    let first = retained
-        .first()
-        .and_then(|p| p.position().map(|p| p.offset));
-    Ok(match read {
-        HistoryRead::Since(since) => HistoryPage {
-            recovered: recovers(since, &position, first),
-            publications: if since.epoch == position.epoch {
-                retained
-                    .into_iter()
-                    .filter(|p| p.position().is_some_and(|p| p.offset > since.offset))
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            position,
-        },
-        HistoryRead::Last(n) => {
-            let skip = retained.len().saturating_sub(*n);
-            HistoryPage {
-                position,
-                publications: retained.into_iter().skip(skip).collect(),
-                recovered: true,
-            }
-        }
-    })
+    Ok(HistoryPage::from_retained(read, position, retained))
 }
 
 /// Adds or updates a presence member owned by `owner`; a new one is announced.
