@@ -123,16 +123,22 @@ pub fn encode_token(name: &str) -> String {
 
 /// Decodes `%XX` escapes of a URL's user info.
 fn percent_decode(text: &str) -> String {
+    unescape_hex(text, b'%')
+}
+
+/// Replaces every `escape` followed by two hex digits with that byte; anything else is kept.
+pub(crate) fn unescape_hex(text: &str, escape: u8) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         let hex = bytes
             .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (byte, Some(decoded)) if byte == escape => {
+                out.push(decoded);
                 i += 3;
             }
             (byte, _) => {
