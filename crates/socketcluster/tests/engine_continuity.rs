@@ -1,7 +1,8 @@
-//! EXTENSIONS.md over Redis (a private redis-server on a free port): two instances share one
-//! sequence per channel and one presence; history survives a broker kill -9 (zero loss); a Redis
-//! restarted empty fails publishes while down and changes the epoch; a killed instance leaves
-//! presence within pingTimeout + 5 s.
+//! EXTENSIONS.md over each distributed engine, Redis and NATS (a private redis-server or
+//! nats-server with JetStream on a free port): two instances share one sequence per channel and
+//! one presence, and a killed instance leaves presence within pingTimeout + 5 s; history survives a
+//! broker kill -9 (zero loss); an engine restarted empty fails publishes while down and changes
+//! the epoch.
 
 mod common;
 
@@ -24,47 +25,77 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A private redis-server without persistence (a restart is empty).
-struct Redis {
+/// Which engine a test runs on.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Redis,
+    Nats,
+}
+
+/// A private engine server: redis-server without persistence, or nats-server with JetStream in
+/// its own directory (empty after [`Engine::wipe`]).
+struct Engine {
+    kind: Kind,
     port: u16,
+    dir: std::path::PathBuf,
     process: Option<Child>,
 }
 
-impl Redis {
-    fn start() -> Redis {
-        let mut redis = Redis {
-            port: free_port(),
+impl Engine {
+    fn start(kind: Kind) -> Engine {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "sc-engine-continuity-{}-{port}",
+            std::process::id()
+        ));
+        let mut engine = Engine {
+            kind,
+            port,
+            dir,
             process: None,
         };
-        redis.run();
-        redis
+        engine.run();
+        engine
     }
 
     fn run(&mut self) {
         let port = self.port.to_string();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut command = match self.kind {
+            Kind::Redis => {
+                let mut command = Command::new("redis-server");
+                command.args([
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ]);
+                command
+            }
+            Kind::Nats => {
+                let mut command = Command::new("nats-server");
+                command
+                    .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+                    .arg(&self.dir);
+                command
+            }
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start redis-server");
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", self.kind));
         self.process = Some(child);
-        for _ in 0..200 {
+        for _ in 0..400 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("redis-server did not listen");
+        panic!("{:?} did not listen", self.kind);
     }
 
     fn stop(&mut self) {
@@ -74,19 +105,65 @@ impl Redis {
         }
     }
 
+    /// Forgets everything the engine stored on disk (while stopped; Redis keeps nothing there).
+    fn wipe(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.kind {
+            Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
+            Kind::Nats => format!("nats://127.0.0.1:{}", self.port),
+        }
     }
 }
 
-impl Drop for Redis {
+impl Drop for Engine {
     fn drop(&mut self) {
         self.stop();
+        self.wipe();
     }
 }
 
-fn instance(redis: &Redis) -> Instance {
-    Instance::start(&["--engine", &redis.url(), "--workers", "1", "--brokers", "1"])
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_two_instances_share_one_sequence_and_one_presence() {
+    two_instances_share_one_sequence_and_one_presence(Kind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_two_instances_share_one_sequence_and_one_presence() {
+    two_instances_share_one_sequence_and_one_presence(Kind::Nats).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_history_in_the_engine_survives_a_broker_kill_with_zero_loss() {
+    history_in_the_engine_survives_a_broker_kill_with_zero_loss(Kind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_history_in_the_engine_survives_a_broker_kill_with_zero_loss() {
+    history_in_the_engine_survives_a_broker_kill_with_zero_loss(Kind::Nats).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_engine_restarted_empty_fails_publishes_then_changes_the_epoch() {
+    engine_restarted_empty_fails_publishes_then_changes_the_epoch(Kind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_engine_restarted_empty_fails_publishes_then_changes_the_epoch() {
+    engine_restarted_empty_fails_publishes_then_changes_the_epoch(Kind::Nats).await;
+}
+
+fn instance(engine: &Engine) -> Instance {
+    Instance::start(&[
+        "--engine",
+        &engine.url(),
+        "--workers",
+        "1",
+        "--brokers",
+        "1",
+    ])
 }
 
 fn publication(frame: &Value, channel: &str) -> Option<Pos> {
@@ -114,10 +191,9 @@ async fn publish(raw: &mut Raw, channel: &str, data: Value) -> Result<Pos, Value
     Pos::of(&ack["data"]).ok_or(ack)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_share_one_sequence_and_one_presence() {
-    let redis = Redis::start();
-    let (a, b) = (instance(&redis), instance(&redis));
+async fn two_instances_share_one_sequence_and_one_presence(kind: Kind) {
+    let engine = Engine::start(kind);
+    let (a, b) = (instance(&engine), instance(&engine));
     let mut on_a = Raw::connect_retrying(a.port).await;
     let mut on_b = Raw::connect_retrying(b.port).await;
     let ack_a = on_a
@@ -193,10 +269,9 @@ async fn two_instances_share_one_sequence_and_one_presence() {
     assert_eq!(answer["data"]["count"], 1, "{answer}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_in_redis_survives_a_broker_kill_with_zero_loss() {
-    let redis = Redis::start();
-    let cluster = instance(&redis);
+async fn history_in_the_engine_survives_a_broker_kill_with_zero_loss(kind: Kind) {
+    let engine = Engine::start(kind);
+    let cluster = instance(&engine);
     let mut subscriber = Raw::connect_retrying(cluster.port).await;
     let mut publisher = Raw::connect_retrying(cluster.port).await;
     subscriber
@@ -221,7 +296,7 @@ async fn history_in_redis_survives_a_broker_kill_with_zero_loss() {
     }
     assert!(
         acknowledged.iter().all(|p| p.epoch == first.epoch),
-        "history lives in Redis: same epoch after a broker kill"
+        "history lives in the engine: same epoch after a broker kill"
     );
     let offsets: Vec<u64> = acknowledged.iter().map(|p| p.offset).collect();
     assert_eq!(offsets, vec![1, 2, 3, 4, 5]);
@@ -244,10 +319,9 @@ async fn history_in_redis_survives_a_broker_kill_with_zero_loss() {
     assert_eq!(replayed, vec![2, 3, 4, 5]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_restarted_empty_fails_publishes_then_changes_the_epoch() {
-    let mut redis = Redis::start();
-    let cluster = instance(&redis);
+async fn engine_restarted_empty_fails_publishes_then_changes_the_epoch(kind: Kind) {
+    let mut engine = Engine::start(kind);
+    let cluster = instance(&engine);
     let mut subscriber = Raw::connect_retrying(cluster.port).await;
     let mut publisher = Raw::connect_retrying(cluster.port).await;
     subscriber
@@ -259,13 +333,14 @@ async fn redis_restarted_empty_fails_publishes_then_changes_the_epoch() {
         .unwrap();
     assert_eq!(next_position(&mut subscriber, "room/e").await, before);
 
-    redis.stop();
+    engine.stop();
+    engine.wipe();
     let refused = publish(&mut publisher, "room/e", json!("while down"))
         .await
-        .expect_err("nothing is acknowledged while Redis is down");
+        .expect_err("nothing is acknowledged while the engine is down");
     assert_eq!(refused["error"]["name"], "BrokerError", "{refused}");
 
-    redis.run();
+    engine.run();
     let deadline = tokio::time::Instant::now() + WAIT;
     let after = loop {
         if let Ok(position) = publish(&mut publisher, "room/e", json!("after")).await {
