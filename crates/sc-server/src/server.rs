@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use sc_broker::{Broker, KvStore, MemoryBroker, MemoryKv};
 use sc_protocol::{CloseCode, HeartbeatDialect, ProtocolVersion};
+use tokio::time::Instant;
 
 use crate::auth::{AuthEngine, AuthToken, TokenError};
 use crate::exchange::Exchange;
@@ -205,6 +207,27 @@ impl Server {
     /// Whether a drain started.
     pub fn is_draining(&self) -> bool {
         self.0.is_draining()
+    }
+
+    /// Waits until no socket is open, at most `timeout`; true if none is. Wakes the moment the
+    /// last socket leaves.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        self.0.wait_idle(Instant::now() + timeout).await
+    }
+
+    /// Drains the server at once: starts draining ([`Server::start_draining`]), closes every
+    /// open socket with 1001 (going away: official clients reconnect, landing elsewhere) and
+    /// waits until the last one has left, at most `timeout`. Returns how many sockets are still
+    /// open (0 after a complete drain). To spread the closes over time, close the sockets
+    /// yourself with [`Server::going_away`] and wait with [`Server::wait_idle`].
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        self.start_draining();
+        for socket in self.sockets() {
+            self.going_away(&socket, "Server is shutting down");
+        }
+        self.0.wait_idle(deadline).await;
+        self.clients_count()
     }
 
     /// Closes one socket with 1001 (going away: official clients reconnect), as a drain does.

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 use sc_broker::{Broker, KvStore};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::auth::AuthEngine;
 use crate::handler::{BoxFuture, ConnectionHandler, Handler};
@@ -32,6 +34,8 @@ pub(crate) struct ServerShared {
     handlers: RwLock<HashMap<Box<str>, Arc<dyn Handler>>>,
     connection_handlers: RwLock<Vec<Arc<dyn ConnectionHandler>>>,
     clients: RwLock<HashMap<Box<str>, Socket>>,
+    /// Woken when the last open socket leaves (see [`ServerShared::wait_idle`]).
+    emptied: Notify,
     /// Connections accepted since start.
     connections_total: AtomicU64,
     metrics: Arc<ServerMetrics>,
@@ -68,6 +72,7 @@ impl ServerShared {
             handlers: RwLock::new(HashMap::new()),
             connection_handlers: RwLock::new(Vec::new()),
             clients: RwLock::new(HashMap::new()),
+            emptied: Notify::new(),
             connections_total: AtomicU64::new(0),
             metrics: Arc::default(),
             draining: AtomicBool::new(false),
@@ -173,7 +178,28 @@ impl ServerShared {
 
     /// Removes a socket from the table of open sockets.
     pub(crate) fn unregister(&self, socket: &Socket) {
-        self.clients.write().remove(socket.id());
+        let mut clients = self.clients.write();
+        if clients.remove(socket.id()).is_some() && clients.is_empty() {
+            drop(clients);
+            self.emptied.notify_waiters();
+        }
+    }
+
+    /// Waits until no socket is open or `deadline` passed; true if none is open. Wakes when
+    /// the last socket leaves, not on a tick.
+    pub(crate) async fn wait_idle(&self, deadline: Instant) -> bool {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            // Registered before the check: a socket leaving right after it still wakes us.
+            emptied.as_mut().enable();
+            if self.clients_count() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, emptied).await.is_err() {
+                return self.clients_count() == 0;
+            }
+        }
     }
 
     /// Number of open sockets.
