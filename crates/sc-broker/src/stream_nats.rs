@@ -166,6 +166,7 @@ impl NatsStreams {
             storage: StorageType::File,
             discard: DiscardPolicy::Old,
             allow_direct: true,
+            num_replicas: self.link.replicas(),
             republish: Some(Republish {
                 source: format!("{base}.d.>"),
                 destination: format!("{}>", self.link.options().subject_prefix),
@@ -183,6 +184,7 @@ impl NatsStreams {
             max_messages_per_subject: 1,
             storage: StorageType::File,
             allow_direct: true,
+            num_replicas: self.link.replicas(),
             ..Default::default()
         }
     }
@@ -197,6 +199,7 @@ impl NatsStreams {
             duplicate_window: LEASE_TTL / 2,
             storage: StorageType::Memory,
             allow_direct: true,
+            num_replicas: self.link.replicas(),
             ..Default::default()
         }
     }
