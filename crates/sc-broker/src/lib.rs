@@ -146,9 +146,9 @@ pub trait Broker: Send + Sync + 'static {
         true
     }
 
-    /// Each engine node's state, for `/health` and `/metrics` (cheap: engines keep it up to
-    /// date in the background). In-process engines have no nodes.
-    fn engine_health(&self) -> EngineHealth {
+    /// Each engine node's state, for `/health` and `/metrics` (addresses never carry
+    /// credentials). In-process engines have no nodes.
+    fn health(&self) -> EngineHealth {
         EngineHealth::default()
     }
 

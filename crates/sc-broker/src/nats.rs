@@ -167,7 +167,10 @@ pub struct NatsLink {
 impl NatsLink {
     /// Connects (one attempt, bounded by the connect timeout); later drops are reconnected
     /// automatically.
-    pub async fn connect(url: &str, options: NatsOptions) -> Result<Arc<NatsLink>, EngineError> {
+    pub async fn connect(
+        url: &str,
+        mut options: NatsOptions,
+    ) -> Result<Arc<NatsLink>, EngineError> {
         let target = redact(url);
         let outage = Arc::new(OutageLog {
             target: target.clone(),
@@ -178,6 +181,9 @@ impl NatsLink {
             url: target.clone(),
             reason,
         })?;
+        if let Some(replicas) = parsed.replicas {
+            options.replicas = replicas;
+        }
         let connect_options = crate::nats_cluster::connect_options(&parsed)
             .await
             .map_err(|reason| EngineError::InvalidUrl {
@@ -495,7 +501,7 @@ impl Broker for NatsBroker {
         format!("nats {}", self.link.target)
     }
 
-    fn engine_health(&self) -> crate::EngineHealth {
+    fn health(&self) -> crate::EngineHealth {
         self.link.engine_health()
     }
 

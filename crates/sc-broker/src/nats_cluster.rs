@@ -2,10 +2,15 @@
 //! credentials file, TLS), the JetStream replica count, and the state of every server we know
 //! of (for `/health` and `/metrics`).
 //!
-//! - Replicas: streams and buckets we create get [`NatsOptions::replicas`] replicas, or when
-//!   that is 0 (the default) `min(3, servers in the cluster)`: 1 on a lone server, 3 in a
-//!   cluster of 3 or more, so they survive the loss of one server. Streams that already exist
-//!   keep their replicas (change them with `nats stream edit --replicas`).
+//! - Replicas: streams and buckets we create get [`NatsOptions::replicas`] replicas (URL option
+//!   `replicas=N`), or when that is 0 (the default) `min(3, servers in the cluster)`: 1 on a
+//!   lone server, 3 in a cluster of 3 or more, so they survive the loss of one server. Offsets
+//!   and key/value updates rely on JetStream's per-subject compare-and-set, which replicated
+//!   streams only serialize from nats-server 2.10.19 on (nats-server#4320, #5794: older servers
+//!   may accept two concurrent appends expecting the same sequence, i.e. give two publications
+//!   one offset). So on older servers the default is 1 replica, with one warning; `replicas=3`
+//!   forces replication there, at that risk. Streams that already exist keep their replicas
+//!   (change them with `nats stream edit --replicas`).
 //! - Nodes: the servers of the URL and the ones the connected server announced
 //!   (`connect_urls`). The one our connection is on is `connected` (up while the connection
 //!   is); every other is a `peer`, up when it accepts a TCP connection, checked every
@@ -31,6 +36,12 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Largest replica count chosen automatically (JetStream's usual cap for production streams).
 const MAX_AUTO_REPLICAS: usize = 3;
+
+/// The first nats-server whose replicated streams serialize per-subject compare-and-set.
+const SAFE_REPLICATED_CAS: (u64, u64, u64) = (2, 10, 19);
+
+/// Whether the "old server, 1 replica" warning was logged.
+static WARNED_OLD_SERVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Client options for `url`'s credentials and TLS. Fails (without secrets in the message) when a
 /// named file cannot be read.
@@ -99,7 +110,30 @@ pub(crate) fn replicas(link: &NatsLink) -> usize {
     // The server lists every client URL of the cluster (its own included); a server that
     // advertises none (`--no_advertise`) leaves us the URL's list.
     let known = info.connect_urls.len().max(link.servers().len()).max(1);
+    if known > 1 && !version_at_least(&info.version, SAFE_REPLICATED_CAS) {
+        if !WARNED_OLD_SERVER.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                engine = "nats",
+                version = %info.version,
+                "nats-server before 2.10.19 does not serialize compare-and-set on replicated streams; new streams get 1 replica (URL option replicas=3 forces replication)"
+            );
+        }
+        return 1;
+    }
     known.min(MAX_AUTO_REPLICAS)
+}
+
+/// Whether a server version (`2.10.19`, `2.11.0-beta.1`) is at least `min`.
+fn version_at_least(version: &str, min: (u64, u64, u64)) -> bool {
+    let mut parts = version
+        .split(['.', '-'])
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let found = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    found >= min
 }
 
 /// The last probe of every known server.
@@ -175,5 +209,20 @@ pub(crate) async fn probe_peers(link: Weak<NatsLink>, table: Arc<NodeTable>) {
         let results = futures_util::future::join_all(probes).await;
         *table.peers.lock() = results;
         tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare() {
+        assert!(!version_at_least("2.9.10", SAFE_REPLICATED_CAS));
+        assert!(!version_at_least("2.10.18", SAFE_REPLICATED_CAS));
+        assert!(version_at_least("2.10.19", SAFE_REPLICATED_CAS));
+        assert!(version_at_least("2.11.0-beta.1", SAFE_REPLICATED_CAS));
+        assert!(version_at_least("3.0.0", SAFE_REPLICATED_CAS));
+        assert!(!version_at_least("garbage", SAFE_REPLICATED_CAS));
     }
 }

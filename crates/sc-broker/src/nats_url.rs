@@ -17,7 +17,9 @@
 //!   - `nkey=/path/user.nk`: a file holding an NKey seed (`SU…`);
 //!   - `tls_ca=/path/ca.pem`: trust this CA (PEM) in addition to the system's;
 //!   - `tls_cert=/path/cert.pem&tls_key=/path/key.pem`: a client certificate (mutual TLS);
-//!   - `tls=true`: require TLS from every server (what `tls://` says).
+//!   - `tls=true`: require TLS from every server (what `tls://` says);
+//!   - `replicas=N`: replicas of the JetStream streams we create (default: chosen from the
+//!     cluster, see [`crate::nats_cluster`]).
 //!
 //! Anything else after `?` is refused, so a mistyped option is not silently ignored.
 
@@ -51,6 +53,8 @@ pub(crate) struct NatsUrl {
     pub(crate) tls_client: Option<(PathBuf, PathBuf)>,
     /// `tls://` on every server, or `tls=true`.
     pub(crate) require_tls: bool,
+    /// `replicas=`.
+    pub(crate) replicas: Option<usize>,
 }
 
 impl NatsUrl {
@@ -68,6 +72,7 @@ impl NatsUrl {
             tls_ca: None,
             tls_client: None,
             require_tls: false,
+            replicas: None,
         };
         let mut default_scheme = None;
         for (index, item) in list.split(',').enumerate() {
@@ -131,6 +136,10 @@ impl NatsUrl {
                 "tls_ca" => parsed.tls_ca = path(),
                 "tls_cert" => tls_cert = path(),
                 "tls_key" => tls_key = path(),
+                "replicas" => match value.parse::<usize>() {
+                    Ok(n @ 1..=5) => parsed.replicas = Some(n),
+                    _ => return Err(format!("option replicas={value:?} is not 1 to 5")),
+                },
                 "tls" => {
                     parsed.require_tls = match value.as_str() {
                         "true" | "1" => true,
@@ -140,7 +149,7 @@ impl NatsUrl {
                 }
                 _ => {
                     return Err(format!(
-                        "unknown option {name:?} (known: creds, nkey, tls, tls_ca, tls_cert, tls_key)"
+                        "unknown option {name:?} (known: creds, nkey, replicas, tls, tls_ca, tls_cert, tls_key)"
                     ));
                 }
             }
@@ -195,8 +204,10 @@ mod tests {
         assert!(url.servers.iter().all(ServerAddr::tls_required));
         let mixed = NatsUrl::parse("tls://n1,nats://n2").unwrap();
         assert!(!mixed.require_tls, "only every server tls:// requires TLS");
-        let forced = NatsUrl::parse("nats://n1?tls=true&tls_ca=/etc/ca%20x.pem").unwrap();
+        let forced =
+            NatsUrl::parse("nats://n1?tls=true&tls_ca=/etc/ca%20x.pem&replicas=3").unwrap();
         assert!(forced.require_tls);
+        assert_eq!(forced.replicas, Some(3));
         assert_eq!(forced.tls_ca, Some(PathBuf::from("/etc/ca x.pem")));
     }
 
@@ -232,6 +243,7 @@ mod tests {
             ("nats://n1?tls_cert=/c.pem", "go together"),
             ("nats://u:pw@n1?creds=/x", "not several"),
             ("nats://n1?tls=maybe", "not true or false"),
+            ("nats://n1?replicas=0", "not 1 to 5"),
             ("nats://u:pw@n1:notaport", "server 1"),
         ] {
             let error = NatsUrl::parse(url).expect_err(url);

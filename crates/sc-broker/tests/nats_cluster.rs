@@ -23,7 +23,7 @@ fn options() -> NatsOptions {
 
 /// The port of the node `broker` is connected to, from its health report.
 fn connected_port(broker: &impl Broker) -> u16 {
-    let health = broker.engine_health();
+    let health = broker.health();
     let node = health
         .nodes
         .iter()
@@ -42,14 +42,24 @@ async fn stream_replicas(broker: &nats::NatsBroker, stream: &str) -> usize {
 async fn both_list_forms_reach_the_cluster_with_three_replicas_and_every_node_reported() {
     let cluster = NatsCluster::start();
     let full = format!("nats://{},nats://{}", cluster.addr(0), cluster.addr(1));
-    let short = format!("nats://{},{}", cluster.addr(1), cluster.addr(2));
+    // `replicas=3` forces replication (this machine's nats-server may predate 2.10.19).
+    let short = format!("nats://{},{}?replicas=3", cluster.addr(1), cluster.addr(2));
     let opts = options();
-    let (a, kv_a) = nats::connect(&full, opts.clone()).await.expect("full form");
     let (b, kv_b) = nats::connect(&short, opts.clone())
         .await
         .expect("short form");
-    assert_eq!(a.link().replicas(), 3);
+    let (a, kv_a) = nats::connect(&full, opts.clone()).await.expect("full form");
+    assert_eq!(b.link().replicas(), 3);
     assert_eq!(stream_replicas(&a, "KV_sc_kv").await, 3);
+    // Without the option: 3 where replicated compare-and-set is safe, else 1.
+    let version = a.link().client().server_info().version;
+    let numbers: Vec<u64> = version
+        .split(['.', '-'])
+        .take(3)
+        .map(|p| p.parse().unwrap_or(0))
+        .collect();
+    let safe = numbers.as_slice() >= [2, 10, 19].as_slice();
+    assert_eq!(a.link().replicas(), if safe { 3 } else { 1 }, "{version}");
 
     // Shared data across nodes.
     let key = vec![unique("k")];
@@ -68,7 +78,7 @@ async fn both_list_forms_reach_the_cluster_with_three_replicas_and_every_node_re
     // Every node is listed (the ones the cluster announced too), all up, without duplicates.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let health = b.engine_health();
+        let health = b.health();
         let mut addrs: Vec<&str> = health.nodes.iter().map(|n| n.addr.as_str()).collect();
         addrs.sort_unstable();
         let mut expected = vec![cluster.addr(0), cluster.addr(1), cluster.addr(2)];
@@ -93,7 +103,7 @@ async fn both_list_forms_reach_the_cluster_with_three_replicas_and_every_node_re
 async fn a_killed_node_moves_the_broker_to_another_and_nothing_stored_is_lost() {
     let mut cluster = NatsCluster::start();
     let url = format!(
-        "nats://{},{},{}",
+        "nats://{},{},{}?replicas=3",
         cluster.addr(0),
         cluster.addr(1),
         cluster.addr(2)
@@ -174,12 +184,12 @@ async fn a_killed_node_moves_the_broker_to_another_and_nothing_stored_is_lost() 
     let deadline = Instant::now() + Duration::from_secs(10);
     let victim_addr = cluster.addr(victim);
     while !a
-        .engine_health()
+        .health()
         .nodes
         .iter()
         .any(|n| n.addr == victim_addr && !n.up)
     {
-        assert!(Instant::now() < deadline, "{:?}", a.engine_health());
+        assert!(Instant::now() < deadline, "{:?}", a.health());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 

@@ -235,7 +235,7 @@ async fn user_and_password_never_show_in_errors_logs_or_health() {
     let good = format!("nats://sc:t0p-s3cret@127.0.0.1:{}", server.port);
     let (broker, kv) = nats::connect(&good, options()).await.expect("login");
     round_trip(&kv).await;
-    let health = serde_json::to_string(&broker.engine_health()).unwrap();
+    let health = serde_json::to_string(&broker.health()).unwrap();
     assert!(
         health.contains(&format!("127.0.0.1:{}", server.port)),
         "{health}"

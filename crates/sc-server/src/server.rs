@@ -177,7 +177,7 @@ impl Server {
             "brokerConnected": broker.is_connected(),
             "protocolVersion": self.options().protocol_version,
         });
-        let nodes = broker.engine_health().nodes;
+        let nodes = broker.health().nodes;
         if !nodes.is_empty() {
             report["engineNodes"] = serde_json::json!(nodes);
         }

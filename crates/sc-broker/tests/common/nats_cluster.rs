@@ -86,13 +86,17 @@ impl NatsCluster {
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(node.dir.join("server.log")).expect("log file"))
             .spawn()
             .expect("start nats-server (is it installed?)");
         node.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", node.port)).is_err() {
-            assert!(Instant::now() < deadline, "node {i} did not listen");
+            assert!(
+                Instant::now() < deadline,
+                "node {i} did not listen: {}",
+                std::fs::read_to_string(node.dir.join("server.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

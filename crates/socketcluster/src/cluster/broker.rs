@@ -131,7 +131,7 @@ fn with_health_probe(handler: MessageHandler, upstream: Option<Arc<dyn Broker>>)
                 serde_json::json!({
                     "engine": engine.describe(),
                     "engineConnected": engine.is_connected(),
-                    "engineNodes": engine.engine_health().nodes,
+                    "engineNodes": engine.health().nodes,
                 })
             }
             None => serde_json::json!({ "engine": null }),
@@ -155,7 +155,7 @@ pub(crate) async fn run(
         move || {
             let engine = engine_slot.lock().clone();
             let engine_up = engine.as_ref().map(|e| e.is_connected());
-            let nodes = engine.map(|e| e.engine_health()).unwrap_or_default();
+            let nodes = engine.map(|e| e.health()).unwrap_or_default();
             crate::ops::metrics::ChildReport {
                 text: crate::ops::metrics::render_broker(
                     id,
