@@ -52,6 +52,16 @@ impl NatsCluster {
         for i in 0..3 {
             cluster.wait_jetstream(i, Duration::from_secs(30));
         }
+        // Every server is a JetStream peer once a 3-replica stream can be placed.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let port = cluster.nodes[0].port;
+        let config =
+            r#"{"name":"sc_probe","subjects":["sc_probe.x"],"num_replicas":3,"storage":"memory"}"#;
+        while let Err(e) = js_request(port, "$JS.API.STREAM.CREATE.sc_probe", config) {
+            assert!(Instant::now() < deadline, "no 3-replica stream: {e}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = js_request(port, "$JS.API.STREAM.DELETE.sc_probe", "");
         cluster
     }
 
@@ -126,7 +136,7 @@ impl NatsCluster {
     pub(crate) fn wait_jetstream(&self, i: usize, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            match jetstream_info(self.nodes[i].port) {
+            match js_request(self.nodes[i].port, "$JS.API.INFO", "") {
                 Ok(()) => return,
                 Err(e) => assert!(Instant::now() < deadline, "JetStream on node {i}: {e}"),
             }
@@ -146,15 +156,19 @@ impl Drop for NatsCluster {
     }
 }
 
-/// One `$JS.API.INFO` request over a raw NATS connection.
-fn jetstream_info(port: u16) -> Result<(), String> {
+/// One JetStream API request over a raw NATS connection; an error answer is an `Err`.
+fn js_request(port: u16, subject: &str, body: &str) -> Result<(), String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
     stream
         .write_all(
-            b"CONNECT {\"verbose\":false,\"headers\":true,\"no_responders\":true}\r\nSUB _INBOX.probe 1\r\nPUB $JS.API.INFO _INBOX.probe 0\r\n\r\n",
+            format!(
+                "CONNECT {{\"verbose\":false,\"headers\":true,\"no_responders\":true}}\r\nSUB _INBOX.probe 1\r\nPUB {subject} _INBOX.probe {}\r\n{body}\r\n",
+                body.len()
+            )
+            .as_bytes(),
         )
         .map_err(|e| e.to_string())?;
     let mut reader = BufReader::new(stream);
