@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -27,13 +27,17 @@ use crate::ws::WebSocket;
 
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
+/// How long [`Server::serve_with_shutdown`] lets HTTP requests in flight finish once it stopped
+/// accepting.
+pub const HTTP_FINISH: Duration = Duration::from_secs(3);
+
 impl Server {
     /// A router with just the SocketCluster endpoint (`options.path`), to merge into an existing
     /// axum app. Serve it with connect info (`into_make_service_with_connect_info::<SocketAddr>`)
     /// so sockets know their remote address.
     pub fn router(&self) -> Router {
         Router::new()
-            .route(&self.0.options.path, get(upgrade_route))
+            .route(&self.0.options().path, get(upgrade_route))
             .with_state(self.clone())
     }
 
@@ -42,7 +46,7 @@ impl Server {
     /// WebSocket upgrades on any other path.
     pub fn app(&self, public_dir: Option<PathBuf>) -> Router {
         let mut app = Router::new()
-            .route(&self.0.options.path, get(upgrade_route))
+            .route(&self.0.options().path, get(upgrade_route))
             .route("/health", get(health))
             .route("/health/ready", get(ready))
             .with_state(self.clone());
@@ -92,6 +96,57 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         crate::listen::serve(listener, app, self.options().listen_limits(), tls, shutdown).await
+    }
+
+    /// Serves `app` on `listener` until `signal` completes, then shuts down in order: drains
+    /// ([`Server::drain`]: upgrades refused, `/health/ready` 503, every socket closed with 1001,
+    /// waiting for the last to leave, at most `drain_timeout`) while still answering HTTP, then
+    /// stops accepting and lets HTTP requests in flight finish (at most [`HTTP_FINISH`]).
+    /// Returns how many sockets were still open when the drain gave up (0 after a clean one).
+    ///
+    /// ```no_run
+    /// # async fn run(server: sc_server::Server) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+    /// // Whatever tells the server to stop: a signal handler, an admin command, …
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// # drop(stop);
+    /// let signal = async move {
+    ///     let _ = stopped.await;
+    /// };
+    /// let app = server.app(None);
+    /// let left = server
+    ///     .serve_with_shutdown(listener, app, signal, std::time::Duration::from_secs(10))
+    ///     .await?;
+    /// assert_eq!(left, 0, "every client left in time");
+    /// # Ok(()) }
+    /// ```
+    pub async fn serve_with_shutdown(
+        &self,
+        listener: TcpListener,
+        app: Router,
+        signal: impl std::future::Future<Output = ()> + Send,
+        drain_timeout: Duration,
+    ) -> std::io::Result<usize> {
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+        let serving = {
+            let (server, stop) = (self.clone(), stop.clone());
+            tokio::spawn(async move {
+                let shutdown = async move { stop.notified().await };
+                server.serve_until(listener, app, None, shutdown).await
+            })
+        };
+        tokio::pin!(serving);
+        tokio::select! {
+            served = &mut serving => return served.map_err(std::io::Error::other)?.map(|()| 0),
+            () = signal => {}
+        }
+        let left = self.drain(drain_timeout).await;
+        stop.notify_one();
+        match tokio::time::timeout(HTTP_FINISH, &mut serving).await {
+            Ok(served) => served.map_err(std::io::Error::other)??,
+            Err(_) => serving.abort(),
+        }
+        Ok(left)
     }
 
     /// Answers a WebSocket upgrade request for this server: use it inside your own axum or hyper
@@ -247,7 +302,7 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let upgrade_request = UpgradeRequest::detached(remote_addr, request.uri(), request.headers());
-    let middleware = &server.0.middleware;
+    let middleware = server.0.middleware();
     if middleware.has_handshake_ws()
         && let Err(block) = middleware
             .run_handshake_ws(
@@ -286,15 +341,11 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
             }
         };
         let options = server.options();
-        let io = crate::metrics::Counted::new(TokioIo::new(upgraded), server.0.metrics.clone());
+        let io = crate::metrics::Counted::new(TokioIo::new(upgraded), server.0.metrics().clone());
         let ws = WebSocket::new(io, options.max_payload)
             .with_queue_limit(options.outbound_queue_limit)
             .with_deflate(deflate);
-        server
-            .0
-            .stats
-            .connections_total
-            .fetch_add(1, Ordering::Relaxed);
+        server.0.count_connection();
         let socket = Socket::new(
             new_socket_id(),
             server.0.clone(),
