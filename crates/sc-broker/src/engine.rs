@@ -4,7 +4,10 @@
 //! |---|---|---|---|
 //! | `memory://` | [`MemoryBroker`] | [`MemoryKv`] | — |
 //! | `redis://[user:pass@]host[:port][/db]`, `rediss://…` (TLS) | `RedisBroker` | `RedisKv` | `redis` |
-//! | `nats://[user:pass@]host[:port][,nats://…]` | `NatsBroker` | `NatsKv` (JetStream) | `nats` |
+//! | `nats://[user:pass@]host[:port][,host2…][?creds=…]`, `tls://…` | `NatsBroker` | `NatsKv` (JetStream) | `nats` |
+//!
+//! NATS URLs (server lists, credentials files, TLS options) are described in
+//! `sc_broker::nats_cluster` (feature `nats`) and `docs/scaling.md`.
 //!
 //! The Redis and NATS engines use their default options here; build them with
 //! `redis::connect` / `nats::connect` to change prefixes, timeouts or limits.
@@ -29,7 +32,7 @@ pub enum EngineError {
     },
     /// The URL's scheme names no engine.
     #[error(
-        "unknown engine scheme {scheme:?} in {url:?} (expected memory://, redis://, rediss:// or nats://)"
+        "unknown engine scheme {scheme:?} in {url:?} (expected memory://, redis://, rediss://, nats:// or tls://)"
     )]
     UnknownScheme {
         /// The scheme found.
@@ -98,7 +101,7 @@ pub async fn connect_engine(url: &str) -> Result<(Arc<dyn Broker>, Arc<dyn KvSto
     match scheme.as_str() {
         "memory" => Ok((Arc::new(MemoryBroker::new()), Arc::new(MemoryKv::new()))),
         "redis" | "rediss" => connect_redis(url).await,
-        "nats" => connect_nats(url).await,
+        "nats" | "tls" => connect_nats(url).await,
         _ => Err(EngineError::UnknownScheme {
             scheme,
             url: redact(url),

@@ -91,7 +91,7 @@ impl NatsKv {
                     subjects: vec![format!("$KV.{}.>", options.bucket)],
                     max_messages_per_subject: 1,
                     storage: StorageType::File,
-                    num_replicas: options.bucket_replicas.max(1),
+                    num_replicas: link.replicas(),
                     allow_rollup: true,
                     deny_delete: true,
                     allow_direct: true,

@@ -17,6 +17,8 @@
 //! - [`kv_memory`]: [`MemoryKv`], the in-process store.
 //! - `kv_redis` (feature `redis`): `RedisKv`, the store kept in Redis.
 //! - `kv_nats` (feature `nats`): `NatsKv`, the store kept in a NATS JetStream key/value bucket.
+//! - [`health`]: [`EngineHealth`], each engine node's state.
+//! - `nats_cluster` (feature `nats`): NATS server lists, credentials, TLS, replicas, nodes.
 //! - [`engine`]: [`connect_engine`], which picks a broker and a store from a URL
 //!   (`memory://`, `redis://`, `rediss://`, `nats://`), and [`EngineError`].
 //! - [`cluster`]: the process cluster's worker ↔ broker link: `BrokerServer` (a broker process),
@@ -57,6 +59,7 @@ use sc_protocol::Publication;
 
 pub mod cluster;
 pub mod engine;
+pub mod health;
 pub mod kv;
 pub mod kv_memory;
 #[cfg(feature = "nats")]
@@ -67,6 +70,10 @@ pub mod kv_redis;
 pub mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "nats")]
+pub mod nats_cluster;
+#[cfg(feature = "nats")]
+mod nats_url;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod stream;
@@ -79,6 +86,7 @@ pub mod stream_redis;
 mod support;
 
 pub use engine::{EngineError, connect_engine};
+pub use health::{EngineHealth, NodeHealth};
 pub use kv::{KeyPath, KvCommand, KvStore};
 pub use kv_memory::MemoryKv;
 #[cfg(feature = "nats")]
@@ -136,6 +144,12 @@ pub trait Broker: Send + Sync + 'static {
     /// engines are always connected.
     fn is_connected(&self) -> bool {
         true
+    }
+
+    /// Each engine node's state, for `/health` and `/metrics` (addresses never carry
+    /// credentials). In-process engines have no nodes.
+    fn health(&self) -> EngineHealth {
+        EngineHealth::default()
     }
 
     /// Publishes to a channel with history (EXTENSIONS.md E2): the engine that keeps the history

@@ -31,13 +31,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
-use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
+use async_nats::{Client, ConnectErrorKind, Event};
 use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
 use sc_protocol::Publication;
 
 use crate::engine::{EngineError, redact};
 use crate::kv_nats::NatsKv;
+use crate::nats_url::NatsUrl;
 use crate::support::{AbortOnDrop, backoff};
 use crate::{BoxFuture, Broker, BrokerError, DeliverySink};
 
@@ -51,9 +52,9 @@ pub struct NatsOptions {
     pub subject_prefix: String,
     /// JetStream key/value bucket of the store. Default `sc_kv`.
     pub bucket: String,
-    /// Replicas of the bucket when we create it (1 for a single server, 3 in a cluster).
-    /// Default 1.
-    pub bucket_replicas: usize,
+    /// Replicas of the JetStream streams and bucket we create (key/value, history, presence);
+    /// 0 picks `min(3, servers in the cluster)`: 1 on a lone server. Default 0.
+    pub replicas: usize,
     /// Longest wait for any one operation. Default 5 s.
     pub op_timeout: Duration,
     /// Longest wait for a connection attempt. Default 2 s.
@@ -74,7 +75,7 @@ impl Default for NatsOptions {
         NatsOptions {
             subject_prefix: "sc.ch.".to_owned(),
             bucket: "sc_kv".to_owned(),
-            bucket_replicas: 1,
+            replicas: 0,
             op_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             max_message_size: 8 * 1024 * 1024,
@@ -122,7 +123,7 @@ pub fn encode_token(name: &str) -> String {
 }
 
 /// Decodes `%XX` escapes of a URL's user info.
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     unescape_hex(text, b'%')
 }
 
@@ -156,32 +157,39 @@ pub struct NatsLink {
     options: NatsOptions,
     /// The URL with its password redacted, for logs.
     target: String,
+    /// The configured servers, `host:port`.
+    servers: Vec<String>,
+    /// The servers' last known state.
+    nodes: Arc<crate::nats_cluster::NodeTable>,
     sink: RwLock<Option<Arc<dyn DeliverySink>>>,
 }
 
 impl NatsLink {
     /// Connects (one attempt, bounded by the connect timeout); later drops are reconnected
     /// automatically.
-    pub async fn connect(url: &str, options: NatsOptions) -> Result<Arc<NatsLink>, EngineError> {
+    pub async fn connect(
+        url: &str,
+        mut options: NatsOptions,
+    ) -> Result<Arc<NatsLink>, EngineError> {
         let target = redact(url);
         let outage = Arc::new(OutageLog {
             target: target.clone(),
             since: Mutex::new(None),
         });
         let max_delay = options.max_reconnect_delay;
-        let mut connect_options = ConnectOptions::new();
-        // async-nats parses but does not send the credentials of a URL: pass them explicitly
-        // (`user:pass@` as user and password, a lone `token@` as a token).
-        let credentials = url.split(',').find_map(|one| {
-            let addr: async_nats::ServerAddr = one.trim().parse().ok()?;
-            let user = percent_decode(addr.username()?);
-            Some((user, addr.password().map(percent_decode)))
-        });
-        connect_options = match credentials {
-            Some((user, Some(password))) => connect_options.user_and_password(user, password),
-            Some((token, None)) => connect_options.token(token),
-            None => connect_options,
-        };
+        let parsed = NatsUrl::parse(url).map_err(|reason| EngineError::InvalidUrl {
+            url: target.clone(),
+            reason,
+        })?;
+        if let Some(replicas) = parsed.replicas {
+            options.replicas = replicas;
+        }
+        let connect_options = crate::nats_cluster::connect_options(&parsed)
+            .await
+            .map_err(|reason| EngineError::InvalidUrl {
+                url: target.clone(),
+                reason,
+            })?;
         let connect_options = connect_options
             .name("socketcluster")
             .connection_timeout(options.connect_timeout)
@@ -196,7 +204,7 @@ impl NatsLink {
                 let outage = outage.clone();
                 async move { outage.on_event(event) }
             });
-        let connecting = connect_options.connect(url);
+        let connecting = connect_options.connect(parsed.servers.clone());
         let client = match tokio::time::timeout(options.connect_timeout * 2, connecting).await {
             Ok(Ok(client)) => client,
             Ok(Err(error)) => {
@@ -229,12 +237,19 @@ impl NatsLink {
                 });
             }
         };
-        Ok(Arc::new(NatsLink {
+        let link = Arc::new(NatsLink {
             client,
             options,
             target,
+            servers: parsed.addrs(),
+            nodes: Arc::default(),
             sink: RwLock::new(None),
-        }))
+        });
+        tokio::spawn(crate::nats_cluster::probe_peers(
+            Arc::downgrade(&link),
+            link.nodes.clone(),
+        ));
+        Ok(link)
     }
 
     /// Whether the client is connected right now.
@@ -255,6 +270,21 @@ impl NatsLink {
     /// The underlying client.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The servers of the URL, `host:port`.
+    pub fn servers(&self) -> &[String] {
+        &self.servers
+    }
+
+    /// Every server we know of and whether it is up (see [`crate::nats_cluster`]).
+    pub fn engine_health(&self) -> crate::EngineHealth {
+        self.nodes.health(self)
+    }
+
+    /// Replicas of the JetStream streams and buckets we create (see [`NatsOptions::replicas`]).
+    pub fn replicas(&self) -> usize {
+        crate::nats_cluster::replicas(self)
     }
 
     pub(crate) fn unavailable(&self) -> BrokerError {
@@ -469,6 +499,10 @@ impl Broker for NatsBroker {
 
     fn describe(&self) -> String {
         format!("nats {}", self.link.target)
+    }
+
+    fn health(&self) -> crate::EngineHealth {
+        self.link.engine_health()
     }
 
     fn is_connected(&self) -> bool {

@@ -129,6 +129,10 @@ impl Server {
             "brokerConnected": broker.is_connected(),
             "protocolVersion": self.options().protocol_version,
         });
+        let nodes = broker.health().nodes;
+        if !nodes.is_empty() {
+            report["engineNodes"] = serde_json::json!(nodes);
+        }
         let mut healthy = broker.is_connected();
         let check = self.0.health_check();
         if let Some(check) = check
