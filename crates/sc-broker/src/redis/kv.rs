@@ -32,9 +32,10 @@ use ::redis::aio::MultiplexedConnection;
 use sc_protocol::Json;
 use serde_json::{Map, Value};
 
+use super::link::{RedisLink, RedisOptions};
+use crate::error::EngineError;
 use crate::kv::{KeyPath, KvCommand, KvStore};
 use crate::kv_ops::{self, KvOpError};
-use crate::redis::{RedisLink, RedisOptions};
 use crate::support::{AbortOnDrop, DueHint, now_ms};
 use crate::{BoxFuture, BrokerError};
 
@@ -77,7 +78,7 @@ struct Inner {
 impl RedisKv {
     /// Connects a store alone (see [`connect`](crate::redis::connect) for a broker and a store
     /// on one link).
-    pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisKv, crate::EngineError> {
+    pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisKv, EngineError> {
         Ok(RedisKv::with_link(RedisLink::connect(url, options).await?))
     }
 

@@ -33,10 +33,10 @@ use futures_util::TryStreamExt;
 use sc_protocol::Json;
 use serde_json::{Map, Value};
 
-use crate::engine::EngineError;
+use super::link::{NatsLink, NatsOptions, encode_token};
+use crate::error::EngineError;
 use crate::kv::{KeyPath, KvCommand, KvStore};
 use crate::kv_ops::{self, KvOpError};
-use crate::nats::{NatsLink, NatsOptions, encode_token};
 use crate::support::{AbortOnDrop, DueHint, now_ms};
 use crate::{BoxFuture, BrokerError};
 
