@@ -11,7 +11,8 @@
 //!   be set up); `url` (private): redacting and decoding engine URLs. Both depend on nothing.
 //! - [`kv`]: [`KvStore`] and [`KvCommand`], the exchange's key/value store.
 //! - [`kv_ops`]: the store's document rules (SocketCluster's `fleximap`), pure, shared by every
-//!   store below.
+//!   store below; `kv_cas` (private): the compare-and-set loop of the stores kept in Redis and
+//!   NATS.
 //! - [`stream`]: positions, history and presence types (EXTENSIONS.md).
 //! - One folder per backend, each with its broker, key/value store and streams side by side:
 //!   - [`memory`]: [`MemoryBroker`], [`MemoryKv`] and the in-process history and presence
@@ -59,6 +60,8 @@ pub mod cluster;
 pub mod engine;
 pub mod error;
 pub mod kv;
+#[cfg(any(feature = "redis", feature = "nats"))]
+mod kv_cas;
 pub mod kv_ops;
 pub mod memory;
 #[cfg(feature = "nats")]
