@@ -19,7 +19,7 @@
 //!   - `tls_cert=/path/cert.pem&tls_key=/path/key.pem`: a client certificate (mutual TLS);
 //!   - `tls=true`: require TLS from every server (what `tls://` says);
 //!   - `replicas=N`: replicas of the JetStream streams we create (default: chosen from the
-//!     cluster, see [`crate::nats_cluster`]).
+//!     cluster, see [`crate::nats::nodes`]).
 //!
 //! Anything else after `?` is refused, so a mistyped option is not silently ignored.
 
@@ -110,10 +110,10 @@ impl NatsUrl {
             {
                 parsed.credentials = Some(match user_info.split_once(':') {
                     Some((user, password)) => Credentials::UserPassword(
-                        crate::nats::percent_decode(user),
-                        crate::nats::percent_decode(password),
+                        crate::url::percent_decode(user),
+                        crate::url::percent_decode(password),
                     ),
-                    None => Credentials::Token(crate::nats::percent_decode(user_info)),
+                    None => Credentials::Token(crate::url::percent_decode(user_info)),
                 });
             }
             let addr: ServerAddr = format!("{scheme}://{host}")
@@ -125,7 +125,7 @@ impl NatsUrl {
         let (mut tls_cert, mut tls_key) = (None, None);
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = crate::nats::percent_decode(value);
+            let value = crate::url::percent_decode(value);
             if value.is_empty() {
                 return Err(format!("option {name:?} has no value"));
             }

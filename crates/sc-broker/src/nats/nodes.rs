@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 
 use crate::health::{EngineHealth, NodeHealth};
 use crate::nats::NatsLink;
-use crate::nats_url::{Credentials, NatsUrl};
+use crate::nats::url::{Credentials, NatsUrl};
 
 /// How often the peers of the connected server are checked.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);

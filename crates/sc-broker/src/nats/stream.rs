@@ -50,8 +50,8 @@ use futures_util::TryStreamExt;
 use parking_lot::Mutex;
 use sc_protocol::Publication;
 
+use super::link::{NatsLink, encode_token};
 use crate::BrokerError;
-use crate::nats::{NatsLink, encode_token};
 use crate::stream::{
     HistoryPage, HistoryPolicy, HistoryRead, PRESENCE_LIST_LIMIT, Position, PresenceChange,
     PresenceInfo, PresenceMember, new_epoch, presence_channel, presence_event,
@@ -125,7 +125,7 @@ fn decode_token(token: &str) -> String {
     if token == "=" {
         return String::new();
     }
-    crate::nats::unescape_hex(token, b'=')
+    crate::url::unescape_hex(token, b'=')
 }
 
 impl NatsStreams {

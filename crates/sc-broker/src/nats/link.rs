@@ -1,14 +1,5 @@
-//! [`NatsBroker`]: publications carried between machines by NATS core pub/sub.
-//!
-//! A [`NatsLink`] is one `async-nats` client connection, shared by a [`NatsBroker`] and a
-//! [`NatsKv`]. Each channel the process holds is one NATS subscription on
-//! `<subject prefix><encoded channel>` (default `sc.ch.…`); publications travel as their encoded
-//! `#publish` frame and are rebuilt with [`Publication::from_frame`], never re-encoded.
-//!
-//! Channel names may contain what NATS subjects cannot (`.`, `*`, `>`, spaces, …), so each
-//! channel becomes one subject token by [`encode_token`]: ASCII letters, digits, `-` and `_`
-//! stay, every other byte is written `=XX` (hex), and the empty name is `=`. The encoding is
-//! injective, so two channels never share a subject.
+//! [`NatsLink`]: one NATS client connection, shared by the NATS broker, key/value store and
+//! streams; [`NatsOptions`]; and [`encode_token`], channel names as subject tokens.
 //!
 //! # Failures
 //!
@@ -26,23 +17,20 @@
 //! - A frame larger than [`NatsOptions::max_message_size`] or than the server's `max_payload`
 //!   (1 MiB by default) is refused with [`BrokerError::TooLarge`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
 use async_nats::{Client, ConnectErrorKind, Event};
-use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
-use sc_protocol::Publication;
 
-use crate::engine::{EngineError, redact};
-use crate::kv_nats::NatsKv;
-use crate::nats_url::NatsUrl;
-use crate::support::{AbortOnDrop, backoff};
-use crate::{BoxFuture, Broker, BrokerError, DeliverySink};
+use crate::error::EngineError;
+use crate::nats::url::NatsUrl;
+use crate::support::backoff;
+use crate::url::redact;
+use crate::{BrokerError, DeliverySink};
 
-const ENGINE: &str = "nats";
+pub(super) const ENGINE: &str = "nats";
 
 /// Settings of the NATS engine (broker and key/value store).
 #[derive(Debug, Clone)]
@@ -66,7 +54,7 @@ pub struct NatsOptions {
     pub max_reconnect_delay: Duration,
     /// How often the client pings the server to detect a dead connection. Default 1 s.
     pub ping_interval: Duration,
-    /// How often the store looks for due expiries (see [`NatsKv`]). Default 500 ms.
+    /// How often the store looks for due expiries (see [`NatsKv`](super::NatsKv)). Default 500 ms.
     pub expiry_sweep_interval: Duration,
 }
 
@@ -84,18 +72,6 @@ impl Default for NatsOptions {
             expiry_sweep_interval: Duration::from_millis(500),
         }
     }
-}
-
-/// Connects to the NATS server(s) at `url` (`nats://[user:pass@]host[:port]`, several
-/// separated by `,`) and returns a broker and a key/value store sharing one connection. The
-/// store needs JetStream on the server (`nats-server -js`).
-///
-/// Fails with [`EngineError::InvalidUrl`], [`EngineError::Auth`], [`EngineError::Unreachable`],
-/// or [`EngineError::Setup`] (JetStream missing).
-pub async fn connect(url: &str, options: NatsOptions) -> Result<(NatsBroker, NatsKv), EngineError> {
-    let link = NatsLink::connect(url, options).await?;
-    let kv = NatsKv::with_link(link.clone()).await?;
-    Ok((NatsBroker::with_link(link), kv))
 }
 
 /// Writes `name` as one NATS subject token / key-value key segment: `[A-Za-z0-9_-]` kept, every
@@ -122,46 +98,17 @@ pub fn encode_token(name: &str) -> String {
     out
 }
 
-/// Decodes `%XX` escapes of a URL's user info.
-pub(crate) fn percent_decode(text: &str) -> String {
-    unescape_hex(text, b'%')
-}
-
-/// Replaces every `escape` followed by two hex digits with that byte; anything else is kept.
-pub(crate) fn unescape_hex(text: &str, escape: u8) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (byte, Some(decoded)) if byte == escape => {
-                out.push(decoded);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// One NATS client connection, shared by a [`NatsBroker`] and a [`NatsKv`].
+/// One NATS client connection, shared by a [`NatsBroker`](super::NatsBroker) and a [`NatsKv`](super::NatsKv).
 pub struct NatsLink {
     client: Client,
     options: NatsOptions,
     /// The URL with its password redacted, for logs.
-    target: String,
+    pub(super) target: String,
     /// The configured servers, `host:port`.
     servers: Vec<String>,
     /// The servers' last known state.
-    nodes: Arc<crate::nats_cluster::NodeTable>,
-    sink: RwLock<Option<Arc<dyn DeliverySink>>>,
+    nodes: Arc<crate::nats::nodes::NodeTable>,
+    pub(super) sink: RwLock<Option<Arc<dyn DeliverySink>>>,
 }
 
 impl NatsLink {
@@ -184,12 +131,13 @@ impl NatsLink {
         if let Some(replicas) = parsed.replicas {
             options.replicas = replicas;
         }
-        let connect_options = crate::nats_cluster::connect_options(&parsed)
-            .await
-            .map_err(|reason| EngineError::InvalidUrl {
-                url: target.clone(),
-                reason,
-            })?;
+        let connect_options =
+            crate::nats::nodes::connect_options(&parsed)
+                .await
+                .map_err(|reason| EngineError::InvalidUrl {
+                    url: target.clone(),
+                    reason,
+                })?;
         let connect_options = connect_options
             .name("socketcluster")
             .connection_timeout(options.connect_timeout)
@@ -245,7 +193,7 @@ impl NatsLink {
             nodes: Arc::default(),
             sink: RwLock::new(None),
         });
-        tokio::spawn(crate::nats_cluster::probe_peers(
+        tokio::spawn(crate::nats::nodes::probe_peers(
             Arc::downgrade(&link),
             link.nodes.clone(),
         ));
@@ -277,14 +225,14 @@ impl NatsLink {
         &self.servers
     }
 
-    /// Every server we know of and whether it is up (see [`crate::nats_cluster`]).
+    /// Every server we know of and whether it is up (see [`crate::nats::nodes`]).
     pub fn engine_health(&self) -> crate::EngineHealth {
         self.nodes.health(self)
     }
 
     /// Replicas of the JetStream streams and buckets we create (see [`NatsOptions::replicas`]).
     pub fn replicas(&self) -> usize {
-        crate::nats_cluster::replicas(self)
+        crate::nats::nodes::replicas(self)
     }
 
     pub(crate) fn unavailable(&self) -> BrokerError {
@@ -307,7 +255,7 @@ impl NatsLink {
             .min(self.client.server_info().max_payload)
     }
 
-    fn subject(&self, channel: &str) -> String {
+    pub(super) fn subject(&self, channel: &str) -> String {
         format!("{}{}", self.options.subject_prefix, encode_token(channel))
     }
 
@@ -366,191 +314,6 @@ impl OutageLog {
     }
 }
 
-/// Publishes and subscribes through NATS (see the [module](self) documentation for the failure
-/// behaviour).
-pub struct NatsBroker {
-    link: Arc<NatsLink>,
-    /// One forwarding task per held channel; dropping it (abort) drops the NATS subscription.
-    channels: Mutex<HashMap<String, AbortOnDrop>>,
-    /// History and presence in JetStream.
-    streams: Arc<crate::stream_nats::NatsStreams>,
-}
-
-impl NatsBroker {
-    /// Connects a broker alone (see [`connect`] for a broker and a store on one connection).
-    pub async fn connect(url: &str, options: NatsOptions) -> Result<NatsBroker, EngineError> {
-        Ok(NatsBroker::with_link(
-            NatsLink::connect(url, options).await?,
-        ))
-    }
-
-    /// A broker on an existing link.
-    pub fn with_link(link: Arc<NatsLink>) -> NatsBroker {
-        NatsBroker {
-            streams: Arc::new(crate::stream_nats::NatsStreams::new(link.clone())),
-            link,
-            channels: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The link this broker uses.
-    pub fn link(&self) -> &Arc<NatsLink> {
-        &self.link
-    }
-}
-
-/// Hands every message of one subscription to the attached sink.
-async fn forward(mut subscriber: async_nats::Subscriber, link: Arc<NatsLink>) {
-    while let Some(message) = subscriber.next().await {
-        match Publication::from_frame(message.payload) {
-            Ok(publication) => {
-                let sink = link.sink.read().clone();
-                if let Some(sink) = sink {
-                    sink.deliver(publication);
-                }
-            }
-            Err(_) => {
-                tracing::debug!(engine = ENGINE, subject = %message.subject, "ignored a message that is not a #publish frame")
-            }
-        }
-    }
-}
-
-impl Broker for NatsBroker {
-    fn attach(&self, sink: Arc<dyn DeliverySink>) {
-        *self.link.sink.write() = Some(sink);
-    }
-
-    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(async move {
-            self.link.ensure_connected()?;
-            if self.channels.lock().contains_key(channel) {
-                return Ok(());
-            }
-            let client = self.link.client();
-            let subscriber = self
-                .link
-                .bounded("subscribe", client.subscribe(self.link.subject(channel)))
-                .await?
-                .map_err(|e| BrokerError::Unavailable(format!("nats subscribe: {e}")))?;
-            // Wait for the server to have the subscription: publications made after we return
-            // must reach us. `flush` only writes the bytes out; a request nobody answers is a
-            // round trip through the server, which handles our connection's operations in
-            // order, so its "no responders" reply means the SUB was processed. On failure the
-            // subscriber is dropped, which unsubscribes.
-            let probe = client.request(
-                format!("_sc_probe.{}", client.new_inbox()),
-                bytes::Bytes::new(),
-            );
-            match self.link.bounded("subscribe", probe).await? {
-                Ok(_) => {}
-                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
-                Err(e) => return Err(BrokerError::Unavailable(format!("nats subscribe: {e}"))),
-            }
-            let task = tokio::spawn(forward(subscriber, self.link.clone()));
-            self.channels
-                .lock()
-                .insert(channel.to_owned(), AbortOnDrop(task));
-            Ok(())
-        })
-    }
-
-    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(async move {
-            let task = self.channels.lock().remove(channel);
-            if let Some(mut task) = task {
-                task.0.abort();
-                // Wait until the task has stopped, so nothing is delivered after we return.
-                let _ = self.link.bounded("unsubscribe", &mut task.0).await;
-            }
-            Ok(())
-        })
-    }
-
-    fn publish(&self, publication: Publication) -> BoxFuture<'_, Result<(), BrokerError>> {
-        Box::pin(async move {
-            let frame = publication.frame();
-            let limit = self.link.payload_limit();
-            if frame.len() > limit {
-                return Err(BrokerError::TooLarge {
-                    size: frame.len(),
-                    limit,
-                });
-            }
-            self.link.ensure_connected()?;
-            let subject = self.link.subject(publication.channel());
-            self.link
-                .bounded(
-                    "publish",
-                    self.link.client().publish(subject, frame.clone()),
-                )
-                .await?
-                .map_err(|e| match e.kind() {
-                    async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
-                        BrokerError::TooLarge {
-                            size: frame.len(),
-                            limit,
-                        }
-                    }
-                    _ => BrokerError::Unavailable(format!("nats publish: {e}")),
-                })
-        })
-    }
-
-    fn describe(&self) -> String {
-        format!("nats {}", self.link.target)
-    }
-
-    fn health(&self) -> crate::EngineHealth {
-        self.link.engine_health()
-    }
-
-    fn is_connected(&self) -> bool {
-        self.link.is_connected()
-    }
-
-    fn publish_stored(
-        &self,
-        publication: Publication,
-        policy: crate::HistoryPolicy,
-    ) -> BoxFuture<'_, Result<crate::Position, BrokerError>> {
-        Box::pin(async move { self.streams.publish(&publication, policy).await })
-    }
-
-    fn read_history<'a>(
-        &'a self,
-        channel: &'a str,
-        policy: crate::HistoryPolicy,
-        read: crate::HistoryRead,
-    ) -> BoxFuture<'a, Result<crate::HistoryPage, BrokerError>> {
-        Box::pin(async move { self.streams.read(channel, policy, &read).await })
-    }
-
-    fn presence_join<'a>(
-        &'a self,
-        channel: &'a str,
-        member: crate::PresenceMember,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.streams.start_lease();
-        Box::pin(async move { self.streams.join(channel, &member).await })
-    }
-
-    fn presence_leave<'a>(
-        &'a self,
-        channel: &'a str,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(async move { self.streams.leave(channel, id).await })
-    }
-
-    fn presence<'a>(
-        &'a self,
-        channel: &'a str,
-    ) -> BoxFuture<'a, Result<crate::PresenceInfo, BrokerError>> {
-        Box::pin(async move { self.streams.query(channel).await })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,11 +336,5 @@ mod tests {
         let unique: std::collections::HashSet<&String> = tokens.iter().collect();
         assert_eq!(unique.len(), names.len());
         assert_eq!(encode_token("ü"), "=C3=BC");
-    }
-
-    #[test]
-    fn decodes_user_info() {
-        assert_eq!(percent_decode("p%40ss%3Aw"), "p@ss:w");
-        assert_eq!(percent_decode("plain%"), "plain%");
     }
 }
