@@ -145,7 +145,6 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
-    drop(start);
     let _ = stop.send(true);
     // Every permit back: no connection is still before its upgrade.
     let all = u32::try_from(limits.max_pending).unwrap_or(u32::MAX);
