@@ -128,7 +128,7 @@ async fn collect(
 /// What the publisher got acknowledged: (number published, offset), in order.
 type Acked = Arc<Mutex<Vec<(u64, u64)>>>;
 
-/// Publishes 1, 2, 3, … about 150 times a second until `stop`, on one `sc-client` that
+/// Publishes 1, 2, 3, … about 100 times a second until `stop`, on one `sc-client` that
 /// reconnects on its own; notes every acknowledged publication. Returns how many it attempted
 /// and how often it connected.
 fn publisher(
