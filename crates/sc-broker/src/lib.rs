@@ -22,7 +22,7 @@
 //!     history and presence kept in Redis.
 //!   - `nats` (feature `nats`): `NatsLink` (the connection), `NatsBroker`, `NatsKv` (a
 //!     JetStream key/value bucket), and history and presence kept in JetStream.
-//!   - [`cluster`]: the process cluster's worker ↔ broker link: `BrokerServer` (a broker
+//!   - [`process`]: the process cluster's worker ↔ broker link: `BrokerServer` (a broker
 //!     process), `ClusterBroker` / `ClusterKv` (a worker's broker and store over every broker
 //!     process).
 //! - [`engine`]: [`connect_engine`], which picks a broker and a store from a URL
@@ -56,7 +56,6 @@ use std::sync::Arc;
 
 use sc_protocol::Publication;
 
-pub mod cluster;
 pub mod engine;
 pub mod error;
 pub mod kv;
@@ -66,6 +65,7 @@ pub mod kv_ops;
 pub mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod process;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod stream;
