@@ -22,7 +22,7 @@
 //!     history and presence kept in Redis.
 //!   - `nats` (feature `nats`): `NatsLink` (the connection), `NatsBroker`, `NatsKv` (a
 //!     JetStream key/value bucket), and history and presence kept in JetStream.
-//!   - [`cluster`]: the process cluster's worker ↔ broker link: `BrokerServer` (a broker
+//!   - [`process`]: the process cluster's worker ↔ broker link: `BrokerServer` (a broker
 //!     process), `ClusterBroker` / `ClusterKv` (a worker's broker and store over every broker
 //!     process).
 //! - [`health`]: [`EngineHealth`], each engine node's state.
@@ -57,7 +57,6 @@ use std::sync::Arc;
 
 use sc_protocol::Publication;
 
-pub mod cluster;
 pub mod engine;
 pub mod error;
 pub mod health;
@@ -68,6 +67,7 @@ pub mod kv_ops;
 pub mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod process;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod stream;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sc_broker::cluster::{BrokerServer, ClusterBroker, ClusterKv, MapIndex};
+use sc_broker::process::{BrokerServer, ClusterBroker, ClusterKv, MapIndex};
 use sc_broker::{Broker, KvStore, MemoryBroker, MemoryKv};
 use sc_protocol::Json;
 use tokio::signal::unix::{SignalKind, signal};
@@ -77,7 +77,7 @@ pub(crate) async fn worker_link(
         let paths: Vec<PathBuf> = (0..config.brokers)
             .map(|id| broker_socket(dir, id))
             .collect();
-        let broker = ClusterBroker::connect(paths, sc_broker::cluster::ClusterConfig::default())
+        let broker = ClusterBroker::connect(paths, sc_broker::process::BrokerLinkConfig::default())
             .await
             .map_err(|e| ClusterError::Broker(e.to_string()))?;
         let kv = broker.kv();

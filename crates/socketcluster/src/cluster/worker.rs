@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sc_broker::cluster::{ClusterKv, MapIndex};
+use sc_broker::process::{ClusterKv, MapIndex};
 use sc_protocol::Json;
 use sc_server::{Exchange, Server};
 use tokio::signal::unix::{SignalKind, signal};
