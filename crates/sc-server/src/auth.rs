@@ -553,3 +553,14 @@ mod tests {
         assert_eq!(sign.expiry(), Some(u64::MAX));
     }
 }
+
+/// A change of a socket's authentication, for [`Server::on_auth_event`](crate::Server::on_auth_event).
+#[derive(Debug, Clone, Copy)]
+pub enum AuthEvent<'a> {
+    /// The socket became authenticated (handshake token, `#authenticate`, or `set_auth_token`).
+    Authenticated(&'a AuthToken),
+    /// The socket stopped being authenticated (logout, expiry, bad token, `deauthenticate`).
+    Deauthenticated,
+    /// The client presented a token that was refused (SocketCluster's `badSocketAuthToken`).
+    BadToken(&'a TokenError),
+}

@@ -8,16 +8,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 use sc_broker::{Broker, KvStore};
+use sc_protocol::{HeartbeatDialect, ProtocolVersion};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::auth::AuthEngine;
+use crate::auth::{AuthEngine, AuthEvent};
 use crate::handler::{BoxFuture, ConnectionHandler, Handler};
 use crate::hub::Hub;
 use crate::metrics::ServerMetrics;
 use crate::middleware::Middleware;
 use crate::options::{InvalidOptions, ServerOptions};
-use crate::server::AuthEvent;
 use crate::socket::Socket;
 
 /// A check that adds fields to `GET /health`.
@@ -225,5 +225,45 @@ impl ServerShared {
     /// Whether a drain started.
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// The health report served on `GET /health`.
+    pub(crate) async fn health(&self) -> serde_json::Value {
+        let broker = self.hub().broker();
+        let mut report = serde_json::json!({
+            "status": "ok",
+            "clients": self.clients_count(),
+            "connectionsTotal": self.connections_total(),
+            "broker": broker.describe(),
+            "brokerConnected": broker.is_connected(),
+            "protocolVersion": self.options.protocol_version,
+        });
+        let nodes = broker.health().nodes;
+        if !nodes.is_empty() {
+            report["engineNodes"] = serde_json::json!(nodes);
+        }
+        let mut healthy = broker.is_connected();
+        let check = self.health_check();
+        if let Some(check) = check
+            && let serde_json::Value::Object(extra) = check().await
+        {
+            healthy &= extra.get("healthy") != Some(&serde_json::Value::Bool(false));
+            if let serde_json::Value::Object(fields) = &mut report {
+                fields.extend(extra);
+            }
+        }
+        if !healthy {
+            report["status"] = "degraded".into();
+        }
+        report
+    }
+
+    /// The heartbeat dialect new connections start with (`None` in auto mode).
+    pub(crate) fn fixed_dialect(&self) -> Option<HeartbeatDialect> {
+        match self.options.protocol_version {
+            ProtocolVersion::V1 => Some(HeartbeatDialect::V1),
+            ProtocolVersion::V2 => Some(HeartbeatDialect::V2),
+            ProtocolVersion::Auto => None,
+        }
     }
 }
