@@ -373,6 +373,12 @@ pub fn random_key() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+impl std::fmt::Debug for AuthEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthEngine").finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_debug_implementations)]
+
 pub mod auth;
 mod connection;
 #[cfg(feature = "ws-echo")]

@@ -53,6 +53,15 @@ pub struct Server(pub(crate) Arc<ServerShared>);
 
 pub use crate::auth::AuthEvent;
 
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("path", &self.options().path)
+            .field("clients", &self.clients_count())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Server {
     /// A server with the in-process broker (one process, no external service).
     pub fn new(options: ServerOptions) -> Result<Server, InvalidOptions> {

@@ -205,3 +205,9 @@ pub(crate) async fn run(
     server.shutdown().await;
     Ok(())
 }
+
+impl std::fmt::Debug for BrokerProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerProcess").finish_non_exhaustive()
+    }
+}

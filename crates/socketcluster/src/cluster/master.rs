@@ -788,3 +788,9 @@ impl Rolling {
         self.retiring.remove(&pid)
     }
 }
+
+impl std::fmt::Debug for Master {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Master").finish_non_exhaustive()
+    }
+}

@@ -193,3 +193,9 @@ async fn broker_health(brokers: ClusterKv) -> serde_json::Value {
         Err(_) => serde_json::json!({ "brokers": "no answer within 2 s", "healthy": false }),
     }
 }
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").finish_non_exhaustive()
+    }
+}
