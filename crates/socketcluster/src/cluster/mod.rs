@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ClusterConfig;
 
 pub mod broker;
+mod broker_link;
 pub mod ipc;
 pub mod listener;
 pub mod master;
