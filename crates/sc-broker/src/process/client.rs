@@ -115,7 +115,7 @@ impl Default for BrokerLinkConfig {
     }
 }
 
-/// Which brokers [`ClusterKv::send`] addresses (sc-broker-cluster's `mapIndex`).
+/// Which brokers [`BrokerControllers::send`] addresses (sc-broker-cluster's `mapIndex`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapIndex {
     /// Every broker (`'*'`, or `mapIndex` omitted in `exchange.send`).
