@@ -213,10 +213,10 @@ async fn key_value_is_shared_by_workers_and_routed_by_first_segment() {
     let dir = TempDir::new("kv");
     let (_b0, kv0) = start_broker(0, &dir.socket(0)).await;
     let (_b1, kv1) = start_broker(1, &dir.socket(1)).await;
-    let a = ClusterBroker::connect(dir.sockets(2), fast_config())
+    let a_broker = ClusterBroker::connect(dir.sockets(2), fast_config())
         .await
-        .unwrap()
-        .kv();
+        .unwrap();
+    let a = a_broker.kv();
     let b = ClusterBroker::connect(dir.sockets(2), fast_config())
         .await
         .unwrap()
@@ -312,15 +312,19 @@ async fn key_value_is_shared_by_workers_and_routed_by_first_segment() {
     assert_eq!(a.execute(KvCommand::GetAll).await.unwrap().get(), "{}");
 
     // Broker controller messages.
-    let answers = a.send(json(r#"{"hello":1}"#), MapIndex::All).await.unwrap();
+    let controllers = a_broker.controllers();
+    let answers = controllers
+        .send(json(r#"{"hello":1}"#), MapIndex::All)
+        .await
+        .unwrap();
     let answers: Vec<&str> = answers.iter().map(Json::get).collect();
     assert_eq!(answers, [r#"{"brokerId":0}"#, r#"{"brokerId":1}"#]);
-    let one = a
+    let one = controllers
         .send(Json::NULL, MapIndex::Key("news".into()))
         .await
         .unwrap();
     assert_eq!(one[0].get(), r#"{"brokerId":1}"#);
-    let keyed = a
+    let keyed = controllers
         .send(
             Json::NULL,
             MapIndex::Keys(vec!["news".into(), "private".into(), "chan-a".into()]),
@@ -328,9 +332,12 @@ async fn key_value_is_shared_by_workers_and_routed_by_first_segment() {
         .await
         .unwrap();
     assert_eq!(keyed.len(), 2, "each broker once");
-    let numbered = a.send(Json::NULL, MapIndex::Number(-3)).await.unwrap();
+    let numbered = controllers
+        .send(Json::NULL, MapIndex::Number(-3))
+        .await
+        .unwrap();
     assert_eq!(numbered[0].get(), r#"{"brokerId":1}"#);
-    let refused = a.send(json(r#""fail""#), MapIndex::All).await;
+    let refused = controllers.send(json(r#""fail""#), MapIndex::All).await;
     assert_eq!(refused, Err(BrokerError::Engine("refused".into())));
 }
 

@@ -115,7 +115,7 @@ impl Default for BrokerLinkConfig {
     }
 }
 
-/// Which brokers [`ClusterKv::send`] addresses (sc-broker-cluster's `mapIndex`).
+/// Which brokers [`BrokerControllers::send`] addresses (sc-broker-cluster's `mapIndex`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapIndex {
     /// Every broker (`'*'`, or `mapIndex` omitted in `exchange.send`).
@@ -289,6 +289,13 @@ impl ClusterBroker {
     /// The key/value store over the same connections.
     pub fn kv(&self) -> ClusterKv {
         ClusterKv {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// The broker controllers over the same connections (custom messages).
+    pub fn controllers(&self) -> BrokerControllers {
+        BrokerControllers {
             inner: self.inner.clone(),
         }
     }
@@ -505,7 +512,14 @@ impl Broker for ClusterBroker {
     }
 }
 
-impl ClusterKv {
+/// A worker's way to the broker processes' controllers (custom messages, `exchange.send`), over
+/// the same connections as its [`ClusterBroker`]. Cheap to clone.
+#[derive(Clone)]
+pub struct BrokerControllers {
+    inner: Arc<Inner>,
+}
+
+impl BrokerControllers {
     /// Sends `data` to the broker controllers addressed by `map_index` and returns their answers
     /// in broker order (`exchange.send`). Fails if any addressed broker fails.
     pub async fn send(&self, data: Json, map_index: MapIndex) -> Result<Vec<Json>, BrokerError> {
@@ -538,7 +552,9 @@ impl ClusterKv {
         .await;
         answers.into_iter().collect()
     }
+}
 
+impl ClusterKv {
     async fn run(&self, command: KvCommand) -> Result<Json, BrokerError> {
         let n = self.inner.links.len();
         match command {

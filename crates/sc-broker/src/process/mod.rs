@@ -20,7 +20,8 @@
 //!   controller's message handler, and an optional upstream engine.
 //! - [`client`]: [`ClusterBroker`] (a [`Broker`](crate::Broker) for a worker: routing, acks,
 //!   reconnect with backoff and automatic re-subscription) and [`ClusterKv`] (a
-//!   [`KvStore`](crate::KvStore) routed the same way, plus `send` to broker controllers).
+//!   [`KvStore`](crate::KvStore) routed the same way) and [`BrokerControllers`] (custom
+//!   messages to the broker controllers).
 //!
 //! # Example
 //!
@@ -65,6 +66,8 @@ pub mod protocol;
 pub mod server;
 pub mod stream_wire;
 
-pub use client::{Backoff, BrokerLinkConfig, ClusterBroker, ClusterKv, MapIndex};
+pub use client::{
+    Backoff, BrokerControllers, BrokerLinkConfig, ClusterBroker, ClusterKv, MapIndex,
+};
 pub use protocol::{BrokerMessage, DecodeError, WorkerMessage};
 pub use server::{BrokerServer, BrokerServerBuilder, MessageHandler};

@@ -30,7 +30,6 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ClusterConfig;
 
 pub mod broker;
+mod broker_link;
 pub mod ipc;
 pub mod listener;
 pub mod master;
@@ -47,8 +47,8 @@ pub use broker::BrokerProcess;
 pub use master::Master;
 pub use worker::Worker;
 
-/// A boxed, sendable future.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// A boxed, sendable, `'static` future: sc-server's (one definition in the workspace).
+pub use sc_server::handler::BoxFuture;
 
 /// What a controller returns: any error fails the process (a worker with `crashWorkerOnError`
 /// exits and is rebooted).
