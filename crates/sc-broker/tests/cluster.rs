@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
-use sc_broker::cluster::protocol::{BrokerMessage, WorkerMessage, codec};
-use sc_broker::cluster::{BrokerServer, ClusterBroker, ClusterConfig, MapIndex, MessageHandler};
+use sc_broker::process::protocol::{BrokerMessage, WorkerMessage, codec};
+use sc_broker::process::{BrokerLinkConfig, BrokerServer, ClusterBroker, MapIndex, MessageHandler};
 use sc_broker::{
     BoxFuture, Broker, BrokerError, DeliverySink, KvCommand, KvStore, MemoryBroker, MemoryKv,
 };
@@ -85,11 +85,11 @@ fn key(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|p| (*p).to_owned()).collect()
 }
 
-fn fast_config() -> ClusterConfig {
-    ClusterConfig {
+fn fast_config() -> BrokerLinkConfig {
+    BrokerLinkConfig {
         request_timeout: Duration::from_secs(2),
         connect_timeout: WAIT,
-        ..ClusterConfig::default()
+        ..BrokerLinkConfig::default()
     }
 }
 
@@ -186,7 +186,7 @@ async fn publish_without_ack_keeps_order() {
     let dir = TempDir::new("noack");
     let (_b0, _) = start_broker(0, &dir.socket(0)).await;
     let (_b1, _) = start_broker(1, &dir.socket(1)).await;
-    let config = ClusterConfig {
+    let config = BrokerLinkConfig {
         publish_ack: false,
         ..fast_config()
     };
@@ -419,7 +419,7 @@ async fn a_broker_that_never_answers_times_out() {
             .unwrap();
         while framed.next().await.is_some() {}
     });
-    let config = ClusterConfig {
+    let config = BrokerLinkConfig {
         request_timeout: Duration::from_millis(200),
         ..fast_config()
     };
@@ -443,7 +443,7 @@ async fn a_broker_that_never_answers_times_out() {
 async fn connect_reports_missing_brokers() {
     let dir = TempDir::new("missing");
     let (_b0, _) = start_broker(0, &dir.socket(0)).await;
-    let config = ClusterConfig {
+    let config = BrokerLinkConfig {
         connect_timeout: Duration::from_millis(300),
         ..fast_config()
     };

@@ -211,7 +211,19 @@ impl Context {
         work: u64,
         what: &str,
     ) {
-        let (Some(before), Some(now)) = (before, self.server_cpu()) else {
+        self.report_server_cpu_between(report, before, self.server_cpu(), work, what);
+    }
+
+    /// [`Context::report_server_cpu`] with the second reading taken by the caller (`after`).
+    pub fn report_server_cpu_between(
+        &self,
+        report: &mut Report,
+        before: Option<Duration>,
+        after: Option<Duration>,
+        work: u64,
+        what: &str,
+    ) {
+        let (Some(before), Some(now)) = (before, after) else {
             return;
         };
         let used = now.saturating_sub(before);

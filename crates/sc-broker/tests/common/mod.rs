@@ -279,3 +279,4 @@ impl std::io::Write for Logs {
         Ok(())
     }
 }
+pub(crate) mod nats_cluster;

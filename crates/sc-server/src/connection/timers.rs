@@ -65,15 +65,16 @@ pub(super) enum Expired {
 impl Timers {
     pub(super) fn new(options: &ServerOptions, start: Instant) -> Timers {
         let pings = !options.ping_timeout_disabled;
+        let durations = options.durations();
         Timers {
             next_ping: pings
-                .then(|| on_ping_grid(start + options.ping_interval(), options.ping_interval())),
+                .then(|| on_ping_grid(start + durations.ping_interval, durations.ping_interval)),
             probe: None,
             pong_armed: pings,
-            handshake: Some(start + options.handshake_timeout()),
+            handshake: Some(start + durations.handshake_timeout),
             close_grace: None,
-            ping_interval: options.ping_interval(),
-            ping_timeout: options.ping_timeout(),
+            ping_interval: durations.ping_interval,
+            ping_timeout: durations.ping_timeout,
             far_future: start + Duration::from_secs(86_400 * 365),
         }
     }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sc_broker::cluster::{BrokerServer, ClusterBroker, ClusterKv, MapIndex};
+use sc_broker::process::{BrokerServer, ClusterBroker, ClusterKv, MapIndex};
 use sc_broker::{Broker, KvStore, MemoryBroker, MemoryKv};
 use sc_protocol::Json;
 use tokio::signal::unix::{SignalKind, signal};
@@ -77,7 +77,7 @@ pub(crate) async fn worker_link(
         let paths: Vec<PathBuf> = (0..config.brokers)
             .map(|id| broker_socket(dir, id))
             .collect();
-        let broker = ClusterBroker::connect(paths, sc_broker::cluster::ClusterConfig::default())
+        let broker = ClusterBroker::connect(paths, sc_broker::process::BrokerLinkConfig::default())
             .await
             .map_err(|e| ClusterError::Broker(e.to_string()))?;
         let kv = broker.kv();
@@ -128,7 +128,11 @@ fn with_health_probe(handler: MessageHandler, upstream: Option<Arc<dyn Broker>>)
         }
         let report = match &upstream {
             Some(engine) => {
-                serde_json::json!({ "engine": engine.describe(), "engineConnected": engine.is_connected() })
+                serde_json::json!({
+                    "engine": engine.describe(),
+                    "engineConnected": engine.is_connected(),
+                    "engineNodes": engine.health().nodes,
+                })
             }
             None => serde_json::json!({ "engine": null }),
         };
@@ -149,11 +153,14 @@ pub(crate) async fn run(
     let handler = crate::ops::with_scrape(on_master_message.handler(), {
         let engine_slot = engine_slot.clone();
         move || {
-            let engine_up = engine_slot.lock().as_ref().map(|e| e.is_connected());
+            let engine = engine_slot.lock().clone();
+            let engine_up = engine.as_ref().map(|e| e.is_connected());
+            let nodes = engine.map(|e| e.health()).unwrap_or_default();
             crate::ops::metrics::ChildReport {
                 text: crate::ops::metrics::render_broker(
                     id,
                     engine_up,
+                    &nodes,
                     crate::ops::process::read(),
                 ),
                 snapshot: None,
@@ -197,4 +204,10 @@ pub(crate) async fn run(
     }
     server.shutdown().await;
     Ok(())
+}
+
+impl std::fmt::Debug for BrokerProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerProcess").finish_non_exhaustive()
+    }
 }

@@ -303,3 +303,15 @@ pub enum ClusterError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for SocketCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketCluster").finish_non_exhaustive()
+    }
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sc_broker::cluster::{ClusterKv, MapIndex};
+use sc_broker::process::{ClusterKv, MapIndex};
 use sc_protocol::Json;
 use sc_server::{Exchange, Server};
 use tokio::signal::unix::{SignalKind, signal};
@@ -191,5 +191,11 @@ async fn broker_health(brokers: ClusterKv) -> serde_json::Value {
         }
         Ok(Err(error)) => serde_json::json!({ "brokers": error.to_string(), "healthy": false }),
         Err(_) => serde_json::json!({ "brokers": "no answer within 2 s", "healthy": false }),
+    }
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").finish_non_exhaustive()
     }
 }

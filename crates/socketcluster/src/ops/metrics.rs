@@ -285,13 +285,29 @@ pub fn render_worker(id: usize, s: &MetricsSnapshot, stats: ProcessStats) -> Str
 }
 
 /// A broker's series.
-pub fn render_broker(id: usize, engine_up: Option<bool>, stats: ProcessStats) -> String {
+pub fn render_broker(
+    id: usize,
+    engine_up: Option<bool>,
+    nodes: &sc_broker::EngineHealth,
+    stats: ProcessStats,
+) -> String {
     let mut f = Families::default();
     if let Some(up) = engine_up {
         f.one(
             "socketcluster_engine_up",
             "1 when the broker's cluster engine (Redis, NATS) is connected.",
             Value::Gauge(i64::from(up)),
+        );
+    }
+    if !nodes.nodes.is_empty() {
+        f.labelled(
+            "socketcluster_engine_node_up",
+            "1 when the engine node (host:port) answers, as the broker last saw it.",
+            "node",
+            nodes
+                .nodes
+                .iter()
+                .map(|n| (n.addr.clone(), Value::Gauge(i64::from(n.up)))),
         );
     }
     f.process(stats);

@@ -26,7 +26,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use sc_broker::cluster::{BrokerServer, ClusterBroker, ClusterConfig};
+//! use sc_broker::process::{BrokerServer, ClusterBroker, BrokerLinkConfig};
 //! use sc_broker::{Broker, DeliverySink, KvCommand, KvStore, MemoryKv};
 //! use sc_protocol::{Json, Publication};
 //!
@@ -46,7 +46,7 @@
 //!     .await
 //!     .unwrap();
 //! // In each worker process:
-//! let broker = ClusterBroker::connect(vec![dir.join("b0")], ClusterConfig::default())
+//! let broker = ClusterBroker::connect(vec![dir.join("b0")], BrokerLinkConfig::default())
 //!     .await
 //!     .unwrap();
 //! let kv = broker.kv();
@@ -65,6 +65,6 @@ pub mod protocol;
 pub mod server;
 pub mod stream_wire;
 
-pub use client::{Backoff, ClusterBroker, ClusterConfig, ClusterKv, MapIndex};
+pub use client::{Backoff, BrokerLinkConfig, ClusterBroker, ClusterKv, MapIndex};
 pub use protocol::{BrokerMessage, DecodeError, WorkerMessage};
 pub use server::{BrokerServer, BrokerServerBuilder, MessageHandler};

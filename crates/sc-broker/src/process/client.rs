@@ -10,7 +10,7 @@
 //! means the broker has the subscription in place: a publish made afterwards, by any worker,
 //! reaches this worker. Requests fail fast with [`BrokerError::Unavailable`] while their broker is
 //! unreachable and with [`BrokerError::Timeout`] when it does not answer within
-//! [`ClusterConfig::request_timeout`]; nothing waits forever.
+//! [`BrokerLinkConfig::request_timeout`]; nothing waits forever.
 //!
 //! When a connection is lost the link logs it once, fails the requests in flight, and reconnects
 //! with backoff ([`Backoff`]: 200 ms + 0–100 ms, ×1.3 per attempt, at most 1 s, as sc-broker's
@@ -86,7 +86,7 @@ impl Backoff {
 
 /// Settings of a worker's cluster link.
 #[derive(Debug, Clone)]
-pub struct ClusterConfig {
+pub struct BrokerLinkConfig {
     /// How long a request may wait for its broker's reply (default 10 s, as sc-broker's
     /// `TimeoutError`).
     pub request_timeout: Duration,
@@ -103,9 +103,9 @@ pub struct ClusterConfig {
     pub publish_ack: bool,
 }
 
-impl Default for ClusterConfig {
+impl Default for BrokerLinkConfig {
     fn default() -> Self {
-        ClusterConfig {
+        BrokerLinkConfig {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
@@ -153,7 +153,7 @@ type Sink = Arc<RwLock<Option<Arc<dyn DeliverySink>>>>;
 
 struct Inner {
     links: Vec<Arc<Link>>,
-    config: ClusterConfig,
+    config: BrokerLinkConfig,
     sink: Sink,
     stop: CancellationToken,
 }
@@ -197,7 +197,7 @@ impl ClusterBroker {
     /// # Panics
     ///
     /// Outside a Tokio runtime, or if `paths` is empty.
-    pub fn new(paths: Vec<PathBuf>, config: ClusterConfig) -> ClusterBroker {
+    pub fn new(paths: Vec<PathBuf>, config: BrokerLinkConfig) -> ClusterBroker {
         assert!(!paths.is_empty(), "a cluster needs at least one broker");
         let sink: Sink = Arc::default();
         let stop = CancellationToken::new();
@@ -233,10 +233,10 @@ impl ClusterBroker {
     }
 
     /// Connects to the brokers at `paths` and waits until every one of them is ready, for at most
-    /// [`ClusterConfig::connect_timeout`].
+    /// [`BrokerLinkConfig::connect_timeout`].
     pub async fn connect(
         paths: Vec<PathBuf>,
-        config: ClusterConfig,
+        config: BrokerLinkConfig,
     ) -> Result<ClusterBroker, BrokerError> {
         let timeout = config.connect_timeout;
         let broker = ClusterBroker::new(paths, config);
@@ -708,7 +708,7 @@ impl Link {
 }
 
 /// Keeps one broker connection alive: connect, serve, and on loss reconnect with backoff.
-async fn supervise(link: Arc<Link>, sink: Sink, config: ClusterConfig, stop: CancellationToken) {
+async fn supervise(link: Arc<Link>, sink: Sink, config: BrokerLinkConfig, stop: CancellationToken) {
     let mut attempt: u32 = 0;
     let mut ever_connected = false;
     loop {
@@ -763,7 +763,7 @@ enum Session {
 async fn session(
     link: &Link,
     sink: &Sink,
-    config: &ClusterConfig,
+    config: &BrokerLinkConfig,
     ever_connected: &mut bool,
     attempt: &mut u32,
 ) -> Session {
@@ -848,7 +848,7 @@ async fn session(
 /// Connects and waits for the broker's `Ready`.
 async fn handshake(
     link: &Link,
-    config: &ClusterConfig,
+    config: &BrokerLinkConfig,
 ) -> io::Result<(
     FramedRead<OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
     OwnedWriteHalf,

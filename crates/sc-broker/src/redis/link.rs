@@ -1,10 +1,5 @@
-//! [`RedisBroker`]: publications carried between machines by Redis pub/sub.
-//!
-//! One [`RedisLink`] per engine URL holds two connections: a dedicated pub/sub connection (one
-//! Redis `SUBSCRIBE` per channel the process holds, on `<prefix>ch:<channel>`), and a
-//! multiplexed command connection for `PUBLISH` and the key/value store ([`RedisKv`]). A
-//! supervisor task owns both; publications travel as their encoded `#publish` frame and are
-//! rebuilt with [`Publication::from_frame`], never re-encoded.
+//! [`RedisLink`]: the connections to one Redis server and the supervisor that keeps them up,
+//! shared by the Redis broker, key/value store and streams; and [`RedisOptions`].
 //!
 //! # Failures
 //!
@@ -39,10 +34,10 @@ use parking_lot::RwLock;
 use sc_protocol::Publication;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{EngineError, redact};
-use crate::kv_redis::RedisKv;
+use crate::error::EngineError;
 use crate::support::backoff;
-use crate::{BoxFuture, Broker, BrokerError, DeliverySink};
+use crate::url::redact;
+use crate::{BrokerError, DeliverySink};
 
 const ENGINE: &str = "redis";
 
@@ -66,7 +61,7 @@ pub struct RedisOptions {
     pub max_reconnect_delay: Duration,
     /// How often the pub/sub connection is pinged to detect a silent network failure. Default 1 s.
     pub ping_interval: Duration,
-    /// How often the store looks for due nested-key expiries (see [`RedisKv`]). Default 500 ms.
+    /// How often the store looks for due nested-key expiries (see [`RedisKv`](super::RedisKv)). Default 500 ms.
     pub expiry_sweep_interval: Duration,
 }
 
@@ -84,168 +79,27 @@ impl Default for RedisOptions {
     }
 }
 
-/// Connects to the Redis server at `url` (`redis://[user:pass@]host[:port][/db]`, or `rediss://`
-/// for TLS) and returns a broker and a key/value store sharing one [`RedisLink`].
-///
-/// Fails with [`EngineError::InvalidUrl`] for a malformed URL, [`EngineError::Auth`] when Redis
-/// refuses the credentials, and [`EngineError::Unreachable`] when it cannot be reached.
-pub async fn connect(
-    url: &str,
-    options: RedisOptions,
-) -> Result<(RedisBroker, RedisKv), EngineError> {
-    let link = RedisLink::connect(url, options).await?;
-    Ok((RedisBroker::on_link(link.clone()), RedisKv::with_link(link)))
-}
-
-/// Publishes and subscribes through Redis pub/sub (see the [module](self) documentation for
-/// the failure behaviour).
-pub struct RedisBroker {
-    link: Arc<RedisLink>,
-    /// This process's presence owner id (its members are removed when its lease expires).
-    owner: String,
-    lease: std::sync::OnceLock<()>,
-}
-
-impl RedisBroker {
-    /// Connects a broker alone (see [`connect`] for a broker and a store on one link).
-    pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisBroker, EngineError> {
-        Ok(RedisBroker::on_link(
-            RedisLink::connect(url, options).await?,
-        ))
-    }
-
-    fn on_link(link: Arc<RedisLink>) -> RedisBroker {
-        RedisBroker {
-            link,
-            owner: crate::stream::new_epoch(),
-            lease: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// The link this broker uses (shared with a [`RedisKv`] made by [`connect`]).
-    pub fn link(&self) -> &Arc<RedisLink> {
-        &self.link
-    }
-}
-
-impl Broker for RedisBroker {
-    fn attach(&self, sink: Arc<dyn DeliverySink>) {
-        *self.link.shared.sink.write() = Some(sink);
-    }
-
-    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(self.link.control(channel, "subscribe", Ctl::Subscribe))
-    }
-
-    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(self.link.control(channel, "unsubscribe", Ctl::Unsubscribe))
-    }
-
-    fn publish(&self, publication: Publication) -> BoxFuture<'_, Result<(), BrokerError>> {
-        Box::pin(async move {
-            let frame = publication.frame();
-            let limit = self.link.options().max_message_size;
-            if frame.len() > limit {
-                return Err(BrokerError::TooLarge {
-                    size: frame.len(),
-                    limit,
-                });
-            }
-            let key = self.link.channel_key(publication.channel());
-            let command = ::redis::cmd("PUBLISH").arg(key).arg(&frame[..]).to_owned();
-            self.link
-                .with_connection("publish", |mut conn| async move {
-                    command.query_async::<i64>(&mut conn).await
-                })
-                .await
-                .map(drop)
-        })
-    }
-
-    fn describe(&self) -> String {
-        format!("redis {}", self.link.shared.target)
-    }
-
-    fn publish_stored(
-        &self,
-        publication: Publication,
-        policy: crate::HistoryPolicy,
-    ) -> BoxFuture<'_, Result<crate::Position, BrokerError>> {
-        Box::pin(
-            async move { crate::stream_redis::publish(&self.link, &publication, policy).await },
-        )
-    }
-
-    fn read_history<'a>(
-        &'a self,
-        channel: &'a str,
-        policy: crate::HistoryPolicy,
-        read: crate::HistoryRead,
-    ) -> BoxFuture<'a, Result<crate::HistoryPage, BrokerError>> {
-        Box::pin(async move { crate::stream_redis::read(&self.link, channel, policy, &read).await })
-    }
-
-    fn presence_join<'a>(
-        &'a self,
-        channel: &'a str,
-        member: crate::PresenceMember,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.lease.get_or_init(|| {
-            crate::stream_redis::spawn_lease_keeper(&self.link, self.owner.clone());
-        });
-        Box::pin(async move {
-            if !self.link.is_connected() {
-                return Err(self.link.unavailable());
-            }
-            crate::stream_redis::join(&self.link, &self.owner, channel, &member).await
-        })
-    }
-
-    fn presence_leave<'a>(
-        &'a self,
-        channel: &'a str,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(async move {
-            crate::stream_redis::leave(&self.link, &self.owner, channel, id)
-                .await
-                .map(drop)
-        })
-    }
-
-    fn presence<'a>(
-        &'a self,
-        channel: &'a str,
-    ) -> BoxFuture<'a, Result<crate::PresenceInfo, BrokerError>> {
-        Box::pin(crate::stream_redis::query(&self.link, channel))
-    }
-
-    fn is_connected(&self) -> bool {
-        self.link.is_connected()
-    }
-}
-
-/// The connections to one Redis server, shared by a [`RedisBroker`] and a [`RedisKv`], and the
+/// The connections to one Redis server, shared by a [`RedisBroker`](super::RedisBroker) and a [`RedisKv`](super::RedisKv), and the
 /// supervisor task that keeps them up. Dropping the last handle stops the task and closes them.
 pub struct RedisLink {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     ctl: mpsc::UnboundedSender<Ctl>,
 }
 
 /// The state the supervisor and the handles share.
-struct Shared {
+pub(super) struct Shared {
     options: RedisOptions,
     /// The URL with its password redacted, for logs.
-    target: String,
+    pub(super) target: String,
     connected: AtomicBool,
     /// The command connection and the session generation it belongs to (`None` while down).
     command: RwLock<Option<(u64, MultiplexedConnection)>>,
-    sink: RwLock<Option<Arc<dyn DeliverySink>>>,
+    pub(super) sink: RwLock<Option<Arc<dyn DeliverySink>>>,
 }
 
 /// Requests to the supervisor task, which alone owns the pub/sub connection and the set of held
 /// channels (so subscribe, unsubscribe, delivery and re-subscription never race).
-enum Ctl {
+pub(super) enum Ctl {
     Subscribe(String, oneshot::Sender<Result<(), BrokerError>>),
     Unsubscribe(String, oneshot::Sender<Result<(), BrokerError>>),
     /// A command on session `generation`'s connection failed at the connection level.
@@ -308,7 +162,7 @@ impl RedisLink {
     }
 
     /// Sends a subscribe/unsubscribe to the supervisor and waits (bounded) for its answer.
-    async fn control(
+    pub(super) async fn control(
         &self,
         channel: &str,
         action: &'static str,

@@ -47,8 +47,8 @@ use sc_protocol::{Json, Publication};
 
 use super::protocol::{BrokerMessage, NO_REPLY, WorkerMessage, codec};
 use super::stream_wire::{StreamOp, StreamRequest, page_json, position_json, presence_json};
+use crate::memory::stream::{MemoryHistory, MemoryPresence};
 use crate::stream::{PresenceChange, PresenceMember, presence_event};
-use crate::stream_memory::{MemoryHistory, MemoryPresence};
 use crate::{BoxFuture, Broker, BrokerError, DeliverySink, KvStore};
 
 /// The broker controller's handler for custom messages (`exchange.send(data)` in a worker): gets
