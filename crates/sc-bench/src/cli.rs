@@ -187,6 +187,56 @@ pub struct ConnsArgs {
     /// Hold the connections this long instead of until each has received a ping.
     #[arg(long, value_parser = parse_duration)]
     pub hold: Option<Duration>,
+    /// Subscribe every connection to a channel of its own (`conns-<run>-<index>`) right after
+    /// its handshake.
+    #[arg(long)]
+    pub subscribe: bool,
+    /// While holding, one more connection publishes this many probes per second, each to the
+    /// channel of a held connection picked at random; their delivery latency is reported and
+    /// every probe must arrive once, in order. Needs --subscribe and --hold.
+    #[arg(long, default_value_t = 0.0, requires_all = ["subscribe", "hold"])]
+    pub probe_rate: f64,
+    /// Open only this process's share of the connections, `K/N`: numbers K, K+N, K+2N, … of
+    /// 0..connections (source addresses and channels follow the global numbers). Run N processes
+    /// with K = 0..N-1 to get past the per-process open-file limit (`scripts/bench-100k`).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+    /// With --shard: once its connections are open, each shard leaves a marker file in DIR and
+    /// waits (bounded by --timeout) for the markers of all N shards, so that every shard holds,
+    /// and measures the server's idle CPU, over the same window.
+    #[arg(long, value_name = "DIR", requires = "shard")]
+    pub barrier: Option<std::path::PathBuf>,
+}
+
+/// A share of the connections (`--shard K/N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This process's number, `0..count`.
+    pub index: u64,
+    /// How many processes share the run.
+    pub count: u64,
+}
+
+impl Shard {
+    /// The global connection numbers in `0..total` this shard opens.
+    pub fn indices(self, total: u64) -> impl Iterator<Item = u64> {
+        (self.index..total).step_by(self.count as usize)
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("bad shard {text:?}: expected K/N with 0 <= K < N");
+        let (index, count) = text.split_once('/').ok_or_else(bad)?;
+        let index: u64 = index.trim().parse().map_err(|_| bad())?;
+        let count: u64 = count.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count || count > u64::from(u32::MAX) {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
 }
 
 /// `recovery-storm` arguments.
@@ -320,6 +370,22 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn shards_split_the_numbers() {
+        let shard: Shard = "1/3".parse().unwrap();
+        assert_eq!(shard.indices(8).collect::<Vec<_>>(), [1, 4, 7]);
+        let all: u64 = (0..3)
+            .map(|k| Shard { index: k, count: 3 }.indices(100).count() as u64)
+            .sum();
+        assert_eq!(all, 100);
+        assert!("3/3".parse::<Shard>().is_err());
+        assert!("0/0".parse::<Shard>().is_err());
+        assert!("1".parse::<Shard>().is_err());
+        let cli = Cli::try_parse_from(["sc-bench", "conns", "--probe-rate", "5"]);
+        assert!(cli.is_err(), "--probe-rate needs --subscribe and --hold");
+        assert!(Cli::try_parse_from(["sc-bench", "conns", "--barrier", "/tmp/x"]).is_err());
     }
 
     #[test]

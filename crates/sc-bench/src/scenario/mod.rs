@@ -35,7 +35,7 @@ const MAX_HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
 
 /// How long deliveries may stall, once every publish is acknowledged, before the remaining
 /// messages are counted as lost (capped by `--timeout`).
-const DELIVERY_STALL: Duration = Duration::from_secs(5);
+pub(crate) const DELIVERY_STALL: Duration = Duration::from_secs(5);
 
 /// What every scenario needs.
 #[derive(Debug)]

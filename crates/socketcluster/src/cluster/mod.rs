@@ -210,11 +210,38 @@ impl Builder {
     /// Runs this process's part until the cluster stops. Errors before anything started (bad
     /// options, port in use, missing worker controller) are returned at once.
     pub fn run(self) -> Result<(), ClusterError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(ClusterError::Io)?;
+        let threads = self.runtime_threads();
+        let runtime = if threads == 1 {
+            // One thread: no wake-ups handed between threads, no work stealing to look for.
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()
+        }
+        .map_err(ClusterError::Io)?;
         runtime.block_on(self.run_async())
+    }
+
+    /// This process's runtime threads (`workerThreads`): the role comes from the environment
+    /// the master set, the configuration too (this process's own for the master).
+    fn runtime_threads(&self) -> usize {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let Ok(role) = std::env::var(env::ROLE) else {
+            return self.config.runtime_threads(None, cpus);
+        };
+        let role = match role.split_once(':').map(|(kind, _)| kind) {
+            Some("worker") => ProcessRole::Worker,
+            Some("broker") => ProcessRole::Broker,
+            _ => return cpus,
+        };
+        std::env::var(env::CONFIG)
+            .ok()
+            .and_then(|c| serde_json::from_str::<ClusterConfig>(&c).ok())
+            .map_or(cpus, |config| config.runtime_threads(Some(role), cpus))
     }
 
     async fn run_async(self) -> Result<(), ClusterError> {
