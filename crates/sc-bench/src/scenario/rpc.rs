@@ -20,6 +20,7 @@ pub async fn run(ctx: &Context, args: &RpcArgs) -> anyhow::Result<Report> {
         })
         .await?;
 
+    let server_before = ctx.server_cpu();
     let cpu = CpuMeter::start();
     let start = Instant::now();
     let deadline = start + args.duration;
@@ -102,6 +103,7 @@ pub async fn run(ctx: &Context, args: &RpcArgs) -> anyhow::Result<Report> {
     report.count("mismatched", "wrong answers", mismatched);
     ctx.check_heartbeats(&mut report, heartbeats);
     report.cpu(&cpu);
+    ctx.report_server_cpu(&mut report, server_before, latency.count(), "requests");
     ctx.report_server_memory(&mut report, server_rss, 0);
 
     if let Some(first) = first_mismatch {
