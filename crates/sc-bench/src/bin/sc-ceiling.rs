@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use sc_protocol::{Frame, Packet, PublishData, SubscribeData, encode};
+use sc_protocol::frame::{PublishData, SubscribeData};
+use sc_protocol::{Frame, Packet, encode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_websockets::{Message, ServerBuilder};
@@ -120,7 +121,8 @@ async fn serve(stream: TcpStream, id: u64, table: Arc<Table>) {
             };
             match event.event.as_str() {
                 "#handshake" => {
-                    let data = format!(r#"{{"id":"c{id}","pingTimeout":20000,"isAuthenticated":false}}"#);
+                    let data =
+                        format!(r#"{{"id":"c{id}","pingTimeout":20000,"isAuthenticated":false}}"#);
                     respond(&tx, event.cid, Some(&data));
                 }
                 "#subscribe" => {
