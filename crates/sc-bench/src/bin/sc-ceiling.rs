@@ -23,10 +23,13 @@ use tokio_websockets::{Message, ServerBuilder};
 /// The channel table: channel → the subscribers' outbound queues (a std mutex: held for map
 /// edits and unbounded sends only).
 #[derive(Default)]
-struct Table(Mutex<HashMap<Arc<str>, Vec<(u64, Outbound)>>>);
+struct Table(Mutex<Channels>);
+
+/// Channel → (connection id, outbound queue) of each subscriber.
+type Channels = HashMap<Arc<str>, Vec<(u64, Outbound)>>;
 
 impl Table {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<(u64, Outbound)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Channels> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
