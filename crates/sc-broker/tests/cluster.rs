@@ -829,14 +829,16 @@ fn sequence(publication: &Publication) -> u64 {
 async fn a_solo_worker_publishes_locally_and_a_new_subscriber_misses_nothing_after_joining() {
     let dir = TempDir::new("solo");
     let (_b0, _) = start_broker(0, &dir.socket(0)).await;
+    let solo = ClusterConfig {
+        solo_delivery: true,
+        ..fast_config()
+    };
     let a = Arc::new(
-        ClusterBroker::connect(dir.sockets(1), fast_config())
+        ClusterBroker::connect(dir.sockets(1), solo.clone())
             .await
             .unwrap(),
     );
-    let b = ClusterBroker::connect(dir.sockets(1), fast_config())
-        .await
-        .unwrap();
+    let b = ClusterBroker::connect(dir.sockets(1), solo).await.unwrap();
     let mut a_rx = collector(&*a);
     let mut b_rx = collector(&b);
 

@@ -103,6 +103,11 @@ pub struct ClusterConfig {
     /// `publish` returns once the message is queued for a connected broker; order is kept either
     /// way.
     pub publish_ack: bool,
+    /// Whether a publication of a channel this worker is the solo subscriber of (see
+    /// [`protocol`](super::protocol)) is delivered here without crossing the broker (default
+    /// `false`; needs `publish_ack`). Off by default until the local path slows a flooding
+    /// publisher down the way the broker round trip does (see docs/BENCHMARKS.md).
+    pub solo_delivery: bool,
 }
 
 impl Default for ClusterConfig {
@@ -113,6 +118,7 @@ impl Default for ClusterConfig {
             backoff: Backoff::default(),
             outbound_capacity: 4096,
             publish_ack: true,
+            solo_delivery: false,
         }
     }
 }
@@ -437,9 +443,10 @@ impl Broker for ClusterBroker {
             }
             let link = self.link(publication.channel());
             if self.inner.config.publish_ack {
+                let solo_delivery = self.inner.config.solo_delivery;
                 let local = {
                     let mut state = link.state.lock();
-                    if state.delivers_locally(publication.channel()) {
+                    if solo_delivery && state.delivers_locally(publication.channel()) {
                         true
                     } else {
                         *state
