@@ -113,6 +113,9 @@ impl Dialect {
 pub enum Scenario {
     /// C subscribers on one channel, one publisher: delivered msgs/s, end-to-end latency, correctness.
     Fanout(FanoutArgs),
+    /// `fanout` with 100 subscribers and 5000 publications by default: the cost of each
+    /// publication when channels are small.
+    FanoutSmall(FanoutSmallArgs),
     /// K clients invoking `echo` in a closed loop for T seconds: requests/s and latency.
     Rpc(RpcArgs),
     /// N idle connections: handshakes/s and server memory per connection.
@@ -129,6 +132,7 @@ impl Scenario {
     pub fn name(&self) -> &'static str {
         match self {
             Scenario::Fanout(_) => "fanout",
+            Scenario::FanoutSmall(_) => "fanout-small",
             Scenario::Rpc(_) => "rpc",
             Scenario::Conns(_) => "conns",
             Scenario::PubsubMany(_) => "pubsub-many",
@@ -152,6 +156,10 @@ pub struct FanoutArgs {
     /// Publishes in flight (sent, not yet acknowledged).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     pub window: u64,
+    /// Publish at most this many messages per second (default: as fast as the window allows);
+    /// with a low rate the latency figures are those of an unloaded server.
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// Channel name (default: `bench-<random>`).
     #[arg(long)]
     pub channel: Option<String>,
@@ -159,6 +167,37 @@ pub struct FanoutArgs {
     /// from one instance to another through a shared engine. Loopback only, like --url.
     #[arg(long, value_name = "URL")]
     pub publish_url: Option<String>,
+}
+
+/// `fanout-small` arguments: those of `fanout` with smaller channel, more publications.
+#[derive(Debug, Clone, Args)]
+pub struct FanoutSmallArgs {
+    /// Subscriber connections.
+    #[arg(short = 'c', long = "connections", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub subscribers: u64,
+    /// Messages to publish.
+    #[arg(short = 'm', long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: u64,
+    /// Payload size in bytes (the JSON object is padded up to this size).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Publishes in flight (sent, not yet acknowledged).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub window: u64,
+}
+
+impl From<&FanoutSmallArgs> for FanoutArgs {
+    fn from(args: &FanoutSmallArgs) -> FanoutArgs {
+        FanoutArgs {
+            subscribers: args.subscribers,
+            messages: args.messages,
+            size: args.size,
+            window: args.window,
+            rate: None,
+            channel: None,
+            publish_url: None,
+        }
+    }
 }
 
 /// `rpc` arguments.

@@ -34,7 +34,12 @@ pub(crate) async fn worker_link(
         let paths: Vec<PathBuf> = (0..config.brokers)
             .map(|id| broker_socket(dir, id))
             .collect();
-        let broker = ClusterBroker::connect(paths, BrokerLinkConfig::default())
+        // Solo delivery (docs/cluster.md, "Solo channels") is opt-in for now.
+        let link_config = BrokerLinkConfig {
+            solo_delivery: std::env::var("SOCKETCLUSTER_SOLO_DELIVERY").is_ok_and(|v| v == "1"),
+            ..BrokerLinkConfig::default()
+        };
+        let broker = ClusterBroker::connect(paths, link_config)
             .await
             .map_err(|e| ClusterError::Broker(e.to_string()))?;
         let kv = broker.kv();
