@@ -88,6 +88,24 @@ struct Partial {
     /// Its first frame had RSV1 set: `data` is deflated.
     compressed: bool,
     data: BytesMut,
+    /// How many leading bytes of an uncompressed text message are known to be valid UTF-8.
+    checked: usize,
+}
+
+impl Partial {
+    /// Fails fast on a text message whose bytes so far cannot begin valid UTF-8 (RFC 6455 §8.1;
+    /// a sequence cut at the end of a fragment is fine). Each byte is checked once.
+    fn check_utf8(&mut self) -> Result<(), Error> {
+        if self.opcode != OpCode::Text || self.compressed {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.data[self.checked..]) {
+            Ok(_) => self.checked = self.data.len(),
+            Err(error) if error.error_len().is_none() => self.checked += error.valid_up_to(),
+            Err(_) => return Err(Error::Protocol(ProtocolError::InvalidUtf8)),
+        }
+        Ok(())
+    }
 }
 
 /// A server frame waiting to be written.
@@ -307,11 +325,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 (header.opcode, self.inflated(header.compressed, payload)?)
             }
             OpCode::Text | OpCode::Binary => {
-                self.message = Some(Partial {
+                let mut partial = Partial {
                     opcode: header.opcode,
                     compressed: header.compressed,
                     data: BytesMut::from(payload),
-                });
+                    checked: 0,
+                };
+                partial.check_utf8()?;
+                self.message = Some(partial);
                 return Ok(None);
             }
             OpCode::Continuation => {
@@ -327,12 +348,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
                 partial.data.extend_from_slice(&payload);
                 if !header.fin {
+                    partial.check_utf8()?;
                     return Ok(None);
                 }
                 let Some(Partial {
                     opcode,
                     compressed,
                     data,
+                    ..
                 }) = self.message.take()
                 else {
                     return Ok(None);

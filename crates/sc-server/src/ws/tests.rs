@@ -193,6 +193,13 @@ async fn violations_close_with_the_rfc_codes() {
     refused(&fragmented, 1024, 1009).await;
     let error = refused(&client_frame(0x81, b"\xff\xfe"), 1024, 1007).await;
     assert!(matches!(error, Error::Protocol(ProtocolError::InvalidUtf8)));
+    // A text fragment that cannot begin valid UTF-8 is refused before the message completes
+    // (fail fast, as Autobahn 6.4 asks); a sequence cut between fragments is not.
+    let error = refused(&client_frame(0x01, b"ok\x80"), 1024, 1007).await;
+    assert!(matches!(error, Error::Protocol(ProtocolError::InvalidUtf8)));
+    let mut cut = client_frame(0x01, b"caf\xc3");
+    cut.extend(client_frame(0x00, b"\xa9 \xff"));
+    refused(&cut, 1024, 1007).await;
     refused(&[0x81, 0x01, b'x'], 1024, 1002).await;
     refused(&client_frame(0xC1, b"x"), 1024, 1002).await;
     refused(&client_frame(0x80, b"x"), 1024, 1002).await;
