@@ -60,6 +60,15 @@ impl Collect {
             .collect()
     }
 
+    /// The channel of every publication.
+    pub(crate) fn channels(&self) -> Vec<String> {
+        self.items
+            .lock()
+            .iter()
+            .map(|p| p.channel().to_owned())
+            .collect()
+    }
+
     /// Waits until `predicate` holds on the data, at most `within`.
     pub(crate) async fn wait_until(
         &self,
