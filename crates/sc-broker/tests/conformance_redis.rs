@@ -1,5 +1,6 @@
 //! The conformance suite (`tests/conformance/mod.rs`) against the Redis engine: the machine's
-//! Redis (or a private one when it does not answer), a key prefix of each test's own.
+//! Redis (or a private one when it does not answer), a key prefix of each test's own (its keys
+//! are deleted after the test).
 #![cfg(feature = "redis")]
 
 mod common;
@@ -8,6 +9,7 @@ mod conformance;
 use std::sync::Arc;
 
 use common::{Kind, Server, machine_engine, unique};
+use ::redis::AsyncCommands;
 use conformance::{BoxFuture, Engine, Instance};
 use sc_broker::redis::{self, RedisOptions};
 
@@ -30,6 +32,20 @@ impl Engine for Redis {
 
     fn name(&self) -> &'static str {
         "redis redis://"
+    }
+
+    fn finish(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {
+            let client = ::redis::Client::open(self.url.as_str()).unwrap();
+            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+            let keys: Vec<String> = connection
+                .keys(format!("{}*", self.options.prefix))
+                .await
+                .unwrap();
+            if !keys.is_empty() {
+                let () = connection.del(keys).await.unwrap();
+            }
+        })
     }
 }
 

@@ -60,6 +60,11 @@ impl Collect {
             .collect()
     }
 
+    /// Every publication, in arrival order.
+    pub(crate) fn publications(&self) -> Vec<Publication> {
+        self.items.lock().clone()
+    }
+
     /// The channel of every publication.
     pub(crate) fn channels(&self) -> Vec<String> {
         self.items

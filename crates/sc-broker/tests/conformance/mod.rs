@@ -11,6 +11,8 @@
 //! | [`unsubscribe_stops_delivery`] | nothing arrives after `unsubscribe` returns `Ok`, on the instance that unsubscribed |
 //! | [`publications_arrive_unchanged_on_their_own_channel`] | the payload arrives byte for byte, on its channel only, whatever characters the name holds |
 //! | [`engine_reports_itself`] | `describe` names the engine; a reachable engine `is_connected` |
+//! | [`stored_publications_are_positioned_delivered_and_read_back`] | `publish_stored` gives gap-free offsets in one epoch, delivers each publication with its position in offset order, and `read_history` returns the last `size` of them, or everything after a position |
+//! | [`presence_is_shared_and_announced`] | `presence_join` / `presence_leave` are seen by every instance and announced once each on the companion channel |
 //! | [`kv_document_operations`] | every [`KvCommand`] returns what its documentation says, and one instance's writes are read by the other |
 //! | [`kv_concurrent_writes_lose_nothing`] | read-modify-writes of one key from two instances at once all land |
 //! | [`kv_expiry`] | `expire` removes top-level and nested paths after the delay (even for an instance that never saw the command), setting the key again does not cancel it, `unexpire` does |
@@ -26,8 +28,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sc_broker::{Broker, BrokerError, KvCommand, KvStore};
-use sc_protocol::Json;
+use sc_broker::stream::presence_channel;
+use sc_broker::{
+    Broker, BrokerError, HistoryPolicy, HistoryRead, KvCommand, KvStore, Position, PresenceMember,
+};
+use sc_protocol::{Json, Publication};
 
 use crate::common::{Collect, publication, unique};
 
@@ -92,6 +97,8 @@ macro_rules! conformance_suite {
             unsubscribe_stops_delivery,
             publications_arrive_unchanged_on_their_own_channel,
             engine_reports_itself,
+            stored_publications_are_positioned_delivered_and_read_back,
+            presence_is_shared_and_announced,
             kv_document_operations,
             kv_concurrent_writes_lose_nothing,
             kv_expiry,
@@ -222,11 +229,15 @@ pub(crate) async fn publications_arrive_unchanged_on_their_own_channel(engine: &
         .unwrap();
     assert!(a.sink.wait_for(2, WAIT).await, "got {:?}", a.sink.data());
     tokio::time::sleep(QUIET).await;
-    assert_eq!(
-        a.sink.data(),
-        [r#"{"a" : 1.50, "b":[true,null]}"#, r#"[ "odd" ]"#]
-    );
-    assert_eq!(a.sink.channels(), [lookalike, odd]);
+    // Order is only promised within one channel: compare as a set of (channel, data).
+    let mut got: Vec<(String, String)> = a.sink.channels().into_iter().zip(a.sink.data()).collect();
+    got.sort();
+    let mut expected = vec![
+        (lookalike, r#"{"a" : 1.50, "b":[true,null]}"#.to_owned()),
+        (odd, r#"[ "odd" ]"#.to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(got, expected);
 }
 
 /// `describe` names the engine, and a reachable engine is connected.
@@ -238,6 +249,142 @@ pub(crate) async fn engine_reports_itself(engine: &dyn Engine) {
         a.broker.describe()
     );
     assert!(a.broker.is_connected());
+}
+
+/// The offsets of `publications`, in order.
+fn offsets(publications: &[Publication]) -> Vec<u64> {
+    publications
+        .iter()
+        .map(|p| p.position().expect("a stored publication has a position").offset)
+        .collect()
+}
+
+/// `publish_stored` gives each publication the next offset of the channel's one epoch, delivers
+/// it with that position in offset order, and `read_history` returns the retained ones (the
+/// last `size`): the last N, or everything after a position (recovered when complete).
+pub(crate) async fn stored_publications_are_positioned_delivered_and_read_back(
+    engine: &dyn Engine,
+) {
+    let (a, b) = pair(engine).await;
+    let channel = unique("history");
+    let policy = HistoryPolicy {
+        size: 5,
+        ttl: Duration::from_secs(60),
+    };
+    let empty = a
+        .broker
+        .read_history(&channel, policy, HistoryRead::Last(10))
+        .await
+        .unwrap();
+    assert_eq!(empty.position.offset, 0, "a new channel starts at offset 0");
+    assert!(empty.publications.is_empty());
+    subscribe_both(engine, &a, &b, &channel).await;
+
+    let mut acks: Vec<Position> = Vec::new();
+    for i in 1..=8 {
+        let ack = b
+            .broker
+            .publish_stored(publication(&channel, &i.to_string()), policy)
+            .await
+            .unwrap();
+        acks.push(ack);
+    }
+    assert!(acks.iter().all(|p| p.epoch == empty.position.epoch), "one epoch");
+    let acked: Vec<u64> = acks.iter().map(|p| p.offset).collect();
+    assert_eq!(acked, (1..=8).collect::<Vec<u64>>(), "gap-free offsets");
+    for (name, instance) in [("A", &a), ("B", &b)] {
+        assert!(instance.sink.wait_for(8, WAIT).await, "{name}");
+        let got = instance.sink.publications();
+        assert_eq!(offsets(&got), acked, "{name}: delivered in offset order");
+        let positions: Vec<&Position> = got.iter().filter_map(Publication::position).collect();
+        assert_eq!(positions, acks.iter().collect::<Vec<_>>(), "{name}");
+    }
+
+    let last = a
+        .broker
+        .read_history(&channel, policy, HistoryRead::Last(3))
+        .await
+        .unwrap();
+    assert_eq!(last.position, acks[7]);
+    assert_eq!(offsets(&last.publications), [6, 7, 8]);
+    let data: Vec<&str> = last
+        .publications
+        .iter()
+        .map(|p| p.data().unwrap().get())
+        .collect();
+    assert_eq!(data, ["6", "7", "8"]);
+    let all = a
+        .broker
+        .read_history(&channel, policy, HistoryRead::Last(100))
+        .await
+        .unwrap();
+    assert_eq!(offsets(&all.publications), [4, 5, 6, 7, 8], "the last `size`");
+    let since = a
+        .broker
+        .read_history(&channel, policy, HistoryRead::Since(acks[4].clone()))
+        .await
+        .unwrap();
+    assert!(since.recovered);
+    assert_eq!(offsets(&since.publications), [6, 7, 8]);
+    let too_old = a
+        .broker
+        .read_history(&channel, policy, HistoryRead::Since(acks[0].clone()))
+        .await
+        .unwrap();
+    assert!(!too_old.recovered, "offsets 2 and 3 are no longer retained");
+    let other_epoch = Position::new(5, "another epoch");
+    let other = a
+        .broker
+        .read_history(&channel, policy, HistoryRead::Since(other_epoch))
+        .await
+        .unwrap();
+    assert!(!other.recovered);
+    assert!(other.publications.is_empty());
+}
+
+/// Members joined and left on one instance are seen by the other; each new member and each
+/// leave is announced once on the presence channel's companion channel.
+pub(crate) async fn presence_is_shared_and_announced(engine: &dyn Engine) {
+    let (a, b) = pair(engine).await;
+    let channel = unique("room");
+    let events = presence_channel(&channel);
+    a.broker.subscribe(&events).await.unwrap();
+    let alice = PresenceMember {
+        id: "s1".into(),
+        user: Some("alice".into()),
+    };
+    let anon = PresenceMember {
+        id: "s.2".into(),
+        user: None,
+    };
+    a.broker.presence_join(&channel, alice.clone()).await.unwrap();
+    b.broker.presence_join(&channel, anon.clone()).await.unwrap();
+    // Joining again (same socket) is not a new member.
+    b.broker.presence_join(&channel, anon.clone()).await.unwrap();
+    let info = b.broker.presence(&channel).await.unwrap();
+    assert_eq!(info.count, 2);
+    let mut ids: Vec<&str> = info.clients.iter().map(|m| m.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["s.2", "s1"]);
+    assert!(info.clients.contains(&alice));
+
+    b.broker.presence_leave(&channel, &anon.id).await.unwrap();
+    let info = a.broker.presence(&channel).await.unwrap();
+    assert_eq!((info.count, info.clients), (1, vec![alice.clone()]));
+    assert!(a.sink.wait_for(3, WAIT).await, "{:?}", a.sink.data());
+    tokio::time::sleep(QUIET).await;
+    let frames: Vec<String> = a
+        .sink
+        .publications()
+        .iter()
+        .map(|p| String::from_utf8_lossy(p.frame()).into_owned())
+        .collect();
+    assert_eq!(frames.len(), 3, "{frames:?}");
+    assert!(frames[0].contains("#presenceJoin") && frames[0].contains(r#""s1""#));
+    assert!(frames[1].contains("#presenceJoin") && frames[1].contains(r#""s.2""#));
+    assert!(frames[2].contains("#presenceLeave") && frames[2].contains(r#""s.2""#));
+    a.broker.presence_leave(&channel, &alice.id).await.unwrap();
+    assert_eq!(b.broker.presence(&channel).await.unwrap().count, 0);
 }
 
 /// Every command returns what `KvCommand`'s documentation says; writes by one instance are
@@ -438,10 +585,11 @@ pub(crate) async fn kv_whole_store(engine: &dyn Engine) {
     run(b, set(&["user", "bob"], r#"{"age":5}"#)).await;
     run(a, set(&["user", "amy"], "2")).await;
     run(b, set(&["list"], r#"["x"]"#)).await;
+    run(a, set(&[""], "0")).await; // an empty segment is a key like any other
     let all: serde_json::Value = serde_json::from_str(&run(b, KvCommand::GetAll).await).unwrap();
     assert_eq!(
         all,
-        serde_json::json!({"session": 1, "user": {"bob": {"age": 5}, "amy": 2}, "list": ["x"]})
+        serde_json::json!({"session": 1, "user": {"bob": {"age": 5}, "amy": 2}, "list": ["x"], "": 0})
     );
     assert_eq!(run(b, KvCommand::RemoveAll).await, "null");
     assert_eq!(run(a, KvCommand::GetAll).await, "{}");
