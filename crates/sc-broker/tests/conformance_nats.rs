@@ -10,8 +10,8 @@ mod conformance;
 use std::sync::Arc;
 
 use common::{Kind, Server, machine_engine, unique};
-use futures_util::TryStreamExt;
 use conformance::{BoxFuture, Engine, Instance};
+use futures_util::TryStreamExt;
 use sc_broker::nats::{self, NatsOptions};
 
 /// The NATS server and this test's options (its own subject prefix and bucket).

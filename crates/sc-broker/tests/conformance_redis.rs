@@ -8,8 +8,8 @@ mod conformance;
 
 use std::sync::Arc;
 
-use common::{Kind, Server, machine_engine, unique};
 use ::redis::AsyncCommands;
+use common::{Kind, Server, machine_engine, unique};
 use conformance::{BoxFuture, Engine, Instance};
 use sc_broker::redis::{self, RedisOptions};
 

@@ -255,7 +255,11 @@ pub(crate) async fn engine_reports_itself(engine: &dyn Engine) {
 fn offsets(publications: &[Publication]) -> Vec<u64> {
     publications
         .iter()
-        .map(|p| p.position().expect("a stored publication has a position").offset)
+        .map(|p| {
+            p.position()
+                .expect("a stored publication has a position")
+                .offset
+        })
         .collect()
 }
 
@@ -289,7 +293,10 @@ pub(crate) async fn stored_publications_are_positioned_delivered_and_read_back(
             .unwrap();
         acks.push(ack);
     }
-    assert!(acks.iter().all(|p| p.epoch == empty.position.epoch), "one epoch");
+    assert!(
+        acks.iter().all(|p| p.epoch == empty.position.epoch),
+        "one epoch"
+    );
     let acked: Vec<u64> = acks.iter().map(|p| p.offset).collect();
     assert_eq!(acked, (1..=8).collect::<Vec<u64>>(), "gap-free offsets");
     for (name, instance) in [("A", &a), ("B", &b)] {
@@ -318,7 +325,11 @@ pub(crate) async fn stored_publications_are_positioned_delivered_and_read_back(
         .read_history(&channel, policy, HistoryRead::Last(100))
         .await
         .unwrap();
-    assert_eq!(offsets(&all.publications), [4, 5, 6, 7, 8], "the last `size`");
+    assert_eq!(
+        offsets(&all.publications),
+        [4, 5, 6, 7, 8],
+        "the last `size`"
+    );
     let since = a
         .broker
         .read_history(&channel, policy, HistoryRead::Since(acks[4].clone()))
@@ -357,10 +368,19 @@ pub(crate) async fn presence_is_shared_and_announced(engine: &dyn Engine) {
         id: "s.2".into(),
         user: None,
     };
-    a.broker.presence_join(&channel, alice.clone()).await.unwrap();
-    b.broker.presence_join(&channel, anon.clone()).await.unwrap();
+    a.broker
+        .presence_join(&channel, alice.clone())
+        .await
+        .unwrap();
+    b.broker
+        .presence_join(&channel, anon.clone())
+        .await
+        .unwrap();
     // Joining again (same socket) is not a new member.
-    b.broker.presence_join(&channel, anon.clone()).await.unwrap();
+    b.broker
+        .presence_join(&channel, anon.clone())
+        .await
+        .unwrap();
     let info = b.broker.presence(&channel).await.unwrap();
     assert_eq!(info.count, 2);
     let mut ids: Vec<&str> = info.clients.iter().map(|m| m.id.as_str()).collect();
@@ -433,7 +453,10 @@ pub(crate) async fn kv_document_operations(engine: &dyn Engine) {
     assert_eq!(run(a, has(&unique("nope"))).await, "false");
     assert_eq!(run(a, has(&list)).await, "true");
     // pop removes the last item and returns it in a list.
-    assert_eq!(run(b, KvCommand::Pop { key: key(&[&list]) }).await, r#"["i2"]"#);
+    assert_eq!(
+        run(b, KvCommand::Pop { key: key(&[&list]) }).await,
+        r#"["i2"]"#
+    );
 
     // removeRange removes [from, to) and returns it; remove returns what it removed.
     let abc = KvCommand::Set {
@@ -620,9 +643,7 @@ pub(crate) async fn kv_rejects_an_empty_key(engine: &dyn Engine) {
         let err = a.kv.execute(command).await.unwrap_err();
         assert!(matches!(err, BrokerError::Engine(_)), "{shown}: {err:?}");
     }
-    let get = KvCommand::Get {
-        key: key(&[&kept]),
-    };
+    let get = KvCommand::Get { key: key(&[&kept]) };
     assert_eq!(run(&*a.kv, get).await, "1", "nothing changed");
     run(&*a.kv, KvCommand::Remove { key: key(&[&kept]) }).await;
 }
