@@ -72,8 +72,11 @@ return {{offset, epoch, redis.call('LRANGE', KEYS[2], 0, -1)}}"
     ))
 }
 
-/// KEYS: presence hash, companion pub/sub key, channel set; ARGV: id, value, event frame, channel.
-const JOIN: &str = "local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
+/// KEYS: presence hash, companion pub/sub key, channel set, the owner's lease; ARGV: id, value,
+/// event frame, channel, lease ttl (ms). The lease is written with the member, so a member is
+/// never seen (or swept by another process) before its owner's lease exists.
+const JOIN: &str = "redis.call('SET', KEYS[4], 1, 'PX', ARGV[5]) \
+local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
 redis.call('SADD', KEYS[3], ARGV[4]) \
 if new == 1 then redis.call('PUBLISH', KEYS[2], ARGV[3]) end return new";
 
@@ -194,10 +197,12 @@ pub(crate) async fn join(
         .key(presence_key(link, channel))
         .key(link.channel_key(&presence_channel(channel)))
         .key(presence_set(link))
+        .key(lease_key(link, owner))
         .arg(&member.id)
         .arg(value)
         .arg(&event.frame()[..])
-        .arg(channel);
+        .arg(channel)
+        .arg(millis(LEASE_TTL));
     link.with_connection("presence join", |mut conn| async move {
         invocation.invoke_async::<i64>(&mut conn).await
     })

@@ -60,6 +60,20 @@ impl Collect {
             .collect()
     }
 
+    /// Every publication, in arrival order.
+    pub(crate) fn publications(&self) -> Vec<Publication> {
+        self.items.lock().clone()
+    }
+
+    /// The channel of every publication.
+    pub(crate) fn channels(&self) -> Vec<String> {
+        self.items
+            .lock()
+            .iter()
+            .map(|p| p.channel().to_owned())
+            .collect()
+    }
+
     /// Waits until `predicate` holds on the data, at most `within`.
     pub(crate) async fn wait_until(
         &self,
