@@ -71,7 +71,9 @@
 //! The background task never waits for a slow consumer. Each [`Channel`] handle and each
 //! [`Receiver`] has a bounded buffer ([`ClientOptions::channel_buffer`],
 //! [`ClientOptions::receiver_buffer`]); when it is full, new messages are dropped for that
-//! consumer only, counted ([`Channel::dropped`]) and logged. [`Events`] streams that lag skip
+//! consumer only, counted ([`Channel::dropped`]) and logged. It yields to other tasks every 32
+//! messages from the server, so a consumer that reads as fast as it is scheduled keeps up with a
+//! burst larger than its buffer. [`Events`] streams that lag skip
 //! their oldest events. Commands from [`Client`] handles go through a bounded queue: callers
 //! wait when it is full.
 

@@ -43,6 +43,14 @@ use transport::Ws;
 /// Procedure answers waiting to be written (handlers block on a full buffer, not the driver).
 const PROCEDURE_RESPONSE_BUFFER: usize = 256;
 
+/// Messages from the server handled in a row before the driver yields to other tasks. Handing a
+/// message to a channel or receiver only wakes its consumer; without a turn, the consumer cannot
+/// drain its buffer while the driver goes through a burst that arrived at once (thousands of
+/// frames already read off the socket need no I/O, so nothing else makes the driver yield), and
+/// deliveries beyond [`ClientOptions::channel_buffer`](crate::ClientOptions::channel_buffer)
+/// would be dropped for a consumer that keeps up. Well below that buffer's default (1024).
+const MESSAGES_PER_TURN: u32 = 32;
+
 /// Timers never reach further than this (keeps `Instant` arithmetic far from overflow).
 const MAX_TIMER: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -161,7 +169,13 @@ impl Driver {
         if self.shared.options.auto_connect {
             self.start_connecting();
         }
+        let mut messages: u32 = 0;
         loop {
+            if messages >= MESSAGES_PER_TURN {
+                // Let the consumers just woken drain their buffers before the next message.
+                messages = 0;
+                tokio::task::yield_now().await;
+            }
             let deadline = self.next_deadline();
             let wake = tokio::select! {
                 wake = next_io(&mut self.phase) => wake,
@@ -170,7 +184,10 @@ impl Driver {
                 () = sleep_until(deadline) => Wake::Timer,
             };
             match wake {
-                Wake::Message(message) => self.on_message(message).await,
+                Wake::Message(message) => {
+                    messages += 1;
+                    self.on_message(message).await;
+                }
                 Wake::Opened(result) => self.on_opened(result).await,
                 Wake::Respond(response) => self.on_procedure_response(response).await,
                 Wake::Command(command) => self.on_command(command).await,

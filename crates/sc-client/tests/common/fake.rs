@@ -151,6 +151,17 @@ impl FakeConn {
             .expect("fake server write");
     }
 
+    /// Sends text frames back to back with one flush, so that they reach the client in a burst.
+    pub async fn send_burst(&mut self, texts: impl IntoIterator<Item = String>) {
+        for text in texts {
+            self.ws
+                .feed(Message::text(text))
+                .await
+                .expect("fake server write");
+        }
+        self.ws.flush().await.expect("fake server flush");
+    }
+
     /// Sends raw bytes in a text frame (may be invalid UTF-8).
     pub async fn send_text_bytes(&mut self, bytes: Vec<u8>) {
         self.ws
