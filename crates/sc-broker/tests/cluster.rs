@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -852,41 +852,48 @@ async fn a_solo_worker_publishes_locally_and_a_new_subscriber_misses_nothing_aft
     a.subscribe("room").await.unwrap();
     // A keeps publishing while B joins: A gets every publication once, in order; B gets, in
     // order and once, a contiguous run that includes everything published after its subscribe
-    // returned.
-    const N: u64 = 3000;
+    // returned. A stops only `AFTER` publications after B's subscribe returned, so B always joins
+    // mid-stream however the two tasks are scheduled (bounded by `LIMIT`).
+    const AFTER: u64 = 500;
+    const LIMIT: u64 = 1_000_000;
     let publisher = a.clone();
-    let published = Arc::new(AtomicUsize::new(0));
-    let counter = published.clone();
+    let published = Arc::new(AtomicU64::new(0));
+    let stop_at = Arc::new(AtomicU64::new(LIMIT));
+    let (counter, stop) = (published.clone(), stop_at.clone());
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let publishing = tokio::spawn(async move {
         let mut started = Some(started_tx);
-        for n in 0..N {
+        let mut n = 0;
+        while n < stop.load(Ordering::SeqCst) {
             let data = json(&format!(r#"{{"n":{n}}}"#));
             publisher
                 .publish(Publication::new("room", Some(&data)))
                 .await
                 .unwrap();
-            counter.fetch_add(1, Ordering::SeqCst);
-            if n == N / 10 {
+            n += 1;
+            counter.store(n, Ordering::SeqCst);
+            if n == 300 {
                 let _ = started.take().map(|s| s.send(()));
             }
             if n % 64 == 0 {
                 tokio::task::yield_now().await;
             }
         }
+        n
     });
     started_rx.await.unwrap();
     b.subscribe("room").await.unwrap();
     // Everything A publishes from now on must reach B: publication `joined_by` at the latest
     // (the one in progress may go either way).
-    let joined_by = published.load(Ordering::SeqCst) as u64 + 1;
-    publishing.await.unwrap();
+    let joined_by = published.load(Ordering::SeqCst);
+    stop_at.store(joined_by + AFTER, Ordering::SeqCst);
+    let total = publishing.await.unwrap();
     assert!(
-        joined_by < N,
-        "B joined after A was done: the test proves nothing"
+        joined_by < total && total < LIMIT,
+        "B joined mid-stream: joined by {joined_by}, published {total}"
     );
 
-    for n in 0..N {
+    for n in 0..total {
         let p = next(&mut a_rx).await;
         assert_eq!(
             sequence(&p),
@@ -900,7 +907,7 @@ async fn a_solo_worker_publishes_locally_and_a_new_subscriber_misses_nothing_aft
         first <= joined_by,
         "B missed publications made after it joined: first {first}, joined by {joined_by}"
     );
-    for n in first + 1..N {
+    for n in first + 1..total {
         assert_eq!(sequence(&next(&mut b_rx).await), n, "B's run is contiguous");
     }
     nothing_more(&mut b_rx).await;
