@@ -885,7 +885,7 @@ async fn a_solo_worker_publishes_locally_and_a_new_subscriber_misses_nothing_aft
     b.subscribe("room").await.unwrap();
     // Everything A publishes from now on must reach B: publication `joined_by` at the latest
     // (the one in progress may go either way).
-    let joined_by = published.load(Ordering::SeqCst);
+    let joined_by = published.load(Ordering::SeqCst) + 1;
     stop_at.store(joined_by + AFTER, Ordering::SeqCst);
     let total = publishing.await.unwrap();
     assert!(
