@@ -48,8 +48,6 @@
 //! # Ok(()) }
 //! ```
 
-#![warn(missing_debug_implementations)]
-
 pub mod auth;
 mod connection;
 #[cfg(feature = "ws-echo")]
