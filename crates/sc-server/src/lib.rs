@@ -42,7 +42,7 @@
 //!         let n = count.fetch_add(1, Ordering::Relaxed) + 1;
 //!         exchange.publish("pong", &n).await.map_err(ScError::from)
 //!     }
-//! });
+//! })?;
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:8000").await?;
 //! server.serve(listener, server.app(Some("public".into()))).await?;
 //! # Ok(()) }
