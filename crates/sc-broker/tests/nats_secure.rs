@@ -160,10 +160,7 @@ async fn a_credentials_file_logs_in_and_a_wrong_one_is_refused() {
 
     // Without credentials, or with a user of an unknown account: refused, typed, no seed shown.
     let bare = format!("nats://127.0.0.1:{}", server.port);
-    let err = nats::connect(&bare, options())
-        .await
-        .err()
-        .expect("refused");
+    let err = nats::connect(&bare, options()).await.expect_err("refused");
     assert!(matches!(err, EngineError::Auth { .. }), "{err:?}");
     let stranger = KeyPair::new_account();
     let wrong = server.dir.join("wrong.creds");
@@ -185,8 +182,7 @@ async fn a_credentials_file_logs_in_and_a_wrong_one_is_refused() {
         options(),
     )
     .await
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert!(matches!(err, EngineError::Auth { .. }), "{err:?}");
     assert!(!err.to_string().contains(&seed));
 
@@ -223,8 +219,7 @@ async fn an_nkey_seed_file_logs_in() {
         options(),
     )
     .await
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert!(matches!(err, EngineError::Auth { .. }), "{err:?}");
 }
 

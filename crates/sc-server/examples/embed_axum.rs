@@ -16,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
     let realtime = Server::new(ServerOptions::default())?;
     realtime.on("echo", |req: Request| async move {
         Ok::<_, ScError>(Reply::from(req.data().cloned()))
-    });
+    })?;
 
     // An existing app with its own routes, plus the SocketCluster route.
     let app = Router::new()

@@ -13,7 +13,7 @@ use sc_protocol::{CodecOption, Json, ProtocolVersion, ScError};
 use sc_server::middleware::{
     Block, EventAction, HandshakeScAction, HandshakeWsAction, InboundAction, OutboundVerdict,
 };
-use sc_server::{Reply, Request, Server, ServerOptions, SignOptions};
+use sc_server::{Reply, Request, SendError, Server, ServerOptions, SignOptions};
 use serde::Deserialize;
 
 #[derive(Parser)]
@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
         ..defaults
     };
     let server = Server::new(options)?;
-    register_demo_handlers(&server);
+    register_demo_handlers(&server).expect("the demo's event names are not reserved");
     register_demo_middleware(&server);
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", flags.port)).await?;
@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn register_demo_handlers(server: &Server) {
+fn register_demo_handlers(server: &Server) -> Result<(), SendError> {
     let exchange = server.exchange();
     let count = Arc::new(AtomicU64::new(0));
     server.on("ping", move |_req: Request| {
@@ -107,20 +107,20 @@ fn register_demo_handlers(server: &Server) {
             let n = count.fetch_add(1, Ordering::Relaxed) + 1;
             exchange.publish("pong", &n).await.map_err(ScError::from)
         }
-    });
+    })?;
     server.on("echo", |req: Request| async move {
         Ok::<_, ScError>(Reply::from(req.data().cloned()))
-    });
-    server.on("fire", |_req: Request| async move { Ok::<_, ScError>(()) });
+    })?;
+    server.on("fire", |_req: Request| async move { Ok::<_, ScError>(()) })?;
     server.on("noreply", |_req: Request| {
         std::future::pending::<Result<(), ScError>>()
-    });
+    })?;
     server.on("failme", |_req: Request| async move {
         Err::<(), _>(ScError::new("CustomError", "Custom failure").with("extra", 42))
-    });
+    })?;
     server.on("failstring", |_req: Request| async move {
         Err::<(), _>(ScError::plain(Json::string("plain string error")))
-    });
+    })?;
     let exchange = server.exchange();
     server.on("askme", move |req: Request| {
         let exchange = exchange.clone();
@@ -139,7 +139,7 @@ fn register_demo_handlers(server: &Server) {
             });
             Ok::<_, ScError>(())
         }
-    });
+    })?;
     server.on("kickme", |req: Request| async move {
         #[derive(Deserialize)]
         struct Kick {
@@ -150,7 +150,7 @@ fn register_demo_handlers(server: &Server) {
             .kick_out(Some(&kick.channel), "you are kicked")
             .await;
         Ok::<_, ScError>(())
-    });
+    })?;
     let exchange = server.exchange();
     server.on("serverpublish", move |req: Request| {
         let exchange = exchange.clone();
@@ -166,30 +166,30 @@ fn register_demo_handlers(server: &Server) {
                 .await?;
             Ok::<_, ScError>(())
         }
-    });
+    })?;
     server.on("binary", |req: Request| async move {
         let received = req.data().cloned().unwrap_or(Json::NULL);
         let text =
             format!(r#"{{"buf":{{"base64":true,"data":"aGVsbG8="}},"received":{received}}}"#);
         Ok::<_, ScError>(Reply::data(Json::from_text(&text)?))
-    });
+    })?;
     // Server-side batching (docs/protocol.md §5.5). `startbatch`'s own ack is in the first batch.
     server.on("startbatch", |req: Request| async move {
         req.socket().start_batching();
         Ok::<_, ScError>(())
-    });
+    })?;
     server.on("stopbatch", |req: Request| async move {
         req.socket().stop_batching();
         Ok::<_, ScError>(())
-    });
+    })?;
     server.on("cancelbatch", |req: Request| async move {
         req.socket().cancel_batching();
         Ok::<_, ScError>(())
-    });
+    })?;
     server.on("dropme", |req: Request| async move {
         req.socket().disconnect(4321, "dropped by server");
         Ok::<_, ScError>(())
-    });
+    })?;
     // login {username} → setAuthToken({username}), then ack; logout → deauthenticate();
     // whoami → the token's username (error when not signed in).
     server.on("login", |req: Request| async move {
@@ -203,11 +203,11 @@ fn register_demo_handlers(server: &Server) {
             &SignOptions::default(),
         )?;
         Ok::<_, ScError>(())
-    });
+    })?;
     server.on("logout", |req: Request| async move {
         req.socket().deauthenticate();
         Ok::<_, ScError>(())
-    });
+    })?;
     server.on("whoami", |req: Request| async move {
         match req.socket().auth_token() {
             Some(token) => Reply::json(&token.claims.get("username")),
@@ -216,7 +216,8 @@ fn register_demo_handlers(server: &Server) {
                 "This socket is not signed in",
             )),
         }
-    });
+    })?;
+    Ok(())
 }
 
 /// The value of query parameter `name` in an upgrade request URI, if present.

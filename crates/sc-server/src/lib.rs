@@ -42,13 +42,11 @@
 //!         let n = count.fetch_add(1, Ordering::Relaxed) + 1;
 //!         exchange.publish("pong", &n).await.map_err(ScError::from)
 //!     }
-//! });
+//! })?;
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:8000").await?;
 //! server.serve(listener, server.app(Some("public".into()))).await?;
 //! # Ok(()) }
 //! ```
-
-#![warn(missing_debug_implementations)]
 
 pub mod auth;
 mod connection;

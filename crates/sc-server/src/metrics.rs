@@ -3,7 +3,8 @@
 //! Plain relaxed atomics, each hot one on its own cache line. The hot paths touch them once per
 //! inbound frame, once per writer flush (a whole batch), once per I/O call for bytes and once
 //! per publication reaching this server: never once per subscriber. Rendering (Prometheus text,
-//! JSON) lives with whoever serves them; here there is only [`ServerMetrics::snapshot`].
+//! JSON) lives with whoever serves them; here there is only the
+//! [`MetricsSnapshot`] that [`Server::metrics`](crate::Server::metrics) returns.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

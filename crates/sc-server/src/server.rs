@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::auth::AuthEngine;
+use crate::error::SendError;
 use crate::exchange::Exchange;
 use crate::handler::{ConnectionHandler, Handler};
 use crate::middleware::Middleware;
@@ -34,14 +35,16 @@ pub const HTTP_FINISH: Duration = Duration::from_secs(3);
 /// # async fn run() -> anyhow::Result<()> {
 /// let server = Server::new(ServerOptions::default())?;
 /// let exchange = server.exchange();
-/// server.on("echo", |req: Request| async move { Ok::<_, ScError>(Reply::from(req.data().cloned())) });
+/// server.on("echo", |req: Request| async move { Ok::<_, ScError>(Reply::from(req.data().cloned())) })?;
 /// server.on_connection(move |socket: Socket| {
 ///     let exchange = exchange.clone();
 ///     async move {
-///         let _ = socket.on("ping", move |_req: Request| {
-///             let exchange = exchange.clone();
-///             async move { exchange.publish("pong", &1).await.map_err(ScError::from) }
-///         });
+///         socket
+///             .on("ping", move |_req: Request| {
+///                 let exchange = exchange.clone();
+///                 async move { exchange.publish("pong", &1).await.map_err(ScError::from) }
+///             })
+///             .expect("not a reserved event name");
 ///     }
 /// });
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
@@ -133,14 +136,13 @@ impl Server {
     }
 
     /// Registers a handler for `event` on every socket (a socket's own [`Socket::on`] handler of
-    /// the same name takes precedence). Costs nothing per socket. Names starting with `#` are
-    /// refused (returns false).
-    pub fn on<H: Handler>(&self, event: &str, handler: H) -> bool {
-        if event.starts_with('#') {
-            return false;
-        }
+    /// the same name takes precedence, and a later `on` for the same name replaces this one).
+    /// Costs nothing per socket. Names starting with `#` belong to the protocol and are refused
+    /// with [`SendError::ReservedEvent`], as by [`Socket::on`].
+    pub fn on<H: Handler>(&self, event: &str, handler: H) -> Result<(), SendError> {
+        crate::error::check_event_name(event)?;
         self.0.set_handler(event, Arc::new(handler));
-        true
+        Ok(())
     }
 
     /// Number of sockets that completed the handshake and are still open.

@@ -50,27 +50,33 @@ async fn handshake_with(client: &mut Client, token: &str) -> Value {
 
 async fn server_with_whoami(options: ServerOptions) -> TestServer {
     start_server(options, |server| {
-        server.on("whoami", |req: Request| async move {
-            let token = req
-                .socket()
-                .auth_token()
-                .ok_or_else(|| ScError::new("NotSignedInError", "no"))?;
-            sc_server::Reply::json(&token.claim_str("username"))
-        });
-        server.on("login", |req: Request| async move {
-            let claims: Value = req.parse()?;
-            req.socket().set_auth_token(
-                &claims,
-                &SignOptions {
-                    expires_in: Some(1),
-                },
-            )?;
-            Ok::<_, ScError>(())
-        });
-        server.on("logout", |req: Request| async move {
-            req.socket().deauthenticate();
-            Ok::<_, ScError>(())
-        });
+        server
+            .on("whoami", |req: Request| async move {
+                let token = req
+                    .socket()
+                    .auth_token()
+                    .ok_or_else(|| ScError::new("NotSignedInError", "no"))?;
+                sc_server::Reply::json(&token.claim_str("username"))
+            })
+            .unwrap();
+        server
+            .on("login", |req: Request| async move {
+                let claims: Value = req.parse()?;
+                req.socket().set_auth_token(
+                    &claims,
+                    &SignOptions {
+                        expires_in: Some(1),
+                    },
+                )?;
+                Ok::<_, ScError>(())
+            })
+            .unwrap();
+        server
+            .on("logout", |req: Request| async move {
+                req.socket().deauthenticate();
+                Ok::<_, ScError>(())
+            })
+            .unwrap();
     })
     .await
 }

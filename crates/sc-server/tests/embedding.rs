@@ -14,9 +14,11 @@ use sc_server::{Reply, Request, Server};
 #[tokio::test]
 async fn the_socketcluster_route_works_inside_an_existing_axum_app() {
     let realtime = Server::new(common::v2()).expect("server");
-    realtime.on("echo", |req: Request| async move {
-        Ok::<_, ScError>(Reply::from(req.data().cloned()))
-    });
+    realtime
+        .on("echo", |req: Request| async move {
+            Ok::<_, ScError>(Reply::from(req.data().cloned()))
+        })
+        .unwrap();
     let app = Router::new()
         .route("/api/status", get(|| async { "app ok" }))
         .merge(realtime.router());

@@ -6,41 +6,55 @@ use std::time::Duration;
 
 use common::{Received, start_server, v1, v2};
 use sc_protocol::{Json, ScError};
-use sc_server::{InvokeError, Reply, Request, Server, ServerOptions};
+use sc_server::{InvokeError, Reply, Request, SendError, Server, ServerOptions};
 
 fn demo_handlers(server: &Server) {
-    server.on("fire", |_req: Request| async move { Ok::<_, ScError>(()) });
-    server.on("failme", |_req: Request| async move {
-        Err::<(), _>(ScError::new("CustomError", "Custom failure").with("extra", 42))
-    });
-    server.on("failstring", |_req: Request| async move {
-        Err::<(), _>(ScError::plain(Json::string("plain string error")))
-    });
-    server.on("boom", |req: Request| async move {
-        if req.expects_response() {
-            panic!("handler bug");
-        }
-        Ok::<_, ScError>(())
-    });
-    server.on("slowboom", |_req: Request| async move {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        panic!("handler bug after an await");
-        #[allow(unreachable_code)]
-        Ok::<_, ScError>(())
-    });
-    server.on("slow", |req: Request| async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        Ok::<_, ScError>(Reply::from(req.data().cloned()))
-    });
-    server.on("typed", |req: Request| async move {
-        #[derive(serde::Deserialize)]
-        struct Sum {
-            a: i64,
-            b: i64,
-        }
-        let sum: Sum = req.parse()?;
-        Reply::json(&serde_json::json!({ "sum": sum.a + sum.b }))
-    });
+    server
+        .on("fire", |_req: Request| async move { Ok::<_, ScError>(()) })
+        .unwrap();
+    server
+        .on("failme", |_req: Request| async move {
+            Err::<(), _>(ScError::new("CustomError", "Custom failure").with("extra", 42))
+        })
+        .unwrap();
+    server
+        .on("failstring", |_req: Request| async move {
+            Err::<(), _>(ScError::plain(Json::string("plain string error")))
+        })
+        .unwrap();
+    server
+        .on("boom", |req: Request| async move {
+            if req.expects_response() {
+                panic!("handler bug");
+            }
+            Ok::<_, ScError>(())
+        })
+        .unwrap();
+    server
+        .on("slowboom", |_req: Request| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            panic!("handler bug after an await");
+            #[allow(unreachable_code)]
+            Ok::<_, ScError>(())
+        })
+        .unwrap();
+    server
+        .on("slow", |req: Request| async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, ScError>(Reply::from(req.data().cloned()))
+        })
+        .unwrap();
+    server
+        .on("typed", |req: Request| async move {
+            #[derive(serde::Deserialize)]
+            struct Sum {
+                a: i64,
+                b: i64,
+            }
+            let sum: Sum = req.parse()?;
+            Reply::json(&serde_json::json!({ "sum": sum.a + sum.b }))
+        })
+        .unwrap();
 }
 
 #[tokio::test]
@@ -408,10 +422,12 @@ async fn emitting_to_a_closed_socket_fails() {
 #[tokio::test]
 async fn server_disconnect_sends_code_and_reason_to_a_v2_client() {
     let ts = start_server(v2(), |server| {
-        server.on("dropme", |req: Request| async move {
-            req.socket().disconnect(4321, "dropped by server");
-            Ok::<_, ScError>(())
-        });
+        server
+            .on("dropme", |req: Request| async move {
+                req.socket().disconnect(4321, "dropped by server");
+                Ok::<_, ScError>(())
+            })
+            .unwrap();
     })
     .await;
     let mut client = ts.client().await;
@@ -472,10 +488,12 @@ async fn v14_local_event_names_are_dropped_on_v1_only() {
     // socketcluster-server 14 never hands a client's `message`, `raw`, `subscribe`, … events to
     // the application (docs/protocol.md §11); v15+ has no such rule.
     let setup = |server: &Server| {
-        server.on(
-            "message",
-            |_req: Request| async move { Reply::json("handled") },
-        );
+        server
+            .on(
+                "message",
+                |_req: Request| async move { Reply::json("handled") },
+            )
+            .unwrap();
     };
     let ts = start_server(v1(), setup).await;
     let mut client = ts.client().await;
@@ -536,4 +554,18 @@ async fn protocol_close_codes_are_not_available_to_applications() {
     // 4001 means "pong timed out" to clients (they reconnect at once): not the application's.
     ts.socket(&client).disconnect(4001, "nope");
     assert_eq!(client.expect_close().await, (1000, "nope".to_owned()));
+}
+
+/// `Server::on` refuses the protocol's `#` names with the same error as `Socket::on`, and accepts
+/// (and replaces) application names.
+#[tokio::test]
+async fn server_on_refuses_reserved_names_like_socket_on() {
+    let server = Server::new(ServerOptions::default()).expect("valid options");
+    let handler = |_req: Request| async move { Ok::<_, ScError>(()) };
+    assert_eq!(
+        server.on("#publish", handler),
+        Err(SendError::ReservedEvent("#publish".into()))
+    );
+    assert_eq!(server.on("chat", handler), Ok(()));
+    assert_eq!(server.on("chat", handler), Ok(()));
 }

@@ -17,13 +17,15 @@ use tokio::sync::Semaphore;
 fn boilerplate_ping(server: &Server) {
     let exchange = server.exchange();
     let count = Arc::new(AtomicU64::new(0));
-    server.on("ping", move |_req: Request| {
-        let (exchange, count) = (exchange.clone(), count.clone());
-        async move {
-            let n = count.fetch_add(1, Ordering::Relaxed) + 1;
-            exchange.publish("pong", &n).await.map_err(ScError::from)
-        }
-    });
+    server
+        .on("ping", move |_req: Request| {
+            let (exchange, count) = (exchange.clone(), count.clone());
+            async move {
+                let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+                exchange.publish("pong", &n).await.map_err(ScError::from)
+            }
+        })
+        .unwrap();
 }
 
 /// Reads until `expected` publications on `channel` arrived; anything else but heartbeats and
@@ -128,16 +130,18 @@ async fn handlers_in_flight_are_bounded_per_socket_and_reading_waits_for_a_slot(
     };
     let ts: TestServer = start_server(options, |server| {
         let (gate, running, most) = (gate.clone(), running.clone(), most.clone());
-        server.on("slow", move |req: Request| {
-            let (gate, running, most) = (gate.clone(), running.clone(), most.clone());
-            async move {
-                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(now, Ordering::SeqCst);
-                gate.acquire().await.expect("gate open").forget();
-                running.fetch_sub(1, Ordering::SeqCst);
-                Ok::<_, ScError>(Reply::from(req.data().cloned()))
-            }
-        });
+        server
+            .on("slow", move |req: Request| {
+                let (gate, running, most) = (gate.clone(), running.clone(), most.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    gate.acquire().await.expect("gate open").forget();
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, ScError>(Reply::from(req.data().cloned()))
+                }
+            })
+            .unwrap();
     })
     .await;
     let mut client = ts.client().await;

@@ -28,13 +28,15 @@ const WAIT: Duration = Duration::from_secs(30);
 fn boilerplate_ping(server: &Server) {
     let exchange = server.exchange();
     let count = Arc::new(AtomicU64::new(0));
-    server.on("ping", move |_req: Request| {
-        let (exchange, count) = (exchange.clone(), count.clone());
-        async move {
-            let n = count.fetch_add(1, Ordering::Relaxed) + 1;
-            exchange.publish("pong", &n).await.map_err(ScError::from)
-        }
-    });
+    server
+        .on("ping", move |_req: Request| {
+            let (exchange, count) = (exchange.clone(), count.clone());
+            async move {
+                let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+                exchange.publish("pong", &n).await.map_err(ScError::from)
+            }
+        })
+        .unwrap();
 }
 
 /// One phase of one normal client: `ROUNDS` rounds of an echo (timed) and a publish to its room,

@@ -118,11 +118,13 @@ async fn emit_blocks_invokes_with_errors_and_drops_transmits() {
                 _ => Ok(action),
             }
         });
-        server.on("blockedEvent", |_req: sc_server::Request| async move {
-            panic!("a blocked event must not reach its handler");
-            #[allow(unreachable_code)]
-            Ok::<_, ScError>(())
-        });
+        server
+            .on("blockedEvent", |_req: sc_server::Request| async move {
+                panic!("a blocked event must not reach its handler");
+                #[allow(unreachable_code)]
+                Ok::<_, ScError>(())
+            })
+            .unwrap();
     })
     .await;
     let mut client = ts.client().await;

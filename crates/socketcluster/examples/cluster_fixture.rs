@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
         .config(config)
         .worker_controller(|worker: Worker| async move {
             socketcluster::boilerplate::register(worker.server());
-            register_inspection(&worker);
+            register_inspection(&worker).expect("the fixture's event names are not reserved");
             let id = worker.id();
             worker.on_master_message(move |data| async move {
                 Ok(Json::from(serde_json::json!({ "answeredBy": id, "got": data })))
@@ -72,12 +72,12 @@ fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn register_inspection(worker: &Worker) {
+fn register_inspection(worker: &Worker) -> Result<(), sc_server::SendError> {
     let server = worker.server();
     let (id, pid) = (worker.id(), std::process::id());
     server.on("workerInfo", move |_req: Request| async move {
         Reply::json(&serde_json::json!({ "id": id, "pid": pid }))
-    });
+    })?;
     let w = worker.clone();
     server.on("clusterInfo", move |_req: Request| {
         let w = w.clone();
@@ -87,7 +87,7 @@ fn register_inspection(worker: &Worker) {
                 .map(Reply::data)
                 .map_err(|e| ScError::from(e.to_string()))
         }
-    });
+    })?;
     let w = worker.clone();
     server.on("askWorker", move |req: Request| {
         let w = w.clone();
@@ -98,7 +98,7 @@ fn register_inspection(worker: &Worker) {
                 .map(Reply::data)
                 .map_err(|e| ScError::from(e.to_string()))
         }
-    });
+    })?;
     let exchange = worker.exchange();
     server.on("kvSet", move |req: Request| {
         let exchange = exchange.clone();
@@ -110,7 +110,7 @@ fn register_inspection(worker: &Worker) {
                 .await?;
             Ok::<_, ScError>(())
         }
-    });
+    })?;
     let exchange = worker.exchange();
     server.on("kvGet", move |req: Request| {
         let exchange = exchange.clone();
@@ -122,7 +122,7 @@ fn register_inspection(worker: &Worker) {
                     .await?,
             ))
         }
-    });
+    })?;
     let exchange = worker.exchange();
     server.on("kvAdd", move |req: Request| {
         let exchange = exchange.clone();
@@ -135,7 +135,7 @@ fn register_inspection(worker: &Worker) {
                     .await?,
             ))
         }
-    });
+    })?;
     let exchange = worker.exchange();
     server.on("kvCount", move |req: Request| {
         let exchange = exchange.clone();
@@ -147,7 +147,7 @@ fn register_inspection(worker: &Worker) {
                     .await?,
             ))
         }
-    });
+    })?;
     let w = worker.clone();
     server.on("brokerEcho", move |req: Request| {
         let w = w.clone();
@@ -159,5 +159,6 @@ fn register_inspection(worker: &Worker) {
                 .map_err(|e| ScError::from(e.to_string()))?;
             Ok::<_, ScError>(Reply::data(answers))
         }
-    });
+    })?;
+    Ok(())
 }

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sc_protocol::ScError;
 use sc_protocol::error::names;
 use sc_server::middleware::{Block, PublishAction, SubscribeAction};
-use sc_server::{Reply, Request, Server, SignOptions};
+use sc_server::{Reply, Request, SendError, Server, SignOptions};
 use serde::Deserialize;
 
 /// Lifetime of the `loginShort` token, in seconds.
@@ -60,6 +60,11 @@ pub fn defaults() -> crate::config::ClusterConfig {
 /// socketcluster::boilerplate::register(&server);
 /// ```
 pub fn register(server: &Server) {
+    handlers(server).expect("the boilerplate's event names are not reserved");
+}
+
+/// [`register`]'s handlers and middleware.
+fn handlers(server: &Server) -> Result<(), SendError> {
     let exchange = server.exchange();
     let count = Arc::new(AtomicU64::new(0));
     server.on("ping", move |_req: Request| {
@@ -68,14 +73,14 @@ pub fn register(server: &Server) {
             let n = count.fetch_add(1, Ordering::Relaxed) + 1;
             exchange.publish("pong", &n).await.map_err(ScError::from)
         }
-    });
+    })?;
     server.on("echo", |req: Request| async move {
         Ok::<_, ScError>(Reply::from(req.data().cloned()))
-    });
-    server.on("login", |req: Request| async move { login(&req, None) });
+    })?;
+    server.on("login", |req: Request| async move { login(&req, None) })?;
     server.on("loginShort", |req: Request| async move {
         login(&req, Some(SHORT_TOKEN_SECONDS))
-    });
+    })?;
     server.on("whoami", |req: Request| async move {
         match req.socket().auth_token() {
             Some(token) => Reply::json(&token.claim_str("username")),
@@ -84,7 +89,7 @@ pub fn register(server: &Server) {
                 "This socket is not signed in",
             )),
         }
-    });
+    })?;
     let exchange = server.exchange();
     server.on("announce", move |req: Request| {
         let exchange = exchange.clone();
@@ -92,7 +97,7 @@ pub fn register(server: &Server) {
             exchange.publish_json("readonly/news", req.data()).await?;
             Ok::<_, ScError>(())
         }
-    });
+    })?;
     server
         .middleware()
         .subscribe(|action: SubscribeAction| async move {
@@ -118,6 +123,7 @@ pub fn register(server: &Server) {
             }
             Ok(action)
         });
+    Ok(())
 }
 
 fn login(req: &Request, expires_in: Option<u64>) -> Result<(), ScError> {

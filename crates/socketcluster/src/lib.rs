@@ -10,15 +10,15 @@
 //! - [`ops`]: TLS, Prometheus metrics, the admin page, log format, drain.
 //! - [`scaffold`]: `socketcluster new myapp`.
 //! - [`cli`]: the command line.
+//! - [`docs`]: the guides of `docs/` and the README, whose Rust examples compile as doctests.
 //!
 //! The crates it builds on are re-exported: [`sc_server`], [`sc_protocol`], [`sc_broker`].
-
-#![warn(missing_debug_implementations)]
 
 pub mod boilerplate;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod docs;
 pub mod ops;
 pub mod scaffold;
 

@@ -52,8 +52,8 @@ pub async fn run(worker: Worker) -> ControllerResult {
             let n = count.fetch_add(1, Ordering::Relaxed) + 1;
             exchange.publish("pong", &n).await.map_err(ScError::from)
         }
-    });
-    server.on("echo", |req: Request| async move { Ok::<_, ScError>(Reply::from(req.data().cloned())) });
+    })?;
+    server.on("echo", |req: Request| async move { Ok::<_, ScError>(Reply::from(req.data().cloned())) })?;
     tracing::info!(worker = worker.id(), "worker started");
     Ok(())
 }

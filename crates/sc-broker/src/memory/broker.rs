@@ -27,6 +27,14 @@ pub struct MemoryBroker {
     sweeper: OnceLock<()>,
 }
 
+impl std::fmt::Debug for MemoryBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBroker")
+            .field("history", &self.history)
+            .finish_non_exhaustive()
+    }
+}
+
 impl MemoryBroker {
     /// A broker with no sink attached yet.
     pub fn new() -> MemoryBroker {

@@ -40,6 +40,12 @@ pub struct MemoryKv {
     state: Mutex<State>,
 }
 
+impl std::fmt::Debug for MemoryKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryKv").finish_non_exhaustive()
+    }
+}
+
 #[derive(Default)]
 struct State {
     root: Value,

@@ -32,6 +32,14 @@ pub struct MemoryHistory {
     shards: Box<[Shard]>,
 }
 
+impl std::fmt::Debug for MemoryHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryHistory")
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
 struct ChannelHistory {
     epoch: Arc<str>,
     offset: u64,
@@ -214,6 +222,12 @@ impl MemoryHistory {
 #[derive(Default)]
 pub struct MemoryPresence {
     channels: Mutex<HashMap<Arc<str>, Members>>,
+}
+
+impl std::fmt::Debug for MemoryPresence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryPresence").finish_non_exhaustive()
+    }
 }
 
 /// Socket id → (user, owning connection).

@@ -22,6 +22,14 @@ pub struct NatsBroker {
     streams: Arc<super::stream::NatsStreams>,
 }
 
+impl std::fmt::Debug for NatsBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBroker")
+            .field("link", &self.link)
+            .finish_non_exhaustive()
+    }
+}
+
 impl NatsBroker {
     /// Connects a broker alone (see [`connect`](super::connect) for a broker and a store on one connection).
     pub async fn connect(url: &str, options: NatsOptions) -> Result<NatsBroker, EngineError> {

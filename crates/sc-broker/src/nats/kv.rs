@@ -60,6 +60,14 @@ struct Inner {
     hint: DueHint,
 }
 
+impl std::fmt::Debug for NatsKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsKv")
+            .field("link", &self.inner.link)
+            .finish_non_exhaustive()
+    }
+}
+
 impl NatsKv {
     /// Connects a store alone (see [`connect`](crate::nats::connect) for a broker and a store on
     /// one connection).

@@ -111,6 +111,15 @@ pub struct NatsLink {
     pub(super) sink: RwLock<Option<Arc<dyn DeliverySink>>>,
 }
 
+impl std::fmt::Debug for NatsLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsLink")
+            .field("target", &self.target)
+            .field("servers", &self.servers)
+            .finish_non_exhaustive()
+    }
+}
+
 impl NatsLink {
     /// Connects (one attempt, bounded by the connect timeout); later drops are reconnected
     /// automatically.

@@ -1,4 +1,4 @@
-//! NATS clusters and secured servers: the client options a [`NatsUrl`] asks for (credentials,
+//! NATS clusters and secured servers: the client options a NATS URL asks for (credentials,
 //! credentials file, TLS), the JetStream replica count, and the state of every server we know
 //! of (for `/health` and `/metrics`).
 //!

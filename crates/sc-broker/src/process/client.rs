@@ -140,6 +140,7 @@ pub enum MapIndex {
 ///
 /// Cheap to share behind an `Arc`; the connections close when it and every [`ClusterKv`] taken
 /// from it are dropped.
+#[derive(Debug)]
 pub struct ClusterBroker {
     inner: Arc<Inner>,
 }
@@ -152,7 +153,7 @@ pub struct ClusterBroker {
 /// `RemoveAll` goes to every broker. `GetAll` asks every broker and merges their top-level maps
 /// (they are disjoint, since top-level keys are what routing hashes) — a deliberate improvement
 /// over sc-broker-cluster, which asks broker 0 only and so returns a partial store.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ClusterKv {
     inner: Arc<Inner>,
 }
@@ -164,6 +165,15 @@ struct Inner {
     config: BrokerLinkConfig,
     sink: Sink,
     stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("brokers", &self.links.len())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Inner {
@@ -584,7 +594,7 @@ impl Broker for ClusterBroker {
 
 /// A worker's way to the broker processes' controllers (custom messages, `exchange.send`), over
 /// the same connections as its [`ClusterBroker`]. Cheap to clone.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct BrokerControllers {
     inner: Arc<Inner>,
 }

@@ -84,6 +84,17 @@ pub struct BrokerServerBuilder {
     stall_timeout: Duration,
 }
 
+impl std::fmt::Debug for BrokerServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerServerBuilder")
+            .field("id", &self.id)
+            .field("upstream", &self.upstream.is_some())
+            .field("outbound_capacity", &self.outbound_capacity)
+            .field("stall_timeout", &self.stall_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl BrokerServerBuilder {
     /// Relays through an upstream engine (Redis, NATS, …): one engine subscription per channel
     /// for the whole broker, worker publishes go to the engine, and the engine's deliveries are
@@ -184,6 +195,14 @@ pub struct BrokerServer {
     /// Abrupt: every task ends at once (parent of every connection's kill token).
     abort: CancellationToken,
     tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for BrokerServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerServer")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BrokerServer {

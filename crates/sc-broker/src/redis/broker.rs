@@ -17,6 +17,15 @@ pub struct RedisBroker {
     lease: std::sync::OnceLock<()>,
 }
 
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("link", &self.link)
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RedisBroker {
     /// Connects a broker alone (see [`connect`](super::connect) for a broker and a store on one link).
     pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisBroker, EngineError> {

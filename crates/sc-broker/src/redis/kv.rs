@@ -74,6 +74,14 @@ struct Inner {
     hint: DueHint,
 }
 
+impl std::fmt::Debug for RedisKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisKv")
+            .field("link", &self.inner.link)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RedisKv {
     /// Connects a store alone (see [`connect`](crate::redis::connect) for a broker and a store
     /// on one link).

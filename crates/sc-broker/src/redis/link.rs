@@ -106,6 +106,14 @@ pub(super) enum Ctl {
     Broken(u64),
 }
 
+impl std::fmt::Debug for RedisLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLink")
+            .field("target", &self.shared.target)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Both connections of one connected period.
 struct Session {
     generation: u64,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sc_protocol::{Json, ProtocolVersion, ScError};
-use sc_server::{Reply, Request, Server, ServerOptions};
+use sc_server::{Reply, Request, SendError, Server, ServerOptions};
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 
@@ -44,7 +44,7 @@ impl RustServer {
     /// Starts a server with `options` and the demo handlers.
     pub async fn start_with(options: ServerOptions) -> RustServer {
         let server = Server::new(options).expect("valid server options");
-        register_demo_handlers(&server);
+        register_demo_handlers(&server).expect("the demo's event names are not reserved");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind an ephemeral port");
@@ -68,7 +68,7 @@ impl RustServer {
 }
 
 /// The demo handlers of `sc-server/examples/interop_fixture.rs`.
-fn register_demo_handlers(server: &Server) {
+fn register_demo_handlers(server: &Server) -> Result<(), SendError> {
     let exchange = server.exchange();
     let count = Arc::new(AtomicU64::new(0));
     server.on("ping", move |_req: Request| {
@@ -77,20 +77,20 @@ fn register_demo_handlers(server: &Server) {
             let n = count.fetch_add(1, Ordering::Relaxed) + 1;
             exchange.publish("pong", &n).await.map_err(ScError::from)
         }
-    });
+    })?;
     server.on("echo", |req: Request| async move {
         Ok::<_, ScError>(Reply::from(req.data().cloned()))
-    });
-    server.on("fire", |_req: Request| async move { Ok::<_, ScError>(()) });
+    })?;
+    server.on("fire", |_req: Request| async move { Ok::<_, ScError>(()) })?;
     server.on("noreply", |_req: Request| {
         std::future::pending::<Result<(), ScError>>()
-    });
+    })?;
     server.on("failme", |_req: Request| async move {
         Err::<(), _>(ScError::new("CustomError", "Custom failure").with("extra", 42))
-    });
+    })?;
     server.on("failstring", |_req: Request| async move {
         Err::<(), _>(ScError::plain(Json::string("plain string error")))
-    });
+    })?;
     let exchange = server.exchange();
     server.on("askme", move |req: Request| {
         let exchange = exchange.clone();
@@ -109,7 +109,7 @@ fn register_demo_handlers(server: &Server) {
             });
             Ok::<_, ScError>(())
         }
-    });
+    })?;
     server.on("kickme", |req: Request| async move {
         #[derive(Deserialize)]
         struct Kick {
@@ -120,7 +120,7 @@ fn register_demo_handlers(server: &Server) {
             .kick_out(Some(&kick.channel), "you are kicked")
             .await;
         Ok::<_, ScError>(())
-    });
+    })?;
     let exchange = server.exchange();
     server.on("serverpublish", move |req: Request| {
         let exchange = exchange.clone();
@@ -136,7 +136,7 @@ fn register_demo_handlers(server: &Server) {
                 .await?;
             Ok::<_, ScError>(())
         }
-    });
+    })?;
     server.on("login", |req: Request| async move {
         #[derive(Deserialize)]
         struct Login {
@@ -148,9 +148,10 @@ fn register_demo_handlers(server: &Server) {
             &sc_server::SignOptions::default(),
         )?;
         Ok::<_, ScError>(())
-    });
+    })?;
     server.on("dropme", |req: Request| async move {
         req.socket().disconnect(4321, "dropped by server");
         Ok::<_, ScError>(())
-    });
+    })?;
+    Ok(())
 }

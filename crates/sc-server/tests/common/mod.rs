@@ -57,9 +57,11 @@ pub(crate) async fn start_server(
     setup: impl FnOnce(&Server),
 ) -> TestServer {
     let server = Server::new(options).expect("valid options");
-    server.on("echo", |req: Request| async move {
-        Ok::<_, ScError>(Reply::from(req.data().cloned()))
-    });
+    server
+        .on("echo", |req: Request| async move {
+            Ok::<_, ScError>(Reply::from(req.data().cloned()))
+        })
+        .expect("echo is not reserved");
     setup(&server);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

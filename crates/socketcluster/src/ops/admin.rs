@@ -57,7 +57,7 @@ struct Ask {
 /// Registers [`PROCEDURE`] on `server`, opened by `token` only.
 pub fn register(server: &Server, token: String, gather: Gather) {
     let token: Arc<str> = token.into();
-    server.on(PROCEDURE, move |req: Request| {
+    let registered = server.on(PROCEDURE, move |req: Request| {
         let (token, gather) = (token.clone(), gather.clone());
         async move {
             let ask: Ask = req.parse().map_err(|_| forbidden("send {\"token\": …}"))?;
@@ -69,6 +69,7 @@ pub fn register(server: &Server, token: String, gather: Gather) {
             Reply::json(&view(&report))
         }
     });
+    registered.expect("PROCEDURE is not a reserved event name");
 }
 
 fn forbidden(message: &str) -> ScError {

@@ -2,7 +2,7 @@
 //!
 //! Every process renders its own numbers with `prometheus-client` (OpenMetrics text), each series
 //! carrying the process's label (`worker="0"`, `broker="1"`, `process="master"`). The master asks
-//! every child over IPC ([`SCRAPE`]) and [`merge`]s the texts family by family, so one scrape of
+//! every child over IPC (`{"$scOps":"scrape"}`) and [`merge`]s the texts family by family, so one scrape of
 //! any worker (workers share the port) shows every process. No label takes unbounded values:
 //! close codes outside a fixed list count as `other`, middleware points are a fixed list, and
 //! channel names never appear (the admin page shows the top channels, not `/metrics`).
@@ -28,7 +28,7 @@ pub(crate) const GATHER: &str = r#"{"$scOps":"gather"}"#;
 /// The `Content-Type` of a scrape.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// What a child answers to [`SCRAPE`].
+/// What a child answers to the master's scrape request (`{"$scOps":"scrape"}`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChildReport {
     /// Its series, OpenMetrics text.
@@ -39,7 +39,8 @@ pub struct ChildReport {
     pub engine_up: Option<bool>,
 }
 
-/// What the master answers to [`GATHER`]: the whole instance.
+/// What the master answers to a worker's gather request (`{"$scOps":"gather"}`): the whole
+/// instance.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceReport {

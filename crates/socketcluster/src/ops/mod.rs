@@ -1,7 +1,7 @@
 //! Production operations: TLS, Prometheus metrics, the admin page, log format, drain.
 //!
 //! - [`OpsConfig`]: the options (`tlsCert`, `tlsKey`, `metrics`, `metricsAddr`, `adminToken`,
-//!   `logFormat`, `drainDuration`), flattened into [`ClusterConfig`](crate::config::ClusterConfig).
+//!   `logFormat`, `drainDuration`), flattened into [`ClusterConfig`].
 //! - [`metrics`]: per-process snapshots rendered with `prometheus-client`, merged by the master
 //!   into one scrape of the whole instance.
 //! - [`admin`]: the `/admin` page and its token-guarded procedure.
