@@ -4,6 +4,8 @@
 //! |---|---|---|---|
 //! | `memory://` | [`MemoryBroker`] | [`MemoryKv`] | — |
 //! | `redis://[user:pass@]host[:port][/db]`, `rediss://…` (TLS) | `RedisBroker` | `RedisKv` | `redis` |
+//! | `redis-sentinel://[user:pass@]s1:26379,s2:26379/<master>[/db]`, `rediss-sentinel://…` | `RedisBroker` | `RedisKv` | `redis` |
+//! | `redis-cluster://[user:pass@]h1:p1,h2:p2,…`, `rediss-cluster://…` (sharded pub/sub) | `RedisBroker` | `RedisKv` | `redis` |
 //! | `nats://[user:pass@]host[:port][,nats://…]` | `NatsBroker` | `NatsKv` (JetStream) | `nats` |
 //!
 //! The Redis and NATS engines use their default options here; build them with
@@ -29,7 +31,7 @@ pub enum EngineError {
     },
     /// The URL's scheme names no engine.
     #[error(
-        "unknown engine scheme {scheme:?} in {url:?} (expected memory://, redis://, rediss:// or nats://)"
+        "unknown engine scheme {scheme:?} in {url:?} (expected memory://, redis://, rediss://, redis-sentinel://, redis-cluster:// or nats://)"
     )]
     UnknownScheme {
         /// The scheme found.
@@ -97,7 +99,8 @@ pub async fn connect_engine(url: &str) -> Result<(Arc<dyn Broker>, Arc<dyn KvSto
     let scheme = scheme_of(url)?;
     match scheme.as_str() {
         "memory" => Ok((Arc::new(MemoryBroker::new()), Arc::new(MemoryKv::new()))),
-        "redis" | "rediss" => connect_redis(url).await,
+        "redis" | "rediss" | "redis-sentinel" | "rediss-sentinel" | "redis-cluster"
+        | "rediss-cluster" => connect_redis(url).await,
         "nats" => connect_nats(url).await,
         _ => Err(EngineError::UnknownScheme {
             scheme,

@@ -9,7 +9,9 @@
 //! - [`Broker`]: the engine trait (subscribe / unsubscribe / publish) and its guarantees.
 //! - [`memory`]: [`MemoryBroker`], the in-process engine (the embedded default: one process,
 //!   no external service).
-//! - `redis` (feature `redis`): `RedisBroker`, pub/sub across machines through Redis.
+//! - `redis` (feature `redis`): `RedisBroker`, pub/sub across machines through Redis (one server,
+//!   Sentinel, or Redis Cluster with sharded pub/sub: `redis_cluster`).
+//! - [`health`]: [`EngineHealth`], each engine node's state.
 //! - `nats` (feature `nats`): `NatsBroker`, pub/sub across machines through NATS.
 //! - [`kv`]: [`KvStore`] and [`KvCommand`], the exchange's key/value store.
 //! - [`kv_ops`]: the store's document rules (SocketCluster's `fleximap`), pure, shared by every
@@ -57,6 +59,7 @@ use sc_protocol::Publication;
 
 pub mod cluster;
 pub mod engine;
+pub mod health;
 pub mod kv;
 pub mod kv_memory;
 #[cfg(feature = "nats")]
@@ -69,6 +72,10 @@ pub mod memory;
 pub mod nats;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
+pub mod redis_cluster;
+#[cfg(feature = "redis")]
+mod redis_sentinel;
 pub mod stream;
 pub mod stream_memory;
 #[cfg(feature = "nats")]
@@ -79,6 +86,7 @@ pub mod stream_redis;
 mod support;
 
 pub use engine::{EngineError, connect_engine};
+pub use health::{EngineHealth, NodeHealth};
 pub use kv::{KeyPath, KvCommand, KvStore};
 pub use kv_memory::MemoryKv;
 #[cfg(feature = "nats")]
@@ -136,6 +144,12 @@ pub trait Broker: Send + Sync + 'static {
     /// engines are always connected.
     fn is_connected(&self) -> bool {
         true
+    }
+
+    /// Each engine node's state, for `/health` and `/metrics` (addresses never carry
+    /// credentials). In-process engines have no nodes.
+    fn health(&self) -> EngineHealth {
+        EngineHealth::default()
     }
 
     /// Publishes to a channel with history (EXTENSIONS.md E2): the engine that keeps the history

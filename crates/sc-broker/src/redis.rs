@@ -21,8 +21,15 @@
 //! - A frame larger than [`RedisOptions::max_message_size`] is refused with
 //!   [`BrokerError::TooLarge`] before anything is sent.
 //!
-//! Redis Cluster and Sentinel URLs are not supported: use one Redis server (or a proxy such as
-//! Envoy/twemproxy that speaks the plain protocol), see `docs/scaling.md`.
+//! # Topologies
+//!
+//! - One server: `redis://[user:pass@]host[:port][/db]` (`rediss://` for TLS).
+//! - Sentinel: `redis-sentinel://[user:pass@]s1:26379,s2:26379/<master name>[/db]`
+//!   (`rediss-sentinel://` for TLS): every (re)connect asks the sentinels for the master, checks
+//!   that the server really is a master (`ROLE`), and the ping also checks `ROLE`, so a demoted
+//!   master is left within a ping interval. The credentials are the master's.
+//! - Redis Cluster: `redis-cluster://[user:pass@]h1:p1,h2:p2,…` (`rediss-cluster://`), sharded
+//!   pub/sub and slot-tagged keys: see [`redis_cluster`](crate::redis_cluster).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -32,6 +39,9 @@ use std::time::{Duration, Instant};
 
 use ::redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError};
+
+pub use crate::redis_cluster::RedisConnection;
+use crate::redis_sentinel::ClientSource;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::try_join_all;
@@ -152,7 +162,10 @@ impl Broker for RedisBroker {
                 });
             }
             let key = self.link.channel_key(publication.channel());
-            let command = ::redis::cmd("PUBLISH").arg(key).arg(&frame[..]).to_owned();
+            let command = ::redis::cmd(self.link.publish_command())
+                .arg(key)
+                .arg(&frame[..])
+                .to_owned();
             self.link
                 .with_connection("publish", |mut conn| async move {
                     command.query_async::<i64>(&mut conn).await
@@ -223,29 +236,37 @@ impl Broker for RedisBroker {
     fn is_connected(&self) -> bool {
         self.link.is_connected()
     }
+
+    fn health(&self) -> crate::EngineHealth {
+        self.link.health()
+    }
 }
 
 /// The connections to one Redis server, shared by a [`RedisBroker`] and a [`RedisKv`], and the
 /// supervisor task that keeps them up. Dropping the last handle stops the task and closes them.
 pub struct RedisLink {
-    shared: Arc<Shared>,
-    ctl: mpsc::UnboundedSender<Ctl>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) ctl: mpsc::UnboundedSender<Ctl>,
 }
 
 /// The state the supervisor and the handles share.
-struct Shared {
-    options: RedisOptions,
+pub(crate) struct Shared {
+    pub(crate) options: RedisOptions,
     /// The URL with its password redacted, for logs.
-    target: String,
-    connected: AtomicBool,
+    pub(crate) target: String,
+    pub(crate) connected: AtomicBool,
     /// The command connection and the session generation it belongs to (`None` while down).
-    command: RwLock<Option<(u64, MultiplexedConnection)>>,
-    sink: RwLock<Option<Arc<dyn DeliverySink>>>,
+    pub(crate) command: RwLock<Option<(u64, RedisConnection)>>,
+    pub(crate) sink: RwLock<Option<Arc<dyn DeliverySink>>>,
+    /// Redis Cluster: sharded pub/sub and slot-tagged keys.
+    pub(crate) cluster: bool,
+    /// Each node's state, kept by the supervisor.
+    pub(crate) health: RwLock<crate::EngineHealth>,
 }
 
 /// Requests to the supervisor task, which alone owns the pub/sub connection and the set of held
 /// channels (so subscribe, unsubscribe, delivery and re-subscription never race).
-enum Ctl {
+pub(crate) enum Ctl {
     Subscribe(String, oneshot::Sender<Result<(), BrokerError>>),
     Unsubscribe(String, oneshot::Sender<Result<(), BrokerError>>),
     /// A command on session `generation`'s connection failed at the connection level.
@@ -263,29 +284,64 @@ struct Session {
 impl RedisLink {
     /// Parses `url`, opens both connections (bounded by the connect timeout) and starts the
     /// supervisor.
+    /// `redis-cluster://` and `redis-sentinel://` URLs (and their `rediss-` forms) pick those
+    /// topologies (see the [module](self) documentation).
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Arc<RedisLink>, EngineError> {
         let target = redact(url);
-        if url.to_ascii_lowercase().starts_with("rediss:") {
+        let lower = url.to_ascii_lowercase();
+        if lower.starts_with("rediss") {
             // rustls needs one process-wide crypto provider; ignore "already installed".
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = Client::open(url).map_err(|e| EngineError::InvalidUrl {
-            url: target.clone(),
-            reason: e.to_string(),
-        })?;
-        let session = open_session(&client, &options, 1, &[])
+        if lower.starts_with("redis-cluster:") || lower.starts_with("rediss-cluster:") {
+            return crate::redis_cluster::connect(url, options).await;
+        }
+        let source = ClientSource::from_url(url, &target)?;
+        let session = open_checked(&source, &options, 1, &[])
             .await
             .map_err(|failure| failure.into_engine_error(&target))?;
         let shared = Arc::new(Shared {
             options,
             target,
             connected: AtomicBool::new(true),
-            command: RwLock::new(Some((session.generation, session.command.clone()))),
+            command: RwLock::new(Some((
+                session.generation,
+                RedisConnection::Single(session.command.clone()),
+            ))),
             sink: RwLock::new(None),
+            cluster: false,
+            health: RwLock::new(source.health(true)),
         });
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
-        tokio::spawn(supervise(shared.clone(), client, ctl_rx, session));
+        tokio::spawn(supervise(shared.clone(), source, ctl_rx, session));
         Ok(Arc::new(RedisLink { shared, ctl }))
+    }
+
+    /// Each node's state (see [`Broker::health`]).
+    pub fn health(&self) -> crate::EngineHealth {
+        self.shared.health.read().clone()
+    }
+
+    /// `PUBLISH`, or `SPUBLISH` (sharded) on a Redis Cluster.
+    pub(crate) fn publish_command(&self) -> &'static str {
+        if self.shared.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// The Redis key of kind `kind` (`ch`, `h`, `hl`, `p`) for `channel`: `<prefix><kind>:<channel>`
+    /// on one server; on a Redis Cluster with the channel's hash tag, so that every key of a
+    /// channel and of its presence companion lives in one slot (see
+    /// [`redis_cluster::slot_key`](crate::redis_cluster::slot_key)).
+    pub(crate) fn key(&self, kind: &str, channel: &str) -> String {
+        let prefix = &self.shared.options.prefix;
+        if self.shared.cluster {
+            crate::redis_cluster::slot_key(prefix, kind, channel)
+        } else {
+            format!("{prefix}{kind}:{channel}")
+        }
     }
 
     /// Whether both connections are up.
@@ -304,7 +360,7 @@ impl RedisLink {
     }
 
     pub(crate) fn channel_key(&self, channel: &str) -> String {
-        format!("{}ch:{channel}", self.shared.options.prefix)
+        self.key("ch", channel)
     }
 
     /// Sends a subscribe/unsubscribe to the supervisor and waits (bounded) for its answer.
@@ -341,7 +397,7 @@ impl RedisLink {
         operation: F,
     ) -> Result<T, BrokerError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(RedisConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let (generation, conn) = match (self.is_connected(), self.shared.command.read().clone()) {
@@ -364,7 +420,7 @@ impl RedisLink {
 }
 
 /// Whether an error means the connection is gone (as opposed to a refused command).
-fn is_connection_error(error: &RedisError) -> bool {
+pub(crate) fn is_connection_error(error: &RedisError) -> bool {
     error.is_io_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
@@ -373,9 +429,11 @@ fn is_connection_error(error: &RedisError) -> bool {
 }
 
 /// Why a session could not be opened.
-enum OpenFailure {
+pub(crate) enum OpenFailure {
     Redis(RedisError),
     TimedOut(&'static str),
+    /// Sentinel: no sentinel knows the master, or the server found is not a master.
+    NoMaster(String),
 }
 
 impl OpenFailure {
@@ -383,10 +441,11 @@ impl OpenFailure {
         match self {
             OpenFailure::Redis(error) => error.to_string(),
             OpenFailure::TimedOut(what) => format!("{what} timed out"),
+            OpenFailure::NoMaster(why) => why.clone(),
         }
     }
 
-    fn into_engine_error(self, target: &str) -> EngineError {
+    pub(crate) fn into_engine_error(self, target: &str) -> EngineError {
         let (engine, target) = (ENGINE, target.to_owned());
         let reason = self.reason();
         match self {
@@ -418,6 +477,22 @@ impl OpenFailure {
 fn is_auth_error(error: &RedisError) -> bool {
     error.kind() == ErrorKind::AuthenticationFailed
         || matches!(error.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+}
+
+/// Asks `source` for the server, opens a session on it and, behind sentinels, checks that the
+/// server is a master.
+async fn open_checked(
+    source: &ClientSource,
+    options: &RedisOptions,
+    generation: u64,
+    channels: &[String],
+) -> Result<Session, OpenFailure> {
+    let client = source.client(options).await?;
+    let session = open_session(&client, options, generation, channels).await?;
+    if source.is_sentinel() {
+        crate::redis_sentinel::check_master(&session.command, options).await?;
+    }
+    Ok(session)
 }
 
 /// Opens both connections and subscribes `channels` on the pub/sub one.
@@ -480,7 +555,7 @@ async fn open_session(
 /// handle of the link is dropped.
 async fn supervise(
     shared: Arc<Shared>,
-    client: Client,
+    source: ClientSource,
     mut ctl: mpsc::UnboundedReceiver<Ctl>,
     first: Session,
 ) {
@@ -503,7 +578,7 @@ async fn supervise(
                 }
                 generation += 1;
                 let snapshot: Vec<String> = held.iter().cloned().collect();
-                let opening = open_session(&client, &shared.options, generation, &snapshot);
+                let opening = open_checked(&source, &shared.options, generation, &snapshot);
                 let Some(result) = serve_while_down(&mut ctl, &mut held, opening).await else {
                     return;
                 };
@@ -534,12 +609,17 @@ async fn supervise(
                 }
             }
         };
-        *shared.command.write() = Some((current.generation, current.command.clone()));
+        *shared.command.write() = Some((
+            current.generation,
+            RedisConnection::Single(current.command.clone()),
+        ));
         shared.connected.store(true, Ordering::Release);
+        *shared.health.write() = source.health(true);
 
-        let lost = run_session(&shared, &mut ctl, &mut held, current).await;
+        let lost = run_session(&shared, &source, &mut ctl, &mut held, current).await;
         shared.connected.store(false, Ordering::Release);
         *shared.command.write() = None;
+        *shared.health.write() = source.health(false);
         let Some(reason) = lost else {
             return; // every handle is gone
         };
@@ -584,6 +664,7 @@ async fn serve_while_down<F: Future>(
 /// session ended (`None`: every handle was dropped).
 async fn run_session(
     shared: &Shared,
+    source: &ClientSource,
     ctl: &mut mpsc::UnboundedReceiver<Ctl>,
     held: &mut HashSet<String>,
     session: Session,
@@ -592,7 +673,7 @@ async fn run_session(
         generation,
         mut sink,
         mut stream,
-        command: _command,
+        command,
     } = session;
     let prefix = format!("{}ch:", shared.options.prefix);
     let op_timeout = shared.options.op_timeout;
@@ -677,6 +758,11 @@ async fn run_session(
                     Ok(Ok(_)) => {}
                     Ok(Err(error)) => return Some(format!("ping failed: {error}")),
                     Err(_) => return Some("ping timed out".to_owned()),
+                }
+                if source.is_sentinel()
+                    && let Err(failure) = crate::redis_sentinel::check_master(&command, &shared.options).await
+                {
+                    return Some(failure.reason());
                 }
             }
         }

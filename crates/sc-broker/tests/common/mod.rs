@@ -51,6 +51,11 @@ impl Collect {
         self.items.lock().len()
     }
 
+    /// Every publication delivered so far.
+    pub(crate) fn publications(&self) -> Vec<Publication> {
+        self.items.lock().clone()
+    }
+
     /// The data of every publication, as text.
     pub(crate) fn data(&self) -> Vec<String> {
         self.items
