@@ -270,7 +270,12 @@ async fn sharded_pubsub_history_presence_and_kv_across_instances() {
             .await
             .unwrap();
     }
-    assert_eq!(a.presence(&room).await.unwrap().count, 2);
+    // (each instance's presence lease is written by a task started on its first join)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.presence(&room).await.unwrap().count != 2 {
+        assert!(Instant::now() < deadline, "presence never counted both");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(sink_a.wait_for(before + 2, Duration::from_secs(5)).await);
 
     // Key/value: shared, and getAll / removeAll see keys on every shard.
