@@ -40,11 +40,11 @@ use parking_lot::RwLock;
 use sc_protocol::Publication;
 use tokio::sync::mpsc;
 
+use crate::BrokerError;
 use crate::engine::{EngineError, redact};
 use crate::health::{EngineHealth, NodeHealth};
 use crate::redis::{Ctl, RedisLink, RedisOptions, Shared, is_connection_error};
 use crate::stream::PRESENCE_PREFIX;
-use crate::BrokerError;
 
 /// How often channels whose subscription was lost are subscribed again until it succeeds.
 pub const RESUBSCRIBE_RETRY: Duration = Duration::from_millis(100);
@@ -233,9 +233,8 @@ pub(crate) async fn connect(
             return Err(crate::redis::OpenFailure::Redis(error).into_engine_error(&target));
         }
         Err(_) => {
-            return Err(
-                crate::redis::OpenFailure::TimedOut("cluster connection").into_engine_error(&target),
-            );
+            return Err(crate::redis::OpenFailure::TimedOut("cluster connection")
+                .into_engine_error(&target));
         }
     };
     *shared.command.write() = Some((1, RedisConnection::Cluster(conn.clone())));
@@ -271,9 +270,10 @@ impl Pushes {
         };
         match push.kind {
             PushKind::SMessage => {
-                let (Some(channel), Some(Value::BulkString(payload))) =
-                    (key(0).and_then(|k| channel_of(&self.prefix, k)), push.data.get(1))
-                else {
+                let (Some(channel), Some(Value::BulkString(payload))) = (
+                    key(0).and_then(|k| channel_of(&self.prefix, k)),
+                    push.data.get(1),
+                ) else {
                     return;
                 };
                 if !self.held.read().contains(channel) {
@@ -283,7 +283,10 @@ impl Pushes {
                     return;
                 };
                 let sink = shared.sink.read().clone();
-                match (Publication::from_frame(Bytes::copy_from_slice(payload)), sink) {
+                match (
+                    Publication::from_frame(Bytes::copy_from_slice(payload)),
+                    sink,
+                ) {
                     (Ok(publication), Some(sink)) => sink.deliver(publication),
                     (Err(_), _) => tracing::debug!(
                         engine = ENGINE,

@@ -159,10 +159,8 @@ impl Sentinels {
                         format!("{ip}:{port}")
                     };
                     *self.last.lock() = Some(host_port.clone());
-                    let master = format!(
-                        "{}://{}{host_port}{}",
-                        self.scheme, self.user_info, self.db
-                    );
+                    let master =
+                        format!("{}://{}{host_port}{}", self.scheme, self.user_info, self.db);
                     return Client::open(master.as_str()).map_err(OpenFailure::Redis);
                 }
                 Ok(None) => reasons.push(format!("{host}: unknown master {:?}", self.master)),

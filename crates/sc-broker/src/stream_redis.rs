@@ -55,8 +55,10 @@ fn for_link(link: &RedisLink, script: &str) -> Script {
 }
 
 fn publish_script(link: &RedisLink) -> Script {
-    for_link(link, &format!(
-        "{NOW}{ENSURE_EPOCH}\
+    for_link(
+        link,
+        &format!(
+            "{NOW}{ENSURE_EPOCH}\
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1) \
 local frame = ARGV[2] .. ',\"offset\":' .. offset .. ',\"epoch\":\"' .. epoch .. '\"}}}}' \
 redis.call('RPUSH', KEYS[2], (now + tonumber(ARGV[4])) .. ':' .. offset .. ':' .. frame) \
@@ -66,7 +68,8 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4]) \
 redis.call('PEXPIRE', KEYS[1], ARGV[5]) \
 redis.call('PUBLISH', KEYS[3], frame) \
 return {{offset, epoch}}"
-    ))
+        ),
+    )
 }
 
 fn history_script() -> Script {

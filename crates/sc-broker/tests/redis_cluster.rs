@@ -35,7 +35,14 @@ impl Node {
             .args(["--bind", "127.0.0.1", "--cluster-enabled", "yes"])
             .args(["--cluster-config-file", "nodes.conf"])
             .args(["--cluster-node-timeout", "1000"])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .stdin(Stdio::null())
@@ -141,7 +148,10 @@ impl Cluster {
     /// The index of the node that owns `key`'s slot.
     fn owner(&self, key: &str) -> usize {
         let any = self.nodes.iter().find(|n| n.child.is_some()).unwrap().port;
-        let slot: u16 = cli(any, &["cluster", "keyslot", key]).trim().parse().unwrap();
+        let slot: u16 = cli(any, &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .unwrap();
         for line in cli(any, &["cluster", "nodes"]).lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let owns = fields[8..].iter().any(|range| {
@@ -149,12 +159,7 @@ impl Cluster {
                 matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if (lo..=hi).contains(&slot))
             });
             if owns {
-                let port: u16 = fields[1]
-                    .split(['@', ':'])
-                    .nth(1)
-                    .unwrap()
-                    .parse()
-                    .unwrap();
+                let port: u16 = fields[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
                 return self.nodes.iter().position(|n| n.port == port).unwrap();
             }
         }
@@ -220,7 +225,11 @@ async fn sharded_pubsub_history_presence_and_kv_across_instances() {
         }
     }
     for sink in [&sink_a, &sink_b] {
-        assert!(sink.wait_for(1200, Duration::from_secs(10)).await, "{}", sink.len());
+        assert!(
+            sink.wait_for(1200, Duration::from_secs(10)).await,
+            "{}",
+            sink.len()
+        );
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(sink_a.len(), 1200);
@@ -304,7 +313,11 @@ async fn master_killed_and_restarted_mid_stream_loses_and_doubles_nothing() {
     let (a, _kv_a, sink_a) = instance(&url, &opts).await;
     let (b, _kv_b, sink_b) = instance(&url, &opts).await;
     let channel = unique("stream");
-    let victim = cluster.owner(&sc_broker::redis_cluster::slot_key(&opts.prefix, "ch", &channel));
+    let victim = cluster.owner(&sc_broker::redis_cluster::slot_key(
+        &opts.prefix,
+        "ch",
+        &channel,
+    ));
     a.subscribe(&channel).await.unwrap();
     b.subscribe(&channel).await.unwrap();
     let policy = HistoryPolicy {

@@ -182,7 +182,9 @@ fn options() -> RedisOptions {
 }
 
 async fn instance(url: &str) -> (RedisBroker, Arc<Collect>) {
-    let (broker, _kv) = redis::connect(url, options_shared()).await.expect("connect");
+    let (broker, _kv) = redis::connect(url, options_shared())
+        .await
+        .expect("connect");
     let sink = Collect::new();
     broker.attach(sink.clone());
     (broker, sink)
@@ -285,9 +287,16 @@ async fn failover_resumes_delivery_on_the_promoted_master() {
         );
         let got: Vec<usize> = sink.data().iter().map(|d| d.parse().unwrap()).collect();
         assert!(got.windows(2).all(|w| w[0] < w[1]), "doubled or reordered");
-        let tail: Vec<usize> = acked.iter().copied().filter(|i| *i + 400 >= TOTAL).collect();
+        let tail: Vec<usize> = acked
+            .iter()
+            .copied()
+            .filter(|i| *i + 400 >= TOTAL)
+            .collect();
         for i in tail {
-            assert!(got.binary_search(&i).is_ok(), "acked {i} lost after recovery");
+            assert!(
+                got.binary_search(&i).is_ok(),
+                "acked {i} lost after recovery"
+            );
         }
     }
 }

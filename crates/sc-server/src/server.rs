@@ -175,6 +175,7 @@ impl Server {
             "connectionsTotal": self.connections_total(),
             "broker": broker.describe(),
             "brokerConnected": broker.is_connected(),
+            "engineNodes": broker.health().nodes,
             "protocolVersion": self.options().protocol_version,
         });
         let mut healthy = broker.is_connected();
@@ -239,6 +240,7 @@ impl Server {
         snapshot.publications = hub.delivered.load(Ordering::Relaxed);
         snapshot.rejections = self.0.middleware.blocked();
         snapshot.engine_up = hub.broker().is_connected();
+        snapshot.engine_nodes = hub.broker().health().nodes;
         snapshot
     }
 

@@ -280,6 +280,16 @@ pub fn render_worker(id: usize, s: &MetricsSnapshot, stats: ProcessStats) -> Str
         "1 when the worker's broker link (or engine) is connected.",
         Value::Gauge(i64::from(s.engine_up)),
     );
+    if !s.engine_nodes.is_empty() {
+        f.labelled(
+            "socketcluster_engine_node_up",
+            "1 when an engine node (Redis Cluster / Sentinel node, NATS server) is up, by address.",
+            "node",
+            s.engine_nodes
+                .iter()
+                .map(|n| (n.addr.clone(), Value::Gauge(i64::from(n.up)))),
+        );
+    }
     f.process(stats);
     f.render("worker", id.to_string())
 }
@@ -378,6 +388,10 @@ mod tests {
             rpc_buckets: vec![1; RPC_BUCKETS.len() + 1],
             rpc_sum_seconds: 0.5,
             engine_up: true,
+            engine_nodes: vec![
+                sc_broker::NodeHealth::new("10.0.0.1:7001", "master", true),
+                sc_broker::NodeHealth::new("10.0.0.2:7002", "master", false),
+            ],
             ..Default::default()
         }
     }
@@ -412,6 +426,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("socketcluster_process_resident_memory_bytes{process=\"master\"}"));
+        assert!(
+            text.contains("socketcluster_engine_node_up{worker=\"0\",node=\"10.0.0.1:7001\"} 1")
+        );
+        assert!(
+            text.contains("socketcluster_engine_node_up{worker=\"1\",node=\"10.0.0.2:7002\"} 0")
+        );
         assert_eq!(text.matches("# EOF").count(), 1);
         assert!(text.ends_with("# EOF\n"));
         // Every sample line follows its family's TYPE line.
