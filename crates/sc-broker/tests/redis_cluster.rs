@@ -354,6 +354,18 @@ async fn master_killed_and_restarted_mid_stream_loses_and_doubles_nothing() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     cluster.nodes[victim].run();
     let restarted = Instant::now();
+    // When Redis itself serves the slot again (for the figures: the rest is ours).
+    let victim_port = cluster.nodes[victim].port;
+    let served = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if cli(victim_port, &["cluster", "info"]).contains("cluster_state:ok") {
+                return Some(restarted.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    });
     // Delivery resumes: B gets a publication made after the restart.
     let resumed = sink_b
         .wait_until(Duration::from_secs(10), |d| d.len() > delivered_at_kill + 5)
@@ -361,11 +373,10 @@ async fn master_killed_and_restarted_mid_stream_loses_and_doubles_nothing() {
     let resume = restarted.elapsed();
     assert!(resumed, "delivery did not resume");
     let acked = publisher.await.unwrap();
+    let served = served.await.unwrap();
     println!(
-        "cluster master kill: outage {:?}, resumed {:?} after the restart ({:?} after the kill); acked {} of {TOTAL}",
+        "cluster master kill: down {:?}; after the restart the node reported cluster_state:ok at {served:?}, delivery resumed at {resume:?}; acked {} of {TOTAL}",
         restarted - killed,
-        resume,
-        killed.elapsed() - restarted.elapsed() + resume,
         acked.len()
     );
     assert!(
