@@ -426,3 +426,23 @@ fn offsets(sink: &Collect) -> Vec<u64> {
 fn sink_last_offset(sink: &Collect) -> Option<u64> {
     offsets(sink).last().copied()
 }
+
+#[tokio::test]
+async fn bad_cluster_urls_are_clear_errors_without_passwords() {
+    let dead = format!("redis-cluster://:hunter2@127.0.0.1:{}", free_port());
+    let err = sc_broker::connect_engine(&dead).await.err().unwrap();
+    assert!(
+        matches!(err, sc_broker::EngineError::Unreachable { .. }),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let err = sc_broker::connect_engine("redis-cluster://:hunter2@a:1,,b:2")
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, sc_broker::EngineError::InvalidUrl { .. }),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
