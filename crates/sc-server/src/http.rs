@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Body;
@@ -33,7 +32,7 @@ impl Server {
     /// so sockets know their remote address.
     pub fn router(&self) -> Router {
         Router::new()
-            .route(&self.0.options.path, get(upgrade_route))
+            .route(&self.0.options().path, get(upgrade_route))
             .with_state(self.clone())
     }
 
@@ -42,7 +41,7 @@ impl Server {
     /// WebSocket upgrades on any other path.
     pub fn app(&self, public_dir: Option<PathBuf>) -> Router {
         let mut app = Router::new()
-            .route(&self.0.options.path, get(upgrade_route))
+            .route(&self.0.options().path, get(upgrade_route))
             .route("/health", get(health))
             .route("/health/ready", get(ready))
             .with_state(self.clone());
@@ -247,7 +246,7 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let upgrade_request = UpgradeRequest::detached(remote_addr, request.uri(), request.headers());
-    let middleware = &server.0.middleware;
+    let middleware = server.0.middleware();
     if middleware.has_handshake_ws()
         && let Err(block) = middleware
             .run_handshake_ws(
@@ -286,15 +285,11 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
             }
         };
         let options = server.options();
-        let io = crate::metrics::Counted::new(TokioIo::new(upgraded), server.0.metrics.clone());
+        let io = crate::metrics::Counted::new(TokioIo::new(upgraded), server.0.metrics().clone());
         let ws = WebSocket::new(io, options.max_payload)
             .with_queue_limit(options.outbound_queue_limit)
             .with_deflate(deflate);
-        server
-            .0
-            .stats
-            .connections_total
-            .fetch_add(1, Ordering::Relaxed);
+        server.0.count_connection();
         let socket = Socket::new(
             new_socket_id(),
             server.0.clone(),

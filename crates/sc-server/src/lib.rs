@@ -8,12 +8,13 @@
 //! - [`socket`]: [`Socket`], the handle on one client: `emit`, `invoke`, `disconnect`, …
 //! - [`handler`]: [`Request`], [`Reply`] and the [`Handler`] trait your async closures implement.
 //! - [`exchange`]: [`Exchange`]: `publish` and `subscribe` (as a `Stream`) from server code.
-//! - `connection` (one task per connection: reading, writing, handshake, heartbeat, timeouts),
-//!   `dispatch` (protocol and application events), `outbound` (bounded per-socket queue and the
-//!   writer that batches flushes),
-//!   `hub` (channel table and fan-out), `heartbeat` (v1/v2 dialect detection), `ws` (the
-//!   WebSocket protocol after the upgrade, permessage-deflate), `listen` (the accept loop and
-//!   the limits of connections before their upgrade): internals. With the `ws-echo` feature,
+//! - `connection/` (one task per connection: the run loop in `mod.rs`, `timers`, `handshake`
+//!   with `#authenticate`, `dispatch` of protocol and application events, `subscribe`,
+//!   `outbound` (bounded per-socket queue and the writer that batches flushes), `heartbeat`
+//!   (v1/v2 dialect detection)), `shared` (the state a server and its sockets share), `hub`
+//!   (channel table and fan-out), `ws` (the WebSocket protocol after the upgrade,
+//!   permessage-deflate), `listen` (the accept loop and the limits of connections before their
+//!   upgrade): internals. With the `ws-echo` feature,
 //!   `echo` serves a plain echo endpoint over the same layer for the Autobahn suite.
 //! - [`auth`]: JWT auth tokens ([`AuthEngine`]) as SocketCluster signs and verifies them.
 //! - [`middleware`]: who may connect, subscribe, publish and emit ([`Middleware`]).
@@ -48,7 +49,6 @@
 
 pub mod auth;
 mod connection;
-mod dispatch;
 #[cfg(feature = "ws-echo")]
 pub mod echo;
 pub mod error;
@@ -56,7 +56,6 @@ pub mod exchange;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handler;
-mod heartbeat;
 pub mod http;
 mod hub;
 mod id;
@@ -65,11 +64,10 @@ pub mod metrics;
 pub mod middleware;
 pub mod options;
 mod origin;
-mod outbound;
 pub mod server;
+mod shared;
 pub mod socket;
 mod streams;
-mod streams_dispatch;
 pub mod tls;
 mod ws;
 

@@ -13,10 +13,10 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::auth::{AuthToken, SignOptions};
+use crate::connection::outbound::{Outbound, OutboundQueue, PushError};
 use crate::error::{InvokeError, SendError};
 use crate::handler::Handler;
-use crate::outbound::{Outbound, OutboundQueue, PushError};
-use crate::server::ServerShared;
+use crate::shared::ServerShared;
 
 /// Connection state of a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +102,7 @@ pub struct Socket(pub(crate) Arc<SocketShared>);
 
 pub(crate) struct SocketShared {
     pub(crate) id: Box<str>,
-    pub(crate) server: Arc<ServerShared>,
+    server: Arc<ServerShared>,
     pub(crate) queue: OutboundQueue,
     /// Slots for event handlers that keep running after the frame that started them
     /// (`inboundHandlerLimit`): a bound on the work one client can have in flight.
@@ -116,7 +116,9 @@ pub(crate) struct SocketShared {
     batch: Mutex<Batch>,
     next_cid: AtomicU64,
     pending: Mutex<HashMap<u64, PendingInvoke>>,
-    pub(crate) channels: Mutex<HashSet<Arc<str>>>,
+    /// The channels this socket is subscribed to, kept in step with the hub by
+    /// [`Socket::subscribe_channel`] and [`Socket::unsubscribe_channel`].
+    channels: Mutex<HashSet<Arc<str>>>,
     handlers: RwLock<HashMap<Box<str>, Arc<dyn Handler>>>,
     disconnect_listeners: Mutex<Vec<DisconnectListener>>,
     auth_token: Mutex<Option<Arc<AuthToken>>>,
@@ -209,10 +211,10 @@ impl Socket {
         request: UpgradeRequest,
         dialect: Option<HeartbeatDialect>,
     ) -> Socket {
-        let limit = server.options.outbound_queue_limit;
-        let handler_limit = server.options.inbound_handler_limit;
+        let limit = server.options().outbound_queue_limit;
+        let handler_limit = server.options().inbound_handler_limit;
         let codec = server
-            .options
+            .options()
             .codec
             .fixed()
             .map_or(CODEC_UNKNOWN, codec_code);
@@ -336,7 +338,7 @@ impl Socket {
             self.0.pending.lock().remove(&cid);
             return Err(e.into());
         }
-        let timeout = self.0.server.options.ack_timeout();
+        let timeout = self.0.server.options().ack_timeout();
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(data))) => Ok(data),
             Ok(Ok(Err(error))) => Err(InvokeError::Remote(error)),
@@ -393,7 +395,7 @@ impl Socket {
     pub(crate) fn batch_on_handshake(&self) {
         self.start_ticker();
         let weak = Arc::downgrade(&self.0);
-        let duration = self.0.server.options.batch_on_handshake_duration();
+        let duration = self.0.server.options().batch_on_handshake_duration();
         tokio::spawn(async move {
             tokio::time::sleep(duration).await;
             if let Some(shared) = weak.upgrade() {
@@ -413,7 +415,7 @@ impl Socket {
             return;
         }
         let weak = Arc::downgrade(&self.0);
-        let interval = self.0.server.options.batch_interval();
+        let interval = self.0.server.options().batch_interval();
         let task = tokio::spawn(async move {
             let mut ticks =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -495,7 +497,7 @@ impl Socket {
         claims: &serde_json::Value,
         options: &SignOptions,
     ) -> Result<Arc<AuthToken>, ScError> {
-        let token = match self.0.server.auth.sign(claims, options) {
+        let token = match self.0.server.auth().sign(claims, options) {
             Ok(token) => Arc::new(token),
             Err(error) => {
                 tracing::error!(socket = %self.id(), %error, "failed to sign an auth token");
@@ -589,9 +591,7 @@ impl Socket {
         for name in channels {
             let data = kick_out_data(self.dialect(), &name, message);
             let _ = self.send_frame(encode::event("#kickOut", Some(data.get()), None));
-            if self.0.channels.lock().remove(&name) {
-                self.0.server.hub.unsubscribe_socket(self, &name).await;
-            }
+            self.unsubscribe_channel(&name).await;
         }
     }
 
@@ -629,7 +629,7 @@ impl Socket {
         }
         batch.packets.push(frame.clone());
         // The batch is bounded like the queue it goes to: a full one is flushed at once.
-        if batch.packets.len() >= self.0.server.options.outbound_queue_limit {
+        if batch.packets.len() >= self.0.server.options().outbound_queue_limit {
             let packets = std::mem::take(&mut batch.packets);
             drop(batch);
             self.send_encoded(encode::batch(&packets))?;
@@ -710,7 +710,7 @@ impl Socket {
 
     pub(crate) fn handler(&self, event: &str) -> Option<Arc<dyn Handler>> {
         let own = self.0.handlers.read().get(event).cloned();
-        own.or_else(|| self.0.server.handlers.read().get(event).cloned())
+        own.or_else(|| self.0.server.handler(event))
     }
 
     /// Completes a server-to-client invoke with the client's response.
@@ -720,9 +720,9 @@ impl Socket {
         }
     }
 
-    /// Marks the socket closed, fails pending invokes and runs disconnect listeners. Returns the
-    /// channels it was subscribed to, for the caller to release.
-    pub(crate) fn mark_closed(&self, code: CloseCode, reason: &str) -> Vec<Arc<str>> {
+    /// Marks the socket closed, fails pending invokes and runs disconnect listeners. The caller
+    /// then releases its channels ([`Socket::unsubscribe_all`]).
+    pub(crate) fn mark_closed(&self, code: CloseCode, reason: &str) {
         self.0.state.store(STATE_CLOSED, Ordering::Release);
         self.0.queue.finish();
         self.stop_ticker(true);
@@ -733,7 +733,90 @@ impl Socket {
         }
         self.0.handlers.write().clear();
         self.0.auth_token.lock().take();
-        self.0.channels.lock().drain().collect()
+    }
+
+    /// The server this socket belongs to.
+    pub(crate) fn server(&self) -> &Arc<ServerShared> {
+        &self.0.server
+    }
+
+    /// Whether the socket holds `channel`, and how many channels it holds.
+    pub(crate) fn subscription_state(&self, channel: &str) -> (bool, usize) {
+        let channels = self.0.channels.lock();
+        (channels.contains(channel), channels.len())
+    }
+
+    /// Subscribes the socket to `channel`: adds it to the socket's channels and to the hub (see
+    /// [`Hub::subscribe_socket`](crate::hub::Hub::subscribe_socket) for `catching_up` and
+    /// `presence`). On failure the socket holds the channel in neither.
+    pub(crate) async fn subscribe_channel(
+        &self,
+        channel: &Arc<str>,
+        catching_up: bool,
+        presence: bool,
+    ) -> Result<(), sc_broker::BrokerError> {
+        self.0.channels.lock().insert(channel.clone());
+        let hub = self.0.server.hub();
+        if let Err(error) = hub
+            .subscribe_socket(self, channel, catching_up, presence)
+            .await
+        {
+            self.0.channels.lock().remove(channel);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Unsubscribes the socket from `channel` (socket's channels and hub); false if it was not
+    /// subscribed.
+    pub(crate) async fn unsubscribe_channel(&self, channel: &str) -> bool {
+        let removed = self.0.channels.lock().remove(channel);
+        if removed {
+            self.0.server.hub().unsubscribe_socket(self, channel).await;
+        }
+        removed
+    }
+
+    /// Unsubscribes the socket from every channel it holds (when it closes).
+    pub(crate) async fn unsubscribe_all(&self) {
+        let channels: Vec<Arc<str>> = self.0.channels.lock().drain().collect();
+        for channel in channels {
+            self.0.server.hub().unsubscribe_socket(self, &channel).await;
+        }
+    }
+
+    /// The presence entry of this socket: its id and the `username` claim of its token.
+    pub(crate) fn presence_member(&self) -> sc_broker::PresenceMember {
+        sc_broker::PresenceMember {
+            id: self.id().to_owned(),
+            user: self
+                .auth_token()
+                .and_then(|token| token.claim_str("username").map(str::to_owned)),
+        }
+    }
+
+    /// After a login or logout, updates the `user` of the socket's presence entries (no event).
+    pub(crate) fn refresh_presence(&self) {
+        let hub = self.0.server.hub().clone();
+        let channels: Vec<Arc<str>> = self
+            .0
+            .channels
+            .lock()
+            .iter()
+            .filter(|c| hub.streams().presence(c))
+            .cloned()
+            .collect();
+        if channels.is_empty() {
+            return;
+        }
+        let member = self.presence_member();
+        tokio::spawn(async move {
+            for channel in channels {
+                if let Err(error) = hub.broker().presence_join(&channel, member.clone()).await {
+                    tracing::warn!(%channel, %error, "presence update failed at the broker");
+                }
+            }
+        });
     }
 
     pub(crate) fn ptr_eq(&self, other: &Socket) -> bool {

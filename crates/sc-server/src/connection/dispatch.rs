@@ -1,5 +1,8 @@
-//! Routing of inbound events once the handshake is done: protocol events (`#subscribe`,
-//! `#publish`, …) and application events (to handlers).
+//! Routing of inbound packets once the handshake is done: responses to the server's invokes,
+//! protocol events (`#subscribe`, `#publish`, …) and application events (to handlers).
+//!
+//! Dispatch works on the socket and its heartbeat dialect; it knows nothing of the connection
+//! task that calls it.
 
 use std::sync::Arc;
 use std::task::Poll;
@@ -8,19 +11,46 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use sc_protocol::error::names;
 use sc_protocol::frame::{PublishData, SubscribeData};
-use sc_protocol::{CloseCode, EventPacket, HeartbeatDialect, Json, Publication, ScError, encode};
+use sc_protocol::{
+    CloseCode, EventPacket, HeartbeatDialect, Json, Packet, Publication, ScError, encode,
+};
 
-use crate::auth::{AuthToken, TokenError};
-use crate::connection::{Connection, Flow};
+use super::handshake;
+use super::subscribe::{StreamedSubscribe, subscribe_ack, subscribe_plain};
 use crate::handler::{Reply, Request};
 use crate::middleware::{
-    AuthenticateAction, EventAction, InboundAction, PublishAction, SubscribeAction,
-    inbound_block_error,
+    EventAction, InboundAction, PublishAction, SubscribeAction, inbound_block_error,
 };
-use crate::server::AuthEvent;
 use crate::socket::{HANDLER_SCOPE, HandlerScope, HandlerSlot, Socket};
 use crate::streams::parse_catchup;
 use sc_broker::stream::PRESENCE_PREFIX;
+
+/// Whether to keep reading after a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Read on.
+    Continue,
+    /// Close the connection with this code (protocol-level close: empty reason).
+    Close(CloseCode),
+}
+
+impl From<Result<(), CloseCode>> for Flow {
+    fn from(result: Result<(), CloseCode>) -> Flow {
+        match result {
+            Ok(()) => Flow::Continue,
+            Err(code) => Flow::Close(code),
+        }
+    }
+}
+
+/// How far [`on_packet`] got with a packet.
+pub(crate) enum Step {
+    /// Handled: this is what comes next.
+    Done(Flow),
+    /// The rest waits (for middleware, the broker, the auth engine, a handler slot): the caller
+    /// finishes it with [`on_deferred`].
+    Deferred(Deferred),
+}
 
 /// Events the socketcluster-server 14 socket reserves for local use; it drops them when a client
 /// sends them (docs/protocol.md §11 rule 2). Applied to v1 connections.
@@ -60,54 +90,71 @@ pub(crate) enum Deferred {
     Handler(EventPacket),
 }
 
+/// Handles a packet as far as it can without waiting. `dialect` is the connection's heartbeat
+/// dialect, once known.
+pub(crate) fn on_packet(
+    socket: &Socket,
+    dialect: Option<HeartbeatDialect>,
+    packet: Packet,
+) -> Step {
+    match packet {
+        Packet::Event(event) => on_event(socket, dialect, event),
+        Packet::Response(response) => {
+            let result = match response.error {
+                Some(error) => Err(ScError::from_json(&error)),
+                None => Ok(response.data),
+            };
+            socket.resolve_invoke(response.rid, result);
+            Step::Done(Flow::Continue)
+        }
+        Packet::Raw(bytes) => Step::Done(on_raw(socket, bytes)),
+    }
+}
+
 /// Handles an event as far as it can without waiting: most events (every application event when
 /// no inbound middleware is registered) are done here; the others come back as [`Deferred`].
-pub(crate) fn on_event(connection: &mut Connection, event: EventPacket) -> Result<Flow, Deferred> {
+fn on_event(socket: &Socket, dialect: Option<HeartbeatDialect>, event: EventPacket) -> Step {
     match event.event.as_str() {
         // A repeated handshake is ignored (docs/protocol.md §4.7).
-        "#handshake" => return Ok(Flow::Continue),
-        "#authenticate" => return Err(Deferred::Authenticate(event)),
+        "#handshake" => return Step::Done(Flow::Continue),
+        "#authenticate" => return Step::Deferred(Deferred::Authenticate(event)),
         "#removeAuthToken" => {
-            connection.socket.clear_auth();
-            return Ok(Flow::Continue);
+            socket.clear_auth();
+            return Step::Done(Flow::Continue);
         }
         _ => {}
     }
     // Every other event first checks the token's expiry (docs/protocol.md §8.8), then proceeds.
-    connection.socket.check_expiry();
+    socket.check_expiry();
     match event.event.as_str() {
-        "#subscribe" => Err(Deferred::Subscribe(event)),
-        "#unsubscribe" => Err(Deferred::Unsubscribe(event)),
-        "#publish" => Err(Deferred::Publish(event)),
-        "#presence" => Err(Deferred::Presence(event)),
+        "#subscribe" => Step::Deferred(Deferred::Subscribe(event)),
+        "#unsubscribe" => Step::Deferred(Deferred::Unsubscribe(event)),
+        "#publish" => Step::Deferred(Deferred::Publish(event)),
+        "#presence" => Step::Deferred(Deferred::Presence(event)),
         // A v1 client's way to close (socketcluster-server 14); v15+ ignores it (TV-24).
-        "#disconnect" if connection.dialect() != Some(HeartbeatDialect::V2) => {
-            Ok(on_client_disconnect(connection, event))
+        "#disconnect" if dialect != Some(HeartbeatDialect::V2) => {
+            Step::Done(on_client_disconnect(socket, dialect, event))
         }
-        name if name.starts_with('#') => Ok(Flow::Continue),
-        name if connection.dialect() == Some(HeartbeatDialect::V1)
-            && V14_RESERVED_INBOUND.contains(&name) =>
-        {
-            Ok(Flow::Continue)
+        name if name.starts_with('#') => Step::Done(Flow::Continue),
+        name if dialect == Some(HeartbeatDialect::V1) && V14_RESERVED_INBOUND.contains(&name) => {
+            Step::Done(Flow::Continue)
         }
-        _ if connection
-            .socket
-            .0
-            .server
-            .middleware
+        _ if socket
+            .server()
+            .middleware()
             .has_inbound_event(event.cid.is_some()) =>
         {
-            Err(Deferred::Application(event))
+            Step::Deferred(Deferred::Application(event))
         }
-        _ => match connection.socket.try_handler_slot() {
-            Some(slot) => Ok(run_handler(
-                &connection.socket,
+        _ => match socket.try_handler_slot() {
+            Some(slot) => Step::Done(run_handler(
+                socket,
                 event.event,
                 event.data,
                 event.cid,
                 slot,
             )),
-            None => Err(Deferred::Handler(event)),
+            None => Step::Deferred(Deferred::Handler(event)),
         },
     }
 }
@@ -115,11 +162,11 @@ pub(crate) fn on_event(connection: &mut Connection, event: EventPacket) -> Resul
 /// The waiting part of an event that [`on_event`] deferred.
 pub(crate) async fn on_deferred(socket: &Socket, deferred: Deferred) -> Flow {
     match deferred {
-        Deferred::Authenticate(event) => on_authenticate(socket, event).await,
+        Deferred::Authenticate(event) => handshake::on_authenticate(socket, event).await.into(),
         Deferred::Subscribe(event) => on_subscribe(socket, event).await,
         Deferred::Unsubscribe(event) => on_unsubscribe(socket, event).await,
         Deferred::Publish(event) => on_publish(socket, event).await,
-        Deferred::Presence(event) => crate::streams_dispatch::on_presence(socket, event).await,
+        Deferred::Presence(event) => on_presence(socket, event).await,
         Deferred::Application(event) => on_application_event(socket, event).await,
         Deferred::Handler(event) => {
             let slot = socket.handler_slot().await;
@@ -135,14 +182,14 @@ async fn run_inbound(
     cid: Option<u64>,
     action: InboundAction,
 ) -> Option<InboundAction> {
-    let server = &socket.0.server;
-    if !server.middleware.has_inbound_for(&action) {
+    let server = socket.server();
+    if !server.middleware().has_inbound_for(&action) {
         return Some(action);
     }
     let kind = action.clone();
     match server
-        .middleware
-        .run_inbound(action, server.options.middleware_timeout())
+        .middleware()
+        .run_inbound(action, server.options().middleware_timeout())
         .await
     {
         Ok(action) => Some(action),
@@ -155,117 +202,14 @@ async fn run_inbound(
     }
 }
 
-/// Verifies a client's token and runs authenticate middleware. On failure: the error as the client
-/// sees it and whether the token is bad (to be removed).
-pub(crate) async fn verify_and_authenticate(
-    socket: &Socket,
-    token: &Json,
-) -> Result<AuthToken, (ScError, bool)> {
-    let server = &socket.0.server;
-    let v2_fields = socket.dialect() != Some(HeartbeatDialect::V1);
-    let token = match server.auth.verify(token) {
-        Ok(token) => token,
-        Err(error) => {
-            report_bad_token(socket, &error);
-            return Err((error.to_sc_error(v2_fields), error.is_bad_token()));
-        }
-    };
-    let action = InboundAction::Authenticate(AuthenticateAction {
-        socket: socket.clone(),
-        token,
-    });
-    let kind = action.clone();
-    match server
-        .middleware
-        .run_inbound(action, server.options.middleware_timeout())
-        .await
-    {
-        Ok(InboundAction::Authenticate(action)) => Ok(action.token),
-        Ok(_) => Err((
-            ScError::new(
-                names::AUTH_TOKEN,
-                "authenticate middleware returned another action",
-            ),
-            false,
-        )),
-        Err(block) => {
-            let error = inbound_block_error(block, socket.dialect(), &kind);
-            let bad = error.field("isBadToken").is_some_and(|v| v.get() == "true");
-            // `isBadToken` is how our middleware flags a bad token (v15+ style); socketcluster-server
-            // 14 took that flag as `next(err, true)`, so v1 clients get the error without it (TV-14).
-            let error = if socket.dialect() == Some(HeartbeatDialect::V1) {
-                error.without("isBadToken")
-            } else {
-                error
-            };
-            Err((error, bad))
-        }
-    }
-}
-
-fn report_bad_token(socket: &Socket, error: &TokenError) {
-    if error.is_bad_token() {
-        tracing::debug!(socket = %socket.id(), %error, "bad auth token");
-        socket
-            .0
-            .server
-            .emit_auth_event(socket, AuthEvent::BadToken(error));
-    }
-}
-
-/// `#authenticate` (docs/protocol.md §8.7).
-async fn on_authenticate(socket: &Socket, event: EventPacket) -> Flow {
-    let Some(cid) = event.cid else {
-        return Flow::Close(CloseCode::HANDSHAKE_REJECTED);
-    };
-    let v1 = socket.dialect() == Some(HeartbeatDialect::V1);
-    let token = event.data.unwrap_or(Json::NULL);
-    match verify_and_authenticate(socket, &token).await {
-        Ok(token) => {
-            socket.set_auth(Arc::new(token));
-            let _ = socket.send_frame(encode::response(
-                cid,
-                Some(r#"{"isAuthenticated":true,"authError":null}"#),
-            ));
-        }
-        Err((error, false)) => {
-            // Not a bad token (e.g. not active yet): an answer, not an error; the client keeps it.
-            socket.clear_auth();
-            let data = format!(
-                r#"{{"isAuthenticated":false,"authError":{}}}"#,
-                error.to_json()
-            );
-            let _ = socket.send_frame(encode::response(cid, Some(&data)));
-        }
-        Err((error, true)) => {
-            let remove = encode::event("#removeAuthToken", v1.then_some("null"), None);
-            socket.clear_auth();
-            if v1 {
-                let data = format!(
-                    r#"{{"isAuthenticated":false,"authError":{}}}"#,
-                    error.to_json()
-                );
-                let _ = socket.send_frame(remove);
-                let _ = socket.send_frame(encode::error_response(
-                    cid,
-                    error.to_json().get(),
-                    Some(&data),
-                ));
-            } else {
-                let _ = socket.send_frame(encode::error_response(cid, error.to_json().get(), None));
-                let _ = socket.send_frame(remove);
-            }
-        }
-    }
-    Flow::Continue
-}
-
+/// A raw (non-packet) message: logged and ignored.
 pub(crate) fn on_raw(socket: &Socket, bytes: Bytes) -> Flow {
     tracing::trace!(socket = %socket.id(), len = bytes.len(), "raw message");
     Flow::Continue
 }
 
-pub(crate) fn respond(socket: &Socket, cid: Option<u64>, result: Result<Option<&Json>, &ScError>) {
+/// Answers `cid` (if the client asked for an answer) with `result`.
+fn respond(socket: &Socket, cid: Option<u64>, result: Result<Option<&Json>, &ScError>) {
     let Some(cid) = cid else { return };
     let frame = match result {
         Ok(data) => encode::response(cid, data.map(Json::get)),
@@ -274,12 +218,8 @@ pub(crate) fn respond(socket: &Socket, cid: Option<u64>, result: Result<Option<&
     let _ = socket.send_frame(frame);
 }
 
-pub(crate) fn respond_error(
-    socket: &Socket,
-    cid: Option<u64>,
-    name: &str,
-    message: String,
-) -> Flow {
+/// Answers `cid` with the error `name`: `message`, and reads on.
+fn respond_error(socket: &Socket, cid: Option<u64>, name: &str, message: String) -> Flow {
     respond(socket, cid, Err(&ScError::new(name, message)));
     Flow::Continue
 }
@@ -304,7 +244,7 @@ async fn on_subscribe(socket: &Socket, event: EventPacket) -> Flow {
         );
     }
     // Positions are checked before middleware, as v15+ validates a #subscribe (EXTENSIONS.md E7).
-    let streams = socket.0.server.hub.streams();
+    let streams = socket.server().hub().streams();
     let history = streams.history(&subscribe.channel);
     let catchup = match history.map(|_| parse_catchup(subscribe.data.as_ref())) {
         Some(Err(field)) => {
@@ -329,11 +269,8 @@ async fn on_subscribe(socket: &Socket, event: EventPacket) -> Flow {
         return Flow::Continue;
     };
     let channel: Arc<str> = Arc::from(subscribe_action.channel.as_str());
-    let limit = socket.0.server.options.socket_channel_limit;
-    let (already, count) = {
-        let channels = socket.0.channels.lock();
-        (channels.contains(&channel), channels.len())
-    };
+    let limit = socket.server().options().socket_channel_limit;
+    let (already, count) = socket.subscription_state(&channel);
     // The reference checks the limit before "already subscribed".
     if let Some(limit) = limit
         && count >= limit
@@ -346,7 +283,7 @@ async fn on_subscribe(socket: &Socket, event: EventPacket) -> Flow {
     }
     let subscribed = match (history, catchup) {
         (Some(policy), Some(catchup)) => {
-            let streamed = crate::streams_dispatch::StreamedSubscribe {
+            let streamed = StreamedSubscribe {
                 channel: &channel,
                 policy,
                 catchup,
@@ -359,7 +296,7 @@ async fn on_subscribe(socket: &Socket, event: EventPacket) -> Flow {
             streamed.run(socket).await
         }
         _ if already => Ok(()),
-        _ => crate::streams_dispatch::subscribe_plain(socket, &channel).await,
+        _ => subscribe_plain(socket, &channel).await,
     };
     match subscribed {
         Ok(()) => {
@@ -379,12 +316,6 @@ async fn on_subscribe(socket: &Socket, event: EventPacket) -> Flow {
     Flow::Continue
 }
 
-/// A subscribe acknowledgement; v1 batch channels get it inside a batch array.
-pub(crate) fn subscribe_ack(cid: u64, data: Option<&str>, batch: bool) -> Bytes {
-    let ack = encode::response(cid, data);
-    if batch { encode::batch(&[ack]) } else { ack }
-}
-
 /// `#unsubscribe` (docs/protocol.md §7.3).
 async fn on_unsubscribe(socket: &Socket, event: EventPacket) -> Flow {
     let cid = event.cid;
@@ -396,20 +327,13 @@ async fn on_unsubscribe(socket: &Socket, event: EventPacket) -> Flow {
             "Unsubscribe channel name was malformatted".into(),
         );
     };
-    let removed = socket.0.channels.lock().remove(channel.as_str());
-    if !removed {
+    if !socket.unsubscribe_channel(channel.as_str()).await {
         let message = format!(
             "Failed to unsubscribe socket from the {channel} channel - InvalidActionError: Socket {} tried to unsubscribe from a channel which it is not subscribed to",
             socket.id()
         );
         return respond_error(socket, cid, names::BROKER, message);
     }
-    socket
-        .0
-        .server
-        .hub
-        .unsubscribe_socket(socket, &channel)
-        .await;
     respond(socket, cid, Ok(None));
     Flow::Continue
 }
@@ -417,7 +341,7 @@ async fn on_unsubscribe(socket: &Socket, event: EventPacket) -> Flow {
 /// `#publish` from a client (docs/protocol.md §7.4).
 async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
     let cid = event.cid;
-    if !socket.0.server.options.allow_client_publish {
+    if !socket.server().options().allow_client_publish {
         return respond_error(
             socket,
             cid,
@@ -450,7 +374,7 @@ async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
         return Flow::Continue;
     };
     let publication = Publication::new(&publish.channel, publish.data.as_ref());
-    let hub = &socket.0.server.hub;
+    let hub = socket.server().hub();
     let published = match hub.streams().history(&publish.channel) {
         None => hub.broker().publish(publication).await.map(|()| None),
         Some(policy) => hub
@@ -478,9 +402,76 @@ async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
     Flow::Continue
 }
 
+/// `#presence` (EXTENSIONS.md E5): who is in a presence channel the socket is subscribed to.
+async fn on_presence(socket: &Socket, event: EventPacket) -> Flow {
+    let cid = event.cid;
+    #[derive(serde::Deserialize)]
+    struct Query {
+        channel: serde_json::Value,
+    }
+    let channel = event
+        .data
+        .as_ref()
+        .and_then(|d| d.parse::<Query>().ok())
+        .and_then(|q| q.channel.as_str().map(str::to_owned));
+    let Some(channel) = channel else {
+        return respond_error(
+            socket,
+            cid,
+            names::INVALID_ARGUMENTS,
+            "The #presence query needs a channel name string".into(),
+        );
+    };
+    let hub = socket.server().hub();
+    if !hub.streams().presence(&channel) {
+        return respond_error(
+            socket,
+            cid,
+            PRESENCE_ERROR,
+            format!("The {channel} channel does not keep presence"),
+        );
+    }
+    if !socket.is_subscribed(&channel) {
+        return respond_error(
+            socket,
+            cid,
+            PRESENCE_ERROR,
+            format!(
+                "Socket {} is not subscribed to the {channel} channel",
+                socket.id()
+            ),
+        );
+    }
+    match hub.broker().presence(&channel).await {
+        Ok(info) => {
+            if let Some(cid) = cid {
+                let _ = socket.send_frame(encode::response(cid, Some(&info.to_json())));
+            }
+        }
+        Err(error) => {
+            tracing::warn!(socket = %socket.id(), %channel, %error, "presence query failed at the broker");
+            let error = ScError::new(
+                names::BROKER,
+                format!("Failed to read the presence of the {channel} channel - {error}"),
+            );
+            respond(socket, cid, Err::<Option<&Json>, _>(&error));
+        }
+    }
+    Flow::Continue
+}
+
+/// The error name of a refused `#presence` query.
+const PRESENCE_ERROR: &str = "PresenceError";
+
 /// `#disconnect` from a v1 client: close with its code (socketcluster-server 14 behaviour).
-fn on_client_disconnect(connection: &mut Connection, event: EventPacket) -> Flow {
-    connection.settle_dialect(HeartbeatDialect::V1);
+fn on_client_disconnect(
+    socket: &Socket,
+    dialect: Option<HeartbeatDialect>,
+    event: EventPacket,
+) -> Flow {
+    if dialect.is_none() {
+        socket.set_dialect(HeartbeatDialect::V1);
+    }
     #[derive(serde::Deserialize)]
     struct Fields {
         code: Option<u16>,
@@ -555,14 +546,14 @@ fn run_handler(
     let mut context = std::task::Context::from_waker(&waker);
     match future.poll_unpin(&mut context) {
         Poll::Ready(outcome) => {
-            socket.0.server.metrics.handler_time(started.elapsed());
+            socket.server().metrics().handler_time(started.elapsed());
             answer(socket, cid, &event_name, outcome, scope.as_ref());
         }
         Poll::Pending => {
             let socket = socket.clone();
             tokio::spawn(async move {
                 let outcome = future.await;
-                socket.0.server.metrics.handler_time(started.elapsed());
+                socket.server().metrics().handler_time(started.elapsed());
                 answer(&socket, cid, &event_name, outcome, scope.as_ref());
                 drop(slot);
             });

@@ -2,37 +2,42 @@
 //! handshake rules, dispatch.
 //!
 //! Each connection is one task. It owns all protocol state and processes the client's packets
-//! strictly in order; between frames it drains the socket's outbound queue ([`crate::outbound`])
-//! into the WebSocket with one flush, and one timer serves all its deadlines. A handler that
-//! waits runs in a task of its own; the few protocol steps that wait (handshake, middleware,
-//! broker calls) are boxed futures driven by this task while it keeps writing.
+//! strictly in order; between frames it drains the socket's outbound queue ([`outbound`])
+//! into the WebSocket with one flush, and one timer ([`timers`]) serves all its deadlines. A
+//! handler that waits runs in a task of its own; the few protocol steps that wait (handshake,
+//! middleware, broker calls) are boxed futures driven by this task while it keeps writing.
+//!
+//! The files of this folder import one way: this run loop → [`dispatch`] (events after the
+//! handshake; [`subscribe`] for `#subscribe`) → [`handshake`] (`#handshake` and
+//! `#authenticate`). [`heartbeat`] (dialect detection), [`timers`] and [`outbound`] depend on
+//! none of them.
+
+pub(crate) mod dispatch;
+mod handshake;
+mod heartbeat;
+pub(crate) mod outbound;
+mod subscribe;
+mod timers;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use sc_protocol::frame::HandshakeData;
-use sc_protocol::{
-    CloseCode, Codec, EventPacket, Frame, HeartbeatDialect, Json, Packet, ScError, encode, min_bin,
-};
+use sc_protocol::{CloseCode, Codec, Frame, HeartbeatDialect, Packet, min_bin};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, sleep_until};
 
-use crate::dispatch::{self, Deferred};
-use crate::heartbeat::{Detector, TickAction, probe_window};
-use crate::middleware::{Block, HandshakeScAction, RawAction, block_error};
-use crate::options::ServerOptions;
-use crate::outbound::{OutboundQueue, Writer, WriterEnd};
+use crate::middleware::RawAction;
 use crate::socket::{Socket, SocketState};
 use crate::ws::{self, Inbound, WebSocket};
-
-/// How long to wait for the client's close frame after ours.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+use dispatch::{Deferred, Flow, Step};
+use heartbeat::Detector;
+use outbound::{OutboundQueue, Writer, WriterEnd};
+use timers::{Expired, Timers};
 
 /// How long the frames still queued when the connection ends may take to be written.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
@@ -44,14 +49,6 @@ const FINAL_FLUSH: Duration = Duration::from_secs(1);
 /// fill the queues of every subscriber on this thread before any subscriber's writer ran; with a
 /// turn every 64 packets, readers that keep up drain their queues in between.
 const PACKETS_PER_TURN: u32 = 64;
-
-/// Whether to keep reading after a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Flow {
-    Continue,
-    /// Close the connection with this code (protocol-level close: empty reason).
-    Close(CloseCode),
-}
 
 /// What woke the connection task.
 enum Wake {
@@ -74,7 +71,7 @@ where
 {
     let queue = &socket.0.queue;
     let registered = Unregister(&socket);
-    let mut writer = Writer::new(socket.0.server.metrics.clone());
+    let mut writer = Writer::new(socket.server().metrics().clone());
     let mut writer_done = false;
     let mut close: Option<(CloseCode, String)> = None;
     let served = AssertUnwindSafe(serve(
@@ -93,20 +90,11 @@ where
     }
 
     let (code, reason) = close.unwrap_or((CloseCode(1006), String::new()));
-    socket.0.server.metrics.disconnect(code.0);
-    let channels = std::panic::catch_unwind(AssertUnwindSafe(|| socket.mark_closed(code, &reason)))
-        .unwrap_or_else(|_| {
-            tracing::error!(socket = %socket.id(), "a disconnect listener panicked");
-            socket.0.channels.lock().drain().collect()
-        });
-    for channel in channels {
-        socket
-            .0
-            .server
-            .hub
-            .unsubscribe_socket(&socket, &channel)
-            .await;
+    socket.server().metrics().disconnect(code.0);
+    if std::panic::catch_unwind(AssertUnwindSafe(|| socket.mark_closed(code, &reason))).is_err() {
+        tracing::error!(socket = %socket.id(), "a disconnect listener panicked");
     }
+    socket.unsubscribe_all().await;
     drop(registered);
     if !writer_done {
         // Write what is still queued (the queue is finished now), for at most a second.
@@ -121,7 +109,7 @@ struct Unregister<'a>(&'a Socket);
 
 impl Drop for Unregister<'_> {
     fn drop(&mut self) {
-        self.0.0.server.unregister(self.0);
+        self.0.server().unregister(self.0);
     }
 }
 
@@ -136,7 +124,7 @@ async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let options = socket.0.server.options.clone();
+    let options = socket.server().options().clone();
     let queue = &socket.0.queue;
     let mut connection = Connection {
         detector: Detector::new(socket.dialect()),
@@ -145,7 +133,7 @@ async fn serve<S>(
         work: 0,
     };
     let mut timers = Timers::new(&options, connection.last_activity);
-    let timer = sleep_until(timers.next(&connection, false));
+    let timer = sleep_until(connection.next_deadline(&timers, false));
     tokio::pin!(timer);
 
     loop {
@@ -176,7 +164,7 @@ async fn serve<S>(
             Wake::Inbound(Some(Ok(message @ (Inbound::Text(_) | Inbound::Binary(_))))) => {
                 connection.last_activity = Instant::now();
                 connection.work += 1;
-                socket.0.server.metrics.frame_in();
+                socket.server().metrics().frame_in();
                 let (payload, binary) = match message {
                     Inbound::Binary(payload) => (payload, true),
                     Inbound::Text(payload) => (payload, false),
@@ -212,7 +200,12 @@ async fn serve<S>(
             }
             Wake::Timer => {
                 fired = true;
-                match timers.fire(&mut connection, *writer_done) {
+                match timers.fire(
+                    &mut connection.detector,
+                    socket,
+                    connection.last_activity,
+                    *writer_done,
+                ) {
                     Some(Expired::Pong) => {
                         close.get_or_insert((CloseCode::PONG_TIMEOUT, String::new()));
                         socket.close_with(CloseCode::PONG_TIMEOUT, "", false);
@@ -226,7 +219,7 @@ async fn serve<S>(
                 }
             }
         }
-        let next = timers.next(&connection, *writer_done);
+        let next = connection.next_deadline(&timers, *writer_done);
         if fired || next < timer.deadline() {
             timer.as_mut().reset(next);
         }
@@ -234,12 +227,12 @@ async fn serve<S>(
 }
 
 /// The writer ended: its close code (if it wrote one) is the connection's, and the client gets
-/// [`CLOSE_GRACE`] to answer with its own close frame.
+/// a grace period to answer with its own close frame.
 fn on_writer_end(end: WriterEnd, close: &mut Option<(CloseCode, String)>, timers: &mut Timers) {
     if let WriterEnd::Closed(code) = end {
         close.get_or_insert((code, String::new()));
     }
-    timers.close_grace = Some(Instant::now() + CLOSE_GRACE);
+    timers.start_close_grace();
 }
 
 /// Runs a frame's deferred handling to completion while still writing what gets queued for this
@@ -284,112 +277,6 @@ fn close_code_for(error: &ws::Error) -> CloseCode {
     }
 }
 
-/// The connection's deadlines (heartbeat, dialect probe, pong timeout, handshake timeout, close
-/// grace), all served by one timer that is set to the earliest.
-struct Timers {
-    /// The next heartbeat tick; `None` when pings are disabled.
-    next_ping: Option<Instant>,
-    /// The end of the dialect probe window, while probing.
-    probe: Option<Instant>,
-    /// The pong timeout is watched (pings enabled and it did not fire yet). Its deadline moves
-    /// with every message, so the timer is only moved when it fires early.
-    pong_armed: bool,
-    /// The handshake deadline, until it passed.
-    handshake: Option<Instant>,
-    /// After the writer ended: how long the client gets to send its close frame.
-    close_grace: Option<Instant>,
-    ping_interval: Duration,
-    ping_timeout: Duration,
-    far_future: Instant,
-}
-
-/// A deadline that ends (or starts ending) the connection.
-enum Expired {
-    Pong,
-    Handshake,
-    CloseGrace,
-}
-
-impl Timers {
-    fn new(options: &ServerOptions, start: Instant) -> Timers {
-        let pings = !options.ping_timeout_disabled;
-        Timers {
-            next_ping: pings.then(|| start + options.ping_interval()),
-            probe: None,
-            pong_armed: pings,
-            handshake: Some(start + options.handshake_timeout()),
-            close_grace: None,
-            ping_interval: options.ping_interval(),
-            ping_timeout: options.ping_timeout(),
-            far_future: start + Duration::from_secs(86_400 * 365),
-        }
-    }
-
-    /// The earliest deadline that matters now.
-    fn next(&self, connection: &Connection, writer_done: bool) -> Instant {
-        let pong =
-            (self.pong_armed && !writer_done).then(|| connection.last_activity + self.ping_timeout);
-        let handshake = self
-            .handshake
-            .filter(|_| !writer_done && connection.socket.state() == SocketState::Connecting);
-        [
-            self.next_ping,
-            self.probe,
-            pong,
-            handshake,
-            self.close_grace,
-        ]
-        .into_iter()
-        .flatten()
-        .fold(self.far_future, Instant::min)
-    }
-
-    /// The timer fired: does what is due (pings are sent here) and reports a deadline that ends
-    /// the connection, if one passed.
-    fn fire(&mut self, connection: &mut Connection, writer_done: bool) -> Option<Expired> {
-        let now = Instant::now();
-        if self.close_grace.is_some_and(|t| t <= now) {
-            return Some(Expired::CloseGrace);
-        }
-        let socket = &connection.socket;
-        if let Some(tick) = self.next_ping.filter(|t| *t <= now) {
-            match connection.detector.on_tick() {
-                TickAction::Ping(dialect) => socket.send_ping(dialect),
-                TickAction::Probe => {
-                    socket.send_ping(HeartbeatDialect::V1);
-                    self.probe = Some(now + probe_window(self.ping_interval));
-                }
-                TickAction::Wait => {}
-            }
-            // A late tick delays the next one (as `MissedTickBehavior::Delay`).
-            let next = tick + self.ping_interval;
-            self.next_ping = Some(if next <= now {
-                now + self.ping_interval
-            } else {
-                next
-            });
-        }
-        if self.probe.is_some_and(|t| t <= now) {
-            self.probe = None;
-            if let Some(dialect) = connection.detector.on_probe_expired() {
-                socket.set_dialect(dialect);
-                socket.send_ping(dialect);
-            }
-        }
-        if self.pong_armed && !writer_done && connection.last_activity + self.ping_timeout <= now {
-            self.pong_armed = false;
-            return Some(Expired::Pong);
-        }
-        if self.handshake.is_some_and(|t| t <= now) {
-            self.handshake = None;
-            if !writer_done && socket.state() == SocketState::Connecting {
-                return Some(Expired::Handshake);
-            }
-        }
-        None
-    }
-}
-
 /// The result of handling a frame: done at once, or a rest that waits.
 enum Handled<'a> {
     Done(Flow),
@@ -397,8 +284,8 @@ enum Handled<'a> {
 }
 
 /// Protocol state of one connection, owned by its task.
-pub(crate) struct Connection {
-    pub(crate) socket: Socket,
+struct Connection {
+    socket: Socket,
     detector: Detector,
     last_activity: Instant,
     /// Packets and frames handled since this task last gave others a turn.
@@ -417,7 +304,7 @@ impl Connection {
             self.socket
                 .set_codec(if min_bin { Codec::MinBin } else { Codec::Json });
         }
-        if self.socket.0.server.middleware.has_inbound_raw()
+        if self.socket.server().middleware().has_inbound_raw()
             || self.socket.state() == SocketState::Connecting
         {
             return Handled::Later(Box::pin(self.on_frame_later(payload, binary)));
@@ -431,9 +318,9 @@ impl Connection {
                 let mut packets = packets.into_iter();
                 while let Some(packet) = packets.next() {
                     match self.on_packet_now(packet) {
-                        Ok(Flow::Continue) => {}
-                        Ok(flow) => return Handled::Done(flow),
-                        Err(deferred) => {
+                        Step::Done(Flow::Continue) => {}
+                        Step::Done(flow) => return Handled::Done(flow),
+                        Step::Deferred(deferred) => {
                             return Handled::Later(Box::pin(
                                 self.on_packets_later(Some(deferred), packets),
                             ));
@@ -460,7 +347,7 @@ impl Connection {
         }
         min_bin::decode_frame(&payload).map_err(|error| {
             let code = if self.socket.state() == SocketState::Connecting
-                && self.socket.0.server.options.strict_handshake
+                && self.socket.server().options().strict_handshake
             {
                 CloseCode::MESSAGE_BEFORE_HANDSHAKE
             } else {
@@ -473,13 +360,13 @@ impl Connection {
 
     /// The complete handling of a frame, for frames that (may) have to wait.
     async fn on_frame_later(&mut self, payload: Bytes, binary: bool) -> Flow {
-        let middleware = &self.socket.0.server.middleware;
+        let middleware = self.socket.server().middleware();
         let payload = if middleware.has_inbound_raw() {
             let action = RawAction {
                 socket: self.socket.clone(),
                 message: payload,
             };
-            let timeout = self.socket.0.server.options.middleware_timeout();
+            let timeout = self.socket.server().options().middleware_timeout();
             match middleware.run_inbound_raw(action, timeout).await {
                 Ok(action) => action.message,
                 Err(_) => return Flow::Continue,
@@ -540,7 +427,7 @@ impl Connection {
     }
 
     async fn on_frame_before_handshake(&mut self, frame: Frame) -> Flow {
-        let strict = self.socket.0.server.options.strict_handshake;
+        let strict = self.socket.server().options().strict_handshake;
         let Frame::Packets(packets) = frame else {
             return if strict {
                 Flow::Close(CloseCode::MESSAGE_BEFORE_HANDSHAKE)
@@ -551,7 +438,9 @@ impl Connection {
         let mut packets = packets.into_iter();
         match packets.next() {
             Some(Packet::Event(event)) if event.event == "#handshake" => {
-                if let Flow::Close(code) = self.on_handshake(event).await {
+                if let Err(code) =
+                    handshake::on_handshake(&self.socket, self.dialect(), event).await
+                {
                     return Flow::Close(code);
                 }
             }
@@ -572,137 +461,41 @@ impl Connection {
     }
 
     /// Handles a packet as far as possible without waiting.
-    fn on_packet_now(&mut self, packet: Packet) -> Result<Flow, Deferred> {
+    fn on_packet_now(&mut self, packet: Packet) -> Step {
         self.work += 1;
-        match packet {
-            Packet::Event(event) => dispatch::on_event(self, event),
-            Packet::Response(response) => {
-                let result = match response.error {
-                    Some(error) => Err(ScError::from_json(&error)),
-                    None => Ok(response.data),
-                };
-                self.socket.resolve_invoke(response.rid, result);
-                Ok(Flow::Continue)
-            }
-            Packet::Raw(bytes) => Ok(dispatch::on_raw(&self.socket, bytes)),
+        let step = dispatch::on_packet(&self.socket, self.dialect(), packet);
+        if let Step::Done(Flow::Close(_)) = step {
+            // A v1 `#disconnect` settles the dialect of a connection still detecting it.
+            self.sync_dialect();
         }
+        step
     }
 
     async fn on_packet(&mut self, packet: Packet) -> Flow {
         self.take_turns().await;
         match self.on_packet_now(packet) {
-            Ok(flow) => flow,
-            Err(deferred) => dispatch::on_deferred(&self.socket, deferred).await,
+            Step::Done(flow) => flow,
+            Step::Deferred(deferred) => dispatch::on_deferred(&self.socket, deferred).await,
         }
     }
 
-    /// `#handshake` (docs/protocol.md §4.2–4.4): verify the token, run handshake middleware, answer.
-    async fn on_handshake(&mut self, event: EventPacket) -> Flow {
-        let Some(cid) = event.cid else {
-            return Flow::Close(CloseCode::HANDSHAKE_REJECTED);
-        };
-        let server = self.socket.0.server.clone();
-        let timeout = server.options.middleware_timeout();
-        let v1 = self.dialect() == Some(HeartbeatDialect::V1);
-        let handshake = HandshakeData::parse(event.data.as_ref());
-
-        let mut verified = None;
-        let mut auth_error = None;
-        if let Some(token) = handshake.auth_token {
-            match crate::dispatch::verify_and_authenticate(&self.socket, &token).await {
-                Ok(token) => verified = Some(token),
-                Err((error, bad)) => auth_error = Some((error, bad)),
-            }
-        }
-
-        let action = HandshakeScAction {
-            socket: self.socket.clone(),
-            auth_token: verified.clone(),
-        };
-        if let Err(block) = server.middleware.run_handshake_sc(action, timeout).await {
-            return self.reject_handshake(cid, block);
-        }
-
-        let bad_token = auth_error.as_ref().is_some_and(|(_, bad)| *bad);
-        if bad_token && v1 {
-            let _ = self
-                .socket
-                .send_frame(encode::event("#removeAuthToken", Some("null"), None));
-        }
-        let mut data = String::with_capacity(128);
-        data.push_str("{\"id\":");
-        data.push_str(Json::string(self.socket.id()).get());
-        data.push_str(",\"pingTimeout\":");
-        data.push_str(&server.options.ping_timeout.to_string());
-        if let Some((error, _)) = &auth_error {
-            data.push_str(",\"authError\":");
-            data.push_str(error.to_json().get());
-        }
-        data.push_str(if verified.is_some() {
-            ",\"isAuthenticated\":true}"
-        } else {
-            ",\"isAuthenticated\":false}"
-        });
-        // The handshake response itself is never batched.
-        let _ = self.socket.send_encoded(encode::response(cid, Some(&data)));
-        if server.options.batch_on_handshake {
-            self.socket.batch_on_handshake();
-        }
-        if bad_token && !v1 {
-            let _ = self
-                .socket
-                .send_frame(encode::event("#removeAuthToken", None, None));
-        }
-        if let Some(token) = verified {
-            self.socket.set_auth(Arc::new(token));
-        }
-        self.socket.set_open();
-        server.register(&self.socket);
-        server.run_connection_handlers(&self.socket).await;
-        Flow::Continue
+    /// The earliest deadline of `timers` that matters now.
+    fn next_deadline(&self, timers: &Timers, writer_done: bool) -> Instant {
+        let connecting = self.socket.state() == SocketState::Connecting;
+        timers.next(self.last_activity, connecting, writer_done)
     }
 
-    /// Handshake middleware said no: error response, then close with its status code.
-    fn reject_handshake(&mut self, cid: u64, block: Block) -> Flow {
-        let dialect = self.dialect();
-        let error = block_error(block, dialect, "handshakeSC", "handshake", "handshakeSC");
-        let code = error
-            .field("statusCode")
-            .and_then(|c| c.parse::<u16>().ok())
-            .filter(|c| (4000..5000).contains(c))
-            .unwrap_or(CloseCode::HANDSHAKE_REJECTED.0);
-        tracing::debug!(socket = %self.socket.id(), code, "handshake rejected by middleware");
-        if dialect == Some(HeartbeatDialect::V1) {
-            let data = format!("{{\"code\":{code}}}");
-            let _ = self.socket.send_frame(encode::error_response(
-                cid,
-                error.to_json().get(),
-                Some(&data),
-            ));
-            let _ = self
-                .socket
-                .send_frame(encode::event("#disconnect", Some(&data), None));
-        } else {
-            let error = if error.field("statusCode").is_some() {
-                error
-            } else {
-                error.with("statusCode", code)
-            };
-            let _ =
-                self.socket
-                    .send_frame(encode::error_response(cid, error.to_json().get(), None));
-        }
-        Flow::Close(CloseCode(code))
-    }
-
-    pub(crate) fn dialect(&self) -> Option<HeartbeatDialect> {
+    /// The heartbeat dialect, once known.
+    fn dialect(&self) -> Option<HeartbeatDialect> {
         self.detector.known()
     }
 
-    pub(crate) fn settle_dialect(&mut self, dialect: HeartbeatDialect) {
-        if self.detector.known().is_none() {
+    /// Takes the dialect the socket settled on (by dispatch) while still detecting it.
+    fn sync_dialect(&mut self) {
+        if self.detector.known().is_none()
+            && let Some(dialect) = self.socket.dialect()
+        {
             self.detector = Detector::Known(dialect);
-            self.socket.set_dialect(dialect);
         }
     }
 }
