@@ -105,7 +105,8 @@ pub(crate) async fn worker_link(
 pub(crate) async fn engine(url: &str) -> Result<(Arc<dyn Broker>, Arc<dyn KvStore>), ClusterError> {
     sc_broker::connect_engine(url)
         .await
-        .map_err(|e| ClusterError::Broker(format!("engine {url}: {e}")))
+        // The error names the URL with its password redacted; `url` itself may hold one.
+        .map_err(|e| ClusterError::Broker(format!("engine: {e}")))
 }
 
 /// Sends a custom message to broker `id` (or every broker) and collects the answers.
@@ -128,7 +129,11 @@ fn with_health_probe(handler: MessageHandler, upstream: Option<Arc<dyn Broker>>)
         }
         let report = match &upstream {
             Some(engine) => {
-                serde_json::json!({ "engine": engine.describe(), "engineConnected": engine.is_connected() })
+                serde_json::json!({
+                    "engine": engine.describe(),
+                    "engineConnected": engine.is_connected(),
+                    "engineNodes": engine.health().nodes,
+                })
             }
             None => serde_json::json!({ "engine": null }),
         };
@@ -149,11 +154,14 @@ pub(crate) async fn run(
     let handler = crate::ops::with_scrape(on_master_message.handler(), {
         let engine_slot = engine_slot.clone();
         move || {
-            let engine_up = engine_slot.lock().as_ref().map(|e| e.is_connected());
+            let engine = engine_slot.lock().clone();
+            let engine_up = engine.as_ref().map(|e| e.is_connected());
+            let nodes = engine.map(|e| e.health().nodes).unwrap_or_default();
             crate::ops::metrics::ChildReport {
                 text: crate::ops::metrics::render_broker(
                     id,
                     engine_up,
+                    &nodes,
                     crate::ops::process::read(),
                 ),
                 snapshot: None,

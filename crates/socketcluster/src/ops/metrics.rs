@@ -112,6 +112,21 @@ impl Families {
         });
     }
 
+    /// `socketcluster_engine_node_up{node="host:port"}`, one sample per engine node (none for an
+    /// engine without nodes).
+    fn engine_nodes(&mut self, nodes: &[sc_broker::NodeHealth]) {
+        if !nodes.is_empty() {
+            self.labelled(
+                "socketcluster_engine_node_up",
+                "1 when an engine node (Redis Cluster / Sentinel node, NATS server) is up, by address.",
+                "node",
+                nodes
+                    .iter()
+                    .map(|n| (n.addr.clone(), Value::Gauge(i64::from(n.up)))),
+            );
+        }
+    }
+
     fn process(&mut self, stats: ProcessStats) {
         self.one(
             "socketcluster_process_cpu_seconds",
@@ -280,22 +295,18 @@ pub fn render_worker(id: usize, s: &MetricsSnapshot, stats: ProcessStats) -> Str
         "1 when the worker's broker link (or engine) is connected.",
         Value::Gauge(i64::from(s.engine_up)),
     );
-    if !s.engine_nodes.is_empty() {
-        f.labelled(
-            "socketcluster_engine_node_up",
-            "1 when an engine node (Redis Cluster / Sentinel node, NATS server) is up, by address.",
-            "node",
-            s.engine_nodes
-                .iter()
-                .map(|n| (n.addr.clone(), Value::Gauge(i64::from(n.up)))),
-        );
-    }
+    f.engine_nodes(&s.engine_nodes);
     f.process(stats);
     f.render("worker", id.to_string())
 }
 
 /// A broker's series.
-pub fn render_broker(id: usize, engine_up: Option<bool>, stats: ProcessStats) -> String {
+pub fn render_broker(
+    id: usize,
+    engine_up: Option<bool>,
+    engine_nodes: &[sc_broker::NodeHealth],
+    stats: ProcessStats,
+) -> String {
     let mut f = Families::default();
     if let Some(up) = engine_up {
         f.one(
@@ -304,6 +315,7 @@ pub fn render_broker(id: usize, engine_up: Option<bool>, stats: ProcessStats) ->
             Value::Gauge(i64::from(up)),
         );
     }
+    f.engine_nodes(engine_nodes);
     f.process(stats);
     f.render("broker", id.to_string())
 }
