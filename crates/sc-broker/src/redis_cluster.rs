@@ -19,7 +19,10 @@
 //! subscription away (slot migration), every channel still held is subscribed again, retried
 //! every [`RESUBSCRIBE_RETRY`] until the slot's (possibly new) master accepts it; callers never
 //! resubscribe. While a master is down, publishes to its slots fail (at most once, as on one
-//! server); other slots are unaffected. The link counts as connected while the cluster answers.
+//! server); other slots are unaffected. The link counts as connected while the cluster answers
+//! (`CLUSTER NODES`, every ping interval); after two unanswered probes the supervisor opens a new
+//! cluster connection and subscribes every held channel on it (the cluster connection can stay
+//! stuck after a node comes back).
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -241,7 +244,14 @@ pub(crate) async fn connect(
     shared.connected.store(true, Ordering::Release);
     *shared.health.write() = cluster_health(&mut conn.clone(), &shared.options).await;
     let (ctl, ctl_rx) = mpsc::unbounded_channel();
-    tokio::spawn(supervise(shared.clone(), conn, held, ctl_rx, events_rx));
+    tokio::spawn(supervise(
+        shared.clone(),
+        client,
+        conn,
+        held,
+        ctl_rx,
+        events_rx,
+    ));
     Ok(Arc::new(RedisLink { shared, ctl }))
 }
 
@@ -315,7 +325,8 @@ impl Pushes {
 /// health report. Ends when every handle of the link is dropped.
 async fn supervise(
     shared: Arc<Shared>,
-    conn: ClusterConnection,
+    client: ::redis::cluster::ClusterClient,
+    mut conn: ClusterConnection,
     held: Arc<RwLock<HashSet<String>>>,
     mut ctl: mpsc::UnboundedReceiver<Ctl>,
     mut events: mpsc::UnboundedReceiver<Event>,
@@ -326,6 +337,8 @@ async fn supervise(
     let mut lost_since: Option<Instant> = None;
     let mut retry = tokio::time::interval(RESUBSCRIBE_RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failed_probes = 0u32;
+    let mut generation = 1u64;
     let mut probe = tokio::time::interval(shared.options.ping_interval);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -390,6 +403,26 @@ async fn supervise(
             _ = probe.tick() => {
                 let health = cluster_health(&mut conn.clone(), &shared.options).await;
                 let any_up = health.nodes.iter().any(|n| n.up);
+                failed_probes = if any_up { 0 } else { failed_probes + 1 };
+                if failed_probes >= 2 {
+                    // The cluster connection can stay stuck after a node comes back (its slot
+                    // refresh keeps failing): open a new one; the old one (and every subscription
+                    // on it) is dropped, and every held channel is subscribed on the new one.
+                    let fresh = tokio::time::timeout(
+                        shared.options.connect_timeout + op_timeout,
+                        client.get_async_connection(),
+                    )
+                    .await;
+                    if let Ok(Ok(fresh)) = fresh {
+                        generation += 1;
+                        conn = fresh;
+                        *shared.command.write() =
+                            Some((generation, RedisConnection::Cluster(conn.clone())));
+                        failed_probes = 0;
+                        mark_lost(&shared, &held, &mut lost, &mut lost_since, "the cluster stopped answering");
+                        tracing::info!(engine = ENGINE, target = %shared.target, "opened a new cluster connection");
+                    }
+                }
                 shared.connected.store(any_up, Ordering::Release);
                 *shared.health.write() = health;
             }

@@ -41,6 +41,8 @@ pub(crate) struct Sentinels {
     db: String,
     /// The master last found (`host:port`), for health.
     last: parking_lot::Mutex<Option<String>>,
+    /// Which sentinels answered the last lookup (one per sentinel), for health.
+    answered: parking_lot::Mutex<Vec<bool>>,
 }
 
 impl ClientSource {
@@ -107,6 +109,7 @@ impl ClientSource {
                 format!("/{db}")
             },
             last: parking_lot::Mutex::new(None),
+            answered: parking_lot::Mutex::new(Vec::new()),
         }))
     }
 
@@ -134,11 +137,21 @@ impl ClientSource {
                 if let Some(master) = sentinels.last.lock().clone() {
                     nodes.push(NodeHealth::new(master, "master", up));
                 }
+                let answered = sentinels.answered.lock().clone();
                 nodes.extend(
                     sentinels
                         .sentinels
                         .iter()
-                        .map(|(_, host)| NodeHealth::new(host.clone(), "sentinel", true)),
+                        .enumerate()
+                        .map(|(i, (_, host))| {
+                            // Up: answered the last lookup (asked in turn: those after the one that
+                            // named the master were not asked, and count as up).
+                            NodeHealth::new(
+                                host.clone(),
+                                "sentinel",
+                                answered.get(i) != Some(&false),
+                            )
+                        }),
                 );
                 EngineHealth { nodes }
             }
@@ -150,8 +163,12 @@ impl Sentinels {
     /// Asks each sentinel in turn for the master's address; the first answer wins.
     async fn master_client(&self, options: &RedisOptions) -> Result<Client, OpenFailure> {
         let mut reasons = Vec::new();
+        let mut answered = Vec::new();
         for (url, host) in &self.sentinels {
-            match self.ask(url, options).await {
+            let answer = self.ask(url, options).await;
+            answered.push(answer.is_ok());
+            *self.answered.lock() = answered.clone();
+            match answer {
                 Ok(Some((ip, port))) => {
                     let host_port = if ip.contains(':') {
                         format!("[{ip}]:{port}")
