@@ -379,7 +379,7 @@ impl ClaimValue {
 ///
 /// Property: whatever decodes re-encodes to a message that decodes to the same value.
 pub fn broker_ipc(data: &[u8]) {
-    use sc_broker::cluster::{BrokerMessage, WorkerMessage};
+    use sc_broker::process::{BrokerMessage, WorkerMessage};
     use tokio_util::codec::Decoder;
     let body = Bytes::copy_from_slice(data);
     if let Ok(message) = WorkerMessage::decode(body.clone()) {
@@ -388,7 +388,7 @@ pub fn broker_ipc(data: &[u8]) {
     if let Ok(message) = BrokerMessage::decode(body) {
         assert_eq!(BrokerMessage::decode(message.encode()).ok(), Some(message));
     }
-    let mut codec = sc_broker::cluster::protocol::codec();
+    let mut codec = sc_broker::process::protocol::codec();
     let mut buffer = BytesMut::from(data);
     while let Ok(Some(frame)) = codec.decode(&mut buffer) {
         let _ = WorkerMessage::decode(frame.clone().freeze());

@@ -113,6 +113,9 @@ impl Dialect {
 pub enum Scenario {
     /// C subscribers on one channel, one publisher: delivered msgs/s, end-to-end latency, correctness.
     Fanout(FanoutArgs),
+    /// `fanout` with 100 subscribers and 5000 publications by default: the cost of each
+    /// publication when channels are small.
+    FanoutSmall(FanoutSmallArgs),
     /// K clients invoking `echo` in a closed loop for T seconds: requests/s and latency.
     Rpc(RpcArgs),
     /// N idle connections: handshakes/s and server memory per connection.
@@ -129,6 +132,7 @@ impl Scenario {
     pub fn name(&self) -> &'static str {
         match self {
             Scenario::Fanout(_) => "fanout",
+            Scenario::FanoutSmall(_) => "fanout-small",
             Scenario::Rpc(_) => "rpc",
             Scenario::Conns(_) => "conns",
             Scenario::PubsubMany(_) => "pubsub-many",
@@ -152,6 +156,10 @@ pub struct FanoutArgs {
     /// Publishes in flight (sent, not yet acknowledged).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     pub window: u64,
+    /// Publish at most this many messages per second (default: as fast as the window allows);
+    /// with a low rate the latency figures are those of an unloaded server.
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// Channel name (default: `bench-<random>`).
     #[arg(long)]
     pub channel: Option<String>,
@@ -159,6 +167,37 @@ pub struct FanoutArgs {
     /// from one instance to another through a shared engine. Loopback only, like --url.
     #[arg(long, value_name = "URL")]
     pub publish_url: Option<String>,
+}
+
+/// `fanout-small` arguments: those of `fanout` with smaller channel, more publications.
+#[derive(Debug, Clone, Args)]
+pub struct FanoutSmallArgs {
+    /// Subscriber connections.
+    #[arg(short = 'c', long = "connections", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub subscribers: u64,
+    /// Messages to publish.
+    #[arg(short = 'm', long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: u64,
+    /// Payload size in bytes (the JSON object is padded up to this size).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Publishes in flight (sent, not yet acknowledged).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub window: u64,
+}
+
+impl From<&FanoutSmallArgs> for FanoutArgs {
+    fn from(args: &FanoutSmallArgs) -> FanoutArgs {
+        FanoutArgs {
+            subscribers: args.subscribers,
+            messages: args.messages,
+            size: args.size,
+            window: args.window,
+            rate: None,
+            channel: None,
+            publish_url: None,
+        }
+    }
 }
 
 /// `rpc` arguments.
@@ -187,6 +226,56 @@ pub struct ConnsArgs {
     /// Hold the connections this long instead of until each has received a ping.
     #[arg(long, value_parser = parse_duration)]
     pub hold: Option<Duration>,
+    /// Subscribe every connection to a channel of its own (`conns-<run>-<index>`) right after
+    /// its handshake.
+    #[arg(long)]
+    pub subscribe: bool,
+    /// While holding, one more connection publishes this many probes per second, each to the
+    /// channel of a held connection picked at random; their delivery latency is reported and
+    /// every probe must arrive once, in order. Needs --subscribe and --hold.
+    #[arg(long, default_value_t = 0.0, requires_all = ["subscribe", "hold"])]
+    pub probe_rate: f64,
+    /// Open only this process's share of the connections, `K/N`: numbers K, K+N, K+2N, … of
+    /// 0..connections (source addresses and channels follow the global numbers). Run N processes
+    /// with K = 0..N-1 to get past the per-process open-file limit (`scripts/bench-100k`).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+    /// With --shard: once its connections are open, each shard leaves a marker file in DIR and
+    /// waits (bounded by --timeout) for the markers of all N shards, so that every shard holds,
+    /// and measures the server's idle CPU, over the same window.
+    #[arg(long, value_name = "DIR", requires = "shard")]
+    pub barrier: Option<std::path::PathBuf>,
+}
+
+/// A share of the connections (`--shard K/N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This process's number, `0..count`.
+    pub index: u64,
+    /// How many processes share the run.
+    pub count: u64,
+}
+
+impl Shard {
+    /// The global connection numbers in `0..total` this shard opens.
+    pub fn indices(self, total: u64) -> impl Iterator<Item = u64> {
+        (self.index..total).step_by(self.count as usize)
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("bad shard {text:?}: expected K/N with 0 <= K < N");
+        let (index, count) = text.split_once('/').ok_or_else(bad)?;
+        let index: u64 = index.trim().parse().map_err(|_| bad())?;
+        let count: u64 = count.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count || count > u64::from(u32::MAX) {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
 }
 
 /// `recovery-storm` arguments.
@@ -320,6 +409,22 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn shards_split_the_numbers() {
+        let shard: Shard = "1/3".parse().unwrap();
+        assert_eq!(shard.indices(8).collect::<Vec<_>>(), [1, 4, 7]);
+        let all: u64 = (0..3)
+            .map(|k| Shard { index: k, count: 3 }.indices(100).count() as u64)
+            .sum();
+        assert_eq!(all, 100);
+        assert!("3/3".parse::<Shard>().is_err());
+        assert!("0/0".parse::<Shard>().is_err());
+        assert!("1".parse::<Shard>().is_err());
+        let cli = Cli::try_parse_from(["sc-bench", "conns", "--probe-rate", "5"]);
+        assert!(cli.is_err(), "--probe-rate needs --subscribe and --hold");
+        assert!(Cli::try_parse_from(["sc-bench", "conns", "--barrier", "/tmp/x"]).is_err());
     }
 
     #[test]

@@ -80,6 +80,12 @@ impl Report {
         self.row(label, format!("{:.3} s", value.as_secs_f64()));
     }
 
+    /// CPU use in cores (CPU-seconds per second).
+    pub fn cores(&mut self, key: &str, label: &str, cores: f64) {
+        self.field(key, round(cores, 4));
+        self.row(label, format!("{cores:.3} cores"));
+    }
+
     /// A size in bytes.
     pub fn bytes(&mut self, key: &str, label: &str, value: u64) {
         self.field(key, value);

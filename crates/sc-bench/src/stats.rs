@@ -109,6 +109,12 @@ impl SharedLatency {
         }
     }
 
+    /// Records one sample, in microseconds, straight into the histogram (one lock per sample:
+    /// for rare samples spread over many receivers, where a buffer per receiver would cost more).
+    pub fn record(&self, micros: u64) {
+        self.lock().record(micros);
+    }
+
     /// A copy of what has been recorded (and flushed) so far.
     pub fn snapshot(&self) -> Latency {
         self.lock().clone()

@@ -278,3 +278,107 @@ fn unreachable_target_is_an_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot connect"));
 }
+
+/// Starts `sc-bench <args> --url <server> --json --quiet` without waiting for it.
+fn spawn_bench(addr: SocketAddr, args: &[&str]) -> std::process::Child {
+    let url = format!("ws://{addr}/socketcluster/");
+    Command::new(env!("CARGO_BIN_EXE_sc-bench"))
+        .args(args)
+        .args(["--url", &url, "--json", "--quiet", "--timeout", "20s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The exit status and JSON result of a spawned run.
+fn finish(child: std::process::Child) -> (Output, serde_json::Value) {
+    let output = child.wait_with_output().unwrap();
+    let json = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (output, json)
+}
+
+#[test]
+fn conns_shards_meet_at_the_barrier_and_probes_arrive() {
+    let addr = start_server(Fault::None);
+    let barrier = std::env::temp_dir().join(format!(
+        "sc-bench-barrier-{}-{}",
+        std::process::id(),
+        fastrand_suffix()
+    ));
+    let barrier = barrier.to_str().unwrap();
+    let pid = std::process::id().to_string();
+    let common = [
+        "conns",
+        "-n",
+        "21",
+        "--subscribe",
+        "--hold",
+        "1s",
+        "--barrier",
+        barrier,
+        "--pid",
+        &pid,
+    ];
+    let first = spawn_bench(
+        addr,
+        &[&common[..], &["--shard", "0/2", "--probe-rate", "40"]].concat(),
+    );
+    let second = spawn_bench(addr, &[&common[..], &["--shard", "1/2"]].concat());
+    let (output, json) = finish(first);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(json["connections"], 11, "numbers 0, 2, … 20");
+    assert_eq!(json["connections_all_shards"], 21);
+    let sent = json["probes_sent"].as_u64().unwrap();
+    assert!(sent >= 10, "40/s for a second: {json}");
+    assert_eq!(json["probes_delivered"], sent);
+    assert!(json["probe_latency_p99_ms"].as_f64().unwrap() > 0.0);
+    assert!(json["server_idle_cores"].as_f64().is_some(), "{json}");
+    let (output, json) = finish(second);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(json["connections"], 10);
+    assert!(json.get("probes_sent").is_none(), "only shard 0 probes");
+    let _ = std::fs::remove_dir_all(barrier);
+}
+
+#[test]
+fn conns_probe_losses_make_the_run_invalid() {
+    let addr = start_server(Fault::Drop);
+    let (output, json) = bench(
+        addr,
+        &[
+            "conns",
+            "-n",
+            "5",
+            "--subscribe",
+            "--hold",
+            "1s",
+            "--probe-rate",
+            "40",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(json["valid"], false);
+    assert!(
+        json["problems"].to_string().contains("never arrived"),
+        "{json}"
+    );
+}
+
+/// A number that differs between test runs, for unique paths.
+fn fastrand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}

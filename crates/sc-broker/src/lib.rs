@@ -7,27 +7,29 @@
 //! # Layout
 //!
 //! - [`Broker`]: the engine trait (subscribe / unsubscribe / publish) and its guarantees.
-//! - [`memory`]: [`MemoryBroker`], the in-process engine (the embedded default: one process,
-//!   no external service).
-//! - `redis` (feature `redis`): `RedisBroker`, pub/sub across machines through Redis (one server,
-//!   Sentinel, or Redis Cluster with sharded pub/sub: `redis_cluster`).
-//! - [`health`]: [`EngineHealth`], each engine node's state.
-//! - `nats` (feature `nats`): `NatsBroker`, pub/sub across machines through NATS.
+//! - [`error`]: [`BrokerError`] (an operation failed) and [`EngineError`] (an engine could not
+//!   be set up); `url` (private): redacting and decoding engine URLs. Both depend on nothing.
 //! - [`kv`]: [`KvStore`] and [`KvCommand`], the exchange's key/value store.
 //! - [`kv_ops`]: the store's document rules (SocketCluster's `fleximap`), pure, shared by every
-//!   store below.
-//! - [`kv_memory`]: [`MemoryKv`], the in-process store.
-//! - `kv_redis` (feature `redis`): `RedisKv`, the store kept in Redis.
-//! - `kv_nats` (feature `nats`): `NatsKv`, the store kept in a NATS JetStream key/value bucket.
+//!   store below; `kv_cas` (private): the compare-and-set loop of the stores kept in Redis and
+//!   NATS.
+//! - [`stream`]: positions, history and presence types (EXTENSIONS.md).
+//! - One folder per backend, each with its broker, key/value store and streams side by side:
+//!   - [`memory`]: [`MemoryBroker`], [`MemoryKv`] and the in-process history and presence
+//!     (`memory::stream`, shared by the in-process engine and the broker processes). The
+//!     embedded default: one process, no external service.
+//!   - `redis` (feature `redis`): `RedisLink` (the connections), `RedisBroker`, `RedisKv`, and
+//!     history and presence kept in Redis; one server, Sentinel (`redis::sentinel`, private) or
+//!     Redis Cluster with sharded pub/sub (`redis::sharded`).
+//!   - `nats` (feature `nats`): `NatsLink` (the connection), `NatsBroker`, `NatsKv` (a
+//!     JetStream key/value bucket), and history and presence kept in JetStream.
+//!   - [`process`]: the process cluster's worker ↔ broker link: `BrokerServer` (a broker
+//!     process), `ClusterBroker` / `ClusterKv` (a worker's broker and store over every broker
+//!     process).
+//! - [`health`]: [`EngineHealth`], each engine node's state.
 //! - [`engine`]: [`connect_engine`], which picks a broker and a store from a URL
-//!   (`memory://`, `redis://`, `rediss://`, `nats://`), and [`EngineError`].
-//! - [`cluster`]: the process cluster's worker ↔ broker link: `BrokerServer` (a broker process),
-//!   `ClusterBroker` / `ClusterKv` (a worker's broker and store over every broker process).
-//! - [`stream`]: positions, history and presence types (EXTENSIONS.md);
-//!   [`stream_memory`]: their in-process store, shared by the in-process engine and the broker
-//!   processes; `stream_redis` and `stream_nats` (features `redis`, `nats`): the same kept in
-//!   Redis and in NATS JetStream.
-//! - [`BrokerError`]: what can go wrong with an operation, typed.
+//!   (`memory://`, `redis://`, `rediss://`, `redis-sentinel://`, `redis-cluster://`, `nats://`).
+//!   On top: no other module imports it.
 //!
 //! # Example
 //!
@@ -57,47 +59,33 @@ use std::sync::Arc;
 
 use sc_protocol::Publication;
 
-pub mod cluster;
 pub mod engine;
+pub mod error;
 pub mod health;
 pub mod kv;
-pub mod kv_memory;
-#[cfg(feature = "nats")]
-pub mod kv_nats;
+#[cfg(any(feature = "redis", feature = "nats"))]
+mod kv_cas;
 pub mod kv_ops;
-#[cfg(feature = "redis")]
-pub mod kv_redis;
 pub mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod process;
 #[cfg(feature = "redis")]
 pub mod redis;
-#[cfg(feature = "redis")]
-pub mod redis_cluster;
-#[cfg(feature = "redis")]
-mod redis_sentinel;
 pub mod stream;
-pub mod stream_memory;
-#[cfg(feature = "nats")]
-pub mod stream_nats;
-#[cfg(feature = "redis")]
-pub mod stream_redis;
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod support;
+mod url;
 
-pub use engine::{EngineError, connect_engine};
+pub use engine::connect_engine;
+pub use error::{BrokerError, EngineError};
 pub use health::{EngineHealth, NodeHealth};
 pub use kv::{KeyPath, KvCommand, KvStore};
-pub use kv_memory::MemoryKv;
+pub use memory::{MemoryBroker, MemoryKv};
 #[cfg(feature = "nats")]
-pub use kv_nats::NatsKv;
+pub use nats::{NatsBroker, NatsKv};
 #[cfg(feature = "redis")]
-pub use kv_redis::RedisKv;
-pub use memory::MemoryBroker;
-#[cfg(feature = "nats")]
-pub use nats::NatsBroker;
-#[cfg(feature = "redis")]
-pub use redis::RedisBroker;
+pub use redis::{RedisBroker, RedisKv};
 pub use stream::{HistoryPage, HistoryPolicy, HistoryRead, Position, PresenceInfo, PresenceMember};
 
 /// A boxed future, as returned by [`Broker`] methods (the trait is object-safe).
@@ -213,29 +201,4 @@ pub trait Broker: Send + Sync + 'static {
             self.describe()
         ))
     }
-}
-
-/// A broker operation failed.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum BrokerError {
-    /// The engine cannot be reached right now; the operation was not performed.
-    #[error("broker unavailable: {0}")]
-    Unavailable(String),
-    /// The engine did not answer in time.
-    #[error("broker operation {action} timed out")]
-    Timeout {
-        /// The action that timed out (`subscribe`, `publish`, …).
-        action: &'static str,
-    },
-    /// The message is larger than the engine accepts.
-    #[error("message of {size} bytes exceeds the broker limit of {limit} bytes")]
-    TooLarge {
-        /// Size of the refused message.
-        size: usize,
-        /// The engine's limit.
-        limit: usize,
-    },
-    /// The engine refused or failed the operation.
-    #[error("{0}")]
-    Engine(String),
 }

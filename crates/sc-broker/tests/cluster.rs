@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
-use sc_broker::cluster::protocol::{BrokerMessage, WorkerMessage, codec};
-use sc_broker::cluster::{BrokerServer, ClusterBroker, ClusterConfig, MapIndex, MessageHandler};
+use sc_broker::process::protocol::{BrokerMessage, WorkerMessage, codec, solo_reply};
+use sc_broker::process::{BrokerLinkConfig, BrokerServer, ClusterBroker, MapIndex, MessageHandler};
 use sc_broker::{
     BoxFuture, Broker, BrokerError, DeliverySink, KvCommand, KvStore, MemoryBroker, MemoryKv,
 };
@@ -85,11 +85,11 @@ fn key(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|p| (*p).to_owned()).collect()
 }
 
-fn fast_config() -> ClusterConfig {
-    ClusterConfig {
+fn fast_config() -> BrokerLinkConfig {
+    BrokerLinkConfig {
         request_timeout: Duration::from_secs(2),
         connect_timeout: WAIT,
-        ..ClusterConfig::default()
+        ..BrokerLinkConfig::default()
     }
 }
 
@@ -186,7 +186,7 @@ async fn publish_without_ack_keeps_order() {
     let dir = TempDir::new("noack");
     let (_b0, _) = start_broker(0, &dir.socket(0)).await;
     let (_b1, _) = start_broker(1, &dir.socket(1)).await;
-    let config = ClusterConfig {
+    let config = BrokerLinkConfig {
         publish_ack: false,
         ..fast_config()
     };
@@ -213,10 +213,10 @@ async fn key_value_is_shared_by_workers_and_routed_by_first_segment() {
     let dir = TempDir::new("kv");
     let (_b0, kv0) = start_broker(0, &dir.socket(0)).await;
     let (_b1, kv1) = start_broker(1, &dir.socket(1)).await;
-    let a = ClusterBroker::connect(dir.sockets(2), fast_config())
+    let a_broker = ClusterBroker::connect(dir.sockets(2), fast_config())
         .await
-        .unwrap()
-        .kv();
+        .unwrap();
+    let a = a_broker.kv();
     let b = ClusterBroker::connect(dir.sockets(2), fast_config())
         .await
         .unwrap()
@@ -312,15 +312,19 @@ async fn key_value_is_shared_by_workers_and_routed_by_first_segment() {
     assert_eq!(a.execute(KvCommand::GetAll).await.unwrap().get(), "{}");
 
     // Broker controller messages.
-    let answers = a.send(json(r#"{"hello":1}"#), MapIndex::All).await.unwrap();
+    let controllers = a_broker.controllers();
+    let answers = controllers
+        .send(json(r#"{"hello":1}"#), MapIndex::All)
+        .await
+        .unwrap();
     let answers: Vec<&str> = answers.iter().map(Json::get).collect();
     assert_eq!(answers, [r#"{"brokerId":0}"#, r#"{"brokerId":1}"#]);
-    let one = a
+    let one = controllers
         .send(Json::NULL, MapIndex::Key("news".into()))
         .await
         .unwrap();
     assert_eq!(one[0].get(), r#"{"brokerId":1}"#);
-    let keyed = a
+    let keyed = controllers
         .send(
             Json::NULL,
             MapIndex::Keys(vec!["news".into(), "private".into(), "chan-a".into()]),
@@ -328,9 +332,12 @@ async fn key_value_is_shared_by_workers_and_routed_by_first_segment() {
         .await
         .unwrap();
     assert_eq!(keyed.len(), 2, "each broker once");
-    let numbered = a.send(Json::NULL, MapIndex::Number(-3)).await.unwrap();
+    let numbered = controllers
+        .send(Json::NULL, MapIndex::Number(-3))
+        .await
+        .unwrap();
     assert_eq!(numbered[0].get(), r#"{"brokerId":1}"#);
-    let refused = a.send(json(r#""fail""#), MapIndex::All).await;
+    let refused = controllers.send(json(r#""fail""#), MapIndex::All).await;
     assert_eq!(refused, Err(BrokerError::Engine("refused".into())));
 }
 
@@ -419,7 +426,7 @@ async fn a_broker_that_never_answers_times_out() {
             .unwrap();
         while framed.next().await.is_some() {}
     });
-    let config = ClusterConfig {
+    let config = BrokerLinkConfig {
         request_timeout: Duration::from_millis(200),
         ..fast_config()
     };
@@ -443,7 +450,7 @@ async fn a_broker_that_never_answers_times_out() {
 async fn connect_reports_missing_brokers() {
     let dir = TempDir::new("missing");
     let (_b0, _) = start_broker(0, &dir.socket(0)).await;
-    let config = ClusterConfig {
+    let config = BrokerLinkConfig {
         connect_timeout: Duration::from_millis(300),
         ..fast_config()
     };
@@ -622,7 +629,8 @@ async fn raw_protocol_and_slow_consumer_is_dropped() {
         .await
         .unwrap();
 
-    // Subscribe and get the reply; a publish comes back as the same frame.
+    // Subscribe and get the reply (the first subscriber of a channel is its solo subscriber); a
+    // publish comes back as the same frame.
     let mut fast = raw_worker(&dir.socket(0)).await;
     let subscribe = WorkerMessage::Subscribe {
         id: 5,
@@ -634,7 +642,7 @@ async fn raw_protocol_and_slow_consumer_is_dropped() {
         BrokerMessage::decode(reply.freeze()).unwrap(),
         BrokerMessage::Reply {
             id: 5,
-            result: Ok(Json::NULL)
+            result: Ok(solo_reply())
         }
     );
     let p = Publication::new("x", Some(&json("[1, 2]")));
@@ -718,4 +726,196 @@ async fn bind_replaces_stale_sockets_refuses_live_ones_and_shutdown_cleans_up() 
         worker.publish(Publication::new("a", None)).await,
         Err(BrokerError::Unavailable(_))
     ));
+}
+
+/// Reads the next message of a raw worker connection.
+async fn read_raw(
+    framed: &mut Framed<UnixStream, tokio_util::codec::LengthDelimitedCodec>,
+) -> BrokerMessage {
+    let body = timeout(WAIT, framed.next())
+        .await
+        .expect("no message in time")
+        .expect("connection closed")
+        .unwrap();
+    BrokerMessage::decode(body.freeze()).unwrap()
+}
+
+#[tokio::test]
+async fn a_second_subscriber_is_answered_once_the_solo_holder_shares() {
+    let dir = TempDir::new("solo-raw");
+    let _server = BrokerServer::builder(7, Arc::new(MemoryKv::new()))
+        .bind(dir.socket(0))
+        .await
+        .unwrap();
+    let mut holder = raw_worker(&dir.socket(0)).await;
+    holder
+        .send(
+            WorkerMessage::Subscribe {
+                id: 1,
+                channel: "room".into(),
+            }
+            .encode(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        read_raw(&mut holder).await,
+        BrokerMessage::Reply {
+            id: 1,
+            result: Ok(solo_reply())
+        }
+    );
+
+    let mut second = raw_worker(&dir.socket(0)).await;
+    second
+        .send(
+            WorkerMessage::Subscribe {
+                id: 2,
+                channel: "room".into(),
+            }
+            .encode(),
+        )
+        .await
+        .unwrap();
+    let BrokerMessage::Shared { token, channel } = read_raw(&mut holder).await else {
+        panic!("the solo holder was not told to share");
+    };
+    assert_eq!(channel, "room");
+    // Not answered while the holder may still deliver its publications by itself.
+    assert!(
+        timeout(Duration::from_millis(300), second.next())
+            .await
+            .is_err(),
+        "second subscriber answered before the holder shared"
+    );
+    holder
+        .send(WorkerMessage::SharedAck { token }.encode())
+        .await
+        .unwrap();
+    assert_eq!(
+        read_raw(&mut second).await,
+        BrokerMessage::Reply {
+            id: 2,
+            result: Ok(Json::NULL)
+        }
+    );
+
+    // Shared now, for good: a third subscriber is answered at once, and nobody is solo.
+    let mut third = raw_worker(&dir.socket(0)).await;
+    third
+        .send(
+            WorkerMessage::Subscribe {
+                id: 3,
+                channel: "room".into(),
+            }
+            .encode(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        read_raw(&mut third).await,
+        BrokerMessage::Reply {
+            id: 3,
+            result: Ok(Json::NULL)
+        }
+    );
+    assert!(
+        timeout(Duration::from_millis(100), holder.next())
+            .await
+            .is_err()
+    );
+}
+
+/// The `n` of a `{"n":…}` publication.
+fn sequence(publication: &Publication) -> u64 {
+    let value: serde_json::Value = publication.data().unwrap().parse().unwrap();
+    value["n"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_solo_worker_publishes_locally_and_a_new_subscriber_misses_nothing_after_joining() {
+    let dir = TempDir::new("solo");
+    let (_b0, _) = start_broker(0, &dir.socket(0)).await;
+    let solo = BrokerLinkConfig {
+        solo_delivery: true,
+        ..fast_config()
+    };
+    let a = Arc::new(
+        ClusterBroker::connect(dir.sockets(1), solo.clone())
+            .await
+            .unwrap(),
+    );
+    let b = ClusterBroker::connect(dir.sockets(1), solo).await.unwrap();
+    let mut a_rx = collector(&*a);
+    let mut b_rx = collector(&b);
+
+    a.subscribe("room").await.unwrap();
+    // A keeps publishing while B joins: A gets every publication once, in order; B gets, in
+    // order and once, a contiguous run that includes everything published after its subscribe
+    // returned.
+    const N: u64 = 3000;
+    let publisher = a.clone();
+    let published = Arc::new(AtomicUsize::new(0));
+    let counter = published.clone();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let publishing = tokio::spawn(async move {
+        let mut started = Some(started_tx);
+        for n in 0..N {
+            let data = json(&format!(r#"{{"n":{n}}}"#));
+            publisher
+                .publish(Publication::new("room", Some(&data)))
+                .await
+                .unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            if n == N / 10 {
+                let _ = started.take().map(|s| s.send(()));
+            }
+            if n % 64 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    started_rx.await.unwrap();
+    b.subscribe("room").await.unwrap();
+    // Everything A publishes from now on must reach B: publication `joined_by` at the latest
+    // (the one in progress may go either way).
+    let joined_by = published.load(Ordering::SeqCst) as u64 + 1;
+    publishing.await.unwrap();
+    assert!(
+        joined_by < N,
+        "B joined after A was done: the test proves nothing"
+    );
+
+    for n in 0..N {
+        let p = next(&mut a_rx).await;
+        assert_eq!(
+            sequence(&p),
+            n,
+            "A's own publications, each once and in order"
+        );
+    }
+    nothing_more(&mut a_rx).await;
+    let first = sequence(&next(&mut b_rx).await);
+    assert!(
+        first <= joined_by,
+        "B missed publications made after it joined: first {first}, joined by {joined_by}"
+    );
+    for n in first + 1..N {
+        assert_eq!(sequence(&next(&mut b_rx).await), n, "B's run is contiguous");
+    }
+    nothing_more(&mut b_rx).await;
+
+    // Shared from now on: publications from either side reach both, once.
+    let data = json(r#"{"n":0}"#);
+    b.publish(Publication::new("room", Some(&data)))
+        .await
+        .unwrap();
+    a.publish(Publication::new("room", Some(&data)))
+        .await
+        .unwrap();
+    for rx in [&mut a_rx, &mut b_rx] {
+        next(rx).await;
+        next(rx).await;
+        nothing_more(rx).await;
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sc_broker::cluster::{BrokerServer, ClusterBroker, ClusterConfig};
+use sc_broker::process::{BrokerLinkConfig, BrokerServer, ClusterBroker};
 use sc_broker::{Broker, DeliverySink, MemoryKv};
 use sc_protocol::{Json, Publication};
 use tokio::time::timeout;
@@ -58,9 +58,9 @@ async fn a_slow_reading_worker_slows_the_publisher_and_loses_nothing() {
         .bind(&socket)
         .await
         .unwrap();
-    let config = ClusterConfig {
+    let config = BrokerLinkConfig {
         publish_ack: false,
-        ..ClusterConfig::default()
+        ..BrokerLinkConfig::default()
     };
     let reader = ClusterBroker::connect(vec![socket.clone()], config.clone())
         .await

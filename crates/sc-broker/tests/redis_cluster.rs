@@ -206,14 +206,14 @@ async fn sharded_pubsub_history_presence_and_kv_across_instances() {
     let channels: Vec<String> = (0..6).map(|i| unique(&format!("room {i}"))).collect();
     let mut owners: Vec<usize> = channels
         .iter()
-        .map(|c| cluster.owner(&sc_broker::redis_cluster::slot_key(&opts.prefix, "ch", c)))
+        .map(|c| cluster.owner(&sc_broker::redis::sharded::slot_key(&opts.prefix, "ch", c)))
         .collect();
     for c in &channels {
         a.subscribe(c).await.unwrap();
         b.subscribe(c).await.unwrap();
     }
     // Sharded: the owner shard counts both instances' subscriptions.
-    let key = sc_broker::redis_cluster::slot_key(&opts.prefix, "ch", &channels[0]);
+    let key = sc_broker::redis::sharded::slot_key(&opts.prefix, "ch", &channels[0]);
     let numsub = cli(
         cluster.nodes[owners[0]].port,
         &["pubsub", "shardnumsub", &key],
@@ -313,7 +313,7 @@ async fn master_killed_and_restarted_mid_stream_loses_and_doubles_nothing() {
     let (a, _kv_a, sink_a) = instance(&url, &opts).await;
     let (b, _kv_b, sink_b) = instance(&url, &opts).await;
     let channel = unique("stream");
-    let victim = cluster.owner(&sc_broker::redis_cluster::slot_key(
+    let victim = cluster.owner(&sc_broker::redis::sharded::slot_key(
         &opts.prefix,
         "ch",
         &channel,

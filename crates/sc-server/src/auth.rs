@@ -373,6 +373,12 @@ pub fn random_key() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+impl std::fmt::Debug for AuthEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthEngine").finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,4 +558,15 @@ mod tests {
         .unwrap();
         assert_eq!(sign.expiry(), Some(u64::MAX));
     }
+}
+
+/// A change of a socket's authentication, for [`Server::on_auth_event`](crate::Server::on_auth_event).
+#[derive(Debug, Clone, Copy)]
+pub enum AuthEvent<'a> {
+    /// The socket became authenticated (handshake token, `#authenticate`, or `set_auth_token`).
+    Authenticated(&'a AuthToken),
+    /// The socket stopped being authenticated (logout, expiry, bad token, `deauthenticate`).
+    Deauthenticated,
+    /// The client presented a token that was refused (SocketCluster's `badSocketAuthToken`).
+    BadToken(&'a TokenError),
 }

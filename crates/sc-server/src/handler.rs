@@ -1,7 +1,6 @@
 //! Event handlers: what runs when a client emits or invokes an event.
 
 use std::future::Future;
-use std::pin::Pin;
 
 use sc_protocol::{Json, ScError};
 use serde::Serialize;
@@ -9,8 +8,9 @@ use serde::de::DeserializeOwned;
 
 use crate::socket::Socket;
 
-/// A boxed, sendable future.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// A boxed, sendable, `'static` future (handlers, middleware): the workspace's one
+/// [`sc_broker::BoxFuture`], at the `'static` lifetime.
+pub type BoxFuture<T> = sc_broker::BoxFuture<'static, T>;
 
 /// One inbound event: a transmit (no response expected) or an invoke (the handler's result
 /// becomes the response).

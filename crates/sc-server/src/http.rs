@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
@@ -14,97 +15,51 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 
 use crate::connection;
 use crate::id::new_socket_id;
 use crate::middleware::{Block, HandshakeWsAction};
 use crate::origin::origin_allowed;
-use crate::server::Server;
+use crate::shared::ServerShared;
 use crate::socket::{Socket, UpgradeRequest};
 use crate::ws::WebSocket;
 
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-impl Server {
-    /// A router with just the SocketCluster endpoint (`options.path`), to merge into an existing
-    /// axum app. Serve it with connect info (`into_make_service_with_connect_info::<SocketAddr>`)
-    /// so sockets know their remote address.
-    pub fn router(&self) -> Router {
-        Router::new()
-            .route(&self.0.options().path, get(upgrade_route))
-            .with_state(self.clone())
-    }
-
-    /// The complete HTTP app of a worker: the SocketCluster endpoint, `GET /health`, static files
-    /// from `public_dir` (if given) for everything else, and the reference's `400 Bad Request` for
-    /// WebSocket upgrades on any other path.
-    pub fn app(&self, public_dir: Option<PathBuf>) -> Router {
-        let mut app = Router::new()
-            .route(&self.0.options().path, get(upgrade_route))
-            .route("/health", get(health))
-            .route("/health/ready", get(ready))
-            .with_state(self.clone());
-        if let Some(dir) = public_dir {
-            app = app.fallback_service(
-                tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true),
-            );
-        }
-        app.layer(middleware::from_fn_with_state(
-            self.clone(),
-            reject_misrouted_upgrades,
-        ))
-    }
-
-    /// Serves `app` on `listener` until the process ends (TCP_NODELAY on, remote addresses
-    /// known). Connections that have not upgraded to WebSocket are bounded by
-    /// `httpHeaderTimeout`, `httpIdleTimeout` and `maxPendingConnections`; when the process runs
-    /// out of file descriptors, accepting pauses (logged once per 10 s) while open connections
-    /// keep being served.
-    pub async fn serve(&self, listener: TcpListener, app: Router) -> std::io::Result<()> {
-        self.serve_until(listener, app, None, std::future::pending())
-            .await
-    }
-
-    /// Serves `app` over TLS on `listener` (same port for HTTPS and WSS) until the process ends,
-    /// with the same limits as [`Server::serve`] (the TLS handshake counts as part of the header
-    /// wait). New connections take the certificate [`TlsSettings`](crate::tls::TlsSettings)
-    /// holds at that moment, so a reload never touches open ones.
-    pub async fn serve_tls(
-        &self,
-        listener: TcpListener,
-        app: Router,
-        tls: std::sync::Arc<crate::tls::TlsSettings>,
-    ) -> std::io::Result<()> {
-        self.serve_until(listener, app, Some(tls), std::future::pending())
-            .await
-    }
-
-    /// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` completes, then
-    /// stops accepting and lets HTTP requests in flight finish (WebSocket connections live on
-    /// until closed): a worker that exits this way never cuts a request it accepted.
-    pub async fn serve_until(
-        &self,
-        listener: TcpListener,
-        app: Router,
-        tls: Option<std::sync::Arc<crate::tls::TlsSettings>>,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        crate::listen::serve(listener, app, self.options().listen_limits(), tls, shutdown).await
-    }
-
-    /// Answers a WebSocket upgrade request for this server: use it inside your own axum or hyper
-    /// handler when [`Server::router`] does not fit.
-    pub async fn accept(&self, request: Request) -> Response {
-        upgrade(self, request).await
-    }
+/// [`Server::router`](crate::Server::router): a router with just the SocketCluster endpoint (`options.path`), to merge into an existing
+/// axum app. Serve it with connect info (`into_make_service_with_connect_info::<SocketAddr>`)
+/// so sockets know their remote address.
+pub(crate) fn router(server: &Arc<ServerShared>) -> Router {
+    Router::new()
+        .route(&server.options().path, get(upgrade_route))
+        .with_state(server.clone())
 }
 
-async fn upgrade_route(State(server): State<Server>, request: Request) -> Response {
+/// [`Server::app`](crate::Server::app): the complete HTTP app of a worker: the SocketCluster endpoint, `GET /health`, static files
+/// from `public_dir` (if given) for everything else, and the reference's `400 Bad Request` for
+/// WebSocket upgrades on any other path.
+pub(crate) fn app(server: &Arc<ServerShared>, public_dir: Option<PathBuf>) -> Router {
+    let mut app = Router::new()
+        .route(&server.options().path, get(upgrade_route))
+        .route("/health", get(health))
+        .route("/health/ready", get(ready))
+        .with_state(server.clone());
+    if let Some(dir) = public_dir {
+        app = app.fallback_service(
+            tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true),
+        );
+    }
+    app.layer(middleware::from_fn_with_state(
+        server.clone(),
+        reject_misrouted_upgrades,
+    ))
+}
+
+async fn upgrade_route(State(server): State<Arc<ServerShared>>, request: Request) -> Response {
     upgrade(&server, request).await
 }
 
-async fn health(State(server): State<Server>) -> impl IntoResponse {
+async fn health(State(server): State<Arc<ServerShared>>) -> impl IntoResponse {
     let body = server.health().await;
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -114,7 +69,7 @@ async fn health(State(server): State<Server>) -> impl IntoResponse {
 
 /// Readiness: 200 while serving, 503 from the first moment of a drain (liveness stays on
 /// `/health`).
-async fn ready(State(server): State<Server>) -> Response {
+async fn ready(State(server): State<Arc<ServerShared>>) -> Response {
     if server.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
     } else {
@@ -123,7 +78,7 @@ async fn ready(State(server): State<Server>) -> Response {
 }
 
 async fn reject_misrouted_upgrades(
-    State(server): State<Server>,
+    State(server): State<Arc<ServerShared>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -214,7 +169,8 @@ pub(crate) fn switching_protocols(
     response
 }
 
-async fn upgrade(server: &Server, mut request: Request) -> Response {
+/// Answers a WebSocket upgrade request ([`Server::accept`](crate::Server::accept)).
+pub(crate) async fn upgrade(server: &Arc<ServerShared>, mut request: Request) -> Response {
     let Some(key) = upgrade_key(&request) else {
         return bad_request();
     };
@@ -246,14 +202,14 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let upgrade_request = UpgradeRequest::detached(remote_addr, request.uri(), request.headers());
-    let middleware = server.0.middleware();
+    let middleware = server.middleware();
     if middleware.has_handshake_ws()
         && let Err(block) = middleware
             .run_handshake_ws(
                 HandshakeWsAction {
                     request: upgrade_request.clone(),
                 },
-                server.options().middleware_timeout(),
+                server.options().durations().middleware_timeout,
             )
             .await
     {
@@ -285,14 +241,14 @@ async fn upgrade(server: &Server, mut request: Request) -> Response {
             }
         };
         let options = server.options();
-        let io = crate::metrics::Counted::new(TokioIo::new(upgraded), server.0.metrics().clone());
+        let io = crate::metrics::Counted::new(TokioIo::new(upgraded), server.metrics().clone());
         let ws = WebSocket::new(io, options.max_payload)
             .with_queue_limit(options.outbound_queue_limit)
             .with_deflate(deflate);
-        server.0.count_connection();
+        server.count_connection();
         let socket = Socket::new(
             new_socket_id(),
-            server.0.clone(),
+            server.clone(),
             upgrade_request,
             server.fixed_dialect(),
         );

@@ -3,8 +3,9 @@
 //!
 //! # Layout
 //!
-//! - [`server`]: [`Server`], its handlers, its sockets; [`http`] serves it (upgrade, static
-//!   files, `/health`) alone or inside an existing axum app.
+//! - [`server`]: [`Server`] (every `impl Server` method is there): its handlers, its sockets,
+//!   draining and serving, alone or inside an existing axum app; [`http`] holds the HTTP side
+//!   (upgrade, static files, `/health`). docs/architecture.md maps every file.
 //! - [`socket`]: [`Socket`], the handle on one client: `emit`, `invoke`, `disconnect`, …
 //! - [`handler`]: [`Request`], [`Reply`] and the [`Handler`] trait your async closures implement.
 //! - [`exchange`]: [`Exchange`]: `publish` and `subscribe` (as a `Stream`) from server code.
@@ -46,6 +47,8 @@
 //! server.serve(listener, server.app(Some("public".into()))).await?;
 //! # Ok(()) }
 //! ```
+
+#![warn(missing_debug_implementations)]
 
 pub mod auth;
 mod connection;

@@ -46,6 +46,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Accepts connections on `listener` (over TLS with `tls`) and serves `app` on them until
 /// `shutdown` completes; then stops accepting, asks open HTTP connections to finish the request
 /// they are handling and waits for them (upgraded WebSockets are not waited for).
+///
+/// Stopping loses no connection a client already made: the ones the kernel queued on the
+/// listener are accepted before it closes (closing would reset them; with `SO_REUSEPORT` the
+/// other listeners of the port take the new ones), and a connection whose request has not
+/// arrived yet gets [`STOP_GRACE`] to send it.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
@@ -58,6 +63,36 @@ pub(crate) async fn serve(
     let mut failures = Throttled::default();
     let mut refusals = Throttled::default();
     let mut backoff = FIRST_BACKOFF;
+    let mut start = |tcp: tokio::net::TcpStream, remote: SocketAddr| {
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            if let Some(suppressed) = refusals.ready() {
+                tracing::warn!(
+                    limit = limits.max_pending,
+                    suppressed,
+                    "closing a new connection: maxPendingConnections connections are waiting \
+                     for their HTTP request or upgrade"
+                );
+            }
+            return;
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            match acceptor {
+                None => serve_connection(tcp, remote, app, limits, stopping).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, remote, app, limits, stopping).await,
+                        Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    }
+                }
+            }
+            drop(permit);
+        });
+    };
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -90,35 +125,24 @@ pub(crate) async fn serve(
             backoff = FIRST_BACKOFF;
             failures = Throttled::default();
         }
-        let Ok(permit) = pending.clone().try_acquire_owned() else {
-            if let Some(suppressed) = refusals.ready() {
-                tracing::warn!(
-                    limit = limits.max_pending,
-                    suppressed,
-                    "closing a new connection: maxPendingConnections connections are waiting \
-                     for their HTTP request or upgrade"
-                );
-            }
-            drop(tcp);
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let app = app.clone();
-        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
-        let stopping = stopping.clone();
-        tokio::spawn(async move {
-            match acceptor {
-                None => serve_connection(tcp, remote, app, limits, stopping).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => serve_connection(tls, remote, app, limits, stopping).await,
-                        Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-                    }
+        start(tcp, remote);
+    }
+    // Take what the kernel already queued (the reactor may not have reported it yet), straight
+    // from the socket, then close it.
+    let listener = listener.into_std()?;
+    loop {
+        match listener.accept() {
+            Ok((tcp, remote)) => {
+                let tcp = tcp
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpStream::from_std(tcp));
+                if let Ok(tcp) = tcp {
+                    start(tcp, remote);
                 }
             }
-            drop(permit);
-        });
+            Err(error) if is_connection_error(&error) => {}
+            Err(_) => break, // WouldBlock: the queue is empty
+        }
     }
     drop(listener);
     let _ = stop.send(true);
@@ -127,6 +151,10 @@ pub(crate) async fn serve(
     let _ = pending.acquire_many(all).await;
     Ok(())
 }
+
+/// How long a connection accepted before the server stopped may take to send its request (it
+/// is closed once that request is answered, or after this without one).
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one connection until it closes, times out, or upgrades (the WebSocket then lives in a
 /// task of its own, see [`crate::http`]).
@@ -166,11 +194,17 @@ async fn serve_connection<S>(
         .header_read_timeout(limits.header_timeout);
     let connection = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(connection);
+    // The server stops: once the request has arrived (or STOP_GRACE passed without one), answer
+    // the request in flight and close. Closing at once would drop a request still on its way.
     let mut asked_to_stop = *stopping.borrow();
-    if asked_to_stop {
-        connection.as_mut().graceful_shutdown();
-    }
+    let mut stop_by = asked_to_stop.then(|| Instant::now() + STOP_GRACE);
     loop {
+        if let Some(by) = stop_by
+            && (watch.received.load(Ordering::Relaxed) || Instant::now() >= by)
+        {
+            stop_by = None;
+            connection.as_mut().graceful_shutdown();
+        }
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -183,10 +217,10 @@ async fn serve_connection<S>(
                 break;
             }
             _ = stopping.changed(), if !asked_to_stop => {
-                // The server stops: finish the request in flight, then close.
                 asked_to_stop = true;
-                connection.as_mut().graceful_shutdown();
+                stop_by = Some(Instant::now() + STOP_GRACE);
             }
+            () = tokio::time::sleep(Duration::from_millis(10)), if stop_by.is_some() => {}
         }
     }
     // Upgraded (or gone): the WebSocket layer has its own timeouts.
@@ -200,6 +234,8 @@ struct Watch {
     last_activity: AtomicU64,
     /// Requests being handled.
     in_flight: AtomicUsize,
+    /// Set once the client sent its first bytes.
+    received: AtomicBool,
     /// Cleared once the connection upgraded: the WebSocket does not pay for the watch.
     watching: AtomicBool,
 }
@@ -258,7 +294,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.moved(buf.filled().len() > before);
+        let moved = buf.filled().len() > before;
+        if moved && !self.watch.received.load(Ordering::Relaxed) {
+            self.watch.received.store(true, Ordering::Relaxed);
+        }
+        self.moved(moved);
         result
     }
 }

@@ -526,3 +526,9 @@ pub(crate) fn inbound_block_error(
         action.v14_type(),
     )
 }
+
+impl std::fmt::Debug for Middleware {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Middleware").finish_non_exhaustive()
+    }
+}

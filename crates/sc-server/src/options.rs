@@ -266,6 +266,26 @@ impl Default for ServerOptions {
 #[error("InvalidOptionsError: {0}")]
 pub struct InvalidOptions(pub String);
 
+/// The durations of [`ServerOptions`] as [`Duration`]s: `options.ping_interval` is SocketCluster's
+/// number of milliseconds, `options.durations().ping_interval` the same as a `Duration`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Durations {
+    /// `ackTimeout`.
+    pub(crate) ack_timeout: Duration,
+    /// `handshakeTimeout`.
+    pub(crate) handshake_timeout: Duration,
+    /// `pingInterval`.
+    pub(crate) ping_interval: Duration,
+    /// `pingTimeout`.
+    pub(crate) ping_timeout: Duration,
+    /// `middlewareTimeout`.
+    pub(crate) middleware_timeout: Duration,
+    /// `batchInterval`.
+    pub(crate) batch_interval: Duration,
+    /// `batchOnHandshakeDuration`.
+    pub(crate) batch_on_handshake: Duration,
+}
+
 impl ServerOptions {
     /// Checks every value; the server refuses to start with invalid options.
     pub fn validate(&self) -> Result<(), InvalidOptions> {
@@ -327,32 +347,18 @@ impl ServerOptions {
         Ok(())
     }
 
-    pub(crate) fn ack_timeout(&self) -> Duration {
-        Duration::from_millis(self.ack_timeout)
-    }
-
-    pub(crate) fn handshake_timeout(&self) -> Duration {
-        Duration::from_millis(self.handshake_timeout)
-    }
-
-    pub(crate) fn ping_interval(&self) -> Duration {
-        Duration::from_millis(self.ping_interval)
-    }
-
-    pub(crate) fn middleware_timeout(&self) -> Duration {
-        Duration::from_millis(self.middleware_timeout)
-    }
-
-    pub(crate) fn batch_interval(&self) -> Duration {
-        Duration::from_millis(self.batch_interval)
-    }
-
-    pub(crate) fn batch_on_handshake_duration(&self) -> Duration {
-        Duration::from_millis(self.batch_on_handshake_duration)
-    }
-
-    pub(crate) fn ping_timeout(&self) -> Duration {
-        Duration::from_millis(self.ping_timeout)
+    /// The durations among the options as [`Duration`]s (the fields hold SocketCluster's
+    /// milliseconds).
+    pub(crate) fn durations(&self) -> Durations {
+        Durations {
+            ack_timeout: Duration::from_millis(self.ack_timeout),
+            handshake_timeout: Duration::from_millis(self.handshake_timeout),
+            ping_interval: Duration::from_millis(self.ping_interval),
+            ping_timeout: Duration::from_millis(self.ping_timeout),
+            middleware_timeout: Duration::from_millis(self.middleware_timeout),
+            batch_interval: Duration::from_millis(self.batch_interval),
+            batch_on_handshake: Duration::from_millis(self.batch_on_handshake_duration),
+        }
     }
 
     pub(crate) fn listen_limits(&self) -> crate::listen::Limits {

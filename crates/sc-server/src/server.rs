@@ -1,18 +1,29 @@
 //! [`Server`]: one worker's realtime server, its handlers and its sockets.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use axum::Router;
+use axum::extract::Request;
+use axum::response::Response;
 use sc_broker::{Broker, KvStore, MemoryBroker, MemoryKv};
-use sc_protocol::{CloseCode, HeartbeatDialect, ProtocolVersion};
+use sc_protocol::CloseCode;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
 
-use crate::auth::{AuthEngine, AuthToken, TokenError};
+use crate::auth::AuthEngine;
 use crate::exchange::Exchange;
 use crate::handler::{ConnectionHandler, Handler};
 use crate::middleware::Middleware;
 use crate::options::{InvalidOptions, ServerOptions};
 use crate::shared::ServerShared;
 use crate::socket::Socket;
+
+/// How long [`Server::serve_with_shutdown`] lets HTTP requests in flight finish once it stopped
+/// accepting.
+pub const HTTP_FINISH: Duration = Duration::from_secs(3);
 
 /// A SocketCluster realtime server. Cheap to clone; all clones are the same server.
 ///
@@ -40,15 +51,15 @@ use crate::socket::Socket;
 #[derive(Clone)]
 pub struct Server(pub(crate) Arc<ServerShared>);
 
-/// A change of a socket's authentication, for [`Server::on_auth_event`].
-#[derive(Debug, Clone, Copy)]
-pub enum AuthEvent<'a> {
-    /// The socket became authenticated (handshake token, `#authenticate`, or `set_auth_token`).
-    Authenticated(&'a AuthToken),
-    /// The socket stopped being authenticated (logout, expiry, bad token, `deauthenticate`).
-    Deauthenticated,
-    /// The client presented a token that was refused (SocketCluster's `badSocketAuthToken`).
-    BadToken(&'a TokenError),
+pub use crate::auth::AuthEvent;
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("path", &self.options().path)
+            .field("clients", &self.clients_count())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {
@@ -118,30 +129,7 @@ impl Server {
 
     /// The health report served on `GET /health`.
     pub async fn health(&self) -> serde_json::Value {
-        let broker = self.0.hub().broker();
-        let mut report = serde_json::json!({
-            "status": "ok",
-            "clients": self.clients_count(),
-            "connectionsTotal": self.connections_total(),
-            "broker": broker.describe(),
-            "brokerConnected": broker.is_connected(),
-            "engineNodes": broker.health().nodes,
-            "protocolVersion": self.options().protocol_version,
-        });
-        let mut healthy = broker.is_connected();
-        let check = self.0.health_check();
-        if let Some(check) = check
-            && let serde_json::Value::Object(extra) = check().await
-        {
-            healthy &= extra.get("healthy") != Some(&serde_json::Value::Bool(false));
-            if let serde_json::Value::Object(fields) = &mut report {
-                fields.extend(extra);
-            }
-        }
-        if !healthy {
-            report["status"] = "degraded".into();
-        }
-        report
+        self.0.health().await
     }
 
     /// Registers a handler for `event` on every socket (a socket's own [`Socket::on`] handler of
@@ -209,6 +197,27 @@ impl Server {
         self.0.is_draining()
     }
 
+    /// Waits until no socket is open, at most `timeout`; true if none is. Wakes the moment the
+    /// last socket leaves.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        self.0.wait_idle(Instant::now() + timeout).await
+    }
+
+    /// Drains the server at once: starts draining ([`Server::start_draining`]), closes every
+    /// open socket with 1001 (going away: official clients reconnect, landing elsewhere) and
+    /// waits until the last one has left, at most `timeout`. Returns how many sockets are still
+    /// open (0 after a complete drain). To spread the closes over time, close the sockets
+    /// yourself with [`Server::going_away`] and wait with [`Server::wait_idle`].
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        self.start_draining();
+        for socket in self.sockets() {
+            self.going_away(&socket, "Server is shutting down");
+        }
+        self.0.wait_idle(deadline).await;
+        self.clients_count()
+    }
+
     /// Closes one socket with 1001 (going away: official clients reconnect), as a drain does.
     pub fn going_away(&self, socket: &Socket, reason: &str) {
         socket.close_with(CloseCode(1001), reason, true);
@@ -223,12 +232,111 @@ impl Server {
         sockets.len()
     }
 
-    /// The heartbeat dialect new connections start with (`None` in auto mode).
-    pub(crate) fn fixed_dialect(&self) -> Option<HeartbeatDialect> {
-        match self.0.options().protocol_version {
-            ProtocolVersion::V1 => Some(HeartbeatDialect::V1),
-            ProtocolVersion::V2 => Some(HeartbeatDialect::V2),
-            ProtocolVersion::Auto => None,
+    /// A router with just the SocketCluster endpoint (`options.path`), to merge into an existing
+    /// axum app. Serve it with connect info (`into_make_service_with_connect_info::<SocketAddr>`)
+    /// so sockets know their remote address.
+    pub fn router(&self) -> Router {
+        crate::http::router(&self.0)
+    }
+
+    /// The complete HTTP app of a worker: the SocketCluster endpoint, `GET /health`, static files
+    /// from `public_dir` (if given) for everything else, and the reference's `400 Bad Request` for
+    /// WebSocket upgrades on any other path.
+    pub fn app(&self, public_dir: Option<PathBuf>) -> Router {
+        crate::http::app(&self.0, public_dir)
+    }
+
+    /// Serves `app` on `listener` until the process ends (TCP_NODELAY on, remote addresses
+    /// known). Connections that have not upgraded to WebSocket are bounded by
+    /// `httpHeaderTimeout`, `httpIdleTimeout` and `maxPendingConnections`; when the process runs
+    /// out of file descriptors, accepting pauses (logged once per 10 s) while open connections
+    /// keep being served.
+    pub async fn serve(&self, listener: TcpListener, app: Router) -> std::io::Result<()> {
+        self.serve_until(listener, app, None, std::future::pending())
+            .await
+    }
+
+    /// Serves `app` over TLS on `listener` (same port for HTTPS and WSS) until the process ends,
+    /// with the same limits as [`Server::serve`] (the TLS handshake counts as part of the header
+    /// wait). New connections take the certificate [`TlsSettings`](crate::tls::TlsSettings)
+    /// holds at that moment, so a reload never touches open ones.
+    pub async fn serve_tls(
+        &self,
+        listener: TcpListener,
+        app: Router,
+        tls: std::sync::Arc<crate::tls::TlsSettings>,
+    ) -> std::io::Result<()> {
+        self.serve_until(listener, app, Some(tls), std::future::pending())
+            .await
+    }
+
+    /// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` completes, then
+    /// stops accepting and lets HTTP requests in flight finish (WebSocket connections live on
+    /// until closed): a worker that exits this way never cuts a request it accepted.
+    pub async fn serve_until(
+        &self,
+        listener: TcpListener,
+        app: Router,
+        tls: Option<std::sync::Arc<crate::tls::TlsSettings>>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        crate::listen::serve(listener, app, self.options().listen_limits(), tls, shutdown).await
+    }
+
+    /// Serves `app` on `listener` until `signal` completes, then shuts down in order: drains
+    /// ([`Server::drain`]: upgrades refused, `/health/ready` 503, every socket closed with 1001,
+    /// waiting for the last to leave, at most `drain_timeout`) while still answering HTTP, then
+    /// stops accepting and lets HTTP requests in flight finish (at most [`HTTP_FINISH`]).
+    /// Returns how many sockets were still open when the drain gave up (0 after a clean one).
+    ///
+    /// ```no_run
+    /// # async fn run(server: sc_server::Server) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+    /// // Whatever tells the server to stop: a signal handler, an admin command, …
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// # drop(stop);
+    /// let signal = async move {
+    ///     let _ = stopped.await;
+    /// };
+    /// let app = server.app(None);
+    /// let left = server
+    ///     .serve_with_shutdown(listener, app, signal, std::time::Duration::from_secs(10))
+    ///     .await?;
+    /// assert_eq!(left, 0, "every client left in time");
+    /// # Ok(()) }
+    /// ```
+    pub async fn serve_with_shutdown(
+        &self,
+        listener: TcpListener,
+        app: Router,
+        signal: impl std::future::Future<Output = ()> + Send,
+        drain_timeout: Duration,
+    ) -> std::io::Result<usize> {
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+        let serving = {
+            let (server, stop) = (self.clone(), stop.clone());
+            tokio::spawn(async move {
+                let shutdown = async move { stop.notified().await };
+                server.serve_until(listener, app, None, shutdown).await
+            })
+        };
+        tokio::pin!(serving);
+        tokio::select! {
+            served = &mut serving => return served.map_err(std::io::Error::other)?.map(|()| 0),
+            () = signal => {}
         }
+        let left = self.drain(drain_timeout).await;
+        stop.notify_one();
+        match tokio::time::timeout(HTTP_FINISH, &mut serving).await {
+            Ok(served) => served.map_err(std::io::Error::other)??,
+            Err(_) => serving.abort(),
+        }
+        Ok(left)
+    }
+
+    /// Answers a WebSocket upgrade request for this server: use it inside your own axum or hyper
+    /// handler when [`Server::router`] does not fit.
+    pub async fn accept(&self, request: Request) -> Response {
+        crate::http::upgrade(&self.0, request).await
     }
 }

@@ -8,14 +8,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 use sc_broker::{Broker, KvStore};
+use sc_protocol::{HeartbeatDialect, ProtocolVersion};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
-use crate::auth::AuthEngine;
+use crate::auth::{AuthEngine, AuthEvent};
 use crate::handler::{BoxFuture, ConnectionHandler, Handler};
 use crate::hub::Hub;
 use crate::metrics::ServerMetrics;
 use crate::middleware::Middleware;
 use crate::options::{InvalidOptions, ServerOptions};
-use crate::server::AuthEvent;
 use crate::socket::Socket;
 
 /// A check that adds fields to `GET /health`.
@@ -32,6 +34,8 @@ pub(crate) struct ServerShared {
     handlers: RwLock<HashMap<Box<str>, Arc<dyn Handler>>>,
     connection_handlers: RwLock<Vec<Arc<dyn ConnectionHandler>>>,
     clients: RwLock<HashMap<Box<str>, Socket>>,
+    /// Woken when the last open socket leaves (see [`ServerShared::wait_idle`]).
+    emptied: Notify,
     /// Connections accepted since start.
     connections_total: AtomicU64,
     metrics: Arc<ServerMetrics>,
@@ -68,6 +72,7 @@ impl ServerShared {
             handlers: RwLock::new(HashMap::new()),
             connection_handlers: RwLock::new(Vec::new()),
             clients: RwLock::new(HashMap::new()),
+            emptied: Notify::new(),
             connections_total: AtomicU64::new(0),
             metrics: Arc::default(),
             draining: AtomicBool::new(false),
@@ -173,7 +178,28 @@ impl ServerShared {
 
     /// Removes a socket from the table of open sockets.
     pub(crate) fn unregister(&self, socket: &Socket) {
-        self.clients.write().remove(socket.id());
+        let mut clients = self.clients.write();
+        if clients.remove(socket.id()).is_some() && clients.is_empty() {
+            drop(clients);
+            self.emptied.notify_waiters();
+        }
+    }
+
+    /// Waits until no socket is open or `deadline` passed; true if none is open. Wakes when
+    /// the last socket leaves, not on a tick.
+    pub(crate) async fn wait_idle(&self, deadline: Instant) -> bool {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            // Registered before the check: a socket leaving right after it still wakes us.
+            emptied.as_mut().enable();
+            if self.clients_count() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, emptied).await.is_err() {
+                return self.clients_count() == 0;
+            }
+        }
     }
 
     /// Number of open sockets.
@@ -199,5 +225,45 @@ impl ServerShared {
     /// Whether a drain started.
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// The health report served on `GET /health`.
+    pub(crate) async fn health(&self) -> serde_json::Value {
+        let broker = self.hub().broker();
+        let mut report = serde_json::json!({
+            "status": "ok",
+            "clients": self.clients_count(),
+            "connectionsTotal": self.connections_total(),
+            "broker": broker.describe(),
+            "brokerConnected": broker.is_connected(),
+            "protocolVersion": self.options.protocol_version,
+        });
+        let nodes = broker.health().nodes;
+        if !nodes.is_empty() {
+            report["engineNodes"] = serde_json::json!(nodes);
+        }
+        let mut healthy = broker.is_connected();
+        let check = self.health_check();
+        if let Some(check) = check
+            && let serde_json::Value::Object(extra) = check().await
+        {
+            healthy &= extra.get("healthy") != Some(&serde_json::Value::Bool(false));
+            if let serde_json::Value::Object(fields) = &mut report {
+                fields.extend(extra);
+            }
+        }
+        if !healthy {
+            report["status"] = "degraded".into();
+        }
+        report
+    }
+
+    /// The heartbeat dialect new connections start with (`None` in auto mode).
+    pub(crate) fn fixed_dialect(&self) -> Option<HeartbeatDialect> {
+        match self.options.protocol_version {
+            ProtocolVersion::V1 => Some(HeartbeatDialect::V1),
+            ProtocolVersion::V2 => Some(HeartbeatDialect::V2),
+            ProtocolVersion::Auto => None,
+        }
     }
 }

@@ -338,7 +338,7 @@ impl Socket {
             self.0.pending.lock().remove(&cid);
             return Err(e.into());
         }
-        let timeout = self.0.server.options().ack_timeout();
+        let timeout = self.0.server.options().durations().ack_timeout;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(data))) => Ok(data),
             Ok(Ok(Err(error))) => Err(InvokeError::Remote(error)),
@@ -395,7 +395,7 @@ impl Socket {
     pub(crate) fn batch_on_handshake(&self) {
         self.start_ticker();
         let weak = Arc::downgrade(&self.0);
-        let duration = self.0.server.options().batch_on_handshake_duration();
+        let duration = self.0.server.options().durations().batch_on_handshake;
         tokio::spawn(async move {
             tokio::time::sleep(duration).await;
             if let Some(shared) = weak.upgrade() {
@@ -415,7 +415,7 @@ impl Socket {
             return;
         }
         let weak = Arc::downgrade(&self.0);
-        let interval = self.0.server.options().batch_interval();
+        let interval = self.0.server.options().durations().batch_interval;
         let task = tokio::spawn(async move {
             let mut ticks =
                 tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -522,7 +522,7 @@ impl Socket {
         *self.0.auth_token.lock() = Some(token.clone());
         self.0
             .server
-            .emit_auth_event(self, crate::server::AuthEvent::Authenticated(&token));
+            .emit_auth_event(self, crate::auth::AuthEvent::Authenticated(&token));
     }
 
     /// Forgets the token without telling the client (it asked, or it is told separately).
@@ -531,7 +531,7 @@ impl Socket {
         if had {
             self.0
                 .server
-                .emit_auth_event(self, crate::server::AuthEvent::Deauthenticated);
+                .emit_auth_event(self, crate::auth::AuthEvent::Deauthenticated);
         }
     }
 

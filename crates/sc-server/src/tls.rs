@@ -170,3 +170,9 @@ fn load(cert: &Path, key: &Path) -> Result<Loaded, TlsError> {
         stamp,
     })
 }
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings").finish_non_exhaustive()
+    }
+}

@@ -177,3 +177,51 @@ async fn permessage_deflate_is_negotiated_only_when_enabled_and_offered() {
         .unwrap();
     plain.handshake(20_000).await;
 }
+
+#[tokio::test]
+async fn a_connection_made_before_the_server_stops_gets_its_request_answered() {
+    // A rolling restart stops a worker while clients keep connecting to the shared port: a
+    // connection it already accepted (or the kernel queued for it) must not be dropped unanswered.
+    let server = sc_server::Server::new(v2()).expect("valid options");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let app = server.app(None);
+            server
+                .serve_until(listener, app, None, async {
+                    let _ = stopped.await;
+                })
+                .await
+        })
+    };
+    const HEALTH: &str = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(status_of(addr, HEALTH).await, 200);
+    // Connected, request not sent yet; then the server is told to stop.
+    let mut early = TcpStream::connect(addr).await.unwrap();
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    early.write_all(HEALTH.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    timeout(WAIT, early.read_to_end(&mut response))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "the early connection was answered: {response:?}"
+    );
+    // It was the last: the listener is closed and serving ends.
+    timeout(WAIT, serving)
+        .await
+        .expect("serving ends in time")
+        .expect("task")
+        .expect("serve_until");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no connection is accepted after the stop"
+    );
+}

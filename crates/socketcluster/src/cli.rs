@@ -128,6 +128,9 @@ pub struct RunFlags {
     /// Graceful stop limit for workers and brokers (ms).
     #[arg(long)]
     pub process_term_timeout: Option<u64>,
+    /// Runtime threads per worker and broker process (0: CPUs / processes of that kind).
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
     /// Channels that keep history, as `pattern:size:ttl` (e.g. `room/*:1000:600`: the last 1000
     /// publications of every `room/…` channel, each for 600 s). Repeatable; the first matching
     /// entry wins. Given at least once, it replaces the configured list.
@@ -272,6 +275,7 @@ impl RunFlags {
             "processTermTimeout",
             self.process_term_timeout.map(Value::from),
         );
+        put("workerThreads", self.worker_threads.map(Value::from));
         put(
             "history",
             (!self.history.is_empty()).then(|| Value::from(self.history.clone())),

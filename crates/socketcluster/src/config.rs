@@ -56,6 +56,11 @@ pub struct ClusterConfig {
     pub kill_master_on_signal: bool,
     /// How long workers and brokers get to exit gracefully (ms) before they are killed.
     pub process_term_timeout: u64,
+    /// Runtime threads of each worker and broker process. 0 (the default): the CPUs divided by
+    /// the processes of that kind, at least 1 — so `workers = 1` on 2 CPUs gets 2 threads, and
+    /// 6 workers on 2 CPUs get 1 thread each instead of 6 × 2 threads taking turns on 2 cores
+    /// (docs/BENCHMARKS.md, 100k connections). The master always runs on 1 thread.
+    pub worker_threads: usize,
     /// Folder of static files the workers serve.
     pub public_dir: Option<PathBuf>,
     /// Directory for the broker and master Unix sockets (default: a per-app folder in the
@@ -83,6 +88,7 @@ impl Default for ClusterConfig {
             crash_worker_on_error: true,
             kill_master_on_signal: false,
             process_term_timeout: 10_000,
+            worker_threads: 0,
             public_dir: None,
             socket_root: None,
             engine: None,
@@ -158,6 +164,11 @@ impl ClusterConfig {
                 "workers and brokers must be at most 256".into(),
             ));
         }
+        if self.worker_threads > 1024 {
+            return Err(ConfigError::Invalid(
+                "workerThreads must be at most 1024 (0: automatic)".into(),
+            ));
+        }
         if self.process_term_timeout == 0 || self.process_term_timeout > i32::MAX as u64 {
             return Err(ConfigError::Invalid(
                 "processTermTimeout must be between 1 and 2147483647 ms".into(),
@@ -185,6 +196,21 @@ impl ClusterConfig {
         self.server
             .validate()
             .map_err(|e| ConfigError::Invalid(e.0))
+    }
+
+    /// Runtime threads for one process playing `role` (`None`: the master), on a machine with
+    /// `cpus` CPUs: `workerThreads` if set, else `cpus / processes of that kind`, at least 1.
+    pub fn runtime_threads(&self, role: Option<crate::cluster::ProcessRole>, cpus: usize) -> usize {
+        use crate::cluster::ProcessRole;
+        let processes = match role {
+            None => return 1,
+            Some(ProcessRole::Worker) => self.workers,
+            Some(ProcessRole::Broker) => self.brokers,
+        };
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        (cpus / processes.max(1)).max(1)
     }
 
     /// The static files folder: the configured one, `./public`, or the repository's.
@@ -220,6 +246,33 @@ fn snake_to_camel(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_threads_share_the_cpus() {
+        use crate::cluster::ProcessRole::{Broker, Worker};
+        let mut config = ClusterConfig::default();
+        assert_eq!(
+            config.runtime_threads(Some(Worker), 2),
+            2,
+            "the default keeps 2 threads"
+        );
+        assert_eq!(config.runtime_threads(None, 8), 1, "the master");
+        config.workers = 6;
+        assert_eq!(config.runtime_threads(Some(Worker), 2), 1);
+        assert_eq!(config.runtime_threads(Some(Worker), 16), 2);
+        assert_eq!(config.runtime_threads(Some(Broker), 4), 4);
+        config.worker_threads = 3;
+        assert_eq!(config.runtime_threads(Some(Worker), 2), 3, "set explicitly");
+        assert!(config.validate().is_ok());
+        config.worker_threads = 5000;
+        assert!(config.validate().is_err());
+        let cli = <crate::cli::Cli as clap::Parser>::parse_from([
+            "socketcluster",
+            "--worker-threads",
+            "1",
+        ]);
+        assert_eq!(cli.run.overrides(), serde_json::json!({"workerThreads": 1}));
+    }
 
     #[test]
     fn camel_case_env_names() {

@@ -13,6 +13,8 @@
 //!
 //! The crates it builds on are re-exported: [`sc_server`], [`sc_protocol`], [`sc_broker`].
 
+#![warn(missing_debug_implementations)]
+
 pub mod boilerplate;
 pub mod cli;
 pub mod cluster;

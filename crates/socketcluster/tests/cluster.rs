@@ -366,6 +366,70 @@ async fn sigterm_drains_clients_with_1001_and_stops_every_process() {
     }
 }
 
+/// The pid the master has for worker `id` now (`None` while it is waiting to restart it).
+async fn worker_pid(asker: &Client, id: u64) -> Option<u64> {
+    call(asker, "clusterInfo", Value::Null).await["workers"][id.to_string()].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_restart_backoff_exits_without_waiting_for_it() {
+    let mut cluster = Cluster::start(&[
+        "--workers",
+        "2",
+        "--brokers",
+        "1",
+        "--process-term-timeout",
+        "3000",
+    ]);
+    let by_worker = clients_on_both_workers(&cluster, 1).await;
+    let asker = &by_worker[&0][0];
+    by_worker[&1][0]
+        .close()
+        .await
+        .expect("close the client of worker 1");
+    // Worker 1 dies right after every start: its restart backoff doubles each time, to 5 s.
+    let mut last = None;
+    for _ in 0..8 {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let pid = loop {
+            if let Some(pid) = worker_pid(asker, 1).await
+                && Some(pid) != last
+            {
+                break pid;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "worker 1 was not restarted"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill -9 worker 1");
+        last = Some(pid);
+    }
+    // The master saw the last death: worker 1 waits for its (5 s) backoff.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while worker_pid(asker, 1).await.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the master did not notice the death"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    asker.close().await.expect("close the client of worker 0");
+
+    cluster.signal(Signal::SIGTERM);
+    let signalled = std::time::Instant::now();
+    // Generous, yet below the 5 s backoff a sleep in the signal's way would add.
+    let bound = Duration::from_secs(4);
+    while cluster.master.try_wait().expect("wait").is_none() {
+        assert!(
+            signalled.elapsed() < bound,
+            "the master did not exit within {bound:?} of SIGTERM during a restart backoff"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn bad_configuration_fails_before_anything_starts() {
     let output = Command::new(fixture_path())

@@ -4,20 +4,30 @@
 //!
 //! Every connection lives in its own task from the start, answering pings while the others are
 //! still being opened, so a slow opening phase cannot make the server time connections out.
+//!
+//! For the 100k run (`scripts/bench-100k`): `--subscribe` gives every connection a channel of its
+//! own, `--probe-rate` publishes to random ones of them while they are held (latency, no loss, no
+//! duplicate, per-channel order), the server's CPU over the hold is reported as idle cores, and
+//! `--shard K/N` with `--barrier DIR` spreads one run over N generator processes that hold over
+//! the same window.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
+use sc_protocol::{Frame, Packet};
 use tokio::sync::{Semaphore, watch};
 
-use super::{Context, close_all};
-use crate::cli::ConnsArgs;
-use crate::client::{Client, ClientError, Heartbeats};
+use super::{Context, DELIVERY_STALL, close_all};
+use crate::cli::{ConnsArgs, Shard};
+use crate::client::{Client, ClientError, Heartbeats, Probe, PublishEncoder, delivered_probe};
 use crate::report::Report;
-use crate::stats::{Latency, now_micros, rate};
+use crate::stats::{Latency, SharedLatency, now_micros, rate};
 use crate::sys::CpuMeter;
+
+/// Payload size of a probe publication.
+const PROBE_SIZE: usize = 64;
 
 /// Counters shared by the connection tasks.
 #[derive(Default)]
@@ -30,6 +40,14 @@ struct Tally {
     failed: AtomicU64,
     /// The first connection failure, as text.
     first_failure: Mutex<Option<String>>,
+    /// Probes received on the connections' own channels.
+    delivered: AtomicU64,
+    /// Probes received with a sequence number not above the channel's previous one.
+    misordered: AtomicU64,
+    /// `#publish` deliveries that were not a probe of the connection's channel.
+    foreign: AtomicU64,
+    /// Delivery latency of the probes.
+    latency: SharedLatency,
 }
 
 /// What one connection task hands back.
@@ -41,7 +59,18 @@ struct Held {
 
 /// Runs the scenario.
 pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
-    let n = args.connections;
+    let total = args.connections;
+    let shard = args.shard.unwrap_or(Shard { index: 0, count: 1 });
+    let indices: Arc<Vec<u64>> = Arc::new(shard.indices(total).collect());
+    let n = indices.len() as u64;
+    if n == 0 {
+        bail!(
+            "shard {}/{} has no connections of {total}",
+            shard.index,
+            shard.count
+        );
+    }
+    let prefix: Arc<str> = format!("conns-{:016x}", fastrand::u64(..)).into();
     let tally = Arc::new(Tally::default());
     let permits = Arc::new(Semaphore::new(ctx.common.concurrency as usize));
     let (stop, stopped) = watch::channel(false);
@@ -49,14 +78,23 @@ pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
     let cpu = CpuMeter::start();
     let start = Instant::now();
     let start_micros = now_micros();
-    let tasks: Vec<_> = (0..n)
-        .map(|index| {
+    let tasks: Vec<_> = indices
+        .iter()
+        .map(|&index| {
             let (target, source) = (ctx.target.clone(), ctx.source(index));
             let (tally, permits, stopped) = (tally.clone(), permits.clone(), stopped.clone());
+            let channel = args.subscribe.then(|| channel_name(&prefix, index));
             tokio::spawn(async move {
                 let permit = permits.acquire_owned().await;
                 let began = Instant::now();
-                let client = match Client::connect(&target, source).await {
+                let connected = match Client::connect(&target, source).await {
+                    Ok(mut client) => match &channel {
+                        Some(channel) => client.subscribe(channel).await.map(|()| client),
+                        None => Ok(client),
+                    },
+                    Err(e) => Err(e),
+                };
+                let client = match connected {
                     Ok(client) => client,
                     Err(e) => {
                         tally.failed.fetch_add(1, Ordering::Relaxed);
@@ -77,7 +115,7 @@ pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
                     .last_opened_micros
                     .fetch_max(now_micros(), Ordering::Relaxed);
                 tally.opened.fetch_add(1, Ordering::Relaxed);
-                Some(hold(client, handshake_micros, &tally, stopped).await)
+                Some(hold(client, channel, handshake_micros, &tally, stopped).await)
             })
         })
         .collect();
@@ -117,8 +155,32 @@ pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
         tasks.iter().for_each(|task| task.abort());
         bail!("{failure}{}", hint(&failure));
     }
+    if let Some(dir) = &args.barrier {
+        let deadline = Instant::now() + ctx.common.timeout;
+        if let Err(e) = await_shards(dir, shard, deadline).await {
+            tasks.iter().for_each(|task| task.abort());
+            return Err(e);
+        }
+    }
 
     // Holding phase.
+    let (stop_probes, probes_stopped) = watch::channel(false);
+    let prober = if args.probe_rate > 0.0 {
+        // Numbered past every held connection, so its source address is the next in turn.
+        let client = ctx.connect(total).await.context("the probe publisher")?;
+        let (prefix, indices) = (prefix.clone(), indices.clone());
+        let rate = args.probe_rate;
+        Some(tokio::spawn(publish_probes(
+            client,
+            prefix,
+            indices,
+            rate,
+            probes_stopped,
+        )))
+    } else {
+        None
+    };
+    let server_cpu_before = ctx.server_cpu();
     let hold_start = Instant::now();
     let (goal, label) = match args.hold {
         Some(hold) => (hold.as_millis() as u64, "holding (ms)"),
@@ -144,8 +206,20 @@ pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
     }
     bar.finish_and_clear();
     let held_for = hold_start.elapsed();
+    let server_idle_cpu = server_cpu_before
+        .zip(ctx.server_cpu())
+        .map(|(before, after)| after.saturating_sub(before));
 
     let server_rss = ctx.server_rss();
+    let _ = stop_probes.send(true);
+    let probes = match prober {
+        Some(task) => {
+            let probes = task.await.context("the probe publisher panicked")?;
+            await_probes(&tally, probes.acked).await;
+            Some(probes)
+        }
+        None => None,
+    };
     let _ = stop.send(true);
     let held = join(tasks).await;
     let cpu = cpu.finish();
@@ -165,6 +239,19 @@ pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
     let mut report = Report::new("conns");
     ctx.report_settings(&mut report);
     report.count("connections", "connections", n);
+    if shard.count > 1 {
+        report.text(
+            "shard",
+            "shard",
+            &format!("{}/{} of {total} connections", shard.index, shard.count),
+        );
+        report.count("connections_all_shards", "connections, all shards", total);
+    }
+    report.text(
+        "subscribed",
+        "each subscribed to its own channel",
+        if args.subscribe { "yes" } else { "no" },
+    );
     report.count(
         "concurrency",
         "opened concurrently",
@@ -178,7 +265,28 @@ pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
     report.count("dropped", "dropped by the server", dropped);
     ctx.check_heartbeats(&mut report, heartbeats);
     report.cpu(&cpu);
-    ctx.report_server_memory(&mut report, server_rss, n);
+    // Behind a barrier every shard reads the memory while all of them hold their connections.
+    let held_by_server = if args.barrier.is_some() { total } else { n };
+    ctx.report_server_memory(&mut report, server_rss, held_by_server);
+    if let Some(used) = server_idle_cpu {
+        report.duration("server_hold_cpu_s", "server CPU while holding", used);
+        if !held_for.is_zero() {
+            report.cores(
+                "server_idle_cores",
+                "server CPU while holding (idle)",
+                used.as_secs_f64() / held_for.as_secs_f64(),
+            );
+        }
+    }
+    if let Some(probes) = &probes {
+        probes.report(&tally, &mut report);
+    }
+    let foreign = tally.foreign.load(Ordering::Relaxed);
+    if foreign > 0 {
+        report.problem(format!(
+            "{foreign} deliveries that are not a probe of the receiving connection's channel"
+        ));
+    }
 
     if let Some(error) = first_error {
         report.problem(format!(
@@ -195,15 +303,23 @@ pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Keeps one connection alive (answering pings) until the run stops or the server drops it.
+/// The channel of connection number `index`.
+fn channel_name(prefix: &str, index: u64) -> String {
+    format!("{prefix}-{index}")
+}
+
+/// Keeps one connection alive (answering pings) until the run stops or the server drops it;
+/// accounts for the probes that arrive on its `channel`.
 async fn hold(
     mut client: Client,
+    channel: Option<String>,
     handshake_micros: u64,
     tally: &Tally,
     mut stopped: watch::Receiver<bool>,
 ) -> Held {
     let mut pinged = false;
     let mut error = None;
+    let mut last_seq = None;
     loop {
         if !pinged && client.heartbeats().total() > 0 {
             pinged = true;
@@ -214,16 +330,227 @@ async fn hold(
             _ = stopped.changed() => break,
             frame = client.recv() => frame,
         };
-        if let Err(e) = frame {
-            tally.dropped.fetch_add(1, Ordering::Relaxed);
-            error = Some(e);
-            break;
+        match frame {
+            Ok(Frame::Packets(packets)) => {
+                for packet in &packets {
+                    let Some(probe) = delivered_probe(packet, channel.as_deref().unwrap_or(""))
+                    else {
+                        continue;
+                    };
+                    let Some(probe) = probe else {
+                        tally.foreign.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    tally
+                        .latency
+                        .record(now_micros().saturating_sub(probe.sent_micros));
+                    tally.delivered.fetch_add(1, Ordering::Relaxed);
+                    if last_seq.is_some_and(|last| probe.seq <= last) {
+                        tally.misordered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    last_seq = Some(probe.seq);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tally.dropped.fetch_add(1, Ordering::Relaxed);
+                error = Some(e);
+                break;
+            }
         }
     }
     Held {
         client,
         handshake_micros,
         error,
+    }
+}
+
+/// What the probe publisher did.
+#[derive(Debug, Default)]
+struct Probes {
+    sent: u64,
+    acked: u64,
+    rejected: u64,
+    first_rejection: Option<String>,
+    /// Why the publisher's connection ended early.
+    error: Option<String>,
+}
+
+impl Probes {
+    /// Adds the probe figures, and what went wrong with them, to `report`.
+    fn report(&self, tally: &Tally, report: &mut Report) {
+        let delivered = tally.delivered.load(Ordering::Relaxed);
+        let misordered = tally.misordered.load(Ordering::Relaxed);
+        report.count("probes_sent", "probe publications", self.sent);
+        report.count("probes_delivered", "probes delivered", delivered);
+        report.latency(
+            "probe_latency",
+            "probe publish → delivery",
+            &tally.latency.snapshot(),
+        );
+        if let Some(error) = &self.error {
+            report.problem(format!("the probe publisher's connection failed: {error}"));
+        }
+        if let Some(first) = &self.first_rejection {
+            report.problem(format!(
+                "{} probe publications rejected, first: {first}",
+                self.rejected
+            ));
+        }
+        if self.acked + self.rejected < self.sent {
+            report.problem(format!(
+                "only {} of {} probe publications answered",
+                self.acked + self.rejected,
+                self.sent
+            ));
+        }
+        if delivered < self.acked {
+            report.problem(format!(
+                "{} of {} acknowledged probes never arrived",
+                self.acked - delivered,
+                self.acked
+            ));
+        }
+        if delivered > self.sent {
+            report.problem(format!(
+                "{delivered} probes delivered for {} sent: duplicates",
+                self.sent
+            ));
+        }
+        if misordered > 0 {
+            report.problem(format!(
+                "{misordered} probes arrived after a later one of the same channel (duplicated or out of order)"
+            ));
+        }
+    }
+}
+
+/// Publishes `rate` probes per second, each to the channel of a random one of `indices`, until
+/// `stop`; then waits (at most [`DELIVERY_STALL`]) for the outstanding acknowledgements.
+async fn publish_probes(
+    mut client: Client,
+    prefix: Arc<str>,
+    indices: Arc<Vec<u64>>,
+    rate: f64,
+    mut stop: watch::Receiver<bool>,
+) -> Probes {
+    let mut probes = Probes::default();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping: Option<Instant> = None;
+    loop {
+        if let Some(since) = stopping
+            && (probes.acked + probes.rejected >= probes.sent || since.elapsed() > DELIVERY_STALL)
+        {
+            break;
+        }
+        let publish = stopping.is_none();
+        let frame = tokio::select! {
+            biased;
+            _ = stop.changed(), if publish => {
+                stopping = Some(Instant::now());
+                continue;
+            }
+            _ = tick.tick(), if publish => {
+                let index = indices[fastrand::usize(..indices.len())];
+                let encoder = PublishEncoder::new(&channel_name(&prefix, index));
+                let payload = Probe { seq: probes.sent, sent_micros: now_micros() }.encode(PROBE_SIZE);
+                let sent = async {
+                    client.feed_invoke("#publish", &encoder.data(&payload)).await?;
+                    client.flush().await
+                };
+                if let Err(e) = sent.await {
+                    probes.error = Some(e.to_string());
+                    break;
+                }
+                probes.sent += 1;
+                continue;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)), if !publish => continue,
+            frame = client.recv() => frame,
+        };
+        match frame {
+            Ok(Frame::Packets(packets)) => {
+                for packet in packets {
+                    let Packet::Response(response) = packet else {
+                        continue;
+                    };
+                    if !client.settle(response.rid) {
+                        continue;
+                    }
+                    match response.error {
+                        None => probes.acked += 1,
+                        Some(error) => {
+                            probes.rejected += 1;
+                            probes
+                                .first_rejection
+                                .get_or_insert_with(|| error.get().to_owned());
+                        }
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                probes.error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    client.close().await;
+    probes
+}
+
+/// Waits until `acked` probes have been delivered, or deliveries stall for [`DELIVERY_STALL`].
+async fn await_probes(tally: &Tally, acked: u64) {
+    let mut last = (tally.delivered.load(Ordering::Relaxed), Instant::now());
+    loop {
+        let delivered = tally.delivered.load(Ordering::Relaxed);
+        if delivered >= acked {
+            return;
+        }
+        if delivered != last.0 {
+            last = (delivered, Instant::now());
+        } else if last.1.elapsed() >= DELIVERY_STALL {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `--barrier`: leaves this shard's marker in `dir`, then waits for the markers of all shards.
+async fn await_shards(
+    dir: &std::path::Path,
+    shard: Shard,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("--barrier {}", dir.display()))?;
+    let marker = dir.join(format!("ready-{}", shard.index));
+    std::fs::write(&marker, b"").with_context(|| format!("--barrier {}", marker.display()))?;
+    loop {
+        let ready = std::fs::read_dir(dir)
+            .with_context(|| format!("--barrier {}", dir.display()))?
+            .filter_map(Result::ok)
+            .filter(|entry| {
+                entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|name| name.strip_prefix("ready-"))
+                    .and_then(|k| k.parse::<u64>().ok())
+                    .is_some_and(|k| k < shard.count)
+            })
+            .count() as u64;
+        if ready >= shard.count {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "--barrier {}: only {ready} of {} shards ready within --timeout",
+                dir.display(),
+                shard.count
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -23,8 +23,8 @@ use crate::sys::CpuMeter;
 /// Deliveries a receiver counts locally before adding them to the shared progress counter.
 pub(crate) const COUNTER_BATCH: u64 = 256;
 
-/// Runs the scenario.
-pub async fn run(ctx: &Context, args: &FanoutArgs) -> anyhow::Result<Report> {
+/// Runs the scenario; `name` is the scenario's name in the report (`fanout`, `fanout-small`).
+pub async fn run(ctx: &Context, args: &FanoutArgs, name: &'static str) -> anyhow::Result<Report> {
     let channel: Arc<str> = Arc::from(args.channel.clone().unwrap_or_else(random_channel));
     let publisher = match &args.publish_url {
         Some(url) => ctx.connect_to(url, 0).await?,
@@ -54,7 +54,7 @@ pub async fn run(ctx: &Context, args: &FanoutArgs) -> anyhow::Result<Report> {
             tokio::spawn(receive(client, inbox, delivered.clone(), stopped.clone()))
         })
         .collect();
-    let outbox = Outbox::new(&channel, args.messages, args.size, args.window);
+    let outbox = Outbox::new(&channel, args.messages, args.size, args.window).with_rate(args.rate);
     let publishing = tokio::spawn(publish(publisher, outbox, stopped.clone()));
 
     let expected = args.subscribers * args.messages;
@@ -83,7 +83,7 @@ pub async fn run(ctx: &Context, args: &FanoutArgs) -> anyhow::Result<Report> {
     }
     let cpu = cpu.finish();
 
-    let mut report = Report::new("fanout");
+    let mut report = Report::new(name);
     ctx.report_settings(&mut report);
     if let Some(url) = &args.publish_url {
         report.text("publish_url", "publisher target", url);
@@ -92,6 +92,9 @@ pub async fn run(ctx: &Context, args: &FanoutArgs) -> anyhow::Result<Report> {
     report.count("messages", "messages published", args.messages);
     report.count("size", "payload bytes", args.size as u64);
     report.count("window", "publish window", args.window);
+    if let Some(rate) = args.rate {
+        report.text("rate", "publishes per second", &rate.to_string());
+    }
     let start = outbox.first_publish.unwrap_or_else(Instant::now);
     let elapsed = totals
         .last_delivery
@@ -167,10 +170,12 @@ async fn publish(
             if outbox.is_done() {
                 return Ok(());
             }
+            let due = outbox.next_due();
             let frame = tokio::select! {
                 biased;
                 frame = client.recv() => frame?,
                 _ = stopped.changed() => return Ok(()),
+                () = sleep_until(due) => continue,
             };
             if let Frame::Packets(packets) = frame {
                 for packet in &packets {
@@ -181,6 +186,14 @@ async fn publish(
     }
     .await;
     (client, outbox, result.err())
+}
+
+/// Sleeps until `due`; never returns without one.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Reads deliveries into `inbox` until it is complete or the run stops.

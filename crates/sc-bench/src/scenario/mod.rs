@@ -35,7 +35,7 @@ const MAX_HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
 
 /// How long deliveries may stall, once every publish is acknowledged, before the remaining
 /// messages are counted as lost (capped by `--timeout`).
-const DELIVERY_STALL: Duration = Duration::from_secs(5);
+pub(crate) const DELIVERY_STALL: Duration = Duration::from_secs(5);
 
 /// What every scenario needs.
 #[derive(Debug)]
@@ -52,7 +52,8 @@ pub struct Context {
 pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
     let ctx = Context::new(cli.common.clone()).await?;
     let mut report = match &cli.scenario {
-        Scenario::Fanout(args) => fanout::run(&ctx, args).await?,
+        Scenario::Fanout(args) => fanout::run(&ctx, args, "fanout").await?,
+        Scenario::FanoutSmall(args) => fanout::run(&ctx, &args.into(), "fanout-small").await?,
         Scenario::Rpc(args) => rpc::run(&ctx, args).await?,
         Scenario::Conns(args) => conns::run(&ctx, args).await?,
         Scenario::PubsubMany(args) => pubsub_many::run(&ctx, args).await?,
@@ -211,7 +212,19 @@ impl Context {
         work: u64,
         what: &str,
     ) {
-        let (Some(before), Some(now)) = (before, self.server_cpu()) else {
+        self.report_server_cpu_between(report, before, self.server_cpu(), work, what);
+    }
+
+    /// [`Context::report_server_cpu`] with the second reading taken by the caller (`after`).
+    pub fn report_server_cpu_between(
+        &self,
+        report: &mut Report,
+        before: Option<Duration>,
+        after: Option<Duration>,
+        work: u64,
+        what: &str,
+    ) {
+        let (Some(before), Some(now)) = (before, after) else {
             return;
         };
         let used = now.saturating_sub(before);
@@ -397,7 +410,7 @@ impl InboxTotals {
 }
 
 /// Publishing state of one publisher: probes `0..messages` to one channel as `#publish` requests,
-/// at most `window` of them unacknowledged.
+/// at most `window` of them unacknowledged (and, when paced, one per interval).
 #[derive(Debug)]
 pub struct Outbox {
     encoder: PublishEncoder,
@@ -415,6 +428,8 @@ pub struct Outbox {
     pub first_publish: Option<Instant>,
     /// When the last acknowledgement arrived.
     pub last_ack: Option<Instant>,
+    /// With a rate: the interval between publishes and when the next one is due.
+    pace: Option<(Duration, Instant)>,
 }
 
 impl Outbox {
@@ -431,13 +446,49 @@ impl Outbox {
             first_rejection: None,
             first_publish: None,
             last_ack: None,
+            pace: None,
         }
     }
 
-    /// Sends publishes until the window is full or every message is sent.
+    /// Paces the publishes at `per_second` (none: as fast as the window allows).
+    pub fn with_rate(mut self, per_second: Option<f64>) -> Outbox {
+        self.pace = per_second
+            .filter(|r| *r > 0.0)
+            .map(|r| (Duration::from_secs_f64(1.0 / r), Instant::now()));
+        self
+    }
+
+    /// When the next paced publish is due (`None` when not paced or all are sent).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.pace
+            .filter(|_| self.sent < self.messages)
+            .map(|(_, due)| due)
+    }
+
+    /// Whether a paced publish may go now (always, unpaced); moves the due time on when it may.
+    fn take_turn(&mut self) -> bool {
+        match &mut self.pace {
+            None => true,
+            Some((interval, due)) => {
+                let now = Instant::now();
+                if now < *due {
+                    return false;
+                }
+                // A late turn does not earn a burst: the next is due an interval from now.
+                *due = (*due + *interval).max(now);
+                true
+            }
+        }
+    }
+
+    /// Sends publishes until the window is full or every message is sent (or, paced, until the
+    /// next one is not due yet).
     pub async fn fill(&mut self, client: &mut Client) -> Result<(), ClientError> {
         let mut fed = false;
-        while self.sent < self.messages && self.sent - self.answered() < self.window {
+        while self.sent < self.messages
+            && self.sent - self.answered() < self.window
+            && self.take_turn()
+        {
             self.first_publish.get_or_insert_with(Instant::now);
             let payload = Probe {
                 seq: self.sent,

@@ -37,6 +37,7 @@ pub async fn run(ctx: &Context, args: &PubsubManyArgs) -> anyhow::Result<Report>
         })
         .await?;
 
+    let server_before = ctx.server_cpu();
     let cpu = CpuMeter::start();
     let deadline = Instant::now() + ctx.common.timeout;
     let delivered = Arc::new(AtomicU64::new(0));
@@ -108,6 +109,12 @@ pub async fn run(ctx: &Context, args: &PubsubManyArgs) -> anyhow::Result<Report>
     report.correctness(&totals.correctness);
     ctx.check_heartbeats(&mut report, heartbeats);
     report.cpu(&cpu);
+    ctx.report_server_cpu(
+        &mut report,
+        server_before,
+        totals.correctness.received,
+        "deliveries",
+    );
     ctx.report_server_memory(&mut report, server_rss, 0);
 
     if let Some(published) = &published {

@@ -20,6 +20,7 @@ pub async fn run(ctx: &Context, args: &RpcArgs) -> anyhow::Result<Report> {
         })
         .await?;
 
+    let server_before = ctx.server_cpu();
     let cpu = CpuMeter::start();
     let start = Instant::now();
     let deadline = start + args.duration;
@@ -79,6 +80,7 @@ pub async fn run(ctx: &Context, args: &RpcArgs) -> anyhow::Result<Report> {
     }
     let elapsed = start.elapsed();
     let cpu = cpu.finish();
+    let server_after = ctx.server_cpu();
     let latency = latency.snapshot();
 
     let mut report = Report::new("rpc");
@@ -102,6 +104,13 @@ pub async fn run(ctx: &Context, args: &RpcArgs) -> anyhow::Result<Report> {
     report.count("mismatched", "wrong answers", mismatched);
     ctx.check_heartbeats(&mut report, heartbeats);
     report.cpu(&cpu);
+    ctx.report_server_cpu_between(
+        &mut report,
+        server_before,
+        server_after,
+        completed.load(Ordering::Relaxed),
+        "requests",
+    );
     ctx.report_server_memory(&mut report, server_rss, 0);
 
     if let Some(first) = first_mismatch {

@@ -284,3 +284,4 @@ impl std::io::Write for Logs {
         Ok(())
     }
 }
+pub(crate) mod nats_cluster;

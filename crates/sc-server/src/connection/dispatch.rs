@@ -189,7 +189,7 @@ async fn run_inbound(
     let kind = action.clone();
     match server
         .middleware()
-        .run_inbound(action, server.options().middleware_timeout())
+        .run_inbound(action, server.options().durations().middleware_timeout)
         .await
     {
         Ok(action) => Some(action),

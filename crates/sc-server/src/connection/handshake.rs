@@ -10,11 +10,11 @@ use sc_protocol::error::names;
 use sc_protocol::frame::HandshakeData;
 use sc_protocol::{CloseCode, EventPacket, HeartbeatDialect, Json, ScError, encode};
 
+use crate::auth::AuthEvent;
 use crate::auth::{AuthToken, TokenError};
 use crate::middleware::{
     AuthenticateAction, Block, HandshakeScAction, InboundAction, block_error, inbound_block_error,
 };
-use crate::server::AuthEvent;
 use crate::socket::Socket;
 
 /// `#handshake` (docs/protocol.md §4.2–4.4): verify the token, run handshake middleware, answer.
@@ -28,7 +28,7 @@ pub(crate) async fn on_handshake(
     };
     let server = socket.server().clone();
     let options = server.options();
-    let timeout = options.middleware_timeout();
+    let timeout = options.durations().middleware_timeout;
     let v1 = dialect == Some(HeartbeatDialect::V1);
     let handshake = HandshakeData::parse(event.data.as_ref());
 
@@ -140,7 +140,7 @@ async fn verify_and_authenticate(
     let kind = action.clone();
     match server
         .middleware()
-        .run_inbound(action, server.options().middleware_timeout())
+        .run_inbound(action, server.options().durations().middleware_timeout)
         .await
     {
         Ok(InboundAction::Authenticate(action)) => Ok(action.token),

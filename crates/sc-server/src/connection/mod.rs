@@ -366,7 +366,12 @@ impl Connection {
                 socket: self.socket.clone(),
                 message: payload,
             };
-            let timeout = self.socket.server().options().middleware_timeout();
+            let timeout = self
+                .socket
+                .server()
+                .options()
+                .durations()
+                .middleware_timeout;
             match middleware.run_inbound_raw(action, timeout).await {
                 Ok(action) => action.message,
                 Err(_) => return Flow::Continue,

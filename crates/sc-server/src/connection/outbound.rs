@@ -199,7 +199,11 @@ enum Phase {
     Finishing,
 }
 
-/// A batch that grew past this many frames is released once written.
+/// A batch that grew past this many frames is released once written. So is a batch of one
+/// frame: a socket that gets a frame now and then (an idle one gets a ping every pingInterval)
+/// then holds no queue memory between them, at the price of one allocation per such frame
+/// (docs/BENCHMARKS.md, 100k connections); a busy socket, whose batches hold several frames,
+/// keeps its buffer.
 const KEEP_BATCH_CAPACITY: usize = 16;
 
 /// How long the 4100 close frame of an overflowed queue may take to be written.
@@ -259,7 +263,8 @@ impl Writer {
                 }
                 Phase::Idle => {
                     // Hand the batch over (up to a close, which ends the connection).
-                    self.metrics.frames_out(self.batch.len() as u64);
+                    let frames = self.batch.len();
+                    self.metrics.frames_out(frames as u64);
                     while let Some(item) = self.batch.pop_front() {
                         let sent = match item {
                             Outbound::Text(frame) => ws.send_text(frame),
@@ -280,7 +285,7 @@ impl Writer {
                             self.phase = Phase::Finishing;
                         }
                     }
-                    if self.batch.capacity() > KEEP_BATCH_CAPACITY {
+                    if frames <= 1 || self.batch.capacity() > KEEP_BATCH_CAPACITY {
                         self.batch = VecDeque::new();
                     }
                     if self.phase == Phase::Idle {

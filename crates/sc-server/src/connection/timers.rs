@@ -13,6 +13,29 @@ use crate::socket::{Socket, SocketState};
 /// How long to wait for the client's close frame after ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// Ping ticks fall on a grid of this fraction of the ping interval (at most [`MAX_PING_GRID`]),
+/// shared by every socket of the process. A worker then pings its sockets in batches, a few times
+/// per second, instead of waking up for a socket or two every millisecond, and the pongs come
+/// back in batches too: at 100k connections these wake-ups are much of an idle server's CPU
+/// (docs/BENCHMARKS.md). A ping goes out at most one grid step later than the interval says.
+const PING_GRID_PARTS: u32 = 16;
+
+/// The coarsest ping grid.
+const MAX_PING_GRID: Duration = Duration::from_millis(250);
+
+/// `t` rounded up to the ping grid of `interval`, counted from the process's first connection.
+fn on_ping_grid(t: Instant, interval: Duration) -> Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = Instant::from_std(*EPOCH.get_or_init(std::time::Instant::now));
+    let grid = (interval / PING_GRID_PARTS).min(MAX_PING_GRID).as_nanos();
+    if grid == 0 {
+        return t;
+    }
+    let since = t.saturating_duration_since(epoch).as_nanos();
+    let rounded = u64::try_from(since.div_ceil(grid) * grid).unwrap_or(u64::MAX);
+    epoch + Duration::from_nanos(rounded)
+}
+
 /// The connection's deadlines (heartbeat, dialect probe, pong timeout, handshake timeout, close
 /// grace), all served by one timer that is set to the earliest.
 pub(super) struct Timers {
@@ -42,14 +65,16 @@ pub(super) enum Expired {
 impl Timers {
     pub(super) fn new(options: &ServerOptions, start: Instant) -> Timers {
         let pings = !options.ping_timeout_disabled;
+        let durations = options.durations();
         Timers {
-            next_ping: pings.then(|| start + options.ping_interval()),
+            next_ping: pings
+                .then(|| on_ping_grid(start + durations.ping_interval, durations.ping_interval)),
             probe: None,
             pong_armed: pings,
-            handshake: Some(start + options.handshake_timeout()),
+            handshake: Some(start + durations.handshake_timeout),
             close_grace: None,
-            ping_interval: options.ping_interval(),
-            ping_timeout: options.ping_timeout(),
+            ping_interval: durations.ping_interval,
+            ping_timeout: durations.ping_timeout,
             far_future: start + Duration::from_secs(86_400 * 365),
         }
     }
@@ -105,11 +130,12 @@ impl Timers {
             }
             // A late tick delays the next one (as `MissedTickBehavior::Delay`).
             let next = tick + self.ping_interval;
-            self.next_ping = Some(if next <= now {
+            let next = if next <= now {
                 now + self.ping_interval
             } else {
                 next
-            });
+            };
+            self.next_ping = Some(on_ping_grid(next, self.ping_interval));
         }
         if self.probe.is_some_and(|t| t <= now) {
             self.probe = None;
@@ -129,5 +155,26 @@ impl Timers {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_ticks_fall_on_a_shared_grid() {
+        let interval = Duration::from_millis(8000);
+        let now = Instant::now();
+        let a = on_ping_grid(now + interval, interval);
+        assert!(a >= now + interval && a < now + interval + MAX_PING_GRID);
+        // Ticks within one step share it; a tick on the grid stays there.
+        assert_eq!(on_ping_grid(a - Duration::from_millis(100), interval), a);
+        assert_eq!(on_ping_grid(a, interval), a);
+        assert_eq!(on_ping_grid(a + interval, interval), a + interval);
+        // Short intervals get a finer grid: at most a sixteenth of the interval later.
+        let short = Duration::from_millis(100);
+        let d = on_ping_grid(now + short, short);
+        assert!(d >= now + short && d <= now + short + short / PING_GRID_PARTS);
     }
 }

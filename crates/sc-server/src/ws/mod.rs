@@ -34,7 +34,8 @@ const MAX_SLICES: usize = 64;
 /// ([`WebSocket::with_queue_limit`]).
 const DEFAULT_MAX_QUEUED: usize = 4096;
 
-/// Queues that grew past this many frames are released once drained.
+/// Queues that grew past this many frames are released once drained; so is a queue that held a
+/// single frame (an idle socket's ping), so that an idle socket holds no write buffer.
 const KEEP_QUEUE_CAPACITY: usize = 16;
 
 thread_local! {
@@ -447,6 +448,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Writes every queued frame (vectored writes), then flushes the connection.
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let single = self.out.len() <= 1;
         while !self.out.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let count = fill_slices(&self.out, self.written, &mut slices);
@@ -463,7 +465,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
             }
         }
-        if self.out.capacity() > KEEP_QUEUE_CAPACITY {
+        if single || self.out.capacity() > KEEP_QUEUE_CAPACITY {
             self.out = VecDeque::new();
         }
         Pin::new(&mut self.io).poll_flush(cx).map_err(|error| {

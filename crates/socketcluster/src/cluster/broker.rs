@@ -1,14 +1,15 @@
 //! A broker process: holds channels and key/value data for the workers (each channel and key
 //! lives on one broker, chosen by sc-hasher), and bridges to the engine when one is configured.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use sc_broker::cluster::{BrokerServer, ClusterBroker, ClusterKv, MapIndex};
-use sc_broker::{Broker, KvStore, MemoryBroker, MemoryKv};
+use sc_broker::process::BrokerServer;
+use sc_broker::{Broker, MemoryKv};
 use sc_protocol::Json;
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::broker_link::{broker_socket, engine};
 use super::ipc::{Envelope, HandlerSlot, IpcError, IpcPeer, MessageHandler, connect_child};
 use super::{BrokerController, ClusterError, ProcessRole};
 use crate::config::ClusterConfig;
@@ -54,70 +55,6 @@ impl BrokerProcess {
     }
 }
 
-/// The socket path of broker `id`.
-pub(crate) fn broker_socket(dir: &Path, id: usize) -> PathBuf {
-    dir.join(format!("b{id}.sock"))
-}
-
-/// What a worker talks to for channels and key/value data.
-pub(crate) struct WorkerLink {
-    pub(crate) broker: Arc<dyn Broker>,
-    pub(crate) kv: Arc<dyn KvStore>,
-    /// The broker processes, for custom messages (`None` without broker processes).
-    pub(crate) brokers: Option<ClusterKv>,
-}
-
-/// The worker's link: the broker processes when there are any, else the engine, else the
-/// in-process exchange.
-pub(crate) async fn worker_link(
-    config: &ClusterConfig,
-    dir: &Path,
-) -> Result<WorkerLink, ClusterError> {
-    if config.brokers > 0 {
-        let paths: Vec<PathBuf> = (0..config.brokers)
-            .map(|id| broker_socket(dir, id))
-            .collect();
-        let broker = ClusterBroker::connect(paths, sc_broker::cluster::ClusterConfig::default())
-            .await
-            .map_err(|e| ClusterError::Broker(e.to_string()))?;
-        let kv = broker.kv();
-        return Ok(WorkerLink {
-            broker: Arc::new(broker),
-            kv: Arc::new(kv.clone()),
-            brokers: Some(kv),
-        });
-    }
-    let (broker, kv) = match &config.engine {
-        Some(url) => engine(url).await?,
-        None => (
-            Arc::new(MemoryBroker::new()) as Arc<dyn Broker>,
-            Arc::new(MemoryKv::new()) as Arc<dyn KvStore>,
-        ),
-    };
-    Ok(WorkerLink {
-        broker,
-        kv,
-        brokers: None,
-    })
-}
-
-/// Connects to the configured engine (Redis or NATS).
-pub(crate) async fn engine(url: &str) -> Result<(Arc<dyn Broker>, Arc<dyn KvStore>), ClusterError> {
-    sc_broker::connect_engine(url)
-        .await
-        // The error names the URL with its password redacted; `url` itself may hold one.
-        .map_err(|e| ClusterError::Broker(format!("engine: {e}")))
-}
-
-/// Sends a custom message to broker `id` (or every broker) and collects the answers.
-pub(crate) async fn send_to_brokers(
-    brokers: &ClusterKv,
-    data: Json,
-    target: MapIndex,
-) -> Result<Vec<Json>, String> {
-    brokers.send(data, target).await.map_err(|e| e.to_string())
-}
-
 /// The message workers send to learn a broker's health (answered before user handlers).
 pub(crate) const HEALTH_PROBE: &str = r#"{"$scHealth":true}"#;
 
@@ -156,7 +93,7 @@ pub(crate) async fn run(
         move || {
             let engine = engine_slot.lock().clone();
             let engine_up = engine.as_ref().map(|e| e.is_connected());
-            let nodes = engine.map(|e| e.health().nodes).unwrap_or_default();
+            let nodes = engine.map(|e| e.health()).unwrap_or_default();
             crate::ops::metrics::ChildReport {
                 text: crate::ops::metrics::render_broker(
                     id,
@@ -205,4 +142,10 @@ pub(crate) async fn run(
     }
     server.shutdown().await;
     Ok(())
+}
+
+impl std::fmt::Debug for BrokerProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerProcess").finish_non_exhaustive()
+    }
 }

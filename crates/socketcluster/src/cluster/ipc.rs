@@ -260,6 +260,24 @@ pub fn null_handler() -> MessageHandler {
     Arc::new(|_| Box::pin(async { Ok(Json::NULL) }))
 }
 
+impl std::fmt::Debug for IpcDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpcDriver").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for HandlerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerSlot").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for IpcPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpcPeer").finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

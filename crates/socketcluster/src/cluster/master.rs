@@ -224,59 +224,29 @@ pub(crate) async fn run(
         });
     }
 
-    let mut rolling = Rolling::default();
-    let mut crash_delays: HashMap<ChildKey, Duration> = HashMap::new();
+    let mut supervisor = Supervisor {
+        master: &master,
+        spawner: &spawner,
+        config: &config,
+        started_at,
+        crash_delays: HashMap::new(),
+        restarts: Vec::new(),
+        rolling: Rolling::default(),
+    };
     loop {
+        // A restart waiting for its backoff is a deadline here, never a sleep inside an arm:
+        // a signal is handled the moment it arrives.
+        let restart_due = supervisor.next_restart();
         tokio::select! {
-            Some(event) = inbox.recv() => match event {
-                Event::Hello(key, pid) => tracing::debug!(role = %key.0, id = key.1, pid, "process connected"),
-                Event::Ready(key) => {
-                    tracing::info!(role = %key.0, id = key.1, "process ready");
-                    rolling.on_ready(key, &spawner, &mut started_at);
-                }
-                Event::Exited { key, pid, .. } if rolling.retired(pid) => {
-                    tracing::info!(role = %key.0, id = key.1, pid, "replaced worker stopped");
-                }
-                Event::Exited { key, pid, status } => {
-                    // Only forget the process if it is still the one registered under its key.
-                    let current = master.shared.pids.lock().get(&key) == Some(&pid);
-                    if current {
-                        master.shared.links.lock().remove(&key);
-                        master.shared.pids.lock().remove(&key);
-                    }
-                    let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-                    tracing::warn!(role = %key.0, id = key.1, pid, %status, "process exited unexpectedly");
-                    let restart = current && (key.0 == ProcessRole::Broker || config.reboot_worker_on_crash);
-                    if restart {
-                        // A process that dies right after starting is restarted with a growing delay.
-                        let quick = started_at.get(&key).is_some_and(|t| t.elapsed() < Duration::from_secs(2));
-                        let delay = if quick {
-                            let d = crash_delays.entry(key).or_insert(Duration::from_millis(50));
-                            *d = (*d * 2).min(Duration::from_secs(5));
-                            *d
-                        } else {
-                            crash_delays.remove(&key);
-                            Duration::ZERO
-                        };
-                        tokio::time::sleep(delay).await;
-                        match spawner.spawn(key) {
-                            Ok(pid) => {
-                                started_at.insert(key, Instant::now());
-                                master.shared.count_restart(key.0);
-                                tracing::info!(role = %key.0, id = key.1, pid, "process restarted");
-                            }
-                            Err(error) => tracing::error!(role = %key.0, id = key.1, %error, "cannot restart process"),
-                        }
-                    }
-                }
-            },
+            Some(event) = inbox.recv() => supervisor.on_event(event),
+            () = sleep_until_some(restart_due) => supervisor.restart_due(),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = user2.recv() => {
                 if config.kill_master_on_signal {
                     break;
                 }
-                rolling.start(&master, &spawner, &mut started_at);
+                supervisor.rolling_restart();
             }
             _ = hangup.recv() => {
                 // Only TLS workers handle SIGHUP; for the others it would be fatal.
@@ -296,6 +266,128 @@ pub(crate) async fn run(
     shutdown(&master, &mut inbox, &config).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The first delay before restarting a process that died right after starting; it doubles with
+/// every such quick death, up to [`MAX_CRASH_DELAY`].
+const FIRST_CRASH_DELAY: Duration = Duration::from_millis(50);
+
+/// The longest delay before restarting a process that keeps dying right after starting.
+const MAX_CRASH_DELAY: Duration = Duration::from_secs(5);
+
+/// A process that dies sooner than this after its start died "right after starting".
+const QUICK_DEATH: Duration = Duration::from_secs(2);
+
+/// Keeps the cluster's processes running: reacts to their events (ready, exited) and restarts
+/// what crashed, after a backoff for processes that die right after starting.
+struct Supervisor<'a> {
+    master: &'a Master,
+    spawner: &'a Spawner,
+    config: &'a ClusterConfig,
+    /// When each process was (re)started.
+    started_at: HashMap<ChildKey, Instant>,
+    /// The current backoff of processes that died right after starting.
+    crash_delays: HashMap<ChildKey, Duration>,
+    /// Restarts waiting for their backoff: when, and which process.
+    restarts: Vec<(tokio::time::Instant, ChildKey)>,
+    rolling: Rolling,
+}
+
+impl Supervisor<'_> {
+    /// One event from a child process.
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Hello(key, pid) => {
+                tracing::debug!(role = %key.0, id = key.1, pid, "process connected");
+            }
+            Event::Ready(key) => {
+                tracing::info!(role = %key.0, id = key.1, "process ready");
+                self.rolling
+                    .on_ready(key, self.spawner, &mut self.started_at);
+            }
+            Event::Exited { key, pid, .. } if self.rolling.retired(pid) => {
+                tracing::info!(role = %key.0, id = key.1, pid, "replaced worker stopped");
+            }
+            Event::Exited { key, pid, status } => self.on_exit(key, pid, status),
+        }
+    }
+
+    /// A process exited unexpectedly: forgets it and, if it is to be rebooted, restarts it now
+    /// or (if it died right after starting) schedules the restart after its backoff.
+    fn on_exit(&mut self, key: ChildKey, pid: u32, status: std::io::Result<ExitStatus>) {
+        let shared = &self.master.shared;
+        // Only forget the process if it is still the one registered under its key.
+        let current = shared.pids.lock().get(&key) == Some(&pid);
+        if current {
+            shared.links.lock().remove(&key);
+            shared.pids.lock().remove(&key);
+        }
+        let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        tracing::warn!(role = %key.0, id = key.1, pid, %status, "process exited unexpectedly");
+        let reboot = key.0 == ProcessRole::Broker || self.config.reboot_worker_on_crash;
+        if !(current && reboot) {
+            return;
+        }
+        let quick = self
+            .started_at
+            .get(&key)
+            .is_some_and(|t| t.elapsed() < QUICK_DEATH);
+        if !quick {
+            self.crash_delays.remove(&key);
+            self.restart(key);
+            return;
+        }
+        let delay = self.crash_delays.entry(key).or_insert(FIRST_CRASH_DELAY);
+        *delay = (*delay * 2).min(MAX_CRASH_DELAY);
+        tracing::info!(role = %key.0, id = key.1, delay_ms = delay.as_millis() as u64, "restart after a backoff");
+        self.restarts
+            .push((tokio::time::Instant::now() + *delay, key));
+    }
+
+    /// When the next scheduled restart is due, if one is.
+    fn next_restart(&self) -> Option<tokio::time::Instant> {
+        self.restarts.iter().map(|(due, _)| *due).min()
+    }
+
+    /// Runs the scheduled restarts that are due.
+    fn restart_due(&mut self) {
+        let now = tokio::time::Instant::now();
+        let (due, later) = std::mem::take(&mut self.restarts)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.restarts = later;
+        for (_, key) in due {
+            self.restart(key);
+        }
+    }
+
+    /// Starts `key`'s process again.
+    fn restart(&mut self, key: ChildKey) {
+        match self.spawner.spawn(key) {
+            Ok(pid) => {
+                self.started_at.insert(key, Instant::now());
+                self.master.shared.count_restart(key.0);
+                tracing::info!(role = %key.0, id = key.1, pid, "process restarted");
+            }
+            Err(error) => {
+                tracing::error!(role = %key.0, id = key.1, %error, "cannot restart process");
+            }
+        }
+    }
+
+    /// SIGUSR2: replaces every worker in turn.
+    fn rolling_restart(&mut self) {
+        self.rolling
+            .start(self.master, self.spawner, &mut self.started_at);
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Stops workers (they drain their sockets), then brokers; kills what outlives the timeout.
@@ -694,5 +786,11 @@ impl Rolling {
 
     fn retired(&mut self, pid: u32) -> bool {
         self.retiring.remove(&pid)
+    }
+}
+
+impl std::fmt::Debug for Master {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Master").finish_non_exhaustive()
     }
 }

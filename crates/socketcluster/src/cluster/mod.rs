@@ -30,7 +30,6 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ClusterConfig;
 
 pub mod broker;
+mod broker_link;
 pub mod ipc;
 pub mod listener;
 pub mod master;
@@ -47,8 +47,8 @@ pub use broker::BrokerProcess;
 pub use master::Master;
 pub use worker::Worker;
 
-/// A boxed, sendable future.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// A boxed, sendable, `'static` future: sc-server's (one definition in the workspace).
+pub use sc_server::handler::BoxFuture;
 
 /// What a controller returns: any error fails the process (a worker with `crashWorkerOnError`
 /// exits and is rebooted).
@@ -210,11 +210,38 @@ impl Builder {
     /// Runs this process's part until the cluster stops. Errors before anything started (bad
     /// options, port in use, missing worker controller) are returned at once.
     pub fn run(self) -> Result<(), ClusterError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(ClusterError::Io)?;
+        let threads = self.runtime_threads();
+        let runtime = if threads == 1 {
+            // One thread: no wake-ups handed between threads, no work stealing to look for.
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()
+        }
+        .map_err(ClusterError::Io)?;
         runtime.block_on(self.run_async())
+    }
+
+    /// This process's runtime threads (`workerThreads`): the role comes from the environment
+    /// the master set, the configuration too (this process's own for the master).
+    fn runtime_threads(&self) -> usize {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let Ok(role) = std::env::var(env::ROLE) else {
+            return self.config.runtime_threads(None, cpus);
+        };
+        let role = match role.split_once(':').map(|(kind, _)| kind) {
+            Some("worker") => ProcessRole::Worker,
+            Some("broker") => ProcessRole::Broker,
+            _ => return cpus,
+        };
+        std::env::var(env::CONFIG)
+            .ok()
+            .and_then(|c| serde_json::from_str::<ClusterConfig>(&c).ok())
+            .map_or(cpus, |config| config.runtime_threads(Some(role), cpus))
     }
 
     async fn run_async(self) -> Result<(), ClusterError> {
@@ -275,4 +302,16 @@ pub enum ClusterError {
     /// Other I/O.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for SocketCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketCluster").finish_non_exhaustive()
+    }
 }

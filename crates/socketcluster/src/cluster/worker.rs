@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sc_broker::cluster::{ClusterKv, MapIndex};
+use sc_broker::process::{BrokerControllers, MapIndex};
 use sc_protocol::Json;
 use sc_server::{Exchange, Server};
 use tokio::signal::unix::{SignalKind, signal};
@@ -20,7 +20,7 @@ pub struct Worker {
     id: usize,
     server: Server,
     master: IpcPeer,
-    brokers: Option<ClusterKv>,
+    brokers: Option<BrokerControllers>,
     on_master_message: HandlerSlot,
     config: Arc<ClusterConfig>,
 }
@@ -64,7 +64,7 @@ impl Worker {
             .as_ref()
             .ok_or("this cluster runs without broker processes")?;
         let target = MapIndex::Number(i64::try_from(id).unwrap_or(i64::MAX));
-        let mut answers = super::broker::send_to_brokers(brokers, data, target).await?;
+        let mut answers = super::broker_link::send_to_brokers(brokers, data, target).await?;
         Ok(answers.pop().unwrap_or(Json::NULL))
     }
 
@@ -74,7 +74,7 @@ impl Worker {
             .brokers
             .as_ref()
             .ok_or("this cluster runs without broker processes")?;
-        super::broker::send_to_brokers(brokers, data, MapIndex::All).await
+        super::broker_link::send_to_brokers(brokers, data, MapIndex::All).await
     }
 
     /// Answers the master's `send_to_worker` calls.
@@ -93,7 +93,7 @@ pub(crate) async fn run(
     dir: PathBuf,
     controller: WorkerController,
 ) -> Result<(), ClusterError> {
-    let link = super::broker::worker_link(&config, &dir).await?;
+    let link = super::broker_link::worker_link(&config, &dir).await?;
     let server = Server::with_engine(config.server.clone(), link.broker, link.kv)
         .map_err(|e| ClusterError::Config(e.0))?;
     let on_master_message = HandlerSlot::default();
@@ -176,7 +176,7 @@ pub(crate) async fn run(
 }
 
 /// Asks every broker for its state (and its engine's): `{"brokers":[…],"healthy":bool}`.
-async fn broker_health(brokers: ClusterKv) -> serde_json::Value {
+async fn broker_health(brokers: BrokerControllers) -> serde_json::Value {
     let probe = Json::from_text(super::broker::HEALTH_PROBE).unwrap_or(Json::NULL);
     let answers =
         tokio::time::timeout(Duration::from_secs(2), brokers.send(probe, MapIndex::All)).await;
@@ -191,5 +191,11 @@ async fn broker_health(brokers: ClusterKv) -> serde_json::Value {
         }
         Ok(Err(error)) => serde_json::json!({ "brokers": error.to_string(), "healthy": false }),
         Err(_) => serde_json::json!({ "brokers": "no answer within 2 s", "healthy": false }),
+    }
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").finish_non_exhaustive()
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sc_server::Server;
 
-/// How often the drain closes its next group of sockets.
+/// How often the drain closes its next group of sockets (a pacing step, not a poll).
 const TICK: Duration = Duration::from_millis(20);
 
 /// Marks `server` as draining (`/health/ready` → 503 at once), closes its sockets with 1001
@@ -40,10 +40,10 @@ pub async fn drain(server: &Server, spread: Duration, timeout: Duration) -> usiz
             tokio::time::sleep(TICK).await;
         }
     }
-    let deadline = start + timeout.max(spread);
-    while server.clients_count() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(TICK).await;
-    }
+    // Wakes when the last socket leaves (no polling).
+    server
+        .wait_idle(timeout.max(spread).saturating_sub(start.elapsed()))
+        .await;
     tracing::info!(
         closed = total,
         remaining = server.clients_count(),

@@ -304,7 +304,7 @@ pub fn render_worker(id: usize, s: &MetricsSnapshot, stats: ProcessStats) -> Str
 pub fn render_broker(
     id: usize,
     engine_up: Option<bool>,
-    engine_nodes: &[sc_broker::NodeHealth],
+    nodes: &sc_broker::EngineHealth,
     stats: ProcessStats,
 ) -> String {
     let mut f = Families::default();
@@ -315,7 +315,7 @@ pub fn render_broker(
             Value::Gauge(i64::from(up)),
         );
     }
-    f.engine_nodes(engine_nodes);
+    f.engine_nodes(&nodes.nodes);
     f.process(stats);
     f.render("broker", id.to_string())
 }

@@ -1,10 +1,5 @@
-//! [`RedisBroker`]: publications carried between machines by Redis pub/sub.
-//!
-//! One [`RedisLink`] per engine URL holds two connections: a dedicated pub/sub connection (one
-//! Redis `SUBSCRIBE` per channel the process holds, on `<prefix>ch:<channel>`), and a
-//! multiplexed command connection for `PUBLISH` and the key/value store ([`RedisKv`]). A
-//! supervisor task owns both; publications travel as their encoded `#publish` frame and are
-//! rebuilt with [`Publication::from_frame`], never re-encoded.
+//! [`RedisLink`]: the connections to one Redis server and the supervisor that keeps them up,
+//! shared by the Redis broker, key/value store and streams; and [`RedisOptions`].
 //!
 //! # Failures
 //!
@@ -29,7 +24,7 @@
 //!   that the server really is a master (`ROLE`), and the ping also checks `ROLE`, so a demoted
 //!   master is left within a ping interval. The credentials are the master's.
 //! - Redis Cluster: `redis-cluster://[user:pass@]h1:p1,h2:p2,…` (`rediss-cluster://`), sharded
-//!   pub/sub and slot-tagged keys: see [`redis_cluster`](crate::redis_cluster).
+//!   pub/sub and slot-tagged keys: see [`sharded`](super::sharded).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -39,9 +34,6 @@ use std::time::{Duration, Instant};
 
 use ::redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError};
-
-pub use crate::redis_cluster::RedisConnection;
-use crate::redis_sentinel::ClientSource;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::try_join_all;
@@ -49,10 +41,12 @@ use parking_lot::RwLock;
 use sc_protocol::Publication;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{EngineError, redact};
-use crate::kv_redis::RedisKv;
+use super::sentinel::ClientSource;
+pub use super::sharded::RedisConnection;
+use crate::error::EngineError;
 use crate::support::backoff;
-use crate::{BoxFuture, Broker, BrokerError, DeliverySink};
+use crate::url::redact;
+use crate::{BrokerError, DeliverySink};
 
 const ENGINE: &str = "redis";
 
@@ -76,7 +70,7 @@ pub struct RedisOptions {
     pub max_reconnect_delay: Duration,
     /// How often the pub/sub connection is pinged to detect a silent network failure. Default 1 s.
     pub ping_interval: Duration,
-    /// How often the store looks for due nested-key expiries (see [`RedisKv`]). Default 500 ms.
+    /// How often the store looks for due nested-key expiries (see [`RedisKv`](super::RedisKv)). Default 500 ms.
     pub expiry_sweep_interval: Duration,
 }
 
@@ -94,179 +88,32 @@ impl Default for RedisOptions {
     }
 }
 
-/// Connects to the Redis server at `url` (`redis://[user:pass@]host[:port][/db]`, or `rediss://`
-/// for TLS) and returns a broker and a key/value store sharing one [`RedisLink`].
-///
-/// Fails with [`EngineError::InvalidUrl`] for a malformed URL, [`EngineError::Auth`] when Redis
-/// refuses the credentials, and [`EngineError::Unreachable`] when it cannot be reached.
-pub async fn connect(
-    url: &str,
-    options: RedisOptions,
-) -> Result<(RedisBroker, RedisKv), EngineError> {
-    let link = RedisLink::connect(url, options).await?;
-    Ok((RedisBroker::on_link(link.clone()), RedisKv::with_link(link)))
-}
-
-/// Publishes and subscribes through Redis pub/sub (see the [module](self) documentation for
-/// the failure behaviour).
-pub struct RedisBroker {
-    link: Arc<RedisLink>,
-    /// This process's presence owner id (its members are removed when its lease expires).
-    owner: String,
-    lease: std::sync::OnceLock<()>,
-}
-
-impl RedisBroker {
-    /// Connects a broker alone (see [`connect`] for a broker and a store on one link).
-    pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisBroker, EngineError> {
-        Ok(RedisBroker::on_link(
-            RedisLink::connect(url, options).await?,
-        ))
-    }
-
-    fn on_link(link: Arc<RedisLink>) -> RedisBroker {
-        RedisBroker {
-            link,
-            owner: crate::stream::new_epoch(),
-            lease: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// The link this broker uses (shared with a [`RedisKv`] made by [`connect`]).
-    pub fn link(&self) -> &Arc<RedisLink> {
-        &self.link
-    }
-}
-
-impl Broker for RedisBroker {
-    fn attach(&self, sink: Arc<dyn DeliverySink>) {
-        *self.link.shared.sink.write() = Some(sink);
-    }
-
-    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(self.link.control(channel, "subscribe", Ctl::Subscribe))
-    }
-
-    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(self.link.control(channel, "unsubscribe", Ctl::Unsubscribe))
-    }
-
-    fn publish(&self, publication: Publication) -> BoxFuture<'_, Result<(), BrokerError>> {
-        Box::pin(async move {
-            let frame = publication.frame();
-            let limit = self.link.options().max_message_size;
-            if frame.len() > limit {
-                return Err(BrokerError::TooLarge {
-                    size: frame.len(),
-                    limit,
-                });
-            }
-            let key = self.link.channel_key(publication.channel());
-            let command = ::redis::cmd(self.link.publish_command())
-                .arg(key)
-                .arg(&frame[..])
-                .to_owned();
-            self.link
-                .with_connection("publish", |mut conn| async move {
-                    command.query_async::<i64>(&mut conn).await
-                })
-                .await
-                .map(drop)
-        })
-    }
-
-    fn describe(&self) -> String {
-        format!("redis {}", self.link.shared.target)
-    }
-
-    fn publish_stored(
-        &self,
-        publication: Publication,
-        policy: crate::HistoryPolicy,
-    ) -> BoxFuture<'_, Result<crate::Position, BrokerError>> {
-        Box::pin(
-            async move { crate::stream_redis::publish(&self.link, &publication, policy).await },
-        )
-    }
-
-    fn read_history<'a>(
-        &'a self,
-        channel: &'a str,
-        policy: crate::HistoryPolicy,
-        read: crate::HistoryRead,
-    ) -> BoxFuture<'a, Result<crate::HistoryPage, BrokerError>> {
-        Box::pin(async move { crate::stream_redis::read(&self.link, channel, policy, &read).await })
-    }
-
-    fn presence_join<'a>(
-        &'a self,
-        channel: &'a str,
-        member: crate::PresenceMember,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        self.lease.get_or_init(|| {
-            crate::stream_redis::spawn_lease_keeper(&self.link, self.owner.clone());
-        });
-        Box::pin(async move {
-            if !self.link.is_connected() {
-                return Err(self.link.unavailable());
-            }
-            crate::stream_redis::join(&self.link, &self.owner, channel, &member).await
-        })
-    }
-
-    fn presence_leave<'a>(
-        &'a self,
-        channel: &'a str,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<(), BrokerError>> {
-        Box::pin(async move {
-            crate::stream_redis::leave(&self.link, &self.owner, channel, id)
-                .await
-                .map(drop)
-        })
-    }
-
-    fn presence<'a>(
-        &'a self,
-        channel: &'a str,
-    ) -> BoxFuture<'a, Result<crate::PresenceInfo, BrokerError>> {
-        Box::pin(crate::stream_redis::query(&self.link, channel))
-    }
-
-    fn is_connected(&self) -> bool {
-        self.link.is_connected()
-    }
-
-    fn health(&self) -> crate::EngineHealth {
-        self.link.health()
-    }
-}
-
-/// The connections to one Redis server, shared by a [`RedisBroker`] and a [`RedisKv`], and the
-/// supervisor task that keeps them up. Dropping the last handle stops the task and closes them.
+/// The connections to one Redis server, shared by a [`RedisBroker`](super::RedisBroker) and a
+/// [`RedisKv`](super::RedisKv), and the supervisor task that keeps them up. Dropping the last
+/// handle stops the task and closes them.
 pub struct RedisLink {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) ctl: mpsc::UnboundedSender<Ctl>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) ctl: mpsc::UnboundedSender<Ctl>,
 }
 
 /// The state the supervisor and the handles share.
-pub(crate) struct Shared {
-    pub(crate) options: RedisOptions,
+pub(super) struct Shared {
+    pub(super) options: RedisOptions,
     /// The URL with its password redacted, for logs.
-    pub(crate) target: String,
-    pub(crate) connected: AtomicBool,
+    pub(super) target: String,
+    pub(super) connected: AtomicBool,
     /// The command connection and the session generation it belongs to (`None` while down).
-    pub(crate) command: RwLock<Option<(u64, RedisConnection)>>,
-    pub(crate) sink: RwLock<Option<Arc<dyn DeliverySink>>>,
+    pub(super) command: RwLock<Option<(u64, RedisConnection)>>,
+    pub(super) sink: RwLock<Option<Arc<dyn DeliverySink>>>,
     /// Redis Cluster: sharded pub/sub and slot-tagged keys.
-    pub(crate) cluster: bool,
+    pub(super) cluster: bool,
     /// Each node's state, kept by the supervisor.
-    pub(crate) health: RwLock<crate::EngineHealth>,
+    pub(super) health: RwLock<crate::EngineHealth>,
 }
 
 /// Requests to the supervisor task, which alone owns the pub/sub connection and the set of held
 /// channels (so subscribe, unsubscribe, delivery and re-subscription never race).
-pub(crate) enum Ctl {
+pub(super) enum Ctl {
     Subscribe(String, oneshot::Sender<Result<(), BrokerError>>),
     Unsubscribe(String, oneshot::Sender<Result<(), BrokerError>>),
     /// A command on session `generation`'s connection failed at the connection level.
@@ -294,7 +141,7 @@ impl RedisLink {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         if lower.starts_with("redis-cluster:") || lower.starts_with("rediss-cluster:") {
-            return crate::redis_cluster::connect(url, options).await;
+            return super::sharded::connect(url, options).await;
         }
         let source = ClientSource::from_url(url, &target)?;
         let session = open_checked(&source, &options, 1, &[])
@@ -317,13 +164,13 @@ impl RedisLink {
         Ok(Arc::new(RedisLink { shared, ctl }))
     }
 
-    /// Each node's state (see [`Broker::health`]).
+    /// Each node's state (see [`Broker::health`](crate::Broker::health)).
     pub fn health(&self) -> crate::EngineHealth {
         self.shared.health.read().clone()
     }
 
     /// `PUBLISH`, or `SPUBLISH` (sharded) on a Redis Cluster.
-    pub(crate) fn publish_command(&self) -> &'static str {
+    pub(super) fn publish_command(&self) -> &'static str {
         if self.shared.cluster {
             "SPUBLISH"
         } else {
@@ -334,11 +181,11 @@ impl RedisLink {
     /// The Redis key of kind `kind` (`ch`, `h`, `hl`, `p`) for `channel`: `<prefix><kind>:<channel>`
     /// on one server; on a Redis Cluster with the channel's hash tag, so that every key of a
     /// channel and of its presence companion lives in one slot (see
-    /// [`redis_cluster::slot_key`](crate::redis_cluster::slot_key)).
-    pub(crate) fn key(&self, kind: &str, channel: &str) -> String {
+    /// [`sharded::slot_key`](super::sharded::slot_key)).
+    pub(super) fn key(&self, kind: &str, channel: &str) -> String {
         let prefix = &self.shared.options.prefix;
         if self.shared.cluster {
-            crate::redis_cluster::slot_key(prefix, kind, channel)
+            super::sharded::slot_key(prefix, kind, channel)
         } else {
             format!("{prefix}{kind}:{channel}")
         }
@@ -364,7 +211,7 @@ impl RedisLink {
     }
 
     /// Sends a subscribe/unsubscribe to the supervisor and waits (bounded) for its answer.
-    async fn control(
+    pub(super) async fn control(
         &self,
         channel: &str,
         action: &'static str,
@@ -420,7 +267,7 @@ impl RedisLink {
 }
 
 /// Whether an error means the connection is gone (as opposed to a refused command).
-pub(crate) fn is_connection_error(error: &RedisError) -> bool {
+pub(super) fn is_connection_error(error: &RedisError) -> bool {
     error.is_io_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
@@ -429,7 +276,7 @@ pub(crate) fn is_connection_error(error: &RedisError) -> bool {
 }
 
 /// Why a session could not be opened.
-pub(crate) enum OpenFailure {
+pub(super) enum OpenFailure {
     Redis(RedisError),
     TimedOut(&'static str),
     /// Sentinel: no sentinel knows the master, or the server found is not a master.
@@ -445,7 +292,7 @@ impl OpenFailure {
         }
     }
 
-    pub(crate) fn into_engine_error(self, target: &str) -> EngineError {
+    pub(super) fn into_engine_error(self, target: &str) -> EngineError {
         let (engine, target) = (ENGINE, target.to_owned());
         let reason = self.reason();
         match self {
@@ -490,7 +337,7 @@ async fn open_checked(
     let client = source.client(options).await?;
     let session = open_session(&client, options, generation, channels).await?;
     if source.is_sentinel() {
-        crate::redis_sentinel::check_master(&session.command, options).await?;
+        super::sentinel::check_master(&session.command, options).await?;
     }
     Ok(session)
 }
@@ -760,7 +607,7 @@ async fn run_session(
                     Err(_) => return Some("ping timed out".to_owned()),
                 }
                 if source.is_sentinel()
-                    && let Err(failure) = crate::redis_sentinel::check_master(&command, &shared.options).await
+                    && let Err(failure) = super::sentinel::check_master(&command, &shared.options).await
                 {
                     return Some(failure.reason());
                 }

@@ -6,11 +6,11 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::RwLock;
 use sc_protocol::Publication;
 
+use crate::memory::stream::{MemoryHistory, MemoryPresence};
 use crate::stream::{
     HistoryPage, HistoryPolicy, HistoryRead, Position, PresenceChange, PresenceInfo,
     PresenceMember, presence_event,
 };
-use crate::stream_memory::{MemoryHistory, MemoryPresence};
 use crate::{BoxFuture, Broker, BrokerError, DeliverySink};
 
 /// Delivers publications straight back to the attached sink, in the publisher's call.

@@ -13,16 +13,29 @@
 //! | `0x04` | worker → broker | [`WorkerMessage::Kv`] | `id:u64` [`KvCommand`] as JSON |
 //! | `0x05` | worker → broker | [`WorkerMessage::Send`] | `id:u64` JSON |
 //! | `0x06` | worker → broker | [`WorkerMessage::Stream`] | `id:u64` JSON ([`StreamRequest`](super::stream_wire::StreamRequest)) |
+//! | `0x07` | worker → broker | [`WorkerMessage::SharedAck`] | `token:u64` |
 //! | `0x81` | broker → worker | [`BrokerMessage::Publication`] | `frame` |
 //! | `0x82` | broker → worker | [`BrokerMessage::Reply`] (`Ok`) | `id:u64` JSON |
 //! | `0x83` | broker → worker | [`BrokerMessage::Reply`] (`Err`) | `id:u64` message (UTF-8) |
 //! | `0x84` | broker → worker | [`BrokerMessage::Ready`] | `broker_id:u32` |
+//! | `0x85` | broker → worker | [`BrokerMessage::Shared`] | `token:u64` `channel` |
 //!
 //! `frame` is a [`Publication::frame`](sc_protocol::Publication::frame): the `#publish` frame
 //! exactly as subscribers receive it. It crosses the link byte for byte and the worker rebuilds
 //! the publication with [`Publication::from_frame`](sc_protocol::Publication::from_frame); the
 //! payload is never re-encoded. A publish carries its channel name beside the frame so the broker
 //! routes it without parsing any JSON.
+//!
+//! # Solo channels
+//!
+//! A worker connection that subscribes to a channel nobody else subscribes to on this broker (and
+//! the broker has no upstream engine) gets the reply value `true` ([`solo_reply`]): until told
+//! otherwise, it may deliver its own publications on that channel itself, without sending them
+//! here, since nobody else would get them. When a second connection subscribes, the broker sends
+//! the solo holder [`BrokerMessage::Shared`] and answers the new subscriber only once the holder
+//! has confirmed with [`WorkerMessage::SharedAck`]: from then on the holder publishes through the
+//! broker again, so every publication made after the new subscription completed reaches it. A
+//! channel stays shared until every connection has left it (docs/cluster.md, "Solo channels").
 //!
 //! Request id `0` ([`NO_REPLY`]) asks the broker not to answer (fire-and-forget publish or
 //! unsubscribe); any other id is answered with exactly one [`BrokerMessage::Reply`].
@@ -51,10 +64,24 @@ const PUBLISH: u8 = 0x03;
 const KV: u8 = 0x04;
 const SEND: u8 = 0x05;
 const STREAM: u8 = 0x06;
+const SHARED_ACK: u8 = 0x07;
 const PUBLICATION: u8 = 0x81;
 const REPLY_OK: u8 = 0x82;
 const REPLY_ERR: u8 = 0x83;
 const READY: u8 = 0x84;
+const SHARED: u8 = 0x85;
+
+/// The reply value of a subscribe that made the connection the channel's solo subscriber, `true`
+/// (see the module documentation); any other subscribe is answered with `null`.
+pub fn solo_reply() -> Json {
+    // A literal JSON value: cannot fail.
+    Json::from_text("true").unwrap_or(Json::NULL)
+}
+
+/// Whether a subscribe's reply value made the connection the channel's solo subscriber.
+pub fn is_solo_reply(value: &Json) -> bool {
+    value.as_bytes() == b"true"
+}
 
 /// The framing codec both sides use: a 4-byte big-endian length prefix, bodies of at most
 /// [`MAX_FRAME_LEN`] bytes.
@@ -114,6 +141,12 @@ pub enum WorkerMessage {
         /// The request, as JSON.
         request: Json,
     },
+    /// The worker has stopped delivering its own publications of a channel itself: the answer to
+    /// [`BrokerMessage::Shared`].
+    SharedAck {
+        /// The token of the [`BrokerMessage::Shared`] being answered.
+        token: u64,
+    },
 }
 
 /// A message from a broker to a worker.
@@ -135,6 +168,15 @@ pub enum BrokerMessage {
     Ready {
         /// The broker's index in the cluster.
         broker_id: u32,
+    },
+    /// Another connection subscribed to `channel`, of which this connection was the solo
+    /// subscriber: publish it through the broker from now on, then answer with
+    /// [`WorkerMessage::SharedAck`] carrying `token`.
+    Shared {
+        /// Identifies this message's acknowledgement.
+        token: u64,
+        /// The channel.
+        channel: String,
     },
 }
 
@@ -182,6 +224,7 @@ impl WorkerMessage {
             | WorkerMessage::Kv { id, .. }
             | WorkerMessage::Send { id, .. }
             | WorkerMessage::Stream { id, .. } => *id,
+            WorkerMessage::SharedAck { .. } => NO_REPLY,
         }
     }
 
@@ -219,6 +262,7 @@ impl WorkerMessage {
                     b.put_slice(request.as_bytes())
                 })
             }
+            WorkerMessage::SharedAck { token } => with_id(SHARED_ACK, *token, 0, |_| {}),
         }
     }
 
@@ -269,6 +313,10 @@ impl WorkerMessage {
                 let request = into_json(body, "stream request")?;
                 Ok(WorkerMessage::Stream { id, request })
             }
+            SHARED_ACK => {
+                let token = take_u64(&mut body, kind)?;
+                Ok(WorkerMessage::SharedAck { token })
+            }
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -302,6 +350,11 @@ impl BrokerMessage {
                 b.put_u32(*broker_id);
                 b.freeze()
             }
+            BrokerMessage::Shared { token, channel } => {
+                with_id(SHARED, *token, channel.len(), |b| {
+                    b.put_slice(channel.as_bytes())
+                })
+            }
         }
     }
 
@@ -330,6 +383,11 @@ impl BrokerMessage {
             READY => {
                 let broker_id = take_u32(&mut body, kind)?;
                 Ok(BrokerMessage::Ready { broker_id })
+            }
+            SHARED => {
+                let token = take_u64(&mut body, kind)?;
+                let channel = into_string(body, "channel")?;
+                Ok(BrokerMessage::Shared { token, channel })
             }
             other => Err(DecodeError::UnknownKind(other)),
         }
@@ -686,6 +744,7 @@ mod tests {
             (any::<u64>(), any_json()).prop_map(|(id, data)| WorkerMessage::Send { id, data }),
             (any::<u64>(), any_json())
                 .prop_map(|(id, request)| WorkerMessage::Stream { id, request }),
+            any::<u64>().prop_map(|token| WorkerMessage::SharedAck { token }),
         ]
     }
 
@@ -700,6 +759,8 @@ mod tests {
                 .prop_map(|(id, v)| BrokerMessage::Reply { id, result: Ok(v) }),
             (any::<u64>(), ".*").prop_map(|(id, e)| BrokerMessage::Reply { id, result: Err(e) }),
             any::<u32>().prop_map(|broker_id| BrokerMessage::Ready { broker_id }),
+            (any::<u64>(), ".*")
+                .prop_map(|(token, channel)| BrokerMessage::Shared { token, channel }),
         ]
     }
 

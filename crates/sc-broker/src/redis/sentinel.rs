@@ -11,12 +11,12 @@ use std::time::Duration;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, Value};
 
-use crate::engine::EngineError;
+use super::link::{OpenFailure, RedisOptions};
+use crate::error::EngineError;
 use crate::health::{EngineHealth, NodeHealth};
-use crate::redis::{OpenFailure, RedisOptions};
 
 /// How the supervisor finds the server to (re)connect to.
-pub(crate) enum ClientSource {
+pub(super) enum ClientSource {
     /// One server, always the same.
     Fixed {
         client: Client,
@@ -28,7 +28,7 @@ pub(crate) enum ClientSource {
 }
 
 /// A sentinel URL, parsed.
-pub(crate) struct Sentinels {
+pub(super) struct Sentinels {
     /// `redis://host:port` (or `rediss://`) of every sentinel.
     sentinels: Vec<(String, String)>,
     /// The master's name.
@@ -48,7 +48,7 @@ pub(crate) struct Sentinels {
 impl ClientSource {
     /// Parses a `redis://`, `rediss://`, `redis-sentinel://` or `rediss-sentinel://` URL
     /// (`target` is the URL with its password redacted, for errors).
-    pub(crate) fn from_url(url: &str, target: &str) -> Result<ClientSource, EngineError> {
+    pub(super) fn from_url(url: &str, target: &str) -> Result<ClientSource, EngineError> {
         let invalid = |reason: String| EngineError::InvalidUrl {
             url: target.to_owned(),
             reason,
@@ -114,12 +114,12 @@ impl ClientSource {
     }
 
     /// Whether the server is found through sentinels.
-    pub(crate) fn is_sentinel(&self) -> bool {
+    pub(super) fn is_sentinel(&self) -> bool {
         matches!(self, ClientSource::Sentinel(_))
     }
 
     /// A client for the server to connect to now.
-    pub(crate) async fn client(&self, options: &RedisOptions) -> Result<Client, OpenFailure> {
+    pub(super) async fn client(&self, options: &RedisOptions) -> Result<Client, OpenFailure> {
         match self {
             ClientSource::Fixed { client, .. } => Ok(client.clone()),
             ClientSource::Sentinel(sentinels) => sentinels.master_client(options).await,
@@ -127,7 +127,7 @@ impl ClientSource {
     }
 
     /// The nodes, the server marked up or down.
-    pub(crate) fn health(&self, up: bool) -> EngineHealth {
+    pub(super) fn health(&self, up: bool) -> EngineHealth {
         match self {
             ClientSource::Fixed { addr, .. } => EngineHealth {
                 nodes: vec![NodeHealth::new(addr.clone(), "master", up)],
@@ -218,7 +218,7 @@ impl Sentinels {
 }
 
 /// Fails unless the server of `command` is a master (`ROLE`).
-pub(crate) async fn check_master(
+pub(super) async fn check_master(
     command: &MultiplexedConnection,
     options: &RedisOptions,
 ) -> Result<(), OpenFailure> {

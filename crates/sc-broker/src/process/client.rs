@@ -10,7 +10,7 @@
 //! means the broker has the subscription in place: a publish made afterwards, by any worker,
 //! reaches this worker. Requests fail fast with [`BrokerError::Unavailable`] while their broker is
 //! unreachable and with [`BrokerError::Timeout`] when it does not answer within
-//! [`ClusterConfig::request_timeout`]; nothing waits forever.
+//! [`BrokerLinkConfig::request_timeout`]; nothing waits forever.
 //!
 //! When a connection is lost the link logs it once, fails the requests in flight, and reconnects
 //! with backoff ([`Backoff`]: 200 ms + 0–100 ms, ×1.3 per attempt, at most 1 s, as sc-broker's
@@ -39,7 +39,9 @@ use tokio_util::task::AbortOnDropHandle;
 use sc_protocol::hash::hash_key;
 use sc_protocol::{Json, Publication};
 
-use super::protocol::{BrokerMessage, MAX_FRAME_LEN, NO_REPLY, WorkerMessage, codec};
+use super::protocol::{
+    BrokerMessage, MAX_FRAME_LEN, NO_REPLY, WorkerMessage, codec, is_solo_reply,
+};
 use super::stream_wire::{StreamOp, StreamRequest, parse_page, parse_position, parse_presence};
 use crate::stream::{
     HistoryPage, HistoryPolicy, HistoryRead, Position, PresenceInfo, PresenceMember,
@@ -86,7 +88,7 @@ impl Backoff {
 
 /// Settings of a worker's cluster link.
 #[derive(Debug, Clone)]
-pub struct ClusterConfig {
+pub struct BrokerLinkConfig {
     /// How long a request may wait for its broker's reply (default 10 s, as sc-broker's
     /// `TimeoutError`).
     pub request_timeout: Duration,
@@ -101,21 +103,27 @@ pub struct ClusterConfig {
     /// `publish` returns once the message is queued for a connected broker; order is kept either
     /// way.
     pub publish_ack: bool,
+    /// Whether a publication of a channel this worker is the solo subscriber of (see
+    /// [`protocol`](super::protocol)) is delivered here without crossing the broker (default
+    /// `false`; needs `publish_ack`). Off by default until the local path slows a flooding
+    /// publisher down the way the broker round trip does (see docs/BENCHMARKS.md).
+    pub solo_delivery: bool,
 }
 
-impl Default for ClusterConfig {
+impl Default for BrokerLinkConfig {
     fn default() -> Self {
-        ClusterConfig {
+        BrokerLinkConfig {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
             outbound_capacity: 4096,
             publish_ack: true,
+            solo_delivery: false,
         }
     }
 }
 
-/// Which brokers [`ClusterKv::send`] addresses (sc-broker-cluster's `mapIndex`).
+/// Which brokers [`BrokerControllers::send`] addresses (sc-broker-cluster's `mapIndex`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapIndex {
     /// Every broker (`'*'`, or `mapIndex` omitted in `exchange.send`).
@@ -153,7 +161,7 @@ type Sink = Arc<RwLock<Option<Arc<dyn DeliverySink>>>>;
 
 struct Inner {
     links: Vec<Arc<Link>>,
-    config: ClusterConfig,
+    config: BrokerLinkConfig,
     sink: Sink,
     stop: CancellationToken,
 }
@@ -187,6 +195,41 @@ struct LinkState {
     /// Presence members this worker registered on this broker: registered again after every
     /// reconnect (a restarted broker has lost them).
     presence: HashMap<(Arc<str>, String), PresenceMember>,
+    /// Subscribe requests waiting for their reply, by request id: a solo reply ([`is_solo_reply`]) makes the
+    /// channel solo (the reader applies it in order with the broker's other messages).
+    subscribing: HashMap<u64, Arc<str>>,
+    /// Channels this worker is the solo subscriber of on this broker (see
+    /// [`protocol`](super::protocol)): its own publications of them are delivered here, not sent.
+    solo: HashSet<Arc<str>>,
+    /// Publishes sent to the broker and not answered yet, per channel. A solo channel is
+    /// published locally only when none is in flight, so that a publication never overtakes an
+    /// earlier one still coming back from the broker.
+    in_flight: HashMap<Arc<str>, u32>,
+}
+
+impl LinkState {
+    /// Whether a publication of `channel` may be delivered here without the broker.
+    fn delivers_locally(&self, channel: &str) -> bool {
+        self.solo.contains(channel) && !self.in_flight.contains_key(channel)
+    }
+}
+
+/// Counts one publish in flight to the broker while it lives (see [`LinkState::in_flight`]).
+struct InFlight<'a> {
+    link: &'a Link,
+    channel: Arc<str>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut state = self.link.state.lock();
+        if let Some(count) = state.in_flight.get_mut(&self.channel) {
+            *count -= 1;
+            if *count == 0 {
+                state.in_flight.remove(&self.channel);
+            }
+        }
+    }
 }
 
 impl ClusterBroker {
@@ -197,7 +240,7 @@ impl ClusterBroker {
     /// # Panics
     ///
     /// Outside a Tokio runtime, or if `paths` is empty.
-    pub fn new(paths: Vec<PathBuf>, config: ClusterConfig) -> ClusterBroker {
+    pub fn new(paths: Vec<PathBuf>, config: BrokerLinkConfig) -> ClusterBroker {
         assert!(!paths.is_empty(), "a cluster needs at least one broker");
         let sink: Sink = Arc::default();
         let stop = CancellationToken::new();
@@ -233,10 +276,10 @@ impl ClusterBroker {
     }
 
     /// Connects to the brokers at `paths` and waits until every one of them is ready, for at most
-    /// [`ClusterConfig::connect_timeout`].
+    /// [`BrokerLinkConfig::connect_timeout`].
     pub async fn connect(
         paths: Vec<PathBuf>,
-        config: ClusterConfig,
+        config: BrokerLinkConfig,
     ) -> Result<ClusterBroker, BrokerError> {
         let timeout = config.connect_timeout;
         let broker = ClusterBroker::new(paths, config);
@@ -293,6 +336,13 @@ impl ClusterBroker {
         }
     }
 
+    /// The broker controllers over the same connections (custom messages).
+    pub fn controllers(&self) -> BrokerControllers {
+        BrokerControllers {
+            inner: self.inner.clone(),
+        }
+    }
+
     fn link(&self, channel: &str) -> &Link {
         &self.inner.links[self.broker_for(channel)]
     }
@@ -318,7 +368,7 @@ impl ClusterBroker {
                 move |id| WorkerMessage::Stream { id, request },
                 action,
                 self.inner.config.request_timeout,
-                prepare,
+                |state, _| prepare(state),
             )
             .await
     }
@@ -343,7 +393,8 @@ impl Broker for ClusterBroker {
                     "subscribe",
                     self.inner.config.request_timeout,
                     // Recorded together with the request, so a reconnect re-subscribes it.
-                    move |state| {
+                    move |state, id| {
+                        state.subscribing.insert(id, held.clone());
                         state.channels.insert(held);
                     },
                 )
@@ -367,6 +418,7 @@ impl Broker for ClusterBroker {
             {
                 let mut state = link.state.lock();
                 state.channels.remove(channel);
+                state.solo.remove(channel);
                 if state.tx.is_none() {
                     // The broker dropped this connection's subscriptions with the connection,
                     // and the next one will not re-subscribe: nothing left to do.
@@ -380,7 +432,7 @@ impl Broker for ClusterBroker {
                 },
                 "unsubscribe",
                 self.inner.config.request_timeout,
-                |_| {},
+                |_, _| {},
             )
             .await
             .map(drop)
@@ -398,11 +450,36 @@ impl Broker for ClusterBroker {
             }
             let link = self.link(publication.channel());
             if self.inner.config.publish_ack {
+                let solo_delivery = self.inner.config.solo_delivery;
+                let local = {
+                    let mut state = link.state.lock();
+                    if solo_delivery && state.delivers_locally(publication.channel()) {
+                        true
+                    } else {
+                        *state
+                            .in_flight
+                            .entry(publication.channel_arc().clone())
+                            .or_default() += 1;
+                        false
+                    }
+                };
+                if local {
+                    // Solo: nobody else subscribes, the broker would send it back to us alone.
+                    let sink = self.inner.sink.read().clone();
+                    if let Some(sink) = sink {
+                        sink.deliver(publication);
+                    }
+                    return Ok(());
+                }
+                let _in_flight = InFlight {
+                    link,
+                    channel: publication.channel_arc().clone(),
+                };
                 link.request(
                     |id| WorkerMessage::publish(id, &publication),
                     "publish",
                     self.inner.config.request_timeout,
-                    |_| {},
+                    |_, _| {},
                 )
                 .await
                 .map(drop)
@@ -505,7 +582,14 @@ impl Broker for ClusterBroker {
     }
 }
 
-impl ClusterKv {
+/// A worker's way to the broker processes' controllers (custom messages, `exchange.send`), over
+/// the same connections as its [`ClusterBroker`]. Cheap to clone.
+#[derive(Clone)]
+pub struct BrokerControllers {
+    inner: Arc<Inner>,
+}
+
+impl BrokerControllers {
     /// Sends `data` to the broker controllers addressed by `map_index` and returns their answers
     /// in broker order (`exchange.send`). Fails if any addressed broker fails.
     pub async fn send(&self, data: Json, map_index: MapIndex) -> Result<Vec<Json>, BrokerError> {
@@ -532,13 +616,15 @@ impl ClusterKv {
                 move |id| WorkerMessage::Send { id, data },
                 "send",
                 timeout,
-                |_| {},
+                |_, _| {},
             )
         }))
         .await;
         answers.into_iter().collect()
     }
+}
 
+impl ClusterKv {
     async fn run(&self, command: KvCommand) -> Result<Json, BrokerError> {
         let n = self.inner.links.len();
         match command {
@@ -591,7 +677,7 @@ impl ClusterKv {
                 move |id| WorkerMessage::Kv { id, command },
                 "key/value",
                 self.inner.config.request_timeout,
-                |_| {},
+                |_, _| {},
             )
             .await
     }
@@ -630,19 +716,22 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.link.state.lock().pending.remove(&self.id);
+        let mut state = self.link.state.lock();
+        state.pending.remove(&self.id);
+        state.subscribing.remove(&self.id);
     }
 }
 
 impl Link {
     /// Sends a request and waits for its reply. `prepare` runs under the state lock in the same
-    /// step that registers the request (used by subscribe to record the channel atomically).
+    /// step that registers the request, with its id (used by subscribe to record the channel
+    /// atomically).
     async fn request(
         &self,
         message: impl FnOnce(u64) -> WorkerMessage,
         action: &'static str,
         timeout: Duration,
-        prepare: impl FnOnce(&mut LinkState),
+        prepare: impl FnOnce(&mut LinkState, u64),
     ) -> Result<Json, BrokerError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -651,7 +740,7 @@ impl Link {
             let Some(tx) = state.tx.clone() else {
                 return Err(self.unavailable());
             };
-            prepare(&mut state);
+            prepare(&mut state, id);
             state.pending.insert(id, reply_tx);
             tx
         };
@@ -708,7 +797,7 @@ impl Link {
 }
 
 /// Keeps one broker connection alive: connect, serve, and on loss reconnect with backoff.
-async fn supervise(link: Arc<Link>, sink: Sink, config: ClusterConfig, stop: CancellationToken) {
+async fn supervise(link: Arc<Link>, sink: Sink, config: BrokerLinkConfig, stop: CancellationToken) {
     let mut attempt: u32 = 0;
     let mut ever_connected = false;
     loop {
@@ -763,7 +852,7 @@ enum Session {
 async fn session(
     link: &Link,
     sink: &Sink,
-    config: &ClusterConfig,
+    config: &BrokerLinkConfig,
     ever_connected: &mut bool,
     attempt: &mut u32,
 ) -> Session {
@@ -824,9 +913,31 @@ async fn session(
                     }
                 },
                 Ok(BrokerMessage::Reply { id, result }) => {
-                    let waiter = link.state.lock().pending.remove(&id);
+                    let waiter = {
+                        let mut state = link.state.lock();
+                        let waiter = state.pending.remove(&id);
+                        if let Some(channel) = state.subscribing.remove(&id)
+                            && waiter.is_some()
+                            && result.as_ref().is_ok_and(is_solo_reply)
+                            && state.channels.contains(&channel)
+                        {
+                            state.solo.insert(channel);
+                        }
+                        waiter
+                    };
                     if let Some(waiter) = waiter {
                         let _ = waiter.send(result);
+                    }
+                }
+                Ok(BrokerMessage::Shared { token, channel }) => {
+                    let tx = {
+                        let mut state = link.state.lock();
+                        state.solo.remove(channel.as_str());
+                        state.tx.clone()
+                    };
+                    // From here on this channel's publishes go through the broker.
+                    if let Some(tx) = tx {
+                        let _ = tx.send(WorkerMessage::SharedAck { token }.encode()).await;
                     }
                 }
                 Ok(BrokerMessage::Ready { .. }) => {}
@@ -848,7 +959,7 @@ async fn session(
 /// Connects and waits for the broker's `Ready`.
 async fn handshake(
     link: &Link,
-    config: &ClusterConfig,
+    config: &BrokerLinkConfig,
 ) -> io::Result<(
     FramedRead<OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
     OwnedWriteHalf,
@@ -920,6 +1031,9 @@ impl Link {
         let pending = {
             let mut state = self.state.lock();
             state.tx = None;
+            // A new connection grants nothing until the channel is subscribed afresh.
+            state.solo.clear();
+            state.subscribing.clear();
             std::mem::take(&mut state.pending)
         };
         // Dropping the senders wakes each waiter with "connection lost".

@@ -29,17 +29,17 @@
 use std::sync::{Arc, Weak};
 
 use ::redis::Script;
+use bytes::Bytes;
 use sc_protocol::Json;
 use serde_json::{Map, Value};
 
+use super::link::{RedisLink, RedisOptions};
+use crate::error::EngineError;
 use crate::kv::{KeyPath, KvCommand, KvStore};
+use crate::kv_cas::{self, DocumentStore};
 use crate::kv_ops::{self, KvOpError};
-use crate::redis::{RedisLink, RedisOptions};
 use crate::support::{AbortOnDrop, DueHint, now_ms};
 use crate::{BoxFuture, BrokerError};
-
-/// How many times a read-modify-write is retried when other writers keep changing the key.
-const MAX_CAS_ATTEMPTS: usize = 64;
 
 /// Write `ARGV[4]` (or delete, when `ARGV[3]` is `0`) only if the key still holds `ARGV[2]`
 /// (or, when `ARGV[1]` is `0`, still does not exist). Keeps the key's TTL.
@@ -77,7 +77,7 @@ struct Inner {
 impl RedisKv {
     /// Connects a store alone (see [`connect`](crate::redis::connect) for a broker and a store
     /// on one link).
-    pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisKv, crate::EngineError> {
+    pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisKv, EngineError> {
         Ok(RedisKv::with_link(RedisLink::connect(url, options).await?))
     }
 
@@ -180,20 +180,7 @@ impl Inner {
                     None => Ok(Json::NULL),
                 }
             }
-            command => {
-                let Some(top) = kv_ops::command_path(&command)
-                    .and_then(|p| p.first())
-                    .cloned()
-                else {
-                    return Err(KvOpError::EmptyKey { action }.into());
-                };
-                if kv_ops::is_read_only(&command) {
-                    let mut root = self.load(&top).await?.0;
-                    Ok(Json::from(kv_ops::apply(&mut root, &command)?))
-                } else {
-                    self.modify(&top, &command).await.map(Json::from)
-                }
-            }
+            command => kv_cas::execute_on_document(self, &command).await,
         }
     }
 
@@ -203,77 +190,6 @@ impl Inner {
 
     fn data_key(&self, top: &str) -> String {
         format!("{}{top}", self.data_prefix)
-    }
-
-    fn check_size(&self, size: usize) -> Result<(), BrokerError> {
-        let limit = self.link.options().max_message_size;
-        if size > limit {
-            Err(BrokerError::TooLarge { size, limit })
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Reads top-level key `top` as a one-entry store, with the raw text read (for the CAS).
-    async fn load(&self, top: &str) -> Result<(Value, Option<String>), BrokerError> {
-        let redis_key = self.data_key(top);
-        let text: Option<String> = self
-            .link()
-            .with_connection("get", |mut conn| async move {
-                ::redis::cmd("GET")
-                    .arg(redis_key)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
-        let mut root = Map::new();
-        if let Some(text) = &text {
-            root.insert(
-                top.to_owned(),
-                serde_json::from_str(text).map_err(|_| not_json(top))?,
-            );
-        }
-        Ok((Value::Object(root), text))
-    }
-
-    /// Runs a mutating command on top-level key `top` with read-modify-write and
-    /// compare-and-set, retrying while other writers get in between.
-    async fn modify(&self, top: &str, command: &KvCommand) -> Result<Value, BrokerError> {
-        let action = kv_ops::action_name(command);
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (mut root, old) = self.load(top).await?;
-            let result = kv_ops::apply(&mut root, command)?;
-            let new = match root.get(top) {
-                Some(value) => Some(
-                    serde_json::to_string(value).map_err(|e| BrokerError::Engine(e.to_string()))?,
-                ),
-                None => None,
-            };
-            if new == old {
-                return Ok(result); // nothing changed (e.g. removing a missing path)
-            }
-            if let Some(new) = &new {
-                self.check_size(new.len())?;
-            }
-            let mut invocation = self.compare_and_set.key(self.data_key(top));
-            invocation
-                .arg(if old.is_some() { "1" } else { "0" })
-                .arg(old.unwrap_or_default())
-                .arg(if new.is_some() { "1" } else { "0" })
-                .arg(new.unwrap_or_default());
-            let written: i64 = self
-                .link()
-                .with_connection(action, |mut conn| async move {
-                    invocation.invoke_async(&mut conn).await
-                })
-                .await?;
-            if written == 1 {
-                return Ok(result);
-            }
-        }
-        Err(BrokerError::Engine(format!(
-            "kv {action} on {top:?}: too many concurrent writers, gave up"
-        )))
     }
 
     async fn get_all(&self) -> Result<Value, BrokerError> {
@@ -328,7 +244,7 @@ impl Inner {
     async fn scan_keys(&self) -> Result<Vec<Vec<String>>, BrokerError> {
         let pattern = format!("{}*", glob_escape(&self.data_prefix));
         let mut batches = Vec::new();
-        for node in crate::redis_cluster::masters(self.link()).await? {
+        for node in super::sharded::masters(self.link()).await? {
             let mut cursor = 0u64;
             loop {
                 let scan = ::redis::cmd("SCAN")
@@ -450,8 +366,7 @@ impl Inner {
             }
             match serde_json::from_str::<KeyPath>(&member) {
                 Ok(path) if !path.is_empty() => {
-                    self.modify(&path[0].clone(), &KvCommand::Remove { key: path })
-                        .await?;
+                    kv_cas::execute_on_document(self, &KvCommand::Remove { key: path }).await?;
                 }
                 _ => tracing::debug!(engine = "redis", %member, "ignored a malformed expiry entry"),
             }
@@ -478,6 +393,64 @@ impl Inner {
 /// The sorted-set member naming a path: its JSON array.
 fn path_member(path: &KeyPath) -> String {
     serde_json::to_string(path).unwrap_or_default()
+}
+
+impl DocumentStore for Inner {
+    /// The text read (`None`: the key did not exist), compared by the write's Lua script.
+    type Version = Option<Bytes>;
+
+    async fn read_document(
+        &self,
+        top: &str,
+    ) -> Result<(Option<Bytes>, Option<Bytes>), BrokerError> {
+        let redis_key = self.data_key(top);
+        let text: Option<Vec<u8>> = self
+            .link()
+            .with_connection("get", |mut conn| async move {
+                ::redis::cmd("GET")
+                    .arg(redis_key)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let text = text.map(Bytes::from);
+        Ok((text.clone(), text))
+    }
+
+    async fn write_document_if(
+        &self,
+        action: &'static str,
+        top: &str,
+        new: Option<Bytes>,
+        old: Option<Bytes>,
+    ) -> Result<bool, BrokerError> {
+        let mut invocation = self.compare_and_set.key(self.data_key(top));
+        invocation
+            .arg(if old.is_some() { "1" } else { "0" })
+            .arg(old.as_deref().unwrap_or_default())
+            .arg(if new.is_some() { "1" } else { "0" })
+            .arg(new.as_deref().unwrap_or_default());
+        let written: i64 = self
+            .link()
+            .with_connection(action, |mut conn| async move {
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(written == 1)
+    }
+
+    fn check_size(&self, size: usize) -> Result<(), BrokerError> {
+        let limit = self.link.options().max_message_size;
+        if size > limit {
+            Err(BrokerError::TooLarge { size, limit })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn not_json(&self, top: &str) -> BrokerError {
+        not_json(top)
+    }
 }
 
 fn not_json(top: &str) -> BrokerError {

@@ -50,8 +50,8 @@ use futures_util::TryStreamExt;
 use parking_lot::Mutex;
 use sc_protocol::Publication;
 
+use super::link::{NatsLink, encode_token};
 use crate::BrokerError;
-use crate::nats::{NatsLink, encode_token};
 use crate::stream::{
     HistoryPage, HistoryPolicy, HistoryRead, PRESENCE_LIST_LIMIT, Position, PresenceChange,
     PresenceInfo, PresenceMember, new_epoch, presence_channel, presence_event,
@@ -125,7 +125,7 @@ fn decode_token(token: &str) -> String {
     if token == "=" {
         return String::new();
     }
-    crate::nats::unescape_hex(token, b'=')
+    crate::url::unescape_hex(token, b'=')
 }
 
 impl NatsStreams {
@@ -166,6 +166,7 @@ impl NatsStreams {
             storage: StorageType::File,
             discard: DiscardPolicy::Old,
             allow_direct: true,
+            num_replicas: self.link.replicas(),
             republish: Some(Republish {
                 source: format!("{base}.d.>"),
                 destination: format!("{}>", self.link.options().subject_prefix),
@@ -183,6 +184,7 @@ impl NatsStreams {
             max_messages_per_subject: 1,
             storage: StorageType::File,
             allow_direct: true,
+            num_replicas: self.link.replicas(),
             ..Default::default()
         }
     }
@@ -197,6 +199,7 @@ impl NatsStreams {
             duplicate_window: LEASE_TTL / 2,
             storage: StorageType::Memory,
             allow_direct: true,
+            num_replicas: self.link.replicas(),
             ..Default::default()
         }
     }
@@ -222,7 +225,8 @@ impl NatsStreams {
     }
 
     /// Runs `op` on the stream of `config`; when the stream seems gone, recreates it and runs
-    /// `op` once more.
+    /// `op` again (up to 4 times, waiting 50, 100, 200 ms: in a cluster a stream just created
+    /// reaches the other servers a moment later).
     async fn on_stream<T, F, Fut>(
         &self,
         action: &'static str,
@@ -235,7 +239,7 @@ impl NatsStreams {
     {
         let run = async {
             let mut last = String::new();
-            for _ in 0..2 {
+            for attempt in 0..4u32 {
                 let config = config();
                 let name = config.name.clone();
                 let stream = self.stream(config).await?;
@@ -244,6 +248,9 @@ impl NatsStreams {
                     Err(Failure::Gone(reason)) => {
                         self.streams.lock().remove(&name);
                         last = reason;
+                        if attempt < 3 {
+                            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                        }
                     }
                     Err(Failure::Conflict) => {
                         return Err(BrokerError::Engine(format!(

@@ -16,6 +16,12 @@
 //! down: a delivery that finds a worker's queue full is dropped for that worker (counted and
 //! logged), the link stays up.
 //!
+//! Solo channels (see [`protocol`](super::protocol)): the first connection to subscribe to a
+//! channel is told it is the channel's solo subscriber, and delivers its own publications of it
+//! itself; a second subscriber is answered only once the solo holder has confirmed it publishes
+//! through the broker again. With an upstream engine there are no solo channels (other machines
+//! subscribe through the engine).
+//!
 //! Commands of one connection are handled in arrival order (so one worker's publishes keep their
 //! order, and its key/value commands apply in the order sent); only messages for the broker
 //! controller's [`MessageHandler`] run concurrently, since user code may take its time.
@@ -39,16 +45,17 @@ use parking_lot::Mutex;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::oneshot;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use sc_protocol::{Json, Publication};
 
-use super::protocol::{BrokerMessage, NO_REPLY, WorkerMessage, codec};
+use super::protocol::{BrokerMessage, NO_REPLY, WorkerMessage, codec, solo_reply};
 use super::stream_wire::{StreamOp, StreamRequest, page_json, position_json, presence_json};
+use crate::memory::stream::{MemoryHistory, MemoryPresence};
 use crate::stream::{PresenceChange, PresenceMember, presence_event};
-use crate::stream_memory::{MemoryHistory, MemoryPresence};
 use crate::{BoxFuture, Broker, BrokerError, DeliverySink, KvStore};
 
 /// The broker controller's handler for custom messages (`exchange.send(data)` in a worker): gets
@@ -124,6 +131,8 @@ impl BrokerServerBuilder {
             outbound_capacity: self.outbound_capacity,
             stall_timeout: self.stall_timeout,
             table: Mutex::new(HashMap::new()),
+            revocations: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
             gates: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
             next_connection: AtomicU64::new(1),
@@ -219,7 +228,7 @@ impl BrokerServer {
             .table
             .lock()
             .get(channel)
-            .map_or(0, HashMap::len)
+            .map_or(0, |s| s.peers.len())
     }
 
     /// How many worker connections are open.
@@ -288,7 +297,10 @@ struct Shared {
     stall_timeout: Duration,
     /// channel → subscribed connections. A std-style (parking_lot) mutex: held only for
     /// non-blocking work (map edits and `try_send`), never across an await.
-    table: Mutex<HashMap<Arc<str>, HashMap<u64, Peer>>>,
+    table: Mutex<HashMap<Arc<str>, Subscribers>>,
+    /// Solo holders told to share a channel, by token: completed by their acknowledgement.
+    revocations: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    next_token: AtomicU64,
     /// Per-channel async locks that serialise upstream subscribe/unsubscribe of one channel
     /// (the engine call is awaited while the table lock is not held). Entries are removed when
     /// unused.
@@ -302,6 +314,26 @@ struct Shared {
     presence: MemoryPresence,
     /// Upstream deliveries dropped because a worker's queue was full.
     upstream_dropped: AtomicU64,
+}
+
+/// The subscribers of one channel.
+#[derive(Default)]
+struct Subscribers {
+    peers: HashMap<u64, Peer>,
+    /// The connection told it is the channel's solo subscriber (it delivers its own publications
+    /// itself): the first subscriber, while it is alone. Revoked when a second one comes, and not
+    /// granted again until everyone has left.
+    solo: Option<u64>,
+}
+
+/// What a new subscription means for the channel's solo holder.
+enum Joined {
+    /// The subscriber is the channel's solo subscriber.
+    Solo,
+    /// The subscriber joins others; this connection was the solo holder and must be told.
+    Revoke(Peer),
+    /// The subscriber joins others.
+    Shared,
 }
 
 /// The sending side of one worker connection.
@@ -363,7 +395,7 @@ impl Shared {
             let table = self.table.lock();
             if let Some(subscribers) = table.get(channel) {
                 let message = BrokerMessage::publication(frame);
-                for peer in subscribers.values() {
+                for peer in subscribers.peers.values() {
                     match peer.tx.try_send(message.clone()) {
                         Ok(()) | Err(TrySendError::Closed(_)) => {}
                         Err(TrySendError::Full(message)) => waiting.push((peer.clone(), message)),
@@ -383,7 +415,7 @@ impl Shared {
         let table = self.table.lock();
         if let Some(subscribers) = table.get(channel) {
             let message = BrokerMessage::publication(frame);
-            for peer in subscribers.values() {
+            for peer in subscribers.peers.values() {
                 if let Err(TrySendError::Full(_)) = peer.tx.try_send(message.clone()) {
                     let dropped = self.upstream_dropped.fetch_add(1, Ordering::Relaxed);
                     if dropped % 1000 == 0 {
@@ -416,10 +448,9 @@ impl Shared {
         }
     }
 
-    async fn subscribe(&self, channel: &Arc<str>, peer: &Peer) -> Result<(), String> {
+    async fn subscribe(&self, channel: &Arc<str>, peer: &Peer) -> Result<Joined, String> {
         let Some(upstream) = &self.upstream else {
-            self.insert(channel, peer);
-            return Ok(());
+            return Ok(self.insert(channel, peer));
         };
         let gate = self.gate(channel);
         let result = {
@@ -430,21 +461,60 @@ impl Shared {
             } else {
                 Ok(())
             };
-            if engine.is_ok() {
-                self.insert(channel, peer);
-            }
-            engine
+            engine.map(|()| self.insert(channel, peer))
         };
         self.release_gate(channel, gate);
         result
     }
 
-    fn insert(&self, channel: &Arc<str>, peer: &Peer) {
-        self.table
-            .lock()
-            .entry(channel.clone())
-            .or_default()
-            .insert(peer.id, peer.clone());
+    /// Adds the connection to `channel`'s subscribers: solo if it is the first (and there is
+    /// no upstream engine), otherwise the solo holder, if any, loses that.
+    fn insert(&self, channel: &Arc<str>, peer: &Peer) -> Joined {
+        let mut table = self.table.lock();
+        let subscribers = table.entry(channel.clone()).or_default();
+        let first = subscribers.peers.is_empty();
+        if subscribers.peers.insert(peer.id, peer.clone()).is_some() {
+            return Joined::Shared;
+        }
+        if first && self.upstream.is_none() {
+            subscribers.solo = Some(peer.id);
+            return Joined::Solo;
+        }
+        match subscribers.solo.take() {
+            Some(holder) => subscribers
+                .peers
+                .get(&holder)
+                .cloned()
+                .map_or(Joined::Shared, Joined::Revoke),
+            None => Joined::Shared,
+        }
+    }
+
+    /// Tells `holder` that `channel` is shared now and waits until it confirms that it publishes
+    /// through the broker again (or is gone, or makes no answer within the stall timeout).
+    async fn revoke_solo(&self, holder: &Peer, channel: &str) {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (done, confirmed) = oneshot::channel();
+        self.revocations.lock().insert(token, done);
+        let message = BrokerMessage::Shared {
+            token,
+            channel: channel.to_owned(),
+        };
+        holder.send(message.encode()).await;
+        let answered = tokio::select! {
+            biased;
+            _ = holder.kill.cancelled() => true,
+            answer = tokio::time::timeout(self.stall_timeout, confirmed) => answer.is_ok(),
+        };
+        self.revocations.lock().remove(&token);
+        if !answered {
+            tracing::warn!(
+                broker = self.id,
+                connection = holder.id,
+                channel,
+                "solo subscriber did not confirm sharing its channel in time; going on"
+            );
+        }
     }
 
     /// Removes the connection from `channel`'s subscribers; returns whether none are left.
@@ -453,8 +523,8 @@ impl Shared {
         let Some(subscribers) = table.get_mut(channel) else {
             return false;
         };
-        subscribers.remove(&connection);
-        if subscribers.is_empty() {
+        subscribers.peers.remove(&connection);
+        if subscribers.peers.is_empty() {
             table.remove(channel);
             true
         } else {
@@ -745,7 +815,7 @@ async fn serve(
 }
 
 async fn handle(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     peer: &Peer,
     subscribed: &mut HashSet<Arc<str>>,
     joined: &mut HashSet<(String, String)>,
@@ -763,18 +833,42 @@ async fn handle(
         WorkerMessage::Subscribe { id, channel } => {
             let channel: Arc<str> = Arc::from(channel);
             let result = if subscribed.contains(&channel) {
-                Ok(())
+                Ok(Joined::Shared)
             } else {
                 shared.subscribe(&channel, peer).await
             };
-            if result.is_ok() {
-                subscribed.insert(channel);
-            } else if let Err(e) = &result {
-                if id == NO_REPLY {
-                    tracing::warn!(broker = shared.id, channel = %channel, error = %e, "re-subscribe failed");
+            match result {
+                Ok(Joined::Solo) => {
+                    subscribed.insert(channel);
+                    peer.reply(id, Ok(solo_reply())).await;
+                }
+                Ok(Joined::Shared) => {
+                    subscribed.insert(channel);
+                    peer.reply(id, Ok(Json::NULL)).await;
+                }
+                Ok(Joined::Revoke(holder)) => {
+                    subscribed.insert(channel.clone());
+                    // Answered once the holder shares; meanwhile this connection's other
+                    // commands (and the holder's acknowledgement) go on.
+                    let shared = shared.clone();
+                    let peer = peer.clone();
+                    tracker.spawn(async move {
+                        shared.revoke_solo(&holder, &channel).await;
+                        peer.reply(id, Ok(Json::NULL)).await;
+                    });
+                }
+                Err(e) => {
+                    if id == NO_REPLY {
+                        tracing::warn!(broker = shared.id, channel = %channel, error = %e, "re-subscribe failed");
+                    }
+                    peer.reply(id, Err(e)).await;
                 }
             }
-            peer.reply(id, result.map(|()| Json::NULL)).await;
+        }
+        WorkerMessage::SharedAck { token } => {
+            if let Some(done) = shared.revocations.lock().remove(&token) {
+                let _ = done.send(());
+            }
         }
         WorkerMessage::Unsubscribe { id, channel } => {
             if let Some(channel) = subscribed.take(channel.as_str()) {

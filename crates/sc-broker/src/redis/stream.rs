@@ -23,8 +23,8 @@ use std::time::Duration;
 use ::redis::Script;
 use sc_protocol::Publication;
 
+use super::link::RedisLink;
 use crate::BrokerError;
-use crate::redis::RedisLink;
 use crate::stream::{
     HistoryPage, HistoryPolicy, HistoryRead, PRESENCE_LIST_LIMIT, Position, PresenceChange,
     PresenceInfo, PresenceMember, member_json, new_epoch, presence_channel, presence_event,

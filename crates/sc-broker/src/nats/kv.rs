@@ -33,15 +33,14 @@ use futures_util::TryStreamExt;
 use sc_protocol::Json;
 use serde_json::{Map, Value};
 
-use crate::engine::EngineError;
+use super::link::{NatsLink, NatsOptions, encode_token};
+use crate::error::EngineError;
 use crate::kv::{KeyPath, KvCommand, KvStore};
+use crate::kv_cas::{self, DocumentStore, MAX_CAS_ATTEMPTS};
 use crate::kv_ops::{self, KvOpError};
-use crate::nats::{NatsLink, NatsOptions, encode_token};
 use crate::support::{AbortOnDrop, DueHint, now_ms};
 use crate::{BoxFuture, BrokerError};
 
-/// How many times a read-modify-write is retried when other writers keep changing the entry.
-const MAX_CAS_ATTEMPTS: usize = 64;
 /// The entry holding the expiry table.
 const EXPIRY_KEY: &str = "_expiry";
 /// Prefix of top-level key entries.
@@ -91,7 +90,7 @@ impl NatsKv {
                     subjects: vec![format!("$KV.{}.>", options.bucket)],
                     max_messages_per_subject: 1,
                     storage: StorageType::File,
-                    num_replicas: options.bucket_replicas.max(1),
+                    num_replicas: link.replicas(),
                     allow_rollup: true,
                     deny_delete: true,
                     allow_direct: true,
@@ -201,29 +200,7 @@ impl Inner {
                     .map_err(|e| self.failed(action, e))?;
                 Ok(value)
             }
-            command => {
-                let Some(top) = kv_ops::command_path(&command)
-                    .and_then(|p| p.first())
-                    .cloned()
-                else {
-                    return Err(KvOpError::EmptyKey { action }.into());
-                };
-                if kv_ops::is_read_only(&command) {
-                    let mut root = self.load(&top).await?.0;
-                    Ok(Json::from(kv_ops::apply(&mut root, &command)?))
-                } else {
-                    self.modify(&top, &command).await.map(Json::from)
-                }
-            }
-        }
-    }
-
-    fn check_size(&self, size: usize) -> Result<(), BrokerError> {
-        let limit = self.link.payload_limit().saturating_sub(HEADER_ROOM);
-        if size > limit {
-            Err(BrokerError::TooLarge { size, limit })
-        } else {
-            Ok(())
+            command => kv_cas::execute_on_document(self, &command).await,
         }
     }
 
@@ -275,48 +252,6 @@ impl Inner {
             Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
             Err(error) => Err(self.failed("write", error)),
         }
-    }
-
-    /// Reads top-level key `top` as a one-entry store.
-    async fn load(&self, top: &str) -> Result<(Value, Read), BrokerError> {
-        let read = self.read(&data_key(top)).await?;
-        let mut root = Map::new();
-        if let Some(bytes) = &read.value {
-            root.insert(
-                top.to_owned(),
-                serde_json::from_slice(bytes).map_err(|_| not_json(top))?,
-            );
-        }
-        Ok((Value::Object(root), read))
-    }
-
-    /// Runs a mutating command on top-level key `top` with read-modify-write and
-    /// compare-and-set, retrying while other writers get in between.
-    async fn modify(&self, top: &str, command: &KvCommand) -> Result<Value, BrokerError> {
-        let key = data_key(top);
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (mut root, read) = self.load(top).await?;
-            let result = kv_ops::apply(&mut root, command)?;
-            let new = match root.get(top) {
-                Some(value) => Some(Bytes::from(
-                    serde_json::to_vec(value).map_err(|e| BrokerError::Engine(e.to_string()))?,
-                )),
-                None => None,
-            };
-            if new == read.value {
-                return Ok(result);
-            }
-            if let Some(new) = &new {
-                self.check_size(new.len())?;
-            }
-            if self.write_if(&key, new, read.revision).await? {
-                return Ok(result);
-            }
-        }
-        let action = kv_ops::action_name(command);
-        Err(BrokerError::Engine(format!(
-            "kv {action} on {top:?}: too many concurrent writers, gave up"
-        )))
     }
 
     /// Every top-level key entry name in the bucket.
@@ -434,8 +369,7 @@ impl Inner {
         for member in due {
             match serde_json::from_str::<KeyPath>(&member) {
                 Ok(path) if !path.is_empty() => {
-                    self.modify(&path[0].clone(), &KvCommand::Remove { key: path })
-                        .await?;
+                    kv_cas::execute_on_document(self, &KvCommand::Remove { key: path }).await?;
                 }
                 _ => tracing::debug!(engine = "nats", %member, "ignored a malformed expiry entry"),
             }
@@ -468,6 +402,39 @@ fn decode_token(token: &str) -> Option<String> {
         }
     }
     String::from_utf8(bytes).ok()
+}
+
+impl DocumentStore for Inner {
+    /// The entry's revision.
+    type Version = u64;
+
+    async fn read_document(&self, top: &str) -> Result<(Option<Bytes>, u64), BrokerError> {
+        let read = self.read(&data_key(top)).await?;
+        Ok((read.value, read.revision))
+    }
+
+    async fn write_document_if(
+        &self,
+        _action: &'static str,
+        top: &str,
+        new: Option<Bytes>,
+        revision: u64,
+    ) -> Result<bool, BrokerError> {
+        self.write_if(&data_key(top), new, revision).await
+    }
+
+    fn check_size(&self, size: usize) -> Result<(), BrokerError> {
+        let limit = self.link.payload_limit().saturating_sub(HEADER_ROOM);
+        if size > limit {
+            Err(BrokerError::TooLarge { size, limit })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn not_json(&self, top: &str) -> BrokerError {
+        not_json(top)
+    }
 }
 
 fn not_json(top: &str) -> BrokerError {

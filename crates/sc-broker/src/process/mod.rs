@@ -20,13 +20,14 @@
 //!   controller's message handler, and an optional upstream engine.
 //! - [`client`]: [`ClusterBroker`] (a [`Broker`](crate::Broker) for a worker: routing, acks,
 //!   reconnect with backoff and automatic re-subscription) and [`ClusterKv`] (a
-//!   [`KvStore`](crate::KvStore) routed the same way, plus `send` to broker controllers).
+//!   [`KvStore`](crate::KvStore) routed the same way) and [`BrokerControllers`] (custom
+//!   messages to the broker controllers).
 //!
 //! # Example
 //!
 //! ```
 //! use std::sync::Arc;
-//! use sc_broker::cluster::{BrokerServer, ClusterBroker, ClusterConfig};
+//! use sc_broker::process::{BrokerServer, ClusterBroker, BrokerLinkConfig};
 //! use sc_broker::{Broker, DeliverySink, KvCommand, KvStore, MemoryKv};
 //! use sc_protocol::{Json, Publication};
 //!
@@ -46,7 +47,7 @@
 //!     .await
 //!     .unwrap();
 //! // In each worker process:
-//! let broker = ClusterBroker::connect(vec![dir.join("b0")], ClusterConfig::default())
+//! let broker = ClusterBroker::connect(vec![dir.join("b0")], BrokerLinkConfig::default())
 //!     .await
 //!     .unwrap();
 //! let kv = broker.kv();
@@ -65,6 +66,8 @@ pub mod protocol;
 pub mod server;
 pub mod stream_wire;
 
-pub use client::{Backoff, ClusterBroker, ClusterConfig, ClusterKv, MapIndex};
+pub use client::{
+    Backoff, BrokerControllers, BrokerLinkConfig, ClusterBroker, ClusterKv, MapIndex,
+};
 pub use protocol::{BrokerMessage, DecodeError, WorkerMessage};
 pub use server::{BrokerServer, BrokerServerBuilder, MessageHandler};

@@ -43,11 +43,12 @@ use parking_lot::RwLock;
 use sc_protocol::Publication;
 use tokio::sync::mpsc;
 
+use super::link::{Ctl, RedisLink, RedisOptions, Shared, is_connection_error};
 use crate::BrokerError;
-use crate::engine::{EngineError, redact};
+use crate::error::EngineError;
 use crate::health::{EngineHealth, NodeHealth};
-use crate::redis::{Ctl, RedisLink, RedisOptions, Shared, is_connection_error};
 use crate::stream::PRESENCE_PREFIX;
+use crate::url::redact;
 
 /// How often channels whose subscription was lost are subscribed again until it succeeds.
 pub const RESUBSCRIBE_RETRY: Duration = Duration::from_millis(100);
@@ -94,7 +95,7 @@ impl ConnectionLike for RedisConnection {
 
 impl RedisConnection {
     /// Runs `cmd` on one node (`host`, `port`) of a cluster, or on the server.
-    pub(crate) async fn query_on<T: FromRedisValue>(
+    pub(super) async fn query_on<T: FromRedisValue>(
         &mut self,
         node: Option<&(String, u16)>,
         cmd: Cmd,
@@ -120,7 +121,7 @@ impl RedisConnection {
 /// keeps keys unique.
 ///
 /// ```
-/// use sc_broker::redis_cluster::slot_key;
+/// use sc_broker::redis::sharded::slot_key;
 /// assert_eq!(slot_key("sc:", "h", "chat"), "sc:h:{chat}chat");
 /// assert_eq!(slot_key("sc:", "ch", "#presence/chat"), "sc:ch:{chat}#presence/chat");
 /// assert_eq!(slot_key("sc:", "ch", "{}"), "sc:ch:{_}{}");
@@ -178,7 +179,7 @@ fn seed_nodes(url: &str, target: &str) -> Result<Vec<String>, EngineError> {
 }
 
 /// Connects to a Redis Cluster and starts the supervisor (see the [module](self) documentation).
-pub(crate) async fn connect(
+pub(super) async fn connect(
     url: &str,
     options: RedisOptions,
 ) -> Result<Arc<RedisLink>, EngineError> {
@@ -233,11 +234,12 @@ pub(crate) async fn connect(
     let conn = match tokio::time::timeout(timeout, opening).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(error)) => {
-            return Err(crate::redis::OpenFailure::Redis(error).into_engine_error(&target));
+            return Err(super::link::OpenFailure::Redis(error).into_engine_error(&target));
         }
         Err(_) => {
-            return Err(crate::redis::OpenFailure::TimedOut("cluster connection")
-                .into_engine_error(&target));
+            return Err(
+                super::link::OpenFailure::TimedOut("cluster connection").into_engine_error(&target)
+            );
         }
     };
     *shared.command.write() = Some((1, RedisConnection::Cluster(conn.clone())));
@@ -520,7 +522,7 @@ fn parse_cluster_nodes(text: &str) -> Vec<NodeHealth> {
 }
 
 /// The masters of the cluster (`host`, `port`), for commands every master must run (`SCAN`).
-pub(crate) async fn masters(link: &RedisLink) -> Result<Vec<Option<(String, u16)>>, BrokerError> {
+pub(super) async fn masters(link: &RedisLink) -> Result<Vec<Option<(String, u16)>>, BrokerError> {
     if !link.shared.cluster {
         return Ok(vec![None]);
     }
