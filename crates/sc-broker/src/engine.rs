@@ -4,6 +4,8 @@
 //! |---|---|---|---|
 //! | `memory://` | [`MemoryBroker`] | [`MemoryKv`] | — |
 //! | `redis://[user:pass@]host[:port][/db]`, `rediss://…` (TLS) | `RedisBroker` | `RedisKv` | `redis` |
+//! | `redis-sentinel://[user:pass@]s1:26379,s2:26379/<master>[/db]`, `rediss-sentinel://…` | `RedisBroker` | `RedisKv` | `redis` |
+//! | `redis-cluster://[user:pass@]h1:p1,h2:p2,…`, `rediss-cluster://…` (sharded pub/sub) | `RedisBroker` | `RedisKv` | `redis` |
 //! | `nats://[user:pass@]host[:port][,host2…][?creds=…]`, `tls://…` | `NatsBroker` | `NatsKv` (JetStream) | `nats` |
 //!
 //! NATS URLs (server lists, credentials files, TLS options) are described in
@@ -39,7 +41,8 @@ pub async fn connect_engine(url: &str) -> Result<(Arc<dyn Broker>, Arc<dyn KvSto
     let scheme = scheme_of(url)?;
     match scheme.as_str() {
         "memory" => Ok((Arc::new(MemoryBroker::new()), Arc::new(MemoryKv::new()))),
-        "redis" | "rediss" => connect_redis(url).await,
+        "redis" | "rediss" | "redis-sentinel" | "rediss-sentinel" | "redis-cluster"
+        | "rediss-cluster" => connect_redis(url).await,
         "nats" | "tls" => connect_nats(url).await,
         _ => Err(EngineError::UnknownScheme {
             scheme,

@@ -42,7 +42,7 @@ pub enum EngineError {
     },
     /// The URL's scheme names no engine.
     #[error(
-        "unknown engine scheme {scheme:?} in {url:?} (expected memory://, redis://, rediss://, nats:// or tls://)"
+        "unknown engine scheme {scheme:?} in {url:?} (expected memory://, redis://, rediss://, redis-sentinel://, redis-cluster://, nats:// or tls://)"
     )]
     UnknownScheme {
         /// The scheme found.

@@ -19,7 +19,8 @@
 //!     (`memory::stream`, shared by the in-process engine and the broker processes). The
 //!     embedded default: one process, no external service.
 //!   - `redis` (feature `redis`): `RedisLink` (the connections), `RedisBroker`, `RedisKv`, and
-//!     history and presence kept in Redis.
+//!     history and presence kept in Redis; one server, Sentinel (`redis::sentinel`, private) or
+//!     Redis Cluster with sharded pub/sub (`redis::sharded`).
 //!   - `nats` (feature `nats`): `NatsLink` (the connection), `NatsBroker`, `NatsKv` (a
 //!     JetStream key/value bucket), and history and presence kept in JetStream.
 //!   - [`process`]: the process cluster's worker ↔ broker link: `BrokerServer` (a broker
@@ -27,7 +28,8 @@
 //!     process).
 //! - [`health`]: [`EngineHealth`], each engine node's state.
 //! - [`engine`]: [`connect_engine`], which picks a broker and a store from a URL
-//!   (`memory://`, `redis://`, `rediss://`, `nats://`). On top: no other module imports it.
+//!   (`memory://`, `redis://`, `rediss://`, `redis-sentinel://`, `redis-cluster://`, `nats://`).
+//!   On top: no other module imports it.
 //!
 //! # Example
 //!

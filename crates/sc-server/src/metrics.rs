@@ -175,6 +175,10 @@ pub struct MetricsSnapshot {
     pub rpc_sum_seconds: f64,
     /// Whether the broker engine is connected.
     pub engine_up: bool,
+    /// Each engine node's state (Redis Cluster / Sentinel nodes, NATS servers; empty for the
+    /// in-process engine).
+    #[serde(default)]
+    pub engine_nodes: Vec<sc_broker::NodeHealth>,
     /// Channels with the most subscribers here, most first (at most 10).
     pub top_channels: Vec<(String, u64)>,
 }

@@ -177,6 +177,7 @@ impl Server {
         snapshot.publications = hub.delivered.load(Ordering::Relaxed);
         snapshot.rejections = self.0.middleware().blocked();
         snapshot.engine_up = hub.broker().is_connected();
+        snapshot.engine_nodes = hub.broker().health().nodes;
         snapshot
     }
 

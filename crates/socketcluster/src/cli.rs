@@ -52,7 +52,9 @@ pub struct RunFlags {
     /// Address to bind.
     #[arg(long)]
     pub host: Option<String>,
-    /// Distributed engine for several instances: redis://host:6379 or nats://host:4222.
+    /// Distributed engine for several instances: redis://host:6379 (rediss:// for TLS),
+    /// redis-sentinel://s1:26379,s2:26379/mymaster, redis-cluster://h1:7000,h2:7001,h3:7002, or
+    /// nats://host:4222 (user:password@ allowed in each; never logged).
     #[arg(long)]
     pub engine: Option<String>,
     /// Folder of static files.

@@ -175,12 +175,21 @@ impl ClusterConfig {
             ));
         }
         if let Some(engine) = &self.engine
-            && !["redis://", "rediss://", "nats://", "memory://"]
-                .iter()
-                .any(|s| engine.starts_with(s))
+            && ![
+                "redis://",
+                "rediss://",
+                "redis-sentinel://",
+                "rediss-sentinel://",
+                "redis-cluster://",
+                "rediss-cluster://",
+                "nats://",
+                "memory://",
+            ]
+            .iter()
+            .any(|s| engine.starts_with(s))
         {
             return Err(ConfigError::Invalid(format!(
-                "engine must be a redis://, rediss://, nats:// or memory:// URL, not {engine:?}"
+                "engine must be a redis://, rediss://, redis-sentinel://, redis-cluster://, nats:// or memory:// URL, not {engine:?}"
             )));
         }
         self.ops.validate().map_err(ConfigError::Invalid)?;

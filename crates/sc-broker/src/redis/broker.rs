@@ -72,7 +72,10 @@ impl Broker for RedisBroker {
                 });
             }
             let key = self.link.channel_key(publication.channel());
-            let command = ::redis::cmd("PUBLISH").arg(key).arg(&frame[..]).to_owned();
+            let command = ::redis::cmd(self.link.publish_command())
+                .arg(key)
+                .arg(&frame[..])
+                .to_owned();
             self.link
                 .with_connection("publish", |mut conn| async move {
                     command.query_async::<i64>(&mut conn).await
@@ -140,5 +143,9 @@ impl Broker for RedisBroker {
 
     fn is_connected(&self) -> bool {
         self.link.is_connected()
+    }
+
+    fn health(&self) -> crate::EngineHealth {
+        self.link.health()
     }
 }

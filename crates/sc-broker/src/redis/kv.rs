@@ -22,13 +22,13 @@
 //!   passed. As in sc-broker, such a deadline belongs to the path, not to the value: setting the
 //!   path again does not cancel it. Deadlines use the machines' wall clocks.
 //!
-//! `getAll` and `removeAll` walk the prefix with `SCAN`: they are not atomic with respect to
-//! concurrent writers, and `getAll` lists top-level keys in Redis' order.
+//! `getAll` and `removeAll` walk the prefix with `SCAN` (on every master of a Redis Cluster):
+//! they are not atomic with respect to concurrent writers, and `getAll` lists top-level keys in
+//! Redis' order.
 
 use std::sync::{Arc, Weak};
 
 use ::redis::Script;
-use ::redis::aio::MultiplexedConnection;
 use bytes::Bytes;
 use sc_protocol::Json;
 use serde_json::{Map, Value};
@@ -248,34 +248,37 @@ impl Inner {
         Ok(())
     }
 
-    /// Every data key, in `SCAN` batches.
+    /// Every data key, in `SCAN` batches (on every master of a Redis Cluster).
     async fn scan_keys(&self) -> Result<Vec<Vec<String>>, BrokerError> {
         let pattern = format!("{}*", glob_escape(&self.data_prefix));
         let mut batches = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let pattern = pattern.clone();
-            let (next, keys): (u64, Vec<String>) = self
-                .link()
-                .with_connection("scan", |mut conn| async move {
-                    ::redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn)
-                        .await
-                })
-                .await?;
-            if !keys.is_empty() {
-                batches.push(keys);
+        for node in super::sharded::masters(self.link()).await? {
+            let mut cursor = 0u64;
+            loop {
+                let scan = ::redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .to_owned();
+                let node = node.clone();
+                let (next, keys): (u64, Vec<String>) = self
+                    .link()
+                    .with_connection("scan", |mut conn| async move {
+                        conn.query_on(node.as_ref(), scan).await
+                    })
+                    .await?;
+                if !keys.is_empty() {
+                    batches.push(keys);
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                return Ok(batches);
-            }
-            cursor = next;
         }
+        Ok(batches)
     }
 
     async fn expire(&self, keys: Vec<KeyPath>, seconds: u64) -> Result<(), BrokerError> {
@@ -437,7 +440,7 @@ impl DocumentStore for Inner {
             .arg(new.as_deref().unwrap_or_default());
         let written: i64 = self
             .link()
-            .with_connection(action, |mut conn: MultiplexedConnection| async move {
+            .with_connection(action, |mut conn| async move {
                 invocation.invoke_async(&mut conn).await
             })
             .await?;

@@ -16,8 +16,15 @@
 //! - A frame larger than [`RedisOptions::max_message_size`] is refused with
 //!   [`BrokerError::TooLarge`] before anything is sent.
 //!
-//! Redis Cluster and Sentinel URLs are not supported: use one Redis server (or a proxy such as
-//! Envoy/twemproxy that speaks the plain protocol), see `docs/scaling.md`.
+//! # Topologies
+//!
+//! - One server: `redis://[user:pass@]host[:port][/db]` (`rediss://` for TLS).
+//! - Sentinel: `redis-sentinel://[user:pass@]s1:26379,s2:26379/<master name>[/db]`
+//!   (`rediss-sentinel://` for TLS): every (re)connect asks the sentinels for the master, checks
+//!   that the server really is a master (`ROLE`), and the ping also checks `ROLE`, so a demoted
+//!   master is left within a ping interval. The credentials are the master's.
+//! - Redis Cluster: `redis-cluster://[user:pass@]h1:p1,h2:p2,…` (`rediss-cluster://`), sharded
+//!   pub/sub and slot-tagged keys: see [`sharded`](super::sharded).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -34,6 +41,8 @@ use parking_lot::RwLock;
 use sc_protocol::Publication;
 use tokio::sync::{mpsc, oneshot};
 
+use super::sentinel::ClientSource;
+pub use super::sharded::RedisConnection;
 use crate::error::EngineError;
 use crate::support::backoff;
 use crate::url::redact;
@@ -79,22 +88,27 @@ impl Default for RedisOptions {
     }
 }
 
-/// The connections to one Redis server, shared by a [`RedisBroker`](super::RedisBroker) and a [`RedisKv`](super::RedisKv), and the
-/// supervisor task that keeps them up. Dropping the last handle stops the task and closes them.
+/// The connections to one Redis server, shared by a [`RedisBroker`](super::RedisBroker) and a
+/// [`RedisKv`](super::RedisKv), and the supervisor task that keeps them up. Dropping the last
+/// handle stops the task and closes them.
 pub struct RedisLink {
     pub(super) shared: Arc<Shared>,
-    ctl: mpsc::UnboundedSender<Ctl>,
+    pub(super) ctl: mpsc::UnboundedSender<Ctl>,
 }
 
 /// The state the supervisor and the handles share.
 pub(super) struct Shared {
-    options: RedisOptions,
+    pub(super) options: RedisOptions,
     /// The URL with its password redacted, for logs.
     pub(super) target: String,
-    connected: AtomicBool,
+    pub(super) connected: AtomicBool,
     /// The command connection and the session generation it belongs to (`None` while down).
-    command: RwLock<Option<(u64, MultiplexedConnection)>>,
+    pub(super) command: RwLock<Option<(u64, RedisConnection)>>,
     pub(super) sink: RwLock<Option<Arc<dyn DeliverySink>>>,
+    /// Redis Cluster: sharded pub/sub and slot-tagged keys.
+    pub(super) cluster: bool,
+    /// Each node's state, kept by the supervisor.
+    pub(super) health: RwLock<crate::EngineHealth>,
 }
 
 /// Requests to the supervisor task, which alone owns the pub/sub connection and the set of held
@@ -125,29 +139,64 @@ struct Session {
 impl RedisLink {
     /// Parses `url`, opens both connections (bounded by the connect timeout) and starts the
     /// supervisor.
+    /// `redis-cluster://` and `redis-sentinel://` URLs (and their `rediss-` forms) pick those
+    /// topologies (see the [module](self) documentation).
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Arc<RedisLink>, EngineError> {
         let target = redact(url);
-        if url.to_ascii_lowercase().starts_with("rediss:") {
+        let lower = url.to_ascii_lowercase();
+        if lower.starts_with("rediss") {
             // rustls needs one process-wide crypto provider; ignore "already installed".
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = Client::open(url).map_err(|e| EngineError::InvalidUrl {
-            url: target.clone(),
-            reason: e.to_string(),
-        })?;
-        let session = open_session(&client, &options, 1, &[])
+        if lower.starts_with("redis-cluster:") || lower.starts_with("rediss-cluster:") {
+            return super::sharded::connect(url, options).await;
+        }
+        let source = ClientSource::from_url(url, &target)?;
+        let session = open_checked(&source, &options, 1, &[])
             .await
             .map_err(|failure| failure.into_engine_error(&target))?;
         let shared = Arc::new(Shared {
             options,
             target,
             connected: AtomicBool::new(true),
-            command: RwLock::new(Some((session.generation, session.command.clone()))),
+            command: RwLock::new(Some((
+                session.generation,
+                RedisConnection::Single(session.command.clone()),
+            ))),
             sink: RwLock::new(None),
+            cluster: false,
+            health: RwLock::new(source.health(true)),
         });
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
-        tokio::spawn(supervise(shared.clone(), client, ctl_rx, session));
+        tokio::spawn(supervise(shared.clone(), source, ctl_rx, session));
         Ok(Arc::new(RedisLink { shared, ctl }))
+    }
+
+    /// Each node's state (see [`Broker::health`](crate::Broker::health)).
+    pub fn health(&self) -> crate::EngineHealth {
+        self.shared.health.read().clone()
+    }
+
+    /// `PUBLISH`, or `SPUBLISH` (sharded) on a Redis Cluster.
+    pub(super) fn publish_command(&self) -> &'static str {
+        if self.shared.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// The Redis key of kind `kind` (`ch`, `h`, `hl`, `p`) for `channel`: `<prefix><kind>:<channel>`
+    /// on one server; on a Redis Cluster with the channel's hash tag, so that every key of a
+    /// channel and of its presence companion lives in one slot (see
+    /// [`sharded::slot_key`](super::sharded::slot_key)).
+    pub(super) fn key(&self, kind: &str, channel: &str) -> String {
+        let prefix = &self.shared.options.prefix;
+        if self.shared.cluster {
+            super::sharded::slot_key(prefix, kind, channel)
+        } else {
+            format!("{prefix}{kind}:{channel}")
+        }
     }
 
     /// Whether both connections are up.
@@ -166,7 +215,7 @@ impl RedisLink {
     }
 
     pub(crate) fn channel_key(&self, channel: &str) -> String {
-        format!("{}ch:{channel}", self.shared.options.prefix)
+        self.key("ch", channel)
     }
 
     /// Sends a subscribe/unsubscribe to the supervisor and waits (bounded) for its answer.
@@ -203,7 +252,7 @@ impl RedisLink {
         operation: F,
     ) -> Result<T, BrokerError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(RedisConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let (generation, conn) = match (self.is_connected(), self.shared.command.read().clone()) {
@@ -226,7 +275,7 @@ impl RedisLink {
 }
 
 /// Whether an error means the connection is gone (as opposed to a refused command).
-fn is_connection_error(error: &RedisError) -> bool {
+pub(super) fn is_connection_error(error: &RedisError) -> bool {
     error.is_io_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
@@ -235,9 +284,11 @@ fn is_connection_error(error: &RedisError) -> bool {
 }
 
 /// Why a session could not be opened.
-enum OpenFailure {
+pub(super) enum OpenFailure {
     Redis(RedisError),
     TimedOut(&'static str),
+    /// Sentinel: no sentinel knows the master, or the server found is not a master.
+    NoMaster(String),
 }
 
 impl OpenFailure {
@@ -245,10 +296,11 @@ impl OpenFailure {
         match self {
             OpenFailure::Redis(error) => error.to_string(),
             OpenFailure::TimedOut(what) => format!("{what} timed out"),
+            OpenFailure::NoMaster(why) => why.clone(),
         }
     }
 
-    fn into_engine_error(self, target: &str) -> EngineError {
+    pub(super) fn into_engine_error(self, target: &str) -> EngineError {
         let (engine, target) = (ENGINE, target.to_owned());
         let reason = self.reason();
         match self {
@@ -280,6 +332,22 @@ impl OpenFailure {
 fn is_auth_error(error: &RedisError) -> bool {
     error.kind() == ErrorKind::AuthenticationFailed
         || matches!(error.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+}
+
+/// Asks `source` for the server, opens a session on it and, behind sentinels, checks that the
+/// server is a master.
+async fn open_checked(
+    source: &ClientSource,
+    options: &RedisOptions,
+    generation: u64,
+    channels: &[String],
+) -> Result<Session, OpenFailure> {
+    let client = source.client(options).await?;
+    let session = open_session(&client, options, generation, channels).await?;
+    if source.is_sentinel() {
+        super::sentinel::check_master(&session.command, options).await?;
+    }
+    Ok(session)
 }
 
 /// Opens both connections and subscribes `channels` on the pub/sub one.
@@ -342,7 +410,7 @@ async fn open_session(
 /// handle of the link is dropped.
 async fn supervise(
     shared: Arc<Shared>,
-    client: Client,
+    source: ClientSource,
     mut ctl: mpsc::UnboundedReceiver<Ctl>,
     first: Session,
 ) {
@@ -365,7 +433,7 @@ async fn supervise(
                 }
                 generation += 1;
                 let snapshot: Vec<String> = held.iter().cloned().collect();
-                let opening = open_session(&client, &shared.options, generation, &snapshot);
+                let opening = open_checked(&source, &shared.options, generation, &snapshot);
                 let Some(result) = serve_while_down(&mut ctl, &mut held, opening).await else {
                     return;
                 };
@@ -396,12 +464,17 @@ async fn supervise(
                 }
             }
         };
-        *shared.command.write() = Some((current.generation, current.command.clone()));
+        *shared.command.write() = Some((
+            current.generation,
+            RedisConnection::Single(current.command.clone()),
+        ));
         shared.connected.store(true, Ordering::Release);
+        *shared.health.write() = source.health(true);
 
-        let lost = run_session(&shared, &mut ctl, &mut held, current).await;
+        let lost = run_session(&shared, &source, &mut ctl, &mut held, current).await;
         shared.connected.store(false, Ordering::Release);
         *shared.command.write() = None;
+        *shared.health.write() = source.health(false);
         let Some(reason) = lost else {
             return; // every handle is gone
         };
@@ -446,6 +519,7 @@ async fn serve_while_down<F: Future>(
 /// session ended (`None`: every handle was dropped).
 async fn run_session(
     shared: &Shared,
+    source: &ClientSource,
     ctl: &mut mpsc::UnboundedReceiver<Ctl>,
     held: &mut HashSet<String>,
     session: Session,
@@ -454,7 +528,7 @@ async fn run_session(
         generation,
         mut sink,
         mut stream,
-        command: _command,
+        command,
     } = session;
     let prefix = format!("{}ch:", shared.options.prefix);
     let op_timeout = shared.options.op_timeout;
@@ -539,6 +613,11 @@ async fn run_session(
                     Ok(Ok(_)) => {}
                     Ok(Err(error)) => return Some(format!("ping failed: {error}")),
                     Err(_) => return Some("ping timed out".to_owned()),
+                }
+                if source.is_sentinel()
+                    && let Err(failure) = super::sentinel::check_master(&command, &shared.options).await
+                {
+                    return Some(failure.reason());
                 }
             }
         }

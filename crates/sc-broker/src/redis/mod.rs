@@ -7,21 +7,26 @@
 //! rebuilt with [`Publication::from_frame`](sc_protocol::Publication::from_frame),
 //! never re-encoded.
 //!
-//! Failure behaviour (reconnects, outages, timeouts, limits): see [`link`].
+//! Failure behaviour (reconnects, outages, timeouts, limits) and the topologies (one server,
+//! Sentinel, Redis Cluster): see [`link`]; Redis Cluster (sharded pub/sub, slot-tagged keys):
+//! [`sharded`]; Sentinel: `sentinel` (private).
 
 pub mod broker;
 pub mod kv;
 pub mod link;
+mod sentinel;
+pub mod sharded;
 pub mod stream;
 
 pub use broker::RedisBroker;
 pub use kv::RedisKv;
-pub use link::{RedisLink, RedisOptions};
+pub use link::{RedisConnection, RedisLink, RedisOptions};
 
 use crate::error::EngineError;
 
 /// Connects to the Redis server at `url` (`redis://[user:pass@]host[:port][/db]`, or `rediss://`
-/// for TLS) and returns a broker and a key/value store sharing one [`RedisLink`].
+/// for TLS; `redis-sentinel://…` and `redis-cluster://…` pick those topologies, see [`link`])
+/// and returns a broker and a key/value store sharing one [`RedisLink`].
 ///
 /// Fails with [`EngineError::InvalidUrl`] for a malformed URL, [`EngineError::Auth`] when Redis
 /// refuses the credentials, and [`EngineError::Unreachable`] when it cannot be reached.

@@ -48,9 +48,17 @@ if not head then break end \
 local exp = tonumber(string.sub(head, 1, string.find(head, ':', 1, true) - 1)) \
 if exp > now then break end redis.call('LPOP', KEYS[2]) end ";
 
-fn publish_script() -> Script {
-    Script::new(&format!(
-        "{NOW}{ENSURE_EPOCH}\
+/// `script` with its `PUBLISH` calls made `SPUBLISH` on a Redis Cluster (sharded pub/sub: the
+/// channel is in the slot of the script's keys).
+fn for_link(link: &RedisLink, script: &str) -> Script {
+    Script::new(&script.replace("'PUBLISH'", &format!("'{}'", link.publish_command())))
+}
+
+fn publish_script(link: &RedisLink) -> Script {
+    for_link(
+        link,
+        &format!(
+            "{NOW}{ENSURE_EPOCH}\
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1) \
 local frame = ARGV[2] .. ',\"offset\":' .. offset .. ',\"epoch\":\"' .. epoch .. '\"}}}}' \
 redis.call('RPUSH', KEYS[2], (now + tonumber(ARGV[4])) .. ':' .. offset .. ':' .. frame) \
@@ -60,7 +68,8 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4]) \
 redis.call('PEXPIRE', KEYS[1], ARGV[5]) \
 redis.call('PUBLISH', KEYS[3], frame) \
 return {{offset, epoch}}"
-    ))
+        ),
+    )
 }
 
 fn history_script() -> Script {
@@ -72,12 +81,9 @@ return {{offset, epoch, redis.call('LRANGE', KEYS[2], 0, -1)}}"
     ))
 }
 
-/// KEYS: presence hash, companion pub/sub key, channel set, the owner's lease; ARGV: id, value,
-/// event frame, channel, lease ttl (ms). The lease is written with the member, so a member is
-/// never seen (or swept by another process) before its owner's lease exists.
-const JOIN: &str = "redis.call('SET', KEYS[4], 1, 'PX', ARGV[5]) \
-local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
-redis.call('SADD', KEYS[3], ARGV[4]) \
+/// KEYS: presence hash, companion pub/sub key; ARGV: id, value, event frame. (The channel set is
+/// in another slot on a Redis Cluster, so it is added to after the script.)
+const JOIN: &str = "local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
 if new == 1 then redis.call('PUBLISH', KEYS[2], ARGV[3]) end return new";
 
 /// KEYS: presence hash, companion pub/sub key; ARGV: id, event head, event tail, owner ('' any).
@@ -89,15 +95,15 @@ redis.call('HDEL', KEYS[1], ARGV[1]) \
 redis.call('PUBLISH', KEYS[2], ARGV[2] .. string.sub(v, bar + 1) .. ARGV[3]) return 1";
 
 fn meta_key(link: &RedisLink, channel: &str) -> String {
-    format!("{}h:{channel}", link.options().prefix)
+    link.key("h", channel)
 }
 
 fn list_key(link: &RedisLink, channel: &str) -> String {
-    format!("{}hl:{channel}", link.options().prefix)
+    link.key("hl", channel)
 }
 
 fn presence_key(link: &RedisLink, channel: &str) -> String {
-    format!("{}p:{channel}", link.options().prefix)
+    link.key("p", channel)
 }
 
 fn presence_set(link: &RedisLink) -> String {
@@ -128,7 +134,7 @@ pub(crate) async fn publish(
     }
     let head = &frame[..frame.len() - 2];
     let ttl = millis(policy.ttl).max(1);
-    let script = publish_script();
+    let script = publish_script(link);
     let mut invocation = script.prepare_invoke();
     invocation
         .key(meta_key(link, publication.channel()))
@@ -189,22 +195,32 @@ pub(crate) async fn join(
     channel: &str,
     member: &PresenceMember,
 ) -> Result<(), BrokerError> {
+    // The owner's lease first: a member is never seen (or swept by another process) before its
+    // owner's lease exists. (It lives in another slot on a Redis Cluster, so not in the script.)
+    write_lease(link, owner).await?;
     let event = presence_event(PresenceChange::Join, channel, member);
     let value = format!("{owner}|{}", member_json(member));
-    let script = Script::new(JOIN);
+    let script = for_link(link, JOIN);
     let mut invocation = script.prepare_invoke();
     invocation
         .key(presence_key(link, channel))
         .key(link.channel_key(&presence_channel(channel)))
-        .key(presence_set(link))
-        .key(lease_key(link, owner))
         .arg(&member.id)
         .arg(value)
-        .arg(&event.frame()[..])
-        .arg(channel)
-        .arg(millis(LEASE_TTL));
+        .arg(&event.frame()[..]);
     link.with_connection("presence join", |mut conn| async move {
         invocation.invoke_async::<i64>(&mut conn).await
+    })
+    .await?;
+    // After the member is in (see `forget_channel` for why this order).
+    let set = presence_set(link);
+    let name = channel.to_owned();
+    link.with_connection("presence join", |mut conn| async move {
+        ::redis::cmd("SADD")
+            .arg(set)
+            .arg(name)
+            .query_async::<i64>(&mut conn)
+            .await
     })
     .await
     .map(drop)
@@ -218,7 +234,7 @@ pub(crate) async fn leave(
     id: &str,
 ) -> Result<bool, BrokerError> {
     let (head, tail) = presence_event_parts(PresenceChange::Leave, channel);
-    let script = Script::new(LEAVE);
+    let script = for_link(link, LEAVE);
     let mut invocation = script.prepare_invoke();
     invocation
         .key(presence_key(link, channel))
@@ -317,7 +333,8 @@ pub(crate) fn spawn_lease_keeper(link: &Arc<RedisLink>, owner: String) {
     });
 }
 
-async fn keep_lease(link: &RedisLink, owner: &str) -> Result<(), BrokerError> {
+/// Writes (or renews) `owner`'s presence lease for [`LEASE_TTL`].
+async fn write_lease(link: &RedisLink, owner: &str) -> Result<(), BrokerError> {
     let key = lease_key(link, owner);
     let ttl = millis(LEASE_TTL);
     link.with_connection("presence lease", |mut conn| async move {
@@ -329,7 +346,11 @@ async fn keep_lease(link: &RedisLink, owner: &str) -> Result<(), BrokerError> {
             .query_async::<()>(&mut conn)
             .await
     })
-    .await?;
+    .await
+}
+
+async fn keep_lease(link: &RedisLink, owner: &str) -> Result<(), BrokerError> {
+    write_lease(link, owner).await?;
     let set = presence_set(link);
     let channels: Vec<String> = link
         .with_connection("presence sweep", |mut conn| async move {
@@ -342,18 +363,7 @@ async fn keep_lease(link: &RedisLink, owner: &str) -> Result<(), BrokerError> {
     for channel in channels {
         let members = members(link, &channel).await?;
         if members.is_empty() {
-            let (set, key) = (presence_set(link), presence_key(link, &channel));
-            let channel = channel.clone();
-            // Forget the channel unless a member arrived meanwhile.
-            let script = Script::new(
-                "if redis.call('HLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[1], ARGV[1]) end return 0",
-            );
-            let mut invocation = script.prepare_invoke();
-            invocation.key(set).key(key).arg(channel);
-            link.with_connection("presence sweep", |mut conn| async move {
-                invocation.invoke_async::<i64>(&mut conn).await
-            })
-            .await?;
+            forget_channel(link, &channel).await?;
             continue;
         }
         let mut owners: Vec<String> = members.iter().map(|(o, _)| o.clone()).collect();
@@ -363,6 +373,38 @@ async fn keep_lease(link: &RedisLink, owner: &str) -> Result<(), BrokerError> {
         for (dead_owner, member) in members.iter().filter(|(o, _)| !alive.contains(o)) {
             leave(link, dead_owner, &channel, &member.id).await?;
         }
+    }
+    Ok(())
+}
+
+/// Removes an empty presence channel from the channel set. The set and the channel's hash are in
+/// different slots on a Redis Cluster, so this is not one script: `SREM`, then look again. A
+/// member whose `HSET` came before that look puts the channel back here; one whose `HSET` came
+/// after does its own `SADD` (always after its `HSET`) after our `SREM`.
+async fn forget_channel(link: &RedisLink, channel: &str) -> Result<(), BrokerError> {
+    let srem = ::redis::cmd("SREM")
+        .arg(presence_set(link))
+        .arg(channel)
+        .to_owned();
+    link.with_connection("presence sweep", |mut conn| async move {
+        srem.query_async::<i64>(&mut conn).await
+    })
+    .await?;
+    let key = presence_key(link, channel);
+    let len: i64 = link
+        .with_connection("presence sweep", |mut conn| async move {
+            ::redis::cmd("HLEN").arg(key).query_async(&mut conn).await
+        })
+        .await?;
+    if len > 0 {
+        let sadd = ::redis::cmd("SADD")
+            .arg(presence_set(link))
+            .arg(channel)
+            .to_owned();
+        link.with_connection("presence sweep", |mut conn| async move {
+            sadd.query_async::<i64>(&mut conn).await
+        })
+        .await?;
     }
     Ok(())
 }

@@ -77,5 +77,6 @@ pub(crate) async fn send_to_brokers(
 pub(crate) async fn engine(url: &str) -> Result<(Arc<dyn Broker>, Arc<dyn KvStore>), ClusterError> {
     sc_broker::connect_engine(url)
         .await
-        .map_err(|e| ClusterError::Broker(format!("engine {url}: {e}")))
+        // The error names the URL with its password redacted; `url` itself may hold one.
+        .map_err(|e| ClusterError::Broker(format!("engine: {e}")))
 }

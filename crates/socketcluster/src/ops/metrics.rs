@@ -113,6 +113,21 @@ impl Families {
         });
     }
 
+    /// `socketcluster_engine_node_up{node="host:port"}`, one sample per engine node (none for an
+    /// engine without nodes).
+    fn engine_nodes(&mut self, nodes: &[sc_broker::NodeHealth]) {
+        if !nodes.is_empty() {
+            self.labelled(
+                "socketcluster_engine_node_up",
+                "1 when an engine node (Redis Cluster / Sentinel node, NATS server) is up, by address.",
+                "node",
+                nodes
+                    .iter()
+                    .map(|n| (n.addr.clone(), Value::Gauge(i64::from(n.up)))),
+            );
+        }
+    }
+
     fn process(&mut self, stats: ProcessStats) {
         self.one(
             "socketcluster_process_cpu_seconds",
@@ -281,6 +296,7 @@ pub fn render_worker(id: usize, s: &MetricsSnapshot, stats: ProcessStats) -> Str
         "1 when the worker's broker link (or engine) is connected.",
         Value::Gauge(i64::from(s.engine_up)),
     );
+    f.engine_nodes(&s.engine_nodes);
     f.process(stats);
     f.render("worker", id.to_string())
 }
@@ -300,17 +316,7 @@ pub fn render_broker(
             Value::Gauge(i64::from(up)),
         );
     }
-    if !nodes.nodes.is_empty() {
-        f.labelled(
-            "socketcluster_engine_node_up",
-            "1 when the engine node (host:port) answers, as the broker last saw it.",
-            "node",
-            nodes
-                .nodes
-                .iter()
-                .map(|n| (n.addr.clone(), Value::Gauge(i64::from(n.up)))),
-        );
-    }
+    f.engine_nodes(&nodes.nodes);
     f.process(stats);
     f.render("broker", id.to_string())
 }
@@ -395,6 +401,10 @@ mod tests {
             rpc_buckets: vec![1; RPC_BUCKETS.len() + 1],
             rpc_sum_seconds: 0.5,
             engine_up: true,
+            engine_nodes: vec![
+                sc_broker::NodeHealth::new("10.0.0.1:7001", "master", true),
+                sc_broker::NodeHealth::new("10.0.0.2:7002", "master", false),
+            ],
             ..Default::default()
         }
     }
@@ -429,6 +439,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("socketcluster_process_resident_memory_bytes{process=\"master\"}"));
+        assert!(
+            text.contains("socketcluster_engine_node_up{worker=\"0\",node=\"10.0.0.1:7001\"} 1")
+        );
+        assert!(
+            text.contains("socketcluster_engine_node_up{worker=\"1\",node=\"10.0.0.2:7002\"} 0")
+        );
         assert_eq!(text.matches("# EOF").count(), 1);
         assert!(text.ends_with("# EOF\n"));
         // Every sample line follows its family's TYPE line.
