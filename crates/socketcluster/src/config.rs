@@ -183,13 +183,16 @@ impl ClusterConfig {
                 "redis-cluster://",
                 "rediss-cluster://",
                 "nats://",
+                "tls://",
                 "memory://",
             ]
             .iter()
             .any(|s| engine.starts_with(s))
         {
             return Err(ConfigError::Invalid(format!(
-                "engine must be a redis://, rediss://, redis-sentinel://, redis-cluster://, nats:// or memory:// URL, not {engine:?}"
+                "engine must be a redis://, rediss://, redis-sentinel://, redis-cluster://, nats://, tls:// (NATS over TLS) or memory:// URL, not one starting {:?}",
+                // Only the scheme: the rest may hold a password.
+                engine.split_once("://").map_or("", |(scheme, _)| scheme)
             )));
         }
         self.ops.validate().map_err(ConfigError::Invalid)?;
@@ -453,5 +456,44 @@ mod roundtrip {
         let s = serde_json::to_string(&c).unwrap();
         let back: Result<super::ClusterConfig, _> = serde_json::from_str(&s);
         assert!(back.is_ok(), "{s} {:?}", back.err());
+    }
+}
+
+#[cfg(test)]
+mod engine_urls {
+    use super::ClusterConfig;
+
+    fn with_engine(url: &str) -> Result<(), super::ConfigError> {
+        ClusterConfig {
+            engine: Some(url.to_owned()),
+            ..ClusterConfig::default()
+        }
+        .validate()
+    }
+
+    /// Every engine scheme the engines accept passes validation (NATS over TLS included).
+    #[test]
+    fn every_engine_scheme_is_accepted() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "rediss://h:6380",
+            "redis-sentinel://s1:26379,s2:26379/mymaster",
+            "redis-cluster://h1:7000,h2:7001",
+            "nats://n1:4222,n2:4222",
+            "tls://n1:4222",
+            "memory://",
+        ] {
+            assert!(with_engine(url).is_ok(), "{url}");
+        }
+    }
+
+    /// A rejected URL is named by its scheme only: its password never reaches the error.
+    #[test]
+    fn a_rejected_url_never_shows_its_password() {
+        let error = with_engine("postgres://user:s3cret@h/db")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("\"postgres\""), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
     }
 }
