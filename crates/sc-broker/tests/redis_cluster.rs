@@ -373,7 +373,9 @@ async fn master_killed_and_restarted_mid_stream_loses_and_doubles_nothing() {
     });
     // Delivery resumes: B gets a publication made after the restart.
     let resumed = sink_b
-        .wait_until(Duration::from_secs(10), |d| d.len() > delivered_at_kill + 5)
+        // Typically 2.0–2.3 s after the restart (docs/BENCHMARKS.md); the bound only catches a
+        // link that stays stuck (the supervisor replaces a connection whose commands hang).
+        .wait_until(Duration::from_secs(20), |d| d.len() > delivered_at_kill + 5)
         .await;
     let resume = restarted.elapsed();
     if !resumed {

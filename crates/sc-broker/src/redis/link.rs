@@ -109,6 +109,43 @@ pub(super) struct Shared {
     pub(super) cluster: bool,
     /// Each node's state, kept by the supervisor.
     pub(super) health: RwLock<crate::EngineHealth>,
+    /// Commands started and commands answered: a Redis Cluster supervisor that sees commands
+    /// started but none answered over two probes replaces a connection that is stuck even
+    /// though every node answers its probe.
+    pub(super) commands: CommandCounts,
+}
+
+/// Commands answered on a link, and commands that failed at the connection level, timed out
+/// or were abandoned by their caller before an answer (see [`Shared::commands`]).
+#[derive(Debug, Default)]
+pub(super) struct CommandCounts {
+    pub(super) answered: std::sync::atomic::AtomicU64,
+    pub(super) failed: std::sync::atomic::AtomicU64,
+}
+
+/// Counts one command: a failure unless [`PendingCommand::answered`] or
+/// [`PendingCommand::refused`] is called before it is dropped (a caller's own timeout drops it).
+struct PendingCommand<'a>(Option<&'a CommandCounts>);
+
+impl PendingCommand<'_> {
+    fn answered(mut self) {
+        if let Some(counts) = self.0.take() {
+            counts.answered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The server answered with an error: the connection works.
+    fn refused(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for PendingCommand<'_> {
+    fn drop(&mut self) {
+        if let Some(counts) = self.0 {
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Requests to the supervisor task, which alone owns the pub/sub connection and the set of held
@@ -166,6 +203,7 @@ impl RedisLink {
             sink: RwLock::new(None),
             cluster: false,
             health: RwLock::new(source.health(true)),
+            commands: CommandCounts::default(),
         });
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         tokio::spawn(supervise(shared.clone(), source, ctl_rx, session));
@@ -259,16 +297,23 @@ impl RedisLink {
             (true, Some(current)) => current,
             _ => return Err(self.unavailable()),
         };
+        let pending = PendingCommand(Some(&self.shared.commands));
         match tokio::time::timeout(self.options().op_timeout, operation(conn)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) if is_connection_error(&error) => {
+            Ok(Ok(value)) => {
+                pending.answered();
+                Ok(value)
+            }
+            Ok(Err(error)) if !is_connection_error(&error) => {
+                pending.refused();
+                Err(BrokerError::Engine(format!("redis {action}: {error}")))
+            }
+            Ok(Err(error)) => {
                 let _ = self.ctl.send(Ctl::Broken(generation));
                 Err(BrokerError::Unavailable(format!(
                     "redis at {}: {error}",
                     self.shared.target
                 )))
             }
-            Ok(Err(error)) => Err(BrokerError::Engine(format!("redis {action}: {error}"))),
             Err(_) => Err(BrokerError::Timeout { action }),
         }
     }

@@ -24,7 +24,7 @@
 //! cluster connection and subscribes every held channel on it (the cluster connection can stay
 //! stuck after a node comes back).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -74,11 +74,60 @@ impl std::fmt::Debug for RedisConnection {
     }
 }
 
+/// The text of every Lua script we run, by SHA1 (see [`script`]).
+static SCRIPTS: std::sync::LazyLock<parking_lot::Mutex<HashMap<String, Arc<str>>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// A Lua script, remembered so that a Redis Cluster node that lost its script cache (a
+/// restarted master) gets the script with `EVAL`, routed by the script's key like `EVALSHA`.
+/// (The `redis` crate's fallback, `SCRIPT LOAD`, goes to every node and fails while any node is
+/// unreachable, which left a channel's publications failing after a master restart.)
+pub(super) fn script(text: &str) -> ::redis::Script {
+    let script = ::redis::Script::new(text);
+    SCRIPTS
+        .lock()
+        .entry(script.get_hash().to_owned())
+        .or_insert_with(|| Arc::from(text));
+    script
+}
+
+/// `EVAL <text> …` for an `EVALSHA <sha> …` command whose script we know.
+fn eval_instead(cmd: &Cmd) -> Option<Cmd> {
+    let mut args = cmd.args_iter().map(|arg| match arg {
+        ::redis::Arg::Simple(bytes) => Some(bytes),
+        _ => None,
+    });
+    if !args.next()??.eq_ignore_ascii_case(b"EVALSHA") {
+        return None;
+    }
+    let sha = std::str::from_utf8(args.next()??).ok()?;
+    let text = SCRIPTS.lock().get(sha)?.clone();
+    let mut eval = ::redis::cmd("EVAL");
+    eval.arg(&*text);
+    for arg in args {
+        eval.arg(arg?);
+    }
+    Some(eval)
+}
+
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             RedisConnection::Single(conn) => conn.req_packed_command(cmd),
-            RedisConnection::Cluster(conn) => conn.req_packed_command(cmd),
+            RedisConnection::Cluster(conn) => Box::pin(async move {
+                match conn.req_packed_command(cmd).await {
+                    Err(error)
+                        if error.kind()
+                            == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
+                    {
+                        match eval_instead(cmd) {
+                            Some(eval) => conn.req_packed_command(&eval).await,
+                            None => Err(error),
+                        }
+                    }
+                    other => other,
+                }
+            }),
         }
     }
 
@@ -209,6 +258,7 @@ pub(super) async fn connect(
         sink: RwLock::new(None),
         cluster: true,
         health: RwLock::new(EngineHealth::default()),
+        commands: super::link::CommandCounts::default(),
     });
     let held: Arc<RwLock<HashSet<String>>> = Arc::default();
     let (events, events_rx) = mpsc::unbounded_channel();
@@ -349,6 +399,8 @@ async fn supervise(
     let mut retry = tokio::time::interval(RESUBSCRIBE_RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failed_probes = 0u32;
+    // Commands (answered, failed) at the last probe.
+    let mut counted = (0u64, 0u64);
     let mut generation = 1u64;
     let mut probe = tokio::time::interval(shared.options.ping_interval);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -414,13 +466,23 @@ async fn supervise(
             _ = probe.tick() => {
                 let health = cluster_health(&mut conn.clone(), &shared.options).await;
                 let any_up = health.nodes.iter().any(|n| n.up);
-                failed_probes = if any_up { 0 } else { failed_probes + 1 };
+                // Commands failed at the connection level, timed out or hung since the last
+                // probe: the connection may be stuck for some slots even though the nodes answer
+                // the probe (seen after a master restart).
+                let now = (
+                    shared.commands.answered.load(Ordering::Relaxed),
+                    shared.commands.failed.load(Ordering::Relaxed),
+                );
+                let answering = now.0 > counted.0;
+                let stalled = now.1 > counted.1;
+                counted = now;
+                failed_probes = if any_up && !stalled { 0 } else { failed_probes + 1 };
                 if failed_probes >= 2 {
                     // The cluster connection can stay stuck after a node comes back (its slot
                     // refresh keeps failing): open a new one; the old one (and every subscription
                     // on it) is dropped, and every held channel is subscribed on the new one.
                     let fresh = tokio::time::timeout(
-                        shared.options.connect_timeout + op_timeout,
+                        shared.options.connect_timeout,
                         client.get_async_connection(),
                     )
                     .await;
@@ -434,7 +496,9 @@ async fn supervise(
                         tracing::info!(engine = ENGINE, target = %shared.target, "opened a new cluster connection");
                     }
                 }
-                shared.connected.store(any_up, Ordering::Release);
+                // Commands being answered prove the link works even when the probe (routed to
+                // one node) failed.
+                shared.connected.store(any_up || answering, Ordering::Release);
                 *shared.health.write() = health;
             }
         }
@@ -492,8 +556,10 @@ async fn resubscribe(
 /// Every node of the cluster as `CLUSTER NODES` reports it (role `master` / `replica`; up unless
 /// flagged failing or disconnected), or the seeds marked down if no node answers.
 async fn cluster_health(conn: &mut ClusterConnection, options: &RedisOptions) -> EngineHealth {
+    // A probe never waits longer than the probe interval: a hung node must not hold up the
+    // supervisor (and the decision to open a new connection) for a whole operation timeout.
     let answer = tokio::time::timeout(
-        options.op_timeout,
+        options.op_timeout.min(options.ping_interval),
         ::redis::cmd("CLUSTER")
             .arg("NODES")
             .query_async::<String>(conn),
