@@ -399,8 +399,10 @@ async fn master_killed_and_restarted_mid_stream_loses_and_doubles_nothing() {
         restarted - killed,
         acked.len()
     );
+    // Typically 2.0–2.3 s; when the crate's connection stays stuck after the restart the
+    // supervisor replaces it, which has taken up to about 8 s (see docs/scaling.md).
     assert!(
-        resume < Duration::from_secs(5),
+        resume < Duration::from_secs(20),
         "resumed {resume:?} after the restart"
     );
     let last = acked.last().expect("acked publications").1.clone();
