@@ -115,37 +115,13 @@ pub(super) struct Shared {
     pub(super) commands: CommandCounts,
 }
 
-/// Commands answered on a link, and commands that failed at the connection level, timed out
-/// or were abandoned by their caller before an answer (see [`Shared::commands`]).
+/// Commands answered on a link, and commands that failed at the connection level or timed out
+/// (see [`Shared::commands`]). A command its caller cancelled counts as neither: cancelling is
+/// normal and says nothing about the connection.
 #[derive(Debug, Default)]
 pub(super) struct CommandCounts {
     pub(super) answered: std::sync::atomic::AtomicU64,
     pub(super) failed: std::sync::atomic::AtomicU64,
-}
-
-/// Counts one command: a failure unless [`PendingCommand::answered`] or
-/// [`PendingCommand::refused`] is called before it is dropped (a caller's own timeout drops it).
-struct PendingCommand<'a>(Option<&'a CommandCounts>);
-
-impl PendingCommand<'_> {
-    fn answered(mut self) {
-        if let Some(counts) = self.0.take() {
-            counts.answered.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// The server answered with an error: the connection works.
-    fn refused(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for PendingCommand<'_> {
-    fn drop(&mut self) {
-        if let Some(counts) = self.0 {
-            counts.failed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }
 
 /// Requests to the supervisor task, which alone owns the pub/sub connection and the set of held
@@ -297,24 +273,27 @@ impl RedisLink {
             (true, Some(current)) => current,
             _ => return Err(self.unavailable()),
         };
-        let pending = PendingCommand(Some(&self.shared.commands));
+        let commands = &self.shared.commands;
         match tokio::time::timeout(self.options().op_timeout, operation(conn)).await {
             Ok(Ok(value)) => {
-                pending.answered();
+                commands.answered.fetch_add(1, Ordering::Relaxed);
                 Ok(value)
             }
             Ok(Err(error)) if !is_connection_error(&error) => {
-                pending.refused();
                 Err(BrokerError::Engine(format!("redis {action}: {error}")))
             }
             Ok(Err(error)) => {
+                commands.failed.fetch_add(1, Ordering::Relaxed);
                 let _ = self.ctl.send(Ctl::Broken(generation));
                 Err(BrokerError::Unavailable(format!(
                     "redis at {}: {error}",
                     self.shared.target
                 )))
             }
-            Err(_) => Err(BrokerError::Timeout { action }),
+            Err(_) => {
+                commands.failed.fetch_add(1, Ordering::Relaxed);
+                Err(BrokerError::Timeout { action })
+            }
         }
     }
 }

@@ -466,8 +466,7 @@ async fn supervise(
             _ = probe.tick() => {
                 let health = cluster_health(&mut conn.clone(), &shared.options).await;
                 let any_up = health.nodes.iter().any(|n| n.up);
-                // Commands failed at the connection level, timed out or hung since the last
-                // probe: the connection may be stuck for some slots even though the nodes answer
+                // Commands failed at the connection level or timed out since the last probe: the connection may be stuck for some slots even though the nodes answer
                 // the probe (seen after a master restart).
                 let now = (
                     shared.commands.answered.load(Ordering::Relaxed),
