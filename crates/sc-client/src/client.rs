@@ -12,40 +12,23 @@ use tokio::runtime::Handle;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::channel::{Channel, SubscribeOptions};
+use crate::channel::Channel;
 use crate::command::{Command, Reply};
 use crate::driver::{Driver, transport};
 use crate::error::{ClientError, ConnectionError, InvokeError};
 use crate::events::{AuthState, AuthStatus, ClientEvent, ConnectionState, Events};
-use crate::handlers::{ProcedureFuture, Receiver, Registry};
+use crate::handlers::{ProcedureFuture, Receiver};
 use crate::options::{AutoReconnectOptions, ClientOptions, Codec, ProtocolVersion};
 use crate::position::StreamPosition;
 use crate::presence::{Presence, PresenceEvents};
+use crate::shared::{Shared, Snapshot};
 use crate::sink;
+use crate::subscription::SubscribeOptions;
 use crate::token_store::{TokenStore, decode_payload};
 use crate::url::build_uri;
 
 /// Commands waiting for the background task; callers wait (asynchronously) when it is full.
 const COMMAND_BUFFER: usize = 1024;
-
-/// What handles can read without asking the background task.
-#[derive(Debug, Clone)]
-pub(crate) struct Snapshot {
-    pub(crate) state: ConnectionState,
-    pub(crate) id: Option<String>,
-    pub(crate) auth_state: AuthState,
-    pub(crate) signed_token: Option<String>,
-}
-
-/// State shared by the handles and the background task.
-pub(crate) struct Shared {
-    pub(crate) options: ClientOptions,
-    pub(crate) snapshot: watch::Sender<Snapshot>,
-    pub(crate) events: broadcast::Sender<ClientEvent>,
-    pub(crate) registry: Mutex<Registry>,
-    /// The runtime the client was created in; everything it spawns goes there.
-    pub(crate) runtime: Handle,
-}
 
 /// A SocketCluster client: a handle to a background task that owns the connection.
 ///

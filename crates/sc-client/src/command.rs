@@ -5,11 +5,11 @@ use std::time::Duration;
 use sc_protocol::{Json, ScError};
 use tokio::sync::{oneshot, watch};
 
-use crate::channel::{ChannelStatus, SubscribeOptions};
 use crate::error::{ClientError, InvokeError};
 use crate::events::AuthStatus;
 use crate::position::Publication;
 use crate::sink::DataSink;
+use crate::subscription::{ChannelStatus, SubscribeOptions};
 
 /// What the background task is asked to do.
 pub(crate) enum Command {

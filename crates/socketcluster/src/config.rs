@@ -201,15 +201,10 @@ impl ClusterConfig {
             .map_err(|e| ConfigError::Invalid(e.0))
     }
 
-    /// Runtime threads for one process playing `role` (`None`: the master), on a machine with
-    /// `cpus` CPUs: `workerThreads` if set, else `cpus / processes of that kind`, at least 1.
-    pub fn runtime_threads(&self, role: Option<crate::cluster::ProcessRole>, cpus: usize) -> usize {
-        use crate::cluster::ProcessRole;
-        let processes = match role {
-            None => return 1,
-            Some(ProcessRole::Worker) => self.workers,
-            Some(ProcessRole::Broker) => self.brokers,
-        };
+    /// Runtime threads for one of `processes` processes of one kind (workers or brokers), on a
+    /// machine with `cpus` CPUs: `workerThreads` if set, else `cpus / processes`, at least 1.
+    /// (The master runs on one thread.)
+    pub fn runtime_threads(&self, processes: usize, cpus: usize) -> usize {
         if self.worker_threads > 0 {
             return self.worker_threads;
         }
@@ -252,20 +247,22 @@ mod tests {
 
     #[test]
     fn runtime_threads_share_the_cpus() {
-        use crate::cluster::ProcessRole::{Broker, Worker};
         let mut config = ClusterConfig::default();
         assert_eq!(
-            config.runtime_threads(Some(Worker), 2),
+            config.runtime_threads(config.workers, 2),
             2,
             "the default keeps 2 threads"
         );
-        assert_eq!(config.runtime_threads(None, 8), 1, "the master");
         config.workers = 6;
-        assert_eq!(config.runtime_threads(Some(Worker), 2), 1);
-        assert_eq!(config.runtime_threads(Some(Worker), 16), 2);
-        assert_eq!(config.runtime_threads(Some(Broker), 4), 4);
+        assert_eq!(config.runtime_threads(config.workers, 2), 1);
+        assert_eq!(config.runtime_threads(config.workers, 16), 2);
+        assert_eq!(config.runtime_threads(config.brokers, 4), 4);
         config.worker_threads = 3;
-        assert_eq!(config.runtime_threads(Some(Worker), 2), 3, "set explicitly");
+        assert_eq!(
+            config.runtime_threads(config.workers, 2),
+            3,
+            "set explicitly"
+        );
         assert!(config.validate().is_ok());
         config.worker_threads = 5000;
         assert!(config.validate().is_err());

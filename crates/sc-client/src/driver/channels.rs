@@ -18,10 +18,10 @@ use tokio::sync::watch;
 
 use super::Driver;
 use super::outbound::Awaiting;
-use crate::channel::{ChannelState, ChannelStatus, SubscribeOptions, UnsubscribeReason};
 use crate::events::{AuthState, ClientEvent};
 use crate::position::{Publication, Recovery, StreamPosition, SubscribeAck};
 use crate::sink::DataSink;
+use crate::subscription::{ChannelState, ChannelStatus, SubscribeOptions, UnsubscribeReason};
 
 /// How long a channel refused with `BrokerError` waits before the next `#subscribe`.
 const BROKER_RETRY: Duration = Duration::from_secs(1);

@@ -31,11 +31,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_websockets::{Message, Payload};
 
-use crate::client::Shared;
 use crate::command::{Command, ProcedureResponse};
 use crate::error::{BadConnectionKind, ConnectionError, InvokeError};
 use crate::events::{AuthState, ClientEvent, ConnectionState};
 use crate::reconnect::{Backoff, ReconnectDecision, decide};
+use crate::shared::Shared;
 use channels::Channels;
 use outbound::{Awaiting, Expired, Outbound};
 use transport::Ws;
@@ -570,8 +570,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// A driver with default options and no connection, and a receiver of its events.
 #[cfg(test)]
 pub(crate) fn test_driver() -> (Driver, tokio::sync::broadcast::Receiver<ClientEvent>) {
-    use crate::client::Snapshot;
     use crate::options::ClientOptions;
+    use crate::shared::Snapshot;
 
     let options = ClientOptions {
         channel_buffer: 2,

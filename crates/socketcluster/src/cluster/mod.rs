@@ -231,7 +231,7 @@ impl Builder {
     fn runtime_threads(&self) -> usize {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let Ok(role) = std::env::var(env::ROLE) else {
-            return self.config.runtime_threads(None, cpus);
+            return 1; // the master
         };
         let role = match role.split_once(':').map(|(kind, _)| kind) {
             Some("worker") => ProcessRole::Worker,
@@ -241,7 +241,13 @@ impl Builder {
         std::env::var(env::CONFIG)
             .ok()
             .and_then(|c| serde_json::from_str::<ClusterConfig>(&c).ok())
-            .map_or(cpus, |config| config.runtime_threads(Some(role), cpus))
+            .map_or(cpus, |config| {
+                let processes = match role {
+                    ProcessRole::Worker => config.workers,
+                    ProcessRole::Broker => config.brokers,
+                };
+                config.runtime_threads(processes, cpus)
+            })
     }
 
     async fn run_async(self) -> Result<(), ClusterError> {

@@ -132,7 +132,7 @@ pub(crate) async fn run(
         server.disable_metrics();
     }
     let gather = crate::ops::gatherer(master.clone());
-    let app = crate::ops::worker_app(&server, &config, gather);
+    let app = crate::ops::worker_app(&server, config.public_dir(), &config.ops, gather);
     let tls = config.ops.tls().map_err(ClusterError::Config)?;
     let mut terminate = signal(SignalKind::terminate())?;
     if let Some(tls) = &tls {

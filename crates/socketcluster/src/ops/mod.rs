@@ -1,7 +1,7 @@
 //! Production operations: TLS, Prometheus metrics, the admin page, log format, drain.
 //!
 //! - [`OpsConfig`]: the options (`tlsCert`, `tlsKey`, `metrics`, `metricsAddr`, `adminToken`,
-//!   `logFormat`, `drainDuration`), flattened into [`ClusterConfig`].
+//!   `logFormat`, `drainDuration`), flattened into [`ClusterConfig`](crate::config::ClusterConfig).
 //! - [`metrics`]: per-process snapshots rendered with `prometheus-client`, merged by the master
 //!   into one scrape of the whole instance.
 //! - [`admin`]: the `/admin` page and its token-guarded procedure.
@@ -96,7 +96,6 @@ use sc_protocol::Json;
 use sc_server::Server;
 
 use crate::cluster::ipc::{IpcPeer, MessageHandler};
-use crate::config::ClusterConfig;
 use metrics::{ChildReport, InstanceReport};
 
 /// Answers the master's [`metrics::SCRAPE`] with `report()`; passes everything else to `handler`.
@@ -139,12 +138,17 @@ pub(crate) fn gatherer(master: IpcPeer) -> admin::Gather {
 
 /// A worker's HTTP app: the server's own (SocketCluster path, `/health`, `/health/ready`,
 /// static files) plus `/metrics` and `/admin` when configured.
-pub(crate) fn worker_app(server: &Server, config: &ClusterConfig, gather: admin::Gather) -> Router {
-    let mut app = server.app(Some(config.public_dir()));
-    if config.ops.metrics && config.ops.metrics_addr.is_none() {
+pub(crate) fn worker_app(
+    server: &Server,
+    public_dir: std::path::PathBuf,
+    ops: &OpsConfig,
+    gather: admin::Gather,
+) -> Router {
+    let mut app = server.app(Some(public_dir));
+    if ops.metrics && ops.metrics_addr.is_none() {
         app = app.merge(metrics_router(gather.clone()));
     }
-    if let Some(token) = &config.ops.admin_token {
+    if let Some(token) = &ops.admin_token {
         admin::register(server, token.clone(), gather);
         app = app.merge(admin::router());
     }
