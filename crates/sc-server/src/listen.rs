@@ -1,7 +1,8 @@
 //! The accept loop of [`crate::Server::serve`] (and of its TLS and graceful-stop variants):
 //! HTTP/1 connections with a header-read timeout, an idle timeout and a cap until they upgrade
 //! to WebSocket (a TLS handshake counts as part of the header wait), and an accept loop that
-//! survives running out of file descriptors.
+//! survives running out of file descriptors. [`crate::Server::serve_io`] serves one connection of
+//! any transport the same way.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -157,6 +158,16 @@ pub(crate) async fn serve(
 /// How long a connection accepted before the server stopped may take to send its request (it
 /// is closed once that request is answered, or after this without one).
 const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves one connection that did not come from our accept loop ([`crate::Server::serve_io`]):
+/// the same HTTP limits, and no stop signal.
+pub(crate) async fn serve_io<S>(stream: S, remote: SocketAddr, app: Router, limits: Limits)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (_never_stops, stopping) = tokio::sync::watch::channel(false);
+    serve_connection(stream, remote, app, limits, stopping).await;
+}
 
 /// Serves one connection until it closes, times out, or upgrades (the WebSocket then lives in a
 /// task of its own, see [`crate::http`]).
