@@ -12,7 +12,7 @@ use sc_protocol::Frame;
 use tokio::sync::watch;
 
 use super::{
-    Context, DeliveryEnd, Inbox, InboxTotals, Outbox, await_deliveries, close_all, random_channel,
+    Context, Deliveries, Inbox, InboxTotals, Outbox, await_deliveries, close_all, random_channel,
 };
 use crate::cli::FanoutArgs;
 use crate::client::{Client, ClientError};
@@ -24,7 +24,25 @@ use crate::sys::CpuMeter;
 pub(crate) const COUNTER_BATCH: u64 = 256;
 
 /// Runs the scenario; `name` is the scenario's name in the report (`fanout`, `fanout-small`).
+/// Steps: connect, deliver, report.
 pub async fn run(ctx: &Context, args: &FanoutArgs, name: &'static str) -> anyhow::Result<Report> {
+    let connected = connect(ctx, args).await?;
+    let outcome = deliver(ctx, args, connected).await?;
+    let report = report(ctx, args, name, &outcome);
+    close_all(outcome.clients).await;
+    Ok(report)
+}
+
+/// The clients of a run, connected and subscribed.
+struct Connected {
+    channel: Arc<str>,
+    publisher: Client,
+    subscribers: Vec<Client>,
+}
+
+/// Connects the publisher (to `--publish-url` if given) and the subscribers, each subscribed to
+/// the channel.
+async fn connect(ctx: &Context, args: &FanoutArgs) -> anyhow::Result<Connected> {
     let channel: Arc<str> = Arc::from(args.channel.clone().unwrap_or_else(random_channel));
     let publisher = match &args.publish_url {
         Some(url) => ctx.connect_to(url, 0).await?,
@@ -40,7 +58,38 @@ pub async fn run(ctx: &Context, args: &FanoutArgs, name: &'static str) -> anyhow
             }
         })
         .await?;
+    Ok(Connected {
+        channel,
+        publisher,
+        subscribers,
+    })
+}
 
+/// What the delivery step measured.
+struct Outcome {
+    /// Every client, the publisher first.
+    clients: Vec<Client>,
+    /// The publisher's side: first publish, acknowledgements, problems.
+    outbox: Outbox,
+    publish_error: Option<ClientError>,
+    /// The subscribers' side.
+    deliveries: Deliveries,
+    /// Frame payload bytes the subscribers received.
+    bytes_in: u64,
+}
+
+/// Publishes every message while the subscribers receive, until every delivery arrived, they
+/// stall, or `--timeout` runs out; then stops and collects every client.
+async fn deliver(
+    ctx: &Context,
+    args: &FanoutArgs,
+    connected: Connected,
+) -> anyhow::Result<Outcome> {
+    let Connected {
+        channel,
+        publisher,
+        subscribers,
+    } = connected;
     let server_before = ctx.server_cpu();
     let cpu = CpuMeter::start();
     let deadline = Instant::now() + ctx.common.timeout;
@@ -81,8 +130,31 @@ pub async fn run(ctx: &Context, args: &FanoutArgs, name: &'static str) -> anyhow
         failures.extend(error);
         clients.push(client);
     }
-    let cpu = cpu.finish();
+    let deliveries = Deliveries {
+        cpu: cpu.finish(),
+        latency: latency.snapshot(),
+        totals,
+        heartbeats,
+        failures,
+        end,
+        server_before,
+        server_rss,
+    };
+    Ok(Outcome {
+        clients,
+        outbox,
+        publish_error,
+        deliveries,
+        bytes_in,
+    })
+}
 
+/// The report of a run.
+fn report(ctx: &Context, args: &FanoutArgs, name: &'static str, outcome: &Outcome) -> Report {
+    let Outcome {
+        outbox, deliveries, ..
+    } = outcome;
+    let totals = &deliveries.totals;
     let mut report = Report::new(name);
     ctx.report_settings(&mut report);
     if let Some(url) = &args.publish_url {
@@ -96,23 +168,13 @@ pub async fn run(ctx: &Context, args: &FanoutArgs, name: &'static str) -> anyhow
         report.text("rate", "publishes per second", &rate.to_string());
     }
     let start = outbox.first_publish.unwrap_or_else(Instant::now);
-    let elapsed = totals
-        .last_delivery
-        .map(|last| last.duration_since(start))
-        .unwrap_or_default();
-    report.rate(
-        "delivered_per_s",
-        "delivered",
-        rate(totals.correctness.received, elapsed),
-        "msg",
-    );
-    report.duration("elapsed_s", "first publish → last delivery", elapsed);
+    totals.report_rate(&mut report, start);
     report.text("codec", "codec", &ctx.common.codec.to_string());
     let delivered = totals.correctness.received.max(1);
     report.count(
         "wire_bytes_per_delivery",
         "subscriber bytes in per delivery (frame payloads)",
-        bytes_in / delivered,
+        outcome.bytes_in / delivered,
     );
     let publish_time = outbox
         .last_ack
@@ -124,38 +186,14 @@ pub async fn run(ctx: &Context, args: &FanoutArgs, name: &'static str) -> anyhow
         rate(outbox.acked, publish_time),
         "msg",
     );
-    report.latency("latency", "end-to-end latency", &latency.snapshot());
-    report.correctness(&totals.correctness);
-    ctx.check_heartbeats(&mut report, heartbeats);
-    report.cpu(&cpu);
-    ctx.report_server_cpu(
-        &mut report,
-        server_before,
-        totals.correctness.received,
-        "deliveries",
-    );
-    ctx.report_server_memory(&mut report, server_rss, 0);
+    deliveries.report_measures(ctx, &mut report);
 
     outbox.report_problems("publisher", &mut report);
-    if let Some(error) = publish_error {
+    if let Some(error) = &outcome.publish_error {
         report.problem(format!("publisher: {error}"));
     }
-    if let Some(error) = failures.first() {
-        report.problem(format!(
-            "{} subscribers failed, first: {error}",
-            failures.len()
-        ));
-    }
-    match end {
-        DeliveryEnd::Complete => {}
-        DeliveryEnd::Stalled => report.note("deliveries stalled after the last acknowledgement"),
-        DeliveryEnd::TimedOut => report.problem(format!(
-            "deliveries not complete within --timeout {:?}",
-            ctx.common.timeout
-        )),
-    }
-    close_all(clients).await;
-    Ok(report)
+    deliveries.report_failures(ctx, &mut report, "subscribers");
+    report
 }
 
 /// Publishes every message of `outbox`, then hands everything back.
