@@ -12,13 +12,12 @@ use sc_protocol::Frame;
 use tokio::sync::watch;
 
 use super::{
-    Context, Deliveries, Inbox, InboxTotals, Outbox, await_deliveries, close_all, random_channel,
+    Context, Deliveries, DeliveryRun, Inbox, InboxTotals, Outbox, close_all, random_channel,
 };
 use crate::cli::FanoutArgs;
 use crate::client::{Client, ClientError};
 use crate::report::Report;
-use crate::stats::{SharedLatency, rate};
-use crate::sys::CpuMeter;
+use crate::stats::rate;
 
 /// Deliveries a receiver counts locally before adding them to the shared progress counter.
 pub(crate) const COUNTER_BATCH: u64 = 256;
@@ -90,31 +89,25 @@ async fn deliver(
         publisher,
         subscribers,
     } = connected;
-    let server_before = ctx.server_cpu();
-    let cpu = CpuMeter::start();
-    let deadline = Instant::now() + ctx.common.timeout;
-    let delivered = Arc::new(AtomicU64::new(0));
-    let (stop, stopped) = watch::channel(false);
-    let latency = SharedLatency::new();
+    let mut run = DeliveryRun::start(ctx);
     let receivers: Vec<_> = subscribers
         .into_iter()
         .map(|client| {
-            let inbox = Inbox::new(channel.clone(), args.messages, &latency);
-            tokio::spawn(receive(client, inbox, delivered.clone(), stopped.clone()))
+            let inbox = Inbox::new(channel.clone(), args.messages, &run.latency);
+            tokio::spawn(receive(
+                client,
+                inbox,
+                run.delivered.clone(),
+                run.stopped.clone(),
+            ))
         })
         .collect();
     let outbox = Outbox::new(&channel, args.messages, args.size, args.window).with_rate(args.rate);
-    let publishing = tokio::spawn(publish(publisher, outbox, stopped.clone()));
-
-    let expected = args.subscribers * args.messages;
-    let bar = ctx.progress(expected, "delivering");
-    let end = await_deliveries(&delivered, expected, &bar, deadline, || {
+    let publishing = tokio::spawn(publish(publisher, outbox, run.stopped.clone()));
+    run.wait(ctx, args.subscribers * args.messages, || {
         publishing.is_finished()
     })
     .await;
-    bar.finish_and_clear();
-    let server_rss = ctx.server_rss();
-    let _ = stop.send(true);
 
     let (publisher, outbox, publish_error) = publishing.await?;
     let mut totals = InboxTotals::default();
@@ -130,21 +123,11 @@ async fn deliver(
         failures.extend(error);
         clients.push(client);
     }
-    let deliveries = Deliveries {
-        cpu: cpu.finish(),
-        latency: latency.snapshot(),
-        totals,
-        heartbeats,
-        failures,
-        end,
-        server_before,
-        server_rss,
-    };
     Ok(Outcome {
         clients,
         outbox,
         publish_error,
-        deliveries,
+        deliveries: run.finish(totals, heartbeats, failures),
         bytes_in,
     })
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use indicatif::ProgressBar;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::cli::{Cli, Common, Scenario};
@@ -28,7 +28,7 @@ use crate::report::{self, Report};
 use crate::stats::{
     Correctness, Latency, LatencyRecorder, SeqTracker, SharedLatency, micros_at, now_micros, rate,
 };
-use crate::sys::{self, CpuUse};
+use crate::sys::{self, CpuMeter, CpuUse};
 
 /// The longest wait for one handshake response, whatever `--timeout` says.
 const MAX_HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
@@ -324,6 +324,83 @@ impl DeliveryEnd {
             DeliveryEnd::TimedOut => report.problem(format!(
                 "deliveries not complete within --timeout {timeout:?}"
             )),
+        }
+    }
+}
+
+/// The measuring frame of a delivery scenario (`fanout`, `pubsub-many`): started once the
+/// clients are connected, it holds what the client tasks share (delivery counter, stop signal,
+/// latency), waits for the deliveries and sums everything up into [`Deliveries`].
+#[derive(Debug)]
+pub struct DeliveryRun {
+    /// Deliveries so far, for progress and completion; receivers add to it.
+    pub delivered: Arc<AtomicU64>,
+    /// Changes when the run stops.
+    pub stopped: watch::Receiver<bool>,
+    /// End-to-end latency, recorded by the inboxes.
+    pub latency: SharedLatency,
+    stop: watch::Sender<bool>,
+    server_before: Option<Duration>,
+    cpu: CpuMeter,
+    deadline: Instant,
+    end: DeliveryEnd,
+    server_rss: Option<u64>,
+}
+
+impl DeliveryRun {
+    /// Starts measuring (the server's CPU, the generator's CPU, `--timeout`).
+    pub fn start(ctx: &Context) -> DeliveryRun {
+        let server_before = ctx.server_cpu();
+        let cpu = CpuMeter::start();
+        let deadline = Instant::now() + ctx.common.timeout;
+        let (stop, stopped) = watch::channel(false);
+        DeliveryRun {
+            delivered: Arc::new(AtomicU64::new(0)),
+            stopped,
+            latency: SharedLatency::new(),
+            stop,
+            server_before,
+            cpu,
+            deadline,
+            end: DeliveryEnd::TimedOut,
+            server_rss: None,
+        }
+    }
+
+    /// Waits, showing progress, until `expected` deliveries arrived, they stall once
+    /// `publishing_done` says so, or `--timeout` passes (see [`await_deliveries`]); then reads
+    /// the server's memory and tells every client task to stop.
+    pub async fn wait(&mut self, ctx: &Context, expected: u64, publishing_done: impl Fn() -> bool) {
+        let bar = ctx.progress(expected, "delivering");
+        self.end = await_deliveries(
+            &self.delivered,
+            expected,
+            &bar,
+            self.deadline,
+            publishing_done,
+        )
+        .await;
+        bar.finish_and_clear();
+        self.server_rss = ctx.server_rss();
+        let _ = self.stop.send(true);
+    }
+
+    /// Sums the run up, with what the client tasks handed back.
+    pub fn finish(
+        self,
+        totals: InboxTotals,
+        heartbeats: Heartbeats,
+        failures: Vec<ClientError>,
+    ) -> Deliveries {
+        Deliveries {
+            cpu: self.cpu.finish(),
+            latency: self.latency.snapshot(),
+            totals,
+            heartbeats,
+            failures,
+            end: self.end,
+            server_before: self.server_before,
+            server_rss: self.server_rss,
         }
     }
 }

@@ -11,13 +11,11 @@ use tokio::sync::watch;
 
 use super::fanout::COUNTER_BATCH;
 use super::{
-    Context, Deliveries, Inbox, InboxTotals, Outbox, await_deliveries, close_all, random_channel,
+    Context, Deliveries, DeliveryRun, Inbox, InboxTotals, Outbox, close_all, random_channel,
 };
 use crate::cli::PubsubManyArgs;
 use crate::client::{Client, ClientError, Heartbeats};
 use crate::report::Report;
-use crate::stats::SharedLatency;
-use crate::sys::CpuMeter;
 
 /// Runs the scenario: connect, deliver, report.
 pub async fn run(ctx: &Context, args: &PubsubManyArgs) -> anyhow::Result<Report> {
@@ -74,34 +72,24 @@ async fn deliver(
     channels: &Channels,
     clients: Vec<Client>,
 ) -> anyhow::Result<Outcome> {
-    let server_before = ctx.server_cpu();
-    let cpu = CpuMeter::start();
-    let deadline = Instant::now() + ctx.common.timeout;
-    let delivered = Arc::new(AtomicU64::new(0));
-    let (stop, stopped) = watch::channel(false);
-    let latency = SharedLatency::new();
+    let mut run = DeliveryRun::start(ctx);
     let publishers_left = Arc::new(AtomicU64::new(args.clients));
     let tasks: Vec<_> = (0..args.clients)
         .zip(clients)
         .map(|(i, client)| {
-            let inbox = Inbox::new(channels.of(i), args.messages, &latency);
+            let inbox = Inbox::new(channels.of(i), args.messages, &run.latency);
             let neighbour = channels.of((i + 1) % args.clients);
             let outbox = Outbox::new(&neighbour, args.messages, args.size, args.window);
             let shared = Shared {
-                delivered: delivered.clone(),
+                delivered: run.delivered.clone(),
                 publishers_left: publishers_left.clone(),
             };
-            tokio::spawn(pubsub(client, inbox, outbox, shared, stopped.clone()))
+            tokio::spawn(pubsub(client, inbox, outbox, shared, run.stopped.clone()))
         })
         .collect();
-
-    let expected = args.clients * args.messages;
-    let bar = ctx.progress(expected, "delivering");
     let publishing_done = || publishers_left.load(Ordering::Relaxed) == 0;
-    let end = await_deliveries(&delivered, expected, &bar, deadline, publishing_done).await;
-    bar.finish_and_clear();
-    let server_rss = ctx.server_rss();
-    let _ = stop.send(true);
+    run.wait(ctx, args.clients * args.messages, publishing_done)
+        .await;
 
     let mut totals = InboxTotals::default();
     let mut published: Option<Outbox> = None;
@@ -119,20 +107,10 @@ async fn deliver(
         failures.extend(error);
         clients.push(client);
     }
-    let deliveries = Deliveries {
-        cpu: cpu.finish(),
-        latency: latency.snapshot(),
-        totals,
-        heartbeats,
-        failures,
-        end,
-        server_before,
-        server_rss,
-    };
     Ok(Outcome {
         clients,
         published,
-        deliveries,
+        deliveries: run.finish(totals, heartbeats, failures),
     })
 }
 
