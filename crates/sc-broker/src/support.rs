@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sc_protocol::Backoff;
+
 /// Aborts a background task when its owner is dropped.
 pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
@@ -21,14 +23,14 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The delay before reconnect attempt `attempt` (0-based): immediately, then 50 ms doubling up
-/// to `max`, less up to 20 % of jitter so that many instances do not reconnect in lockstep.
-pub(crate) fn backoff(attempt: u32, max: Duration) -> Duration {
-    if attempt == 0 {
-        return Duration::ZERO;
+/// The reconnect policy of the networked engines, up to `max`: attempt 0 immediately, then 50 ms
+/// doubling, less up to 20 % of jitter so that many instances do not reconnect in lockstep.
+pub(crate) fn reconnect_backoff(max: Duration) -> Backoff {
+    Backoff {
+        jitter: 0.2,
+        immediate_first: true,
+        ..Backoff::new(Duration::from_millis(50), 2.0, max)
     }
-    let exponential = Duration::from_millis(50).saturating_mul(1 << (attempt - 1).min(16));
-    exponential.min(max).mul_f64(1.0 - fastrand::f64() * 0.2)
 }
 
 /// The earliest expiry deadline this process knows of (`u64::MAX`: none), so a store can run its
@@ -64,13 +66,14 @@ mod tests {
     #[test]
     fn backoff_is_capped_and_starts_at_once() {
         let max = Duration::from_secs(1);
-        assert_eq!(backoff(0, max), Duration::ZERO);
-        assert!(backoff(1, max) <= Duration::from_millis(50));
-        assert!(backoff(1, max) >= Duration::from_millis(40));
+        let backoff = reconnect_backoff(max);
+        assert_eq!(backoff.delay(0), Duration::ZERO);
+        assert!(backoff.delay(1) <= Duration::from_millis(50));
+        assert!(backoff.delay(1) >= Duration::from_millis(40));
         for attempt in 5..100 {
-            assert!(backoff(attempt, max) <= max);
+            assert!(backoff.delay(attempt) <= max);
         }
-        assert!(backoff(99, max) >= Duration::from_millis(800));
+        assert!(backoff.delay(99) >= Duration::from_millis(800));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sc_protocol::Backoff;
 pub use sc_protocol::{Codec, ProtocolVersion};
 
 use crate::error::ClientError;
@@ -89,6 +90,25 @@ pub struct AutoReconnectOptions {
     pub multiplier: f64,
     /// `maxDelay` (60 s): no delay is ever longer.
     pub max_delay: Duration,
+}
+
+impl AutoReconnectOptions {
+    /// These options as the retry policy the client's reconnect schedule follows (no jitter: the
+    /// randomness is added to the base delay, as the reference client does).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sc_client::AutoReconnectOptions;
+    ///
+    /// let policy = AutoReconnectOptions::default().backoff();
+    /// assert_eq!(policy.delay_with(1, 0.0), Duration::from_millis(15_000));
+    /// ```
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            randomness: self.randomness,
+            ..Backoff::new(self.initial_delay, self.multiplier, self.max_delay)
+        }
+    }
 }
 
 impl Default for AutoReconnectOptions {

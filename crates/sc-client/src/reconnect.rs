@@ -1,9 +1,13 @@
 //! The auto-reconnect rule and backoff schedule of the reference client (docs/protocol.md §15.1).
 //!
-//! Pure functions plus a tiny attempt counter, so the schedule is testable without sockets.
+//! Pure functions plus a tiny attempt counter, so the schedule is testable without sockets. The
+//! delays themselves are the workspace's one retry policy, [`Backoff`], set from
+//! [`AutoReconnectOptions`].
 
 use std::time::Duration;
 
+/// The retry-delay policy the schedule is computed with (see [`AutoReconnectOptions::backoff`]).
+pub use sc_protocol::Backoff;
 use sc_protocol::CloseCode;
 
 use crate::options::AutoReconnectOptions;
@@ -61,38 +65,22 @@ pub fn reconnect_delay(
     initial: Option<Duration>,
     random: f64,
 ) -> Duration {
-    let max = opts.max_delay;
-    let timeout = match initial {
-        Some(initial) if exponent == 0 => initial,
-        _ => {
-            let base = (millis(opts.initial_delay)
-                + millis(opts.randomness) * random.clamp(0.0, 1.0))
-            .round();
-            let scaled =
-                (base * opts.multiplier.powi(exponent.min(i32::MAX as u32) as i32)).round();
-            if !scaled.is_finite() || scaled >= millis(max) {
-                return max;
-            }
-            Duration::from_millis(scaled.max(0.0) as u64)
-        }
-    };
-    timeout.min(max)
-}
-
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+    match initial {
+        Some(initial) if exponent == 0 => initial.min(opts.max_delay),
+        _ => opts.backoff().delay_with(exponent, random),
+    }
 }
 
 /// Counts reconnect attempts (`connectAttempts`); reset after every successful handshake.
 #[derive(Debug, Default, Clone)]
-pub struct Backoff {
+pub struct ReconnectAttempts {
     attempts: u32,
 }
 
-impl Backoff {
+impl ReconnectAttempts {
     /// A counter at zero attempts.
-    pub fn new() -> Backoff {
-        Backoff::default()
+    pub fn new() -> ReconnectAttempts {
+        ReconnectAttempts::default()
     }
 
     /// The delay for the next attempt (counting it), drawing the random part from `fastrand`.
@@ -104,7 +92,7 @@ impl Backoff {
         self.next_delay_with(opts, initial, fastrand::f64())
     }
 
-    /// [`Backoff::next_delay`] with a given random value in `[0, 1)` (for tests).
+    /// [`ReconnectAttempts::next_delay`] with a given random value in `[0, 1)` (for tests).
     pub fn next_delay_with(
         &mut self,
         opts: &AutoReconnectOptions,
@@ -151,7 +139,7 @@ mod tests {
     #[test]
     fn schedule_grows_and_caps() {
         let opts = AutoReconnectOptions::default();
-        let mut b = Backoff::new();
+        let mut b = ReconnectAttempts::new();
         let delays: Vec<_> = (0..6)
             .map(|_| b.next_delay_with(&opts, None, 0.0))
             .collect();
@@ -178,7 +166,7 @@ mod tests {
             randomness: ms(0),
             ..Default::default()
         };
-        let mut b = Backoff::new();
+        let mut b = ReconnectAttempts::new();
         assert_eq!(
             b.next_delay_with(&opts, Some(Duration::ZERO), 0.5),
             Duration::ZERO
@@ -225,7 +213,7 @@ mod tests {
             multiplier: 2.0,
             max_delay: ms(5_000),
         };
-        let mut b = Backoff::new();
+        let mut b = ReconnectAttempts::new();
         let start = tokio::time::Instant::now();
         let mut expected = Duration::ZERO;
         for want in [0, 2_000, 4_000, 5_000] {

@@ -16,6 +16,7 @@
 //! - [`close`]: WebSocket close codes, their meanings and the client reconnect rule.
 //! - [`version`]: protocol versions and heartbeat dialects.
 //! - [`hash`]: `sc-hasher`, mapping channels and keys onto brokers.
+//! - [`backoff`]: [`Backoff`], the retry-delay policy every reconnect and restart schedule uses.
 //!
 //! # Example
 //!
@@ -33,6 +34,7 @@
 //! assert_eq!(&reply[..], br#"{"rid":2,"data":{"msg":"hi"}}"#);
 //! ```
 
+pub mod backoff;
 pub mod close;
 pub mod codec;
 pub mod encode;
@@ -44,6 +46,7 @@ pub mod min_bin;
 pub mod publication;
 pub mod version;
 
+pub use backoff::Backoff;
 pub use close::CloseCode;
 pub use codec::{Codec, CodecOption};
 pub use error::ScError;

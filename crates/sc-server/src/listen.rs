@@ -1,7 +1,8 @@
 //! The accept loop of [`crate::Server::serve`] (and of its TLS and graceful-stop variants):
 //! HTTP/1 connections with a header-read timeout, an idle timeout and a cap until they upgrade
 //! to WebSocket (a TLS handshake counts as part of the header wait), and an accept loop that
-//! survives running out of file descriptors.
+//! survives running out of file descriptors. [`crate::Server::serve_io`] serves one connection of
+//! any transport the same way.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,6 +18,7 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use sc_protocol::Backoff;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -39,9 +41,9 @@ pub(crate) struct Limits {
 /// At most one log line per this interval about accept failures or the connection cap.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// First and longest pause after a failed accept (doubling in between).
-const FIRST_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Pause after failed accepts in a row: 10 ms, doubling, at most 1 s.
+const ACCEPT_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(10), 2.0, Duration::from_secs(1));
 
 /// Accepts connections on `listener` (over TLS with `tls`) and serves `app` on them until
 /// `shutdown` completes; then stops accepting, asks open HTTP connections to finish the request
@@ -62,7 +64,7 @@ pub(crate) async fn serve(
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut failures = Throttled::default();
     let mut refusals = Throttled::default();
-    let mut backoff = FIRST_BACKOFF;
+    let mut failed_accepts: u32 = 0;
     let mut start = |tcp: tokio::net::TcpStream, remote: SocketAddr| {
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             if let Some(suppressed) = refusals.ready() {
@@ -105,24 +107,25 @@ pub(crate) async fn serve(
             Err(error) => {
                 // Out of file descriptors (EMFILE, ENFILE) or memory: open connections keep
                 // being served by their own tasks; accepting resumes once the pause is over.
+                let pause = ACCEPT_BACKOFF.delay(failed_accepts);
+                failed_accepts = failed_accepts.saturating_add(1);
                 if let Some(suppressed) = failures.ready() {
                     tracing::error!(
                         %error,
                         suppressed,
-                        retry_ms = backoff.as_millis() as u64,
+                        retry_ms = pause.as_millis() as u64,
                         "cannot accept connections ({}); open connections are still served, \
                          retrying",
                         cause(&error)
                     );
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(pause).await;
                 continue;
             }
         };
-        if backoff != FIRST_BACKOFF {
+        if failed_accepts != 0 {
             tracing::info!("accepting connections again");
-            backoff = FIRST_BACKOFF;
+            failed_accepts = 0;
             failures = Throttled::default();
         }
         start(tcp, remote);
@@ -155,6 +158,16 @@ pub(crate) async fn serve(
 /// How long a connection accepted before the server stopped may take to send its request (it
 /// is closed once that request is answered, or after this without one).
 const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves one connection that did not come from our accept loop ([`crate::Server::serve_io`]):
+/// the same HTTP limits, and no stop signal.
+pub(crate) async fn serve_io<S>(stream: S, remote: SocketAddr, app: Router, limits: Limits)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (_never_stops, stopping) = tokio::sync::watch::channel(false);
+    serve_connection(stream, remote, app, limits, stopping).await;
+}
 
 /// Serves one connection until it closes, times out, or upgrades (the WebSocket then lives in a
 /// task of its own, see [`crate::http`]).

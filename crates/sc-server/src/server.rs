@@ -1,5 +1,6 @@
 //! [`Server`]: one worker's realtime server, its handlers and its sockets.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,6 +11,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use sc_broker::{Broker, KvStore, MemoryBroker, MemoryKv};
 use sc_protocol::CloseCode;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -283,6 +285,34 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         crate::listen::serve(listener, app, self.options().listen_limits(), tls, shutdown).await
+    }
+
+    /// Serves `app` over one connection the caller already has, `io` (an in-memory pipe, a Unix
+    /// socket, a custom transport: any byte stream), as if it had been accepted from `remote` on
+    /// a listener: HTTP/1.1 with the limits of [`Server::serve`] (`httpHeaderTimeout`,
+    /// `httpIdleTimeout`), WebSocket upgrades included. Returns when the HTTP connection ends or
+    /// upgrades; an upgraded socket lives on in a task of its own until it closes.
+    ///
+    /// ```
+    /// # async fn run() -> anyhow::Result<()> {
+    /// use sc_server::{Server, ServerOptions};
+    ///
+    /// let server = Server::new(ServerOptions::default())?;
+    /// let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+    /// let remote = "127.0.0.1:50000".parse()?;
+    /// tokio::spawn({
+    ///     let server = server.clone();
+    ///     async move { server.serve_io(server_end, remote, server.app(None)).await }
+    /// });
+    /// // Speak HTTP (and then WebSocket) on `client_end`.
+    /// # drop(client_end);
+    /// # Ok(()) }
+    /// ```
+    pub async fn serve_io<S>(&self, io: S, remote: SocketAddr, app: Router)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        crate::listen::serve_io(io, remote, app, self.options().listen_limits()).await;
     }
 
     /// Serves `app` on `listener` until `signal` completes, then shuts down in order: drains

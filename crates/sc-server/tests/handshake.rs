@@ -2,8 +2,11 @@
 
 mod common;
 
-use common::{Received, handshake_id, start_server, v1, v2};
+use std::time::Duration;
+
+use common::{Received, handshake_id, piped_server, start_server, v1, v2};
 use sc_server::ServerOptions;
+use tokio::time::Instant;
 
 #[tokio::test]
 async fn handshake_response_is_byte_exact() {
@@ -175,55 +178,58 @@ async fn authenticate_without_cid_closes_4008() {
     assert_eq!(client.expect_close().await, (4008, String::new()));
 }
 
-#[tokio::test]
-async fn no_handshake_closes_4005() {
-    let ts = start_server(
-        ServerOptions {
-            handshake_timeout: 200,
-            ..v2()
-        },
-        |_| {},
-    )
-    .await;
-    let mut client = ts.connect().await;
-    // v2: no #disconnect event, empty reason (TV-24).
-    assert_eq!(client.expect_close().await, (4005, String::new()));
+/// The handshake deadline, on the paused clock: the close comes exactly this long after the
+/// connection opened.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(200);
+
+fn handshake_timeout(options: ServerOptions) -> ServerOptions {
+    ServerOptions {
+        handshake_timeout: HANDSHAKE_TIMEOUT.as_millis() as u64,
+        ..options
+    }
 }
 
-#[tokio::test]
+/// Asserts that the close came one handshake timeout after `opened` (to the millisecond timers
+/// round to).
+fn assert_closed_on_time(opened: Instant) {
+    let elapsed = opened.elapsed();
+    assert!(
+        elapsed >= HANDSHAKE_TIMEOUT && elapsed <= HANDSHAKE_TIMEOUT + Duration::from_millis(2),
+        "closed after {elapsed:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_handshake_closes_4005() {
+    let ps = piped_server(handshake_timeout(v2()), |_| {});
+    let opened = Instant::now();
+    let mut client = ps.connect().await;
+    // v2: no #disconnect event, empty reason (TV-24).
+    assert_eq!(client.expect_close().await, (4005, String::new()));
+    assert_closed_on_time(opened);
+}
+
+#[tokio::test(start_paused = true)]
 async fn no_handshake_on_v1_announces_4005_with_disconnect_event() {
-    let ts = start_server(
-        ServerOptions {
-            handshake_timeout: 200,
-            ..v1()
-        },
-        |_| {},
-    )
-    .await;
-    let mut client = ts.connect().await;
+    let ps = piped_server(handshake_timeout(v1()), |_| {});
+    let opened = Instant::now();
+    let mut client = ps.connect().await;
     // v1: the #disconnect event first, then the close with an empty reason (TV-16).
     assert_eq!(
         client.recv_text().await,
         r##"{"event":"#disconnect","data":{"code":4005}}"##
     );
     assert_eq!(client.expect_close().await, (4005, String::new()));
+    assert_closed_on_time(opened);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn handshake_in_time_is_not_closed_by_the_handshake_timer() {
-    let ts = start_server(
-        ServerOptions {
-            handshake_timeout: 150,
-            ..v2()
-        },
-        |_| {},
-    )
-    .await;
-    let mut client = ts.client().await;
+    let ps = piped_server(handshake_timeout(v2()), |_| {});
+    let mut client = ps.client().await;
+    // Ten handshake timeouts of silence (the ping timeout is far longer).
     assert_eq!(
-        client
-            .recv_within(std::time::Duration::from_millis(400))
-            .await,
+        client.recv_within(HANDSHAKE_TIMEOUT * 10).await,
         None::<Received>
     );
     client.expect_nothing_before_echo(2).await;

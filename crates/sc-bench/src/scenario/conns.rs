@@ -11,6 +11,7 @@
 //! `--shard K/N` with `--barrier DIR` spreads one run over N generator processes that hold over
 //! the same window.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,10 +22,12 @@ use tokio::sync::{Semaphore, watch};
 
 use super::{Context, DELIVERY_STALL, close_all};
 use crate::cli::{ConnsArgs, Shard};
-use crate::client::{Client, ClientError, Heartbeats, Probe, PublishEncoder, delivered_probe};
+use crate::client::{
+    Client, ClientError, Heartbeats, Probe, PublishEncoder, Target, delivered_probe,
+};
 use crate::report::Report;
 use crate::stats::{Latency, SharedLatency, now_micros, rate};
-use crate::sys::CpuMeter;
+use crate::sys::{CpuMeter, CpuUse};
 
 /// Payload size of a probe publication.
 const PROBE_SIZE: usize = 64;
@@ -57,57 +60,92 @@ struct Held {
     error: Option<ClientError>,
 }
 
-/// Runs the scenario.
+/// Runs the scenario. Steps: plan, open every connection, hold them, collect, report.
 pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
-    let total = args.connections;
-    let shard = args.shard.unwrap_or(Shard { index: 0, count: 1 });
-    let indices: Arc<Vec<u64>> = Arc::new(shard.indices(total).collect());
-    let n = indices.len() as u64;
-    if n == 0 {
-        bail!(
-            "shard {}/{} has no connections of {total}",
-            shard.index,
-            shard.count
-        );
-    }
-    let prefix: Arc<str> = format!("conns-{:016x}", fastrand::u64(..)).into();
+    let plan = Plan::new(args)?;
     let tally = Arc::new(Tally::default());
-    let permits = Arc::new(Semaphore::new(ctx.common.concurrency as usize));
     let (stop, stopped) = watch::channel(false);
-
     let cpu = CpuMeter::start();
+    let (tasks, open_time) = open(ctx, args, &plan, &tally, stopped).await?;
+    let holding = hold_all(ctx, args, &plan, &tally).await?;
+    let _ = stop.send(true);
+    let held = join(tasks).await;
+    let outcome = Outcome {
+        open_time,
+        holding,
+        held,
+        cpu: cpu.finish(),
+    };
+    let report = report(ctx, args, &plan, &tally, &outcome);
+    close_all(outcome.held.into_iter().map(|h| h.client)).await;
+    Ok(report)
+}
+
+/// Which connections this process opens.
+struct Plan {
+    /// Connections of the whole run (all shards).
+    total: u64,
+    shard: Shard,
+    /// The numbers of this shard's connections.
+    indices: Arc<Vec<u64>>,
+    /// How many of them.
+    n: u64,
+    /// Prefix of the connections' own channels.
+    prefix: Arc<str>,
+}
+
+impl Plan {
+    /// This shard's share of `--connections`; fails when it is empty.
+    fn new(args: &ConnsArgs) -> anyhow::Result<Plan> {
+        let total = args.connections;
+        let shard = args.shard.unwrap_or(Shard { index: 0, count: 1 });
+        let indices: Arc<Vec<u64>> = Arc::new(shard.indices(total).collect());
+        let n = indices.len() as u64;
+        if n == 0 {
+            bail!(
+                "shard {}/{} has no connections of {total}",
+                shard.index,
+                shard.count
+            );
+        }
+        Ok(Plan {
+            total,
+            shard,
+            indices,
+            n,
+            prefix: format!("conns-{:016x}", fastrand::u64(..)).into(),
+        })
+    }
+}
+
+/// One connection task's work.
+type ConnectionTask = tokio::task::JoinHandle<Option<Held>>;
+
+/// Opens every connection of the plan in a task of its own (at most `--concurrency` opening at
+/// once) and waits until all are open, then (with `--barrier`) for the other shards. Returns
+/// the tasks and the opening time (first start → last handshake); fails on the first
+/// connection failure or at `--timeout`, aborting the tasks.
+async fn open(
+    ctx: &Context,
+    args: &ConnsArgs,
+    plan: &Plan,
+    tally: &Arc<Tally>,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<(Vec<ConnectionTask>, Duration)> {
+    let permits = Arc::new(Semaphore::new(ctx.common.concurrency as usize));
     let start = Instant::now();
     let start_micros = now_micros();
-    let tasks: Vec<_> = indices
+    let tasks: Vec<_> = plan
+        .indices
         .iter()
         .map(|&index| {
             let (target, source) = (ctx.target.clone(), ctx.source(index));
             let (tally, permits, stopped) = (tally.clone(), permits.clone(), stopped.clone());
-            let channel = args.subscribe.then(|| channel_name(&prefix, index));
+            let channel = args.subscribe.then(|| channel_name(&plan.prefix, index));
             tokio::spawn(async move {
                 let permit = permits.acquire_owned().await;
                 let began = Instant::now();
-                let connected = match Client::connect(&target, source).await {
-                    Ok(mut client) => match &channel {
-                        Some(channel) => client.subscribe(channel).await.map(|()| client),
-                        None => Ok(client),
-                    },
-                    Err(e) => Err(e),
-                };
-                let client = match connected {
-                    Ok(client) => client,
-                    Err(e) => {
-                        tally.failed.fetch_add(1, Ordering::Relaxed);
-                        let mut first = tally
-                            .first_failure
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner());
-                        first.get_or_insert_with(|| {
-                            format!("connection {index}: {:#}", anyhow::Error::new(e))
-                        });
-                        return None;
-                    }
-                };
+                let client = open_one(&target, source, index, channel.as_deref(), &tally).await?;
                 drop(permit);
                 let handshake_micros =
                     u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -120,7 +158,7 @@ pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
         })
         .collect();
 
-    // Opening phase.
+    let n = plan.n;
     let bar = ctx.progress(n, "connecting");
     let open_deadline = start + ctx.common.timeout;
     let failure = loop {
@@ -157,18 +195,73 @@ pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
     }
     if let Some(dir) = &args.barrier {
         let deadline = Instant::now() + ctx.common.timeout;
-        if let Err(e) = await_shards(dir, shard, deadline).await {
+        if let Err(e) = await_shards(dir, plan.shard, deadline).await {
             tasks.iter().for_each(|task| task.abort());
             return Err(e);
         }
     }
+    Ok((tasks, open_time))
+}
 
-    // Holding phase.
+/// Connects connection `index` and subscribes it to `channel`, if given; a failure is counted
+/// in `tally` (the first one kept as text).
+async fn open_one(
+    target: &Target,
+    source: Option<IpAddr>,
+    index: u64,
+    channel: Option<&str>,
+    tally: &Tally,
+) -> Option<Client> {
+    let connected = match Client::connect(target, source).await {
+        Ok(mut client) => match channel {
+            Some(channel) => client.subscribe(channel).await.map(|()| client),
+            None => Ok(client),
+        },
+        Err(e) => Err(e),
+    };
+    match connected {
+        Ok(client) => Some(client),
+        Err(e) => {
+            tally.failed.fetch_add(1, Ordering::Relaxed);
+            let mut first = tally
+                .first_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert_with(|| format!("connection {index}: {:#}", anyhow::Error::new(e)));
+            None
+        }
+    }
+}
+
+/// What the holding step measured.
+struct Holding {
+    held_for: Duration,
+    /// The server's CPU time over the hold, when `--pid` was given.
+    server_idle_cpu: Option<Duration>,
+    /// The server's memory at the end of the hold, when `--pid` was given.
+    server_rss: Option<u64>,
+    /// What the probe publisher did, with `--probe-rate`.
+    probes: Option<Probes>,
+}
+
+/// Holds the open connections (publishing probes with `--probe-rate`) for `--hold`, or until
+/// every one was pinged, one is dropped, or `--timeout` passes; then stops the probes and waits
+/// for the acknowledged ones to arrive.
+async fn hold_all(
+    ctx: &Context,
+    args: &ConnsArgs,
+    plan: &Plan,
+    tally: &Tally,
+) -> anyhow::Result<Holding> {
+    let n = plan.n;
     let (stop_probes, probes_stopped) = watch::channel(false);
     let prober = if args.probe_rate > 0.0 {
         // Numbered past every held connection, so its source address is the next in turn.
-        let client = ctx.connect(total).await.context("the probe publisher")?;
-        let (prefix, indices) = (prefix.clone(), indices.clone());
+        let client = ctx
+            .connect(plan.total)
+            .await
+            .context("the probe publisher")?;
+        let (prefix, indices) = (plan.prefix.clone(), plan.indices.clone());
         let rate = args.probe_rate;
         Some(tokio::spawn(publish_probes(
             client,
@@ -215,18 +308,50 @@ pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
     let probes = match prober {
         Some(task) => {
             let probes = task.await.context("the probe publisher panicked")?;
-            await_probes(&tally, probes.acked).await;
+            await_probes(tally, probes.acked).await;
             Some(probes)
         }
         None => None,
     };
-    let _ = stop.send(true);
-    let held = join(tasks).await;
-    let cpu = cpu.finish();
+    Ok(Holding {
+        held_for,
+        server_idle_cpu,
+        server_rss,
+        probes,
+    })
+}
+
+/// Everything measured, for the report.
+struct Outcome {
+    /// First connection started → last handshake done.
+    open_time: Duration,
+    holding: Holding,
+    /// The connections that were held to the end.
+    held: Vec<Held>,
+    cpu: CpuUse,
+}
+
+/// The report of a run.
+fn report(
+    ctx: &Context,
+    args: &ConnsArgs,
+    plan: &Plan,
+    tally: &Tally,
+    outcome: &Outcome,
+) -> Report {
+    let Plan {
+        total, shard, n, ..
+    } = *plan;
+    let Holding {
+        held_for,
+        server_idle_cpu,
+        server_rss,
+        ref probes,
+    } = outcome.holding;
     let mut latency = Latency::new();
     let mut heartbeats = Heartbeats::default();
     let mut first_error = None;
-    for h in &held {
+    for h in &outcome.held {
         latency.record(h.handshake_micros);
         heartbeats.add(h.client.heartbeats());
         if first_error.is_none() {
@@ -257,6 +382,7 @@ pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
         "opened concurrently",
         u64::from(ctx.common.concurrency),
     );
+    let open_time = outcome.open_time;
     report.rate("handshakes_per_s", "handshakes", rate(n, open_time), "conn");
     report.duration("open_s", "opening time", open_time);
     report.latency("handshake", "connect + handshake", &latency);
@@ -264,7 +390,7 @@ pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
     report.count("pinged", "connections pinged", pinged);
     report.count("dropped", "dropped by the server", dropped);
     ctx.check_heartbeats(&mut report, heartbeats);
-    report.cpu(&cpu);
+    report.cpu(&outcome.cpu);
     // Behind a barrier every shard reads the memory while all of them hold their connections.
     let held_by_server = if args.barrier.is_some() { total } else { n };
     ctx.report_server_memory(&mut report, server_rss, held_by_server);
@@ -278,8 +404,8 @@ pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
             );
         }
     }
-    if let Some(probes) = &probes {
-        probes.report(&tally, &mut report);
+    if let Some(probes) = probes {
+        probes.report(tally, &mut report);
     }
     let foreign = tally.foreign.load(Ordering::Relaxed);
     if foreign > 0 {
@@ -299,8 +425,7 @@ pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
             ctx.common.timeout
         ));
     }
-    close_all(held.into_iter().map(|h| h.client)).await;
-    Ok(report)
+    report
 }
 
 /// The channel of connection number `index`.
@@ -555,7 +680,7 @@ async fn await_shards(
 }
 
 /// Waits for every connection task; failed ones are left out.
-async fn join(tasks: Vec<tokio::task::JoinHandle<Option<Held>>>) -> Vec<Held> {
+async fn join(tasks: Vec<ConnectionTask>) -> Vec<Held> {
     let mut held = Vec::with_capacity(tasks.len());
     for task in tasks {
         if let Ok(Some(h)) = task.await {

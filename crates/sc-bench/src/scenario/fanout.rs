@@ -12,19 +12,36 @@ use sc_protocol::Frame;
 use tokio::sync::watch;
 
 use super::{
-    Context, DeliveryEnd, Inbox, InboxTotals, Outbox, await_deliveries, close_all, random_channel,
+    Context, Deliveries, DeliveryRun, Inbox, InboxTotals, Outbox, close_all, random_channel,
 };
 use crate::cli::FanoutArgs;
 use crate::client::{Client, ClientError};
 use crate::report::Report;
-use crate::stats::{SharedLatency, rate};
-use crate::sys::CpuMeter;
+use crate::stats::rate;
 
 /// Deliveries a receiver counts locally before adding them to the shared progress counter.
 pub(crate) const COUNTER_BATCH: u64 = 256;
 
 /// Runs the scenario; `name` is the scenario's name in the report (`fanout`, `fanout-small`).
+/// Steps: connect, deliver, report.
 pub async fn run(ctx: &Context, args: &FanoutArgs, name: &'static str) -> anyhow::Result<Report> {
+    let connected = connect(ctx, args).await?;
+    let outcome = deliver(ctx, args, connected).await?;
+    let report = report(ctx, args, name, &outcome);
+    close_all(outcome.clients).await;
+    Ok(report)
+}
+
+/// The clients of a run, connected and subscribed.
+struct Connected {
+    channel: Arc<str>,
+    publisher: Client,
+    subscribers: Vec<Client>,
+}
+
+/// Connects the publisher (to `--publish-url` if given) and the subscribers, each subscribed to
+/// the channel.
+async fn connect(ctx: &Context, args: &FanoutArgs) -> anyhow::Result<Connected> {
     let channel: Arc<str> = Arc::from(args.channel.clone().unwrap_or_else(random_channel));
     let publisher = match &args.publish_url {
         Some(url) => ctx.connect_to(url, 0).await?,
@@ -40,32 +57,57 @@ pub async fn run(ctx: &Context, args: &FanoutArgs, name: &'static str) -> anyhow
             }
         })
         .await?;
+    Ok(Connected {
+        channel,
+        publisher,
+        subscribers,
+    })
+}
 
-    let server_before = ctx.server_cpu();
-    let cpu = CpuMeter::start();
-    let deadline = Instant::now() + ctx.common.timeout;
-    let delivered = Arc::new(AtomicU64::new(0));
-    let (stop, stopped) = watch::channel(false);
-    let latency = SharedLatency::new();
+/// What the delivery step measured.
+struct Outcome {
+    /// Every client, the publisher first.
+    clients: Vec<Client>,
+    /// The publisher's side: first publish, acknowledgements, problems.
+    outbox: Outbox,
+    publish_error: Option<ClientError>,
+    /// The subscribers' side.
+    deliveries: Deliveries,
+    /// Frame payload bytes the subscribers received.
+    bytes_in: u64,
+}
+
+/// Publishes every message while the subscribers receive, until every delivery arrived, they
+/// stall, or `--timeout` runs out; then stops and collects every client.
+async fn deliver(
+    ctx: &Context,
+    args: &FanoutArgs,
+    connected: Connected,
+) -> anyhow::Result<Outcome> {
+    let Connected {
+        channel,
+        publisher,
+        subscribers,
+    } = connected;
+    let mut run = DeliveryRun::start(ctx);
     let receivers: Vec<_> = subscribers
         .into_iter()
         .map(|client| {
-            let inbox = Inbox::new(channel.clone(), args.messages, &latency);
-            tokio::spawn(receive(client, inbox, delivered.clone(), stopped.clone()))
+            let inbox = Inbox::new(channel.clone(), args.messages, &run.latency);
+            tokio::spawn(receive(
+                client,
+                inbox,
+                run.delivered.clone(),
+                run.stopped.clone(),
+            ))
         })
         .collect();
     let outbox = Outbox::new(&channel, args.messages, args.size, args.window).with_rate(args.rate);
-    let publishing = tokio::spawn(publish(publisher, outbox, stopped.clone()));
-
-    let expected = args.subscribers * args.messages;
-    let bar = ctx.progress(expected, "delivering");
-    let end = await_deliveries(&delivered, expected, &bar, deadline, || {
+    let publishing = tokio::spawn(publish(publisher, outbox, run.stopped.clone()));
+    run.wait(ctx, args.subscribers * args.messages, || {
         publishing.is_finished()
     })
     .await;
-    bar.finish_and_clear();
-    let server_rss = ctx.server_rss();
-    let _ = stop.send(true);
 
     let (publisher, outbox, publish_error) = publishing.await?;
     let mut totals = InboxTotals::default();
@@ -81,8 +123,21 @@ pub async fn run(ctx: &Context, args: &FanoutArgs, name: &'static str) -> anyhow
         failures.extend(error);
         clients.push(client);
     }
-    let cpu = cpu.finish();
+    Ok(Outcome {
+        clients,
+        outbox,
+        publish_error,
+        deliveries: run.finish(totals, heartbeats, failures),
+        bytes_in,
+    })
+}
 
+/// The report of a run.
+fn report(ctx: &Context, args: &FanoutArgs, name: &'static str, outcome: &Outcome) -> Report {
+    let Outcome {
+        outbox, deliveries, ..
+    } = outcome;
+    let totals = &deliveries.totals;
     let mut report = Report::new(name);
     ctx.report_settings(&mut report);
     if let Some(url) = &args.publish_url {
@@ -96,23 +151,13 @@ pub async fn run(ctx: &Context, args: &FanoutArgs, name: &'static str) -> anyhow
         report.text("rate", "publishes per second", &rate.to_string());
     }
     let start = outbox.first_publish.unwrap_or_else(Instant::now);
-    let elapsed = totals
-        .last_delivery
-        .map(|last| last.duration_since(start))
-        .unwrap_or_default();
-    report.rate(
-        "delivered_per_s",
-        "delivered",
-        rate(totals.correctness.received, elapsed),
-        "msg",
-    );
-    report.duration("elapsed_s", "first publish → last delivery", elapsed);
+    totals.report_rate(&mut report, start);
     report.text("codec", "codec", &ctx.common.codec.to_string());
     let delivered = totals.correctness.received.max(1);
     report.count(
         "wire_bytes_per_delivery",
         "subscriber bytes in per delivery (frame payloads)",
-        bytes_in / delivered,
+        outcome.bytes_in / delivered,
     );
     let publish_time = outbox
         .last_ack
@@ -124,38 +169,14 @@ pub async fn run(ctx: &Context, args: &FanoutArgs, name: &'static str) -> anyhow
         rate(outbox.acked, publish_time),
         "msg",
     );
-    report.latency("latency", "end-to-end latency", &latency.snapshot());
-    report.correctness(&totals.correctness);
-    ctx.check_heartbeats(&mut report, heartbeats);
-    report.cpu(&cpu);
-    ctx.report_server_cpu(
-        &mut report,
-        server_before,
-        totals.correctness.received,
-        "deliveries",
-    );
-    ctx.report_server_memory(&mut report, server_rss, 0);
+    deliveries.report_measures(ctx, &mut report);
 
     outbox.report_problems("publisher", &mut report);
-    if let Some(error) = publish_error {
+    if let Some(error) = &outcome.publish_error {
         report.problem(format!("publisher: {error}"));
     }
-    if let Some(error) = failures.first() {
-        report.problem(format!(
-            "{} subscribers failed, first: {error}",
-            failures.len()
-        ));
-    }
-    match end {
-        DeliveryEnd::Complete => {}
-        DeliveryEnd::Stalled => report.note("deliveries stalled after the last acknowledgement"),
-        DeliveryEnd::TimedOut => report.problem(format!(
-            "deliveries not complete within --timeout {:?}",
-            ctx.common.timeout
-        )),
-    }
-    close_all(clients).await;
-    Ok(report)
+    deliveries.report_failures(ctx, &mut report, "subscribers");
+    report
 }
 
 /// Publishes every message of `outbox`, then hands everything back.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use indicatif::ProgressBar;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::cli::{Cli, Common, Scenario};
@@ -26,9 +26,9 @@ use crate::client::{
 };
 use crate::report::{self, Report};
 use crate::stats::{
-    Correctness, LatencyRecorder, SeqTracker, SharedLatency, micros_at, now_micros,
+    Correctness, Latency, LatencyRecorder, SeqTracker, SharedLatency, micros_at, now_micros, rate,
 };
-use crate::sys;
+use crate::sys::{self, CpuMeter, CpuUse};
 
 /// The longest wait for one handshake response, whatever `--timeout` says.
 const MAX_HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
@@ -313,6 +313,149 @@ pub enum DeliveryEnd {
     TimedOut,
 }
 
+impl DeliveryEnd {
+    /// Notes a stall in `report`, or a problem if `timeout` (`--timeout`) ran out.
+    pub fn report(self, report: &mut Report, timeout: Duration) {
+        match self {
+            DeliveryEnd::Complete => {}
+            DeliveryEnd::Stalled => {
+                report.note("deliveries stalled after the last acknowledgement")
+            }
+            DeliveryEnd::TimedOut => report.problem(format!(
+                "deliveries not complete within --timeout {timeout:?}"
+            )),
+        }
+    }
+}
+
+/// The measuring frame of a delivery scenario (`fanout`, `pubsub-many`): started once the
+/// clients are connected, it holds what the client tasks share (delivery counter, stop signal,
+/// latency), waits for the deliveries and sums everything up into [`Deliveries`].
+#[derive(Debug)]
+pub struct DeliveryRun {
+    /// Deliveries so far, for progress and completion; receivers add to it.
+    pub delivered: Arc<AtomicU64>,
+    /// Changes when the run stops.
+    pub stopped: watch::Receiver<bool>,
+    /// End-to-end latency, recorded by the inboxes.
+    pub latency: SharedLatency,
+    stop: watch::Sender<bool>,
+    server_before: Option<Duration>,
+    cpu: CpuMeter,
+    deadline: Instant,
+    end: DeliveryEnd,
+    server_rss: Option<u64>,
+}
+
+impl DeliveryRun {
+    /// Starts measuring (the server's CPU, the generator's CPU, `--timeout`).
+    pub fn start(ctx: &Context) -> DeliveryRun {
+        let server_before = ctx.server_cpu();
+        let cpu = CpuMeter::start();
+        let deadline = Instant::now() + ctx.common.timeout;
+        let (stop, stopped) = watch::channel(false);
+        DeliveryRun {
+            delivered: Arc::new(AtomicU64::new(0)),
+            stopped,
+            latency: SharedLatency::new(),
+            stop,
+            server_before,
+            cpu,
+            deadline,
+            end: DeliveryEnd::TimedOut,
+            server_rss: None,
+        }
+    }
+
+    /// Waits, showing progress, until `expected` deliveries arrived, they stall once
+    /// `publishing_done` says so, or `--timeout` passes (see [`await_deliveries`]); then reads
+    /// the server's memory and tells every client task to stop.
+    pub async fn wait(&mut self, ctx: &Context, expected: u64, publishing_done: impl Fn() -> bool) {
+        let bar = ctx.progress(expected, "delivering");
+        self.end = await_deliveries(
+            &self.delivered,
+            expected,
+            &bar,
+            self.deadline,
+            publishing_done,
+        )
+        .await;
+        bar.finish_and_clear();
+        self.server_rss = ctx.server_rss();
+        let _ = self.stop.send(true);
+    }
+
+    /// Sums the run up, with what the client tasks handed back.
+    pub fn finish(
+        self,
+        totals: InboxTotals,
+        heartbeats: Heartbeats,
+        failures: Vec<ClientError>,
+    ) -> Deliveries {
+        Deliveries {
+            cpu: self.cpu.finish(),
+            latency: self.latency.snapshot(),
+            totals,
+            heartbeats,
+            failures,
+            end: self.end,
+            server_before: self.server_before,
+            server_rss: self.server_rss,
+        }
+    }
+}
+
+/// What a delivery scenario (`fanout`, `pubsub-many`) measured on the receiving side, and how
+/// the run went.
+#[derive(Debug)]
+pub struct Deliveries {
+    /// Every inbox's counts.
+    pub totals: InboxTotals,
+    /// End-to-end latency.
+    pub latency: Latency,
+    /// Pings every client answered.
+    pub heartbeats: Heartbeats,
+    /// The clients that failed.
+    pub failures: Vec<ClientError>,
+    /// Why the wait for deliveries ended.
+    pub end: DeliveryEnd,
+    /// The generator's CPU use over the run.
+    pub cpu: CpuUse,
+    /// The server's CPU time before the run, when `--pid` was given.
+    pub server_before: Option<Duration>,
+    /// The server's memory once deliveries ended, when `--pid` was given.
+    pub server_rss: Option<u64>,
+}
+
+impl Deliveries {
+    /// Reports latency, correctness, heartbeats, the generator's CPU and the server's CPU per
+    /// delivery and memory.
+    pub fn report_measures(&self, ctx: &Context, report: &mut Report) {
+        report.latency("latency", "end-to-end latency", &self.latency);
+        report.correctness(&self.totals.correctness);
+        ctx.check_heartbeats(report, self.heartbeats);
+        report.cpu(&self.cpu);
+        ctx.report_server_cpu(
+            report,
+            self.server_before,
+            self.totals.correctness.received,
+            "deliveries",
+        );
+        ctx.report_server_memory(report, self.server_rss, 0);
+    }
+
+    /// Reports the failed clients (`who`: `subscribers`, `clients`) and how the wait ended.
+    pub fn report_failures(&self, ctx: &Context, report: &mut Report, who: &str) {
+        if let Some(error) = self.failures.first() {
+            report.problem(format!(
+                "{} {who} failed, first: {error}",
+                self.failures.len()
+            ));
+        }
+        self.end.report(report, ctx.common.timeout);
+    }
+}
+
 /// Waits until `delivered` reaches `expected`, showing progress; gives up when `deadline` passes
 /// or, once `publishing_done` says so, when deliveries stall.
 pub async fn await_deliveries(
@@ -401,6 +544,22 @@ pub struct InboxTotals {
 }
 
 impl InboxTotals {
+    /// Reports the delivery rate and the time from `start` (the first publish) to the last
+    /// delivery.
+    pub fn report_rate(&self, report: &mut Report, start: Instant) {
+        let elapsed = self
+            .last_delivery
+            .map(|last| last.duration_since(start))
+            .unwrap_or_default();
+        report.rate(
+            "delivered_per_s",
+            "delivered",
+            rate(self.correctness.received, elapsed),
+            "msg",
+        );
+        report.duration("elapsed_s", "first publish → last delivery", elapsed);
+    }
+
     /// Adds one inbox, flushing its latencies.
     pub fn add(&mut self, mut inbox: Inbox) {
         inbox.latency.flush();

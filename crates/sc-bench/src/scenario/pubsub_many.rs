@@ -11,60 +11,85 @@ use tokio::sync::watch;
 
 use super::fanout::COUNTER_BATCH;
 use super::{
-    Context, DeliveryEnd, Inbox, InboxTotals, Outbox, await_deliveries, close_all, random_channel,
+    Context, Deliveries, DeliveryRun, Inbox, InboxTotals, Outbox, close_all, random_channel,
 };
 use crate::cli::PubsubManyArgs;
 use crate::client::{Client, ClientError, Heartbeats};
 use crate::report::Report;
-use crate::stats::{SharedLatency, rate};
-use crate::sys::CpuMeter;
 
-/// Runs the scenario.
+/// Runs the scenario: connect, deliver, report.
 pub async fn run(ctx: &Context, args: &PubsubManyArgs) -> anyhow::Result<Report> {
-    let prefix: Arc<str> = Arc::from(random_channel());
-    let channel_of = {
-        let prefix = prefix.clone();
-        move |i: u64| -> Arc<str> { Arc::from(format!("{prefix}-{i}")) }
-    };
-    let subscribe_to = channel_of.clone();
-    let clients = ctx
-        .open_many(args.clients, 0, "subscribing", move |index, mut client| {
-            let channel = subscribe_to(index);
-            async move {
-                client.subscribe(&channel).await?;
-                Ok(client)
-            }
-        })
-        .await?;
+    let channels = Channels(Arc::from(random_channel()));
+    let clients = connect(ctx, args, &channels).await?;
+    let outcome = deliver(ctx, args, &channels, clients).await?;
+    let report = report(ctx, args, &outcome);
+    close_all(outcome.clients).await;
+    Ok(report)
+}
 
-    let server_before = ctx.server_cpu();
-    let cpu = CpuMeter::start();
-    let deadline = Instant::now() + ctx.common.timeout;
-    let delivered = Arc::new(AtomicU64::new(0));
-    let (stop, stopped) = watch::channel(false);
-    let latency = SharedLatency::new();
+/// The channels of a run: client `i` subscribes to `<prefix>-i`.
+#[derive(Clone)]
+struct Channels(Arc<str>);
+
+impl Channels {
+    /// The channel of client `i`.
+    fn of(&self, i: u64) -> Arc<str> {
+        Arc::from(format!("{}-{i}", self.0))
+    }
+}
+
+/// Opens the clients, each subscribed to its own channel.
+async fn connect(
+    ctx: &Context,
+    args: &PubsubManyArgs,
+    channels: &Channels,
+) -> anyhow::Result<Vec<Client>> {
+    let channels = channels.clone();
+    ctx.open_many(args.clients, 0, "subscribing", move |index, mut client| {
+        let channel = channels.of(index);
+        async move {
+            client.subscribe(&channel).await?;
+            Ok(client)
+        }
+    })
+    .await
+}
+
+/// What the delivery step measured.
+struct Outcome {
+    clients: Vec<Client>,
+    /// Every client's publishing, merged (`None` without clients).
+    published: Option<Outbox>,
+    /// Every client's receiving.
+    deliveries: Deliveries,
+}
+
+/// Every client publishes to its neighbour's channel while reading its own, until every
+/// delivery arrived, they stall, or `--timeout` runs out; then stops and collects the clients.
+async fn deliver(
+    ctx: &Context,
+    args: &PubsubManyArgs,
+    channels: &Channels,
+    clients: Vec<Client>,
+) -> anyhow::Result<Outcome> {
+    let mut run = DeliveryRun::start(ctx);
     let publishers_left = Arc::new(AtomicU64::new(args.clients));
     let tasks: Vec<_> = (0..args.clients)
         .zip(clients)
         .map(|(i, client)| {
-            let inbox = Inbox::new(channel_of(i), args.messages, &latency);
-            let neighbour = channel_of((i + 1) % args.clients);
+            let inbox = Inbox::new(channels.of(i), args.messages, &run.latency);
+            let neighbour = channels.of((i + 1) % args.clients);
             let outbox = Outbox::new(&neighbour, args.messages, args.size, args.window);
             let shared = Shared {
-                delivered: delivered.clone(),
+                delivered: run.delivered.clone(),
                 publishers_left: publishers_left.clone(),
             };
-            tokio::spawn(pubsub(client, inbox, outbox, shared, stopped.clone()))
+            tokio::spawn(pubsub(client, inbox, outbox, shared, run.stopped.clone()))
         })
         .collect();
-
-    let expected = args.clients * args.messages;
-    let bar = ctx.progress(expected, "delivering");
     let publishing_done = || publishers_left.load(Ordering::Relaxed) == 0;
-    let end = await_deliveries(&delivered, expected, &bar, deadline, publishing_done).await;
-    bar.finish_and_clear();
-    let server_rss = ctx.server_rss();
-    let _ = stop.send(true);
+    run.wait(ctx, args.clients * args.messages, publishing_done)
+        .await;
 
     let mut totals = InboxTotals::default();
     let mut published: Option<Outbox> = None;
@@ -82,57 +107,35 @@ pub async fn run(ctx: &Context, args: &PubsubManyArgs) -> anyhow::Result<Report>
         failures.extend(error);
         clients.push(client);
     }
-    let cpu = cpu.finish();
+    Ok(Outcome {
+        clients,
+        published,
+        deliveries: run.finish(totals, heartbeats, failures),
+    })
+}
 
+/// The report of a run.
+fn report(ctx: &Context, args: &PubsubManyArgs, outcome: &Outcome) -> Report {
     let mut report = Report::new("pubsub-many");
     ctx.report_settings(&mut report);
     report.count("clients", "clients", args.clients);
     report.count("messages", "messages per client", args.messages);
     report.count("size", "payload bytes", args.size as u64);
     report.count("window", "publish window", args.window);
-    let start = published
+    let start = outcome
+        .published
         .as_ref()
         .and_then(|p| p.first_publish)
         .unwrap_or_else(Instant::now);
-    let elapsed = totals
-        .last_delivery
-        .map(|last| last.duration_since(start))
-        .unwrap_or_default();
-    report.rate(
-        "delivered_per_s",
-        "delivered",
-        rate(totals.correctness.received, elapsed),
-        "msg",
-    );
-    report.duration("elapsed_s", "first publish → last delivery", elapsed);
-    report.latency("latency", "end-to-end latency", &latency.snapshot());
-    report.correctness(&totals.correctness);
-    ctx.check_heartbeats(&mut report, heartbeats);
-    report.cpu(&cpu);
-    ctx.report_server_cpu(
-        &mut report,
-        server_before,
-        totals.correctness.received,
-        "deliveries",
-    );
-    ctx.report_server_memory(&mut report, server_rss, 0);
+    let deliveries = &outcome.deliveries;
+    deliveries.totals.report_rate(&mut report, start);
+    deliveries.report_measures(ctx, &mut report);
 
-    if let Some(published) = &published {
+    if let Some(published) = &outcome.published {
         published.report_problems("publishers", &mut report);
     }
-    if let Some(error) = failures.first() {
-        report.problem(format!("{} clients failed, first: {error}", failures.len()));
-    }
-    match end {
-        DeliveryEnd::Complete => {}
-        DeliveryEnd::Stalled => report.note("deliveries stalled after the last acknowledgement"),
-        DeliveryEnd::TimedOut => report.problem(format!(
-            "deliveries not complete within --timeout {:?}",
-            ctx.common.timeout
-        )),
-    }
-    close_all(clients).await;
-    Ok(report)
+    deliveries.report_failures(ctx, &mut report, "clients");
+    report
 }
 
 /// Counters every client task updates.

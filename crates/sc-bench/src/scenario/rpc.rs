@@ -9,17 +9,51 @@ use super::{Context, close_all};
 use crate::cli::RpcArgs;
 use crate::client::{Client, ClientError, Heartbeats, Probe};
 use crate::report::Report;
-use crate::stats::{LatencyRecorder, SharedLatency, now_micros, rate};
-use crate::sys::CpuMeter;
+use crate::stats::{Latency, LatencyRecorder, SharedLatency, now_micros, rate};
+use crate::sys::{CpuMeter, CpuUse};
 
-/// Runs the scenario.
+/// Runs the scenario: connect, invoke for the duration, report.
 pub async fn run(ctx: &Context, args: &RpcArgs) -> anyhow::Result<Report> {
-    let clients = ctx
-        .open_many(args.clients, 0, "connecting", |_, client| async {
-            Ok(client)
-        })
-        .await?;
+    let clients = connect(ctx, args).await?;
+    let outcome = invoke(ctx, args, clients).await?;
+    let report = report(ctx, args, &outcome);
+    close_all(outcome.clients).await;
+    Ok(report)
+}
 
+/// Opens the clients.
+async fn connect(ctx: &Context, args: &RpcArgs) -> anyhow::Result<Vec<Client>> {
+    ctx.open_many(args.clients, 0, "connecting", |_, client| async {
+        Ok(client)
+    })
+    .await
+}
+
+/// What the invoking step measured.
+struct Outcome {
+    /// The clients whose loops ended (the others were aborted).
+    clients: Vec<Client>,
+    /// Requests answered.
+    completed: u64,
+    elapsed: Duration,
+    latency: Latency,
+    heartbeats: Heartbeats,
+    /// Answers that differed from the request, and the first of them.
+    mismatched: u64,
+    first_mismatch: Option<String>,
+    /// One line per failed client.
+    failures: Vec<String>,
+    cpu: CpuUse,
+    /// The server's CPU time before and after, when `--pid` was given.
+    server_before: Option<Duration>,
+    server_after: Option<Duration>,
+    /// The server's memory half way through, when `--pid` was given.
+    server_rss: Option<u64>,
+}
+
+/// Runs every client's closed loop for `--duration` (sampling the server's memory half way),
+/// then collects the loops; one still waiting for an answer past `--timeout` is aborted.
+async fn invoke(ctx: &Context, args: &RpcArgs, clients: Vec<Client>) -> anyhow::Result<Outcome> {
     let server_before = ctx.server_cpu();
     let cpu = CpuMeter::start();
     let start = Instant::now();
@@ -78,51 +112,63 @@ pub async fn run(ctx: &Context, args: &RpcArgs) -> anyhow::Result<Report> {
         failures.extend(caller.error.map(|e| e.to_string()));
         clients.push(caller.client);
     }
-    let elapsed = start.elapsed();
-    let cpu = cpu.finish();
-    let server_after = ctx.server_cpu();
-    let latency = latency.snapshot();
+    Ok(Outcome {
+        clients,
+        elapsed: start.elapsed(),
+        cpu: cpu.finish(),
+        server_before,
+        server_after: ctx.server_cpu(),
+        server_rss,
+        latency: latency.snapshot(),
+        completed: completed.load(Ordering::Relaxed),
+        heartbeats,
+        mismatched,
+        first_mismatch,
+        failures,
+    })
+}
 
+/// The report of a run.
+fn report(ctx: &Context, args: &RpcArgs, outcome: &Outcome) -> Report {
     let mut report = Report::new("rpc");
     ctx.report_settings(&mut report);
     report.count("clients", "clients", args.clients);
     report.text("procedure", "procedure", &args.procedure);
     report.count("size", "payload bytes", args.size as u64);
-    report.count(
-        "requests",
-        "requests answered",
-        completed.load(Ordering::Relaxed),
-    );
+    report.count("requests", "requests answered", outcome.completed);
     report.rate(
         "requests_per_s",
         "throughput",
-        rate(latency.count(), elapsed),
+        rate(outcome.latency.count(), outcome.elapsed),
         "req",
     );
-    report.duration("elapsed_s", "elapsed", elapsed);
-    report.latency("latency", "request latency", &latency);
-    report.count("mismatched", "wrong answers", mismatched);
-    ctx.check_heartbeats(&mut report, heartbeats);
-    report.cpu(&cpu);
+    report.duration("elapsed_s", "elapsed", outcome.elapsed);
+    report.latency("latency", "request latency", &outcome.latency);
+    report.count("mismatched", "wrong answers", outcome.mismatched);
+    ctx.check_heartbeats(&mut report, outcome.heartbeats);
+    report.cpu(&outcome.cpu);
     ctx.report_server_cpu_between(
         &mut report,
-        server_before,
-        server_after,
-        completed.load(Ordering::Relaxed),
+        outcome.server_before,
+        outcome.server_after,
+        outcome.completed,
         "requests",
     );
-    ctx.report_server_memory(&mut report, server_rss, 0);
+    ctx.report_server_memory(&mut report, outcome.server_rss, 0);
 
-    if let Some(first) = first_mismatch {
+    if let Some(first) = &outcome.first_mismatch {
         report.problem(format!(
-            "{mismatched} answers differed from the request, first: {first}"
+            "{} answers differed from the request, first: {first}",
+            outcome.mismatched
         ));
     }
-    if let Some(first) = failures.first() {
-        report.problem(format!("{} clients failed, first: {first}", failures.len()));
+    if let Some(first) = outcome.failures.first() {
+        report.problem(format!(
+            "{} clients failed, first: {first}",
+            outcome.failures.len()
+        ));
     }
-    close_all(clients).await;
-    Ok(report)
+    report
 }
 
 /// One client's closed loop.

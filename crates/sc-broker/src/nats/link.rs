@@ -26,7 +26,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::EngineError;
 use crate::nats::url::NatsUrl;
-use crate::support::backoff;
+use crate::support::reconnect_backoff;
 use crate::url::redact;
 use crate::{BrokerError, DeliverySink};
 
@@ -132,7 +132,7 @@ impl NatsLink {
             target: target.clone(),
             since: Mutex::new(None),
         });
-        let max_delay = options.max_reconnect_delay;
+        let backoff = reconnect_backoff(options.max_reconnect_delay);
         let parsed = NatsUrl::parse(url).map_err(|reason| EngineError::InvalidUrl {
             url: target.clone(),
             reason,
@@ -155,7 +155,7 @@ impl NatsLink {
             .max_reconnects(None)
             // async-nats counts attempts from 1, the first one waiting nothing.
             .reconnect_delay_callback(move |attempts| {
-                backoff(attempts.saturating_sub(1) as u32, max_delay)
+                backoff.delay(u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX))
             })
             .event_callback(move |event| {
                 let outage = outage.clone();

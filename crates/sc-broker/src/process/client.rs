@@ -13,7 +13,7 @@
 //! [`BrokerLinkConfig::request_timeout`]; nothing waits forever.
 //!
 //! When a connection is lost the link logs it once, fails the requests in flight, and reconnects
-//! with backoff ([`Backoff`]: 200 ms + 0–100 ms, ×1.3 per attempt, at most 1 s, as sc-broker's
+//! with backoff ([`LINK_BACKOFF`]: 200 ms + 0–100 ms, ×1.3 per attempt, at most 1 s, as sc-broker's
 //! client). Once the broker says it is ready, the link re-subscribes every channel this worker
 //! holds on it before anything else is sent, without the caller's involvement. Publications made
 //! while a broker was down are lost (at-most-once, docs/protocol.md §14.6).
@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use sc_protocol::hash::hash_key;
-use sc_protocol::{Json, Publication};
+use sc_protocol::{Backoff, Json, Publication};
 
 use super::protocol::{
     BrokerMessage, MAX_FRAME_LEN, NO_REPLY, WorkerMessage, codec, is_solo_reply,
@@ -48,43 +48,12 @@ use crate::stream::{
 };
 use crate::{BoxFuture, Broker, BrokerError, DeliverySink, KvCommand, KvStore};
 
-/// Reconnect delays: attempt `k` (from 0) waits
-/// `min((initial + random(0..randomness)) × multiplier^k, max)`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Backoff {
-    /// Base delay of the first attempt (200 ms).
-    pub initial: Duration,
-    /// Random extra added to the base (up to 100 ms).
-    pub randomness: Duration,
-    /// Growth per attempt (1.3).
-    pub multiplier: f64,
-    /// Upper bound (1 s).
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(200),
-            randomness: Duration::from_millis(100),
-            multiplier: 1.3,
-            max: Duration::from_secs(1),
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay before reconnect attempt `attempt` (0-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let jitter = self
-            .randomness
-            .mul_f64(fastrand::f64())
-            .min(self.randomness);
-        let base = (self.initial + jitter).as_secs_f64();
-        let grown = base * self.multiplier.max(1.0).powi(attempt.min(64) as i32);
-        Duration::from_secs_f64(grown.min(self.max.as_secs_f64()))
-    }
-}
+/// The link's reconnect delays by default: attempt `k` (from 0) waits
+/// `min((200 ms + random(0..100 ms)) × 1.3^k, 1 s)`, as sc-broker's client.
+pub const LINK_BACKOFF: Backoff = Backoff {
+    randomness: Duration::from_millis(100),
+    ..Backoff::new(Duration::from_millis(200), 1.3, Duration::from_secs(1))
+};
 
 /// Settings of a worker's cluster link.
 #[derive(Debug, Clone)]
@@ -94,7 +63,7 @@ pub struct BrokerLinkConfig {
     pub request_timeout: Duration,
     /// How long [`ClusterBroker::connect`] waits for every broker to be ready (default 10 s).
     pub connect_timeout: Duration,
-    /// Reconnect delays.
+    /// Reconnect delays (default [`LINK_BACKOFF`]).
     pub backoff: Backoff,
     /// Per-broker outbound queue length, in messages (default 4096). A full queue makes callers
     /// wait (within `request_timeout`), not fail.
@@ -115,7 +84,7 @@ impl Default for BrokerLinkConfig {
         BrokerLinkConfig {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
-            backoff: Backoff::default(),
+            backoff: LINK_BACKOFF,
             outbound_capacity: 4096,
             publish_ack: true,
             solo_delivery: false,
@@ -1058,7 +1027,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        let backoff = Backoff::default();
+        let backoff = LINK_BACKOFF;
         let first = backoff.delay(0);
         assert!(first >= Duration::from_millis(200) && first <= Duration::from_millis(300));
         let second = backoff.delay(1);

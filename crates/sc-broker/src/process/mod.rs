@@ -67,7 +67,9 @@ pub mod server;
 pub mod stream_wire;
 
 pub use client::{
-    Backoff, BrokerControllers, BrokerLinkConfig, ClusterBroker, ClusterKv, MapIndex,
+    BrokerControllers, BrokerLinkConfig, ClusterBroker, ClusterKv, LINK_BACKOFF, MapIndex,
 };
 pub use protocol::{BrokerMessage, DecodeError, WorkerMessage};
+/// The link's reconnect policy type (the workspace's one [`Backoff`], from sc-protocol).
+pub use sc_protocol::Backoff;
 pub use server::{BrokerServer, BrokerServerBuilder, MessageHandler};

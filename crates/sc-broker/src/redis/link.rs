@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::sentinel::ClientSource;
 pub use super::sharded::RedisConnection;
 use crate::error::EngineError;
-use crate::support::backoff;
+use crate::support::reconnect_backoff;
 use crate::url::redact;
 use crate::{BrokerError, DeliverySink};
 
@@ -447,7 +447,7 @@ async fn supervise(
             Some(current) => current,
             None => {
                 let (since, attempts) = outage.get_or_insert((Instant::now(), 0));
-                let delay = backoff(*attempts, shared.options.max_reconnect_delay);
+                let delay = reconnect_backoff(shared.options.max_reconnect_delay).delay(*attempts);
                 *attempts += 1;
                 if serve_while_down(&mut ctl, &mut held, tokio::time::sleep(delay))
                     .await

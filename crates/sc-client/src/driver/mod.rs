@@ -34,7 +34,7 @@ use tokio_websockets::{Message, Payload};
 use crate::command::{Command, ProcedureResponse};
 use crate::error::{BadConnectionKind, ConnectionError, InvokeError};
 use crate::events::{AuthState, ClientEvent, ConnectionState};
-use crate::reconnect::{Backoff, ReconnectDecision, decide};
+use crate::reconnect::{ReconnectAttempts, ReconnectDecision, decide};
 use crate::shared::Shared;
 use channels::Channels;
 use outbound::{Awaiting, Expired, Outbound};
@@ -118,7 +118,7 @@ pub(crate) struct Driver {
     epoch: u64,
     out: Outbound,
     channels: Channels,
-    backoff: Backoff,
+    backoff: ReconnectAttempts,
     reconnect_at: Option<Instant>,
     /// Retry pending subscriptions refused with `BrokerError` (EXTENSIONS.md E6) at this time.
     resubscribe_at: Option<Instant>,
@@ -151,7 +151,7 @@ impl Driver {
             epoch: 0,
             out: Outbound::new(),
             channels: Channels::default(),
-            backoff: Backoff::new(),
+            backoff: ReconnectAttempts::new(),
             reconnect_at: None,
             resubscribe_at: None,
             ping_deadline: None,

@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderName, HeaderValue};
 use sc_protocol::{ProtocolVersion, ScError};
 use sc_server::{Reply, Request, Server, ServerOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -50,12 +50,9 @@ pub(crate) fn v1() -> ServerOptions {
     }
 }
 
-/// Starts a server with `options`. Every test server answers `echo` with its data (used as an
-/// ordering sentinel); `setup` registers whatever else the test needs before the port opens.
-pub(crate) async fn start_server(
-    options: ServerOptions,
-    setup: impl FnOnce(&Server),
-) -> TestServer {
+/// A server with `options` that answers `echo` with its data (used as an ordering sentinel), and
+/// whatever `setup` registers.
+fn new_server(options: ServerOptions, setup: impl FnOnce(&Server)) -> Server {
     let server = Server::new(options).expect("valid options");
     server
         .on("echo", |req: Request| async move {
@@ -63,6 +60,16 @@ pub(crate) async fn start_server(
         })
         .expect("echo is not reserved");
     setup(&server);
+    server
+}
+
+/// Starts a server with `options`. Every test server answers `echo` with its data (used as an
+/// ordering sentinel); `setup` registers whatever else the test needs before the port opens.
+pub(crate) async fn start_server(
+    options: ServerOptions,
+    setup: impl FnOnce(&Server),
+) -> TestServer {
+    let server = new_server(options, setup);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind an ephemeral port");
@@ -78,13 +85,7 @@ impl TestServer {
     /// A connected client that completed the handshake (cid 1); its id is checked against the
     /// server's socket table.
     pub(crate) async fn client(&self) -> Client {
-        let mut client = self.connect().await;
-        client.handshake(self.server.options().ping_timeout).await;
-        assert!(
-            self.server.socket(client.id()).is_some(),
-            "the server knows the socket after the handshake"
-        );
-        client
+        handshaken(&self.server, self.connect().await).await
     }
 
     /// A connected client on the SocketCluster path, before the handshake.
@@ -100,15 +101,76 @@ impl TestServer {
     }
 
     /// Waits (bounded) until `condition` holds; panics with `what` otherwise.
-    pub(crate) async fn eventually(&self, what: &str, mut condition: impl FnMut(&Server) -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !condition(&self.server) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting until {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    pub(crate) async fn eventually(&self, what: &str, condition: impl FnMut(&Server) -> bool) {
+        eventually(&self.server, what, condition).await;
+    }
+}
+
+/// Waits (bounded by [`WAIT`]) until `condition` holds for `server`; panics with `what` otherwise.
+async fn eventually(server: &Server, what: &str, mut condition: impl FnMut(&Server) -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition(server) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `client` after a completed handshake (cid 1), its id checked against `server`'s socket table.
+async fn handshaken<S: AsyncRead + AsyncWrite + Unpin>(
+    server: &Server,
+    mut client: Client<S>,
+) -> Client<S> {
+    client.handshake(server.options().ping_timeout).await;
+    assert!(
+        server.socket(client.id()).is_some(),
+        "the server knows the socket after the handshake"
+    );
+    client
+}
+
+/// A server reached over in-memory pipes (`tokio::io::duplex`) through [`Server::serve_io`]
+/// instead of TCP. Under `#[tokio::test(start_paused = true)]` nothing waits in real time: the
+/// clock jumps to the next deadline whenever both ends are idle, so heartbeat and timeout tests
+/// are instant and can check when things happen exactly.
+pub(crate) struct PipedServer {
+    pub(crate) server: Server,
+}
+
+/// A [`PipedServer`] with `options` (and the `echo` handler, like [`start_server`]).
+pub(crate) fn piped_server(options: ServerOptions, setup: impl FnOnce(&Server)) -> PipedServer {
+    PipedServer {
+        server: new_server(options, setup),
+    }
+}
+
+impl PipedServer {
+    /// A client connected through a new pipe, on the SocketCluster path, before the handshake.
+    pub(crate) async fn connect(&self) -> Client<DuplexStream> {
+        let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+        let server = self.server.clone();
+        let remote = SocketAddr::from(([127, 0, 0, 1], 50_000));
+        tokio::spawn(async move { server.serve_io(server_end, remote, server.app(None)).await });
+        let builder = ClientBuilder::new()
+            .uri("ws://127.0.0.1/socketcluster/")
+            .expect("valid uri");
+        let (ws, _response) = timeout(WAIT, builder.connect_on(client_end))
+            .await
+            .expect("upgrade in time")
+            .expect("WebSocket upgrade");
+        Client { ws, id: None }
+    }
+
+    /// A client connected through a new pipe that completed the handshake.
+    pub(crate) async fn client(&self) -> Client<DuplexStream> {
+        handshaken(&self.server, self.connect().await).await
+    }
+
+    /// Waits (bounded) until `condition` holds; panics with `what` otherwise.
+    pub(crate) async fn eventually(&self, what: &str, condition: impl FnMut(&Server) -> bool) {
+        eventually(&self.server, what, condition).await;
     }
 }
 
@@ -125,9 +187,10 @@ pub(crate) enum Received {
     Error(String),
 }
 
-/// A raw WebSocket client: hand-written frames in, exact frames out.
-pub(crate) struct Client {
-    ws: WebSocketStream<TcpStream>,
+/// A raw WebSocket client: hand-written frames in, exact frames out (over TCP, or over a pipe
+/// from [`PipedServer`]).
+pub(crate) struct Client<S = TcpStream> {
+    ws: WebSocketStream<S>,
     id: Option<String>,
 }
 
@@ -155,7 +218,9 @@ impl Client {
             .expect("upgrade in time")?;
         Ok(Client { ws, id: None })
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// The socket id from the handshake response.
     pub(crate) fn id(&self) -> &str {
         self.id.as_deref().expect("handshake done")

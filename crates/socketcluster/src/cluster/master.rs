@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use parking_lot::Mutex;
-use sc_protocol::Json;
+use sc_protocol::{Backoff, Json};
 use tokio::net::UnixListener;
 use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
@@ -229,7 +229,7 @@ pub(crate) async fn run(
         spawner: &spawner,
         config: &config,
         started_at,
-        crash_delays: HashMap::new(),
+        quick_deaths: HashMap::new(),
         restarts: Vec::new(),
         rolling: Rolling::default(),
     };
@@ -268,12 +268,10 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// The first delay before restarting a process that died right after starting; it doubles with
-/// every such quick death, up to [`MAX_CRASH_DELAY`].
-const FIRST_CRASH_DELAY: Duration = Duration::from_millis(50);
-
-/// The longest delay before restarting a process that keeps dying right after starting.
-const MAX_CRASH_DELAY: Duration = Duration::from_secs(5);
+/// The delay before restarting a process that died right after starting: 100 ms after its first
+/// such quick death, doubling with every further one, at most 5 s.
+const CRASH_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(100), 2.0, Duration::from_secs(5));
 
 /// A process that dies sooner than this after its start died "right after starting".
 const QUICK_DEATH: Duration = Duration::from_secs(2);
@@ -286,8 +284,8 @@ struct Supervisor<'a> {
     config: &'a ClusterConfig,
     /// When each process was (re)started.
     started_at: HashMap<ChildKey, Instant>,
-    /// The current backoff of processes that died right after starting.
-    crash_delays: HashMap<ChildKey, Duration>,
+    /// How many times in a row each process died right after starting (its backoff attempt).
+    quick_deaths: HashMap<ChildKey, u32>,
     /// Restarts waiting for their backoff: when, and which process.
     restarts: Vec<(tokio::time::Instant, ChildKey)>,
     rolling: Rolling,
@@ -333,15 +331,16 @@ impl Supervisor<'_> {
             .get(&key)
             .is_some_and(|t| t.elapsed() < QUICK_DEATH);
         if !quick {
-            self.crash_delays.remove(&key);
+            self.quick_deaths.remove(&key);
             self.restart(key);
             return;
         }
-        let delay = self.crash_delays.entry(key).or_insert(FIRST_CRASH_DELAY);
-        *delay = (*delay * 2).min(MAX_CRASH_DELAY);
+        let deaths = self.quick_deaths.entry(key).or_insert(0);
+        let delay = CRASH_BACKOFF.delay(*deaths);
+        *deaths = deaths.saturating_add(1);
         tracing::info!(role = %key.0, id = key.1, delay_ms = delay.as_millis() as u64, "restart after a backoff");
         self.restarts
-            .push((tokio::time::Instant::now() + *delay, key));
+            .push((tokio::time::Instant::now() + delay, key));
     }
 
     /// When the next scheduled restart is due, if one is.
