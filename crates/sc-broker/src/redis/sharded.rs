@@ -1,6 +1,6 @@
 //! The Redis engine on a Redis Cluster: `redis-cluster://[user:pass@]h1:p1,h2:p2,…`
-//! (`rediss-cluster://` for TLS). The nodes listed are seeds: the whole cluster is discovered
-//! from them.
+//! (`rediss-cluster://` for TLS, with `?tls_ca=…` for a private CA: see [`tls`](super::tls)).
+//! The nodes listed are seeds: the whole cluster is discovered from them.
 //!
 //! # Sharded pub/sub and slot-tagged keys
 //!
@@ -217,7 +217,7 @@ fn seed_nodes(url: &str, target: &str) -> Result<Vec<String>, EngineError> {
     let rest = rest.trim_end_matches('/');
     if rest.contains(['/', '?', '#']) {
         return Err(invalid(
-            "a cluster URL has no database or options: redis-cluster://[user:pass@]h1:p1,h2:p2",
+            "a cluster URL has no database or options other than tls_ca, tls_cert, tls_key: redis-cluster://[user:pass@]h1:p1,h2:p2",
         ));
     }
     let (user_info, hosts) = match rest.rfind('@') {
@@ -242,7 +242,8 @@ pub(super) async fn connect(
     options: RedisOptions,
 ) -> Result<Arc<RedisLink>, EngineError> {
     let target = redact(url);
-    let nodes = seed_nodes(url, &target)?;
+    let (url, certs) = super::tls::split_tls_options(url, &target)?;
+    let nodes = seed_nodes(&url, &target)?;
     if options.prefix.contains(['{', '}']) {
         return Err(EngineError::Setup {
             engine: ENGINE,
@@ -268,7 +269,11 @@ pub(super) async fn connect(
         prefix: shared.options.prefix.clone(),
         events,
     };
-    let client = ClusterClientBuilder::new(nodes)
+    let mut builder = ClusterClientBuilder::new(nodes);
+    if let Some(certs) = certs {
+        builder = builder.certs(certs);
+    }
+    let client = builder
         .use_protocol(ProtocolVersion::RESP3)
         .push_sender(move |push: PushInfo| {
             pushes.handle(push);
