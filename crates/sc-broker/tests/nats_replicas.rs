@@ -42,11 +42,7 @@ async fn streams(broker: &NatsBroker) -> Vec<(String, usize, String, usize)> {
         // (right after a server died, a stream it led answers once it has a new leader)
         let info = eventually(&format!("info of {name}"), || async {
             let mut stream = js.get_stream(&name).await.map_err(|e| e.to_string())?;
-            stream
-                .info()
-                .await
-                .map(|info| info.clone())
-                .map_err(|e| e.to_string())
+            stream.info().await.cloned().map_err(|e| e.to_string())
         })
         .await;
         let cluster = info.cluster.expect("cluster info of a clustered stream");
