@@ -53,6 +53,16 @@ use crate::url::redact;
 /// How often channels whose subscription was lost are subscribed again until it succeeds.
 pub const RESUBSCRIBE_RETRY: Duration = Duration::from_millis(100);
 
+/// For this long after a disruption (a node connection closed, a command failed at the
+/// connection level, a subscription moved, a new cluster connection), every held channel is
+/// subscribed again at each probe (once per [`RedisOptions::ping_interval`]), even though its
+/// last subscription succeeded: while a restarted node rejoins, the cluster connection can
+/// replace a node connection, and the sharded subscriptions on the old one, without telling
+/// (seen with Redis 7.0 and redis 1.2: a channel stayed unsubscribed for good). `SSUBSCRIBE` of
+/// a channel the connection already has is a no-op, so this costs one command per channel per
+/// second, for this window only.
+pub const VERIFY_WINDOW: Duration = Duration::from_secs(10);
+
 const ENGINE: &str = "redis";
 
 /// The command connection of a Redis link: one server, or a Redis Cluster. Both run any command
@@ -401,6 +411,8 @@ async fn supervise(
     let op_timeout = shared.options.op_timeout;
     let mut lost: HashSet<String> = HashSet::new();
     let mut lost_since: Option<Instant> = None;
+    // Until when every held channel is subscribed again at each probe (see VERIFY_WINDOW).
+    let mut verify_until: Option<Instant> = None;
     let mut retry = tokio::time::interval(RESUBSCRIBE_RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failed_probes = 0u32;
@@ -444,14 +456,21 @@ async fn supervise(
                         }
                     }
                 }
-                Some(Ctl::Broken(_)) => mark_lost(&shared, &held, &mut lost, &mut lost_since, "a command failed at the connection level"),
+                Some(Ctl::Broken(_)) => {
+                    mark_lost(&shared, &held, &mut lost, &mut lost_since, "a command failed at the connection level");
+                    verify_until = Some(Instant::now() + VERIFY_WINDOW);
+                }
             },
             event = events.recv() => match event {
                 None => return,
-                Some(Event::Disconnected) => mark_lost(&shared, &held, &mut lost, &mut lost_since, "a node connection closed"),
+                Some(Event::Disconnected) => {
+                    mark_lost(&shared, &held, &mut lost, &mut lost_since, "a node connection closed");
+                    verify_until = Some(Instant::now() + VERIFY_WINDOW);
+                }
                 Some(Event::Dropped(channel)) => {
                     lost.insert(channel);
                     lost_since.get_or_insert_with(Instant::now);
+                    verify_until = Some(Instant::now() + VERIFY_WINDOW);
                 }
             },
             _ = retry.tick(), if !lost.is_empty() => {
@@ -469,6 +488,14 @@ async fn supervise(
                 }
             }
             _ = probe.tick() => {
+                match verify_until {
+                    Some(until) if Instant::now() < until => {
+                        // Subscribed again by the retry tick (quietly: no outage is logged).
+                        lost.extend(held.read().iter().cloned());
+                    }
+                    Some(_) => verify_until = None,
+                    None => {}
+                }
                 let health = cluster_health(&mut conn.clone(), &shared.options).await;
                 let any_up = health.nodes.iter().any(|n| n.up);
                 // Commands failed at the connection level or timed out since the last probe: the connection may be stuck for some slots even though the nodes answer
@@ -497,6 +524,7 @@ async fn supervise(
                             Some((generation, RedisConnection::Cluster(conn.clone())));
                         failed_probes = 0;
                         mark_lost(&shared, &held, &mut lost, &mut lost_since, "the cluster stopped answering");
+                        verify_until = Some(Instant::now() + VERIFY_WINDOW);
                         tracing::info!(engine = ENGINE, target = %shared.target, "opened a new cluster connection");
                     }
                 }
