@@ -273,28 +273,20 @@ pub(super) async fn connect(
     });
     let held: Arc<RwLock<HashSet<String>>> = Arc::default();
     let (events, events_rx) = mpsc::unbounded_channel();
-    let pushes = Pushes {
-        shared: Arc::downgrade(&shared),
-        held: held.clone(),
-        prefix: shared.options.prefix.clone(),
-        events,
+    let maker = ClientMaker {
+        nodes,
+        certs,
+        pushes: Pushes {
+            shared: Arc::downgrade(&shared),
+            held: held.clone(),
+            prefix: shared.options.prefix.clone(),
+            events,
+            generation: 1,
+            current: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        },
     };
-    let mut builder = ClusterClientBuilder::new(nodes);
-    if let Some(certs) = certs {
-        builder = builder.certs(certs);
-    }
-    let client = builder
-        .use_protocol(ProtocolVersion::RESP3)
-        .push_sender(move |push: PushInfo| {
-            pushes.handle(push);
-            Ok::<(), ::redis::aio::SendError>(())
-        })
-        .connection_timeout(shared.options.connect_timeout)
-        .response_timeout(shared.options.op_timeout)
-        .retries(3)
-        .min_retry_wait(20)
-        .max_retry_wait(200)
-        .build()
+    let client = maker
+        .client(1, &shared.options)
         .map_err(|e| EngineError::InvalidUrl {
             url: target.clone(),
             reason: e.to_string(),
@@ -322,7 +314,7 @@ pub(super) async fn connect(
     let (ctl, ctl_rx) = mpsc::unbounded_channel();
     tokio::spawn(supervise(
         shared.clone(),
-        client,
+        maker,
         conn,
         held,
         ctl_rx,
@@ -339,17 +331,71 @@ enum Event {
     Dropped(String),
 }
 
+/// Makes the cluster client of each connection generation. Each client has its own push
+/// handler, tagged with its generation: when the supervisor replaces a stuck connection, the old
+/// one lives on until the commands still waiting on it finish, and its pushes (messages of
+/// channels subscribed on both, disconnections) are ignored, so nothing is delivered twice.
+struct ClientMaker {
+    nodes: Vec<String>,
+    certs: Option<::redis::TlsCertificates>,
+    /// The handler of generation 1; others are copies with their own generation.
+    pushes: Pushes,
+}
+
+impl ClientMaker {
+    /// A client whose pushes count while `generation` is the current one.
+    fn client(
+        &self,
+        generation: u64,
+        options: &RedisOptions,
+    ) -> RedisResult<::redis::cluster::ClusterClient> {
+        let pushes = Pushes {
+            generation,
+            ..self.pushes.clone()
+        };
+        let mut builder = ClusterClientBuilder::new(self.nodes.clone());
+        if let Some(certs) = &self.certs {
+            builder = builder.certs(certs.clone());
+        }
+        builder
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(move |push: PushInfo| {
+                pushes.handle(push);
+                Ok::<(), ::redis::aio::SendError>(())
+            })
+            .connection_timeout(options.connect_timeout)
+            .response_timeout(options.op_timeout)
+            .retries(3)
+            .min_retry_wait(20)
+            .max_retry_wait(200)
+            .build()
+    }
+
+    /// Makes `generation` the one whose pushes count.
+    fn make_current(&self, generation: u64) {
+        self.pushes.current.store(generation, Ordering::Release);
+    }
+}
+
 /// Handles the cluster's push messages, on the node connections' tasks: delivers sharded
 /// messages of held channels (the sink never blocks) and reports lost subscriptions.
+#[derive(Clone)]
 struct Pushes {
     shared: Weak<Shared>,
     held: Arc<RwLock<HashSet<String>>>,
     prefix: String,
     events: mpsc::UnboundedSender<Event>,
+    /// The connection generation of this handler's client.
+    generation: u64,
+    /// The current generation (see [`ClientMaker`]).
+    current: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Pushes {
     fn handle(&self, push: PushInfo) {
+        if self.current.load(Ordering::Acquire) != self.generation {
+            return; // a replaced connection
+        }
         let key = |index: usize| match push.data.get(index) {
             Some(Value::BulkString(bytes)) => std::str::from_utf8(bytes).ok(),
             _ => None,
@@ -401,7 +447,7 @@ impl Pushes {
 /// health report. Ends when every handle of the link is dropped.
 async fn supervise(
     shared: Arc<Shared>,
-    client: ::redis::cluster::ClusterClient,
+    maker: ClientMaker,
     mut conn: ClusterConnection,
     held: Arc<RwLock<HashSet<String>>>,
     mut ctl: mpsc::UnboundedReceiver<Ctl>,
@@ -510,15 +556,19 @@ async fn supervise(
                 failed_probes = if any_up && !stalled { 0 } else { failed_probes + 1 };
                 if failed_probes >= 2 {
                     // The cluster connection can stay stuck after a node comes back (its slot
-                    // refresh keeps failing): open a new one; the old one (and every subscription
-                    // on it) is dropped, and every held channel is subscribed on the new one.
-                    let fresh = tokio::time::timeout(
-                        shared.options.connect_timeout,
-                        client.get_async_connection(),
-                    )
-                    .await;
+                    // refresh keeps failing): open a new one, with a client of its own; the old
+                    // one is dropped (its pushes ignored from now on), and every held channel is
+                    // subscribed on the new one.
+                    let opening = async {
+                        maker
+                            .client(generation + 1, &shared.options)?
+                            .get_async_connection()
+                            .await
+                    };
+                    let fresh = tokio::time::timeout(shared.options.connect_timeout, opening).await;
                     if let Ok(Ok(fresh)) = fresh {
                         generation += 1;
+                        maker.make_current(generation);
                         conn = fresh;
                         *shared.command.write() =
                             Some((generation, RedisConnection::Cluster(conn.clone())));
