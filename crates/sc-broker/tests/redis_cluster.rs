@@ -610,10 +610,10 @@ async fn master_killed_for_good_fails_over_to_its_replica_mid_stream() {
         resume_b.saturating_sub(promoted),
         acked.len()
     );
-    // Typically 10–120 ms after the promotion (which comes 1.9–2.6 s after the kill with
-    // cluster-node-timeout 1000). Once, with the other cluster tests running alongside on a busy
-    // machine, the cluster connection stayed stuck until the supervisor replaced it (12 s after
-    // the promotion, see docs/scaling.md); the bound only catches a link that never recovers.
+    // Typically 7–120 ms after the promotion (which comes 1.9–2.7 s after the kill with
+    // cluster-node-timeout 1000). With the other cluster tests running alongside, the cluster
+    // connection often stays stuck until the supervisor replaces it (2.5–12 s after the
+    // promotion, see docs/BENCHMARKS.md); the bound only catches a link that never recovers.
     assert!(
         resume_b < promoted + Duration::from_secs(18),
         "resumed {resume_b:?} after the kill, promoted at {promoted:?}"
