@@ -3,7 +3,7 @@
 //! | URL | broker | key/value store | cargo feature |
 //! |---|---|---|---|
 //! | `memory://` | [`MemoryBroker`] | [`MemoryKv`] | — |
-//! | `redis://[user:pass@]host[:port][/db]`, `rediss://…` (TLS) | `RedisBroker` | `RedisKv` | `redis` |
+//! | `redis://[user:pass@]host[:port][/db]`, `rediss://…[?tls_ca=/path/ca.pem]` (TLS) | `RedisBroker` | `RedisKv` | `redis` |
 //! | `redis-sentinel://[user:pass@]s1:26379,s2:26379/<master>[/db]`, `rediss-sentinel://…` | `RedisBroker` | `RedisKv` | `redis` |
 //! | `redis-cluster://[user:pass@]h1:p1,h2:p2,…`, `rediss-cluster://…` (sharded pub/sub) | `RedisBroker` | `RedisKv` | `redis` |
 //! | `nats://[user:pass@]host[:port][,host2…][?creds=…]`, `tls://…` | `NatsBroker` | `NatsKv` (JetStream) | `nats` |

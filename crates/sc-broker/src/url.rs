@@ -24,14 +24,14 @@ fn redact_one(url: &str) -> String {
     format!("{scheme}://{hidden}{}", &rest[at..])
 }
 
-/// Decodes `%XX` escapes of a URL's user info.
-#[cfg(feature = "nats")]
+/// Decodes `%XX` escapes of a URL's user info (or an option's value).
+#[cfg(any(feature = "nats", feature = "redis"))]
 pub(crate) fn percent_decode(text: &str) -> String {
     unescape_hex(text, b'%')
 }
 
 /// Replaces every `escape` followed by two hex digits with that byte; anything else is kept.
-#[cfg(feature = "nats")]
+#[cfg(any(feature = "nats", feature = "redis"))]
 pub(crate) fn unescape_hex(text: &str, escape: u8) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{Kind, Server, capture_logs, free_port, listening, unique};
+use common::{Kind, Server, capture_logs, free_port, listening, make_certificates, unique};
 use data_encoding::BASE64URL_NOPAD;
 use nkeys::KeyPair;
 use sc_broker::nats::{self, NatsOptions};
@@ -256,65 +255,6 @@ async fn user_and_password_never_show_in_errors_logs_or_health() {
     assert!(!format!("{err} {err:?}").contains("wr0ng-s3cret"), "{err}");
     assert!(!logs.text().contains("t0p-s3cret"));
     assert!(!logs.text().contains("wr0ng-s3cret"));
-}
-
-/// A CA and a server certificate for 127.0.0.1, made with the `openssl` command.
-fn make_certificates(dir: &Path) {
-    let run = |args: &[&str]| {
-        let status = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("openssl");
-        assert!(status.success(), "openssl {args:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.pem",
-    ]);
 }
 
 #[tokio::test]

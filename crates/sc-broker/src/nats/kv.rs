@@ -101,7 +101,8 @@ impl NatsKv {
                     num_replicas: link.replicas(),
                     allow_rollup: true,
                     deny_delete: true,
-                    allow_direct: true,
+                    // (read-your-writes on replicated buckets: see `direct_gets`)
+                    allow_direct: super::stream::direct_gets(link.replicas()),
                     discard: DiscardPolicy::New,
                     ..Default::default()
                 };

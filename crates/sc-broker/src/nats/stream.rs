@@ -165,7 +165,7 @@ impl NatsStreams {
             duplicate_window: ttl.min(Duration::from_secs(120)),
             storage: StorageType::File,
             discard: DiscardPolicy::Old,
-            allow_direct: true,
+            allow_direct: direct_gets(self.link.replicas()),
             num_replicas: self.link.replicas(),
             republish: Some(Republish {
                 source: format!("{base}.d.>"),
@@ -183,7 +183,7 @@ impl NatsStreams {
             subjects: vec![format!("scpres.{}.m.>", self.scope)],
             max_messages_per_subject: 1,
             storage: StorageType::File,
-            allow_direct: true,
+            allow_direct: direct_gets(self.link.replicas()),
             num_replicas: self.link.replicas(),
             ..Default::default()
         }
@@ -198,7 +198,7 @@ impl NatsStreams {
             max_age: LEASE_TTL,
             duplicate_window: LEASE_TTL / 2,
             storage: StorageType::Memory,
-            allow_direct: true,
+            allow_direct: direct_gets(self.link.replicas()),
             num_replicas: self.link.replicas(),
             ..Default::default()
         }
@@ -211,7 +211,7 @@ impl NatsStreams {
             return Ok(stream.clone());
         }
         let name = config.name.clone();
-        let stream = self
+        let mut stream = self
             .jetstream
             .get_or_create_stream(config)
             .await
@@ -220,6 +220,20 @@ impl NatsStreams {
                     "nats: cannot open or create the JetStream stream {name} (is JetStream enabled, nats-server -js?): {e}"
                 ))
             })?;
+        // A replicated stream another instance is creating at this very moment exists before
+        // its leader is elected; until then nothing answers its publishes and gets, which would
+        // wait out the whole operation timeout. Wait for the leader (bounded by the caller).
+        let leaderless = |info: &js::Info| {
+            info.cluster
+                .as_ref()
+                .is_some_and(|cluster| info.config.num_replicas > 1 && cluster.leader.is_none())
+        };
+        while leaderless(stream.cached_info()) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Err(e) = stream.info().await {
+                tracing::debug!(engine = "nats", stream = %name, error = %e, "stream info");
+            }
+        }
         self.streams.lock().insert(name, stream.clone());
         Ok(stream)
     }
@@ -324,10 +338,11 @@ impl NatsStreams {
                 |stream| {
                     let (data, marker, mut hint) = (data.clone(), marker.clone(), hint.clone());
                     async move {
+                        let mut conflicted = false;
                         for _ in 0..MAX_ATTEMPTS {
                             let (seq, position) = match hint.take() {
                                 Some((seq, p)) => (seq, Position::new(p.offset + 1, &p.epoch)),
-                                None => match last_on(&stream, &data).await? {
+                                None => match last_read(&stream, &data, conflicted).await? {
                                     Some(message) => {
                                         let p = stored_position(&message)?;
                                         (message.sequence, Position::new(p.offset + 1, &p.epoch))
@@ -341,7 +356,10 @@ impl NatsStreams {
                             let frame = publication.with_position(position.clone()).frame().clone();
                             match self.append(data.clone(), frame, Some(seq)).await {
                                 Ok(stored) => return Ok((stored, position)),
-                                Err(Failure::Conflict) => tokio::task::yield_now().await,
+                                Err(Failure::Conflict) => {
+                                    conflicted = true;
+                                    tokio::task::yield_now().await;
+                                }
                                 Err(other) => return Err(other),
                             }
                         }
@@ -363,8 +381,9 @@ impl NatsStreams {
     /// The epoch of a channel with no retained publication: the marker's, or a new one written
     /// with compare-and-set (see the module documentation).
     async fn epoch(&self, stream: &Stream, marker: &str) -> Result<String, Failure> {
+        let mut conflicted = false;
         for _ in 0..MAX_ATTEMPTS {
-            if let Some(current) = last_on(stream, marker).await? {
+            if let Some(current) = last_read(stream, marker, conflicted).await? {
                 if let Ok(epoch) = std::str::from_utf8(&current.payload) {
                     if !epoch.is_empty() {
                         return Ok(epoch.to_owned());
@@ -377,7 +396,10 @@ impl NatsStreams {
                 .await
             {
                 Ok(_) => return Ok(epoch),
-                Err(Failure::Conflict) => tokio::task::yield_now().await,
+                Err(Failure::Conflict) => {
+                    conflicted = true;
+                    tokio::task::yield_now().await;
+                }
                 Err(other) => return Err(other),
             }
         }
@@ -704,11 +726,61 @@ fn direct_failure(
     }
 }
 
+/// Whether a direct get found no server to answer it: a replicated stream's servers answer
+/// direct gets only once they are current, which takes a moment after the stream is created
+/// or a server restarts (seen with nats-server 2.10 and 3 replicas). The stream's leader then
+/// answers through the JetStream API (`$JS.API.STREAM.MSG.GET`).
+fn no_responders(kind: &DirectGetErrorKind) -> bool {
+    matches!(kind, DirectGetErrorKind::ErrorResponse(status, _)
+        if *status == async_nats::StatusCode::NO_RESPONDERS)
+}
+
+/// The answer of a message get through the JetStream API (see [`no_responders`]).
+fn api_answer(
+    answer: Result<StreamMessage, js::RawMessageError>,
+) -> Result<Option<StreamMessage>, Failure> {
+    match answer {
+        Ok(message) => Ok(Some(message)),
+        Err(e) if e.kind() == js::RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(Failure::Gone(e.to_string())),
+    }
+}
+
+/// Whether the streams we create with `replicas` replicas allow direct gets. Any of a
+/// replicated stream's servers answers a direct get, also a follower that has not applied the
+/// latest write yet: a read right after a write could miss it. So only single-replica streams
+/// allow them; replicated ones are read through their leader (`$JS.API.STREAM.MSG.GET`).
+pub(crate) fn direct_gets(replicas: usize) -> bool {
+    replicas <= 1
+}
+
 /// The last message on `subject`, if any.
 async fn last_on(stream: &Stream, subject: &str) -> Result<Option<StreamMessage>, Failure> {
+    if !stream.cached_info().config.allow_direct {
+        return api_answer(stream.get_last_raw_message_by_subject(subject).await);
+    }
     match stream.direct_get_last_for_subject(subject).await {
         Ok(message) => Ok(Some(message)),
+        Err(e) if no_responders(&e.kind()) => {
+            api_answer(stream.get_last_raw_message_by_subject(subject).await)
+        }
         Err(e) => direct_failure(e.kind(), e.to_string()),
+    }
+}
+
+/// The last message on `subject`, if any: by direct get, or from the stream's leader when
+/// `from_leader` (after a compare-and-set conflict: on a replicated stream any server may answer
+/// a direct get, and a follower that has not applied the latest write yet would give the same
+/// stale answer again and again).
+async fn last_read(
+    stream: &Stream,
+    subject: &str,
+    from_leader: bool,
+) -> Result<Option<StreamMessage>, Failure> {
+    if from_leader {
+        api_answer(stream.get_last_raw_message_by_subject(subject).await)
+    } else {
+        last_on(stream, subject).await
     }
 }
 
@@ -718,11 +790,29 @@ async fn next_on(
     subject: &str,
     from: u64,
 ) -> Result<Option<StreamMessage>, Failure> {
+    if !stream.cached_info().config.allow_direct {
+        return api_answer(
+            stream
+                .raw_message_builder()
+                .sequence(from)
+                .next_by_subject(subject.to_owned())
+                .send()
+                .await,
+        );
+    }
     match stream
         .direct_get_next_for_subject(subject, Some(from))
         .await
     {
         Ok(message) => Ok(Some(message)),
+        Err(e) if no_responders(&e.kind()) => api_answer(
+            stream
+                .raw_message_builder()
+                .sequence(from)
+                .next_by_subject(subject.to_owned())
+                .send()
+                .await,
+        ),
         Err(e) => direct_failure(e.kind(), e.to_string()),
     }
 }

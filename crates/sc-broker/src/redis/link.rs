@@ -18,7 +18,9 @@
 //!
 //! # Topologies
 //!
-//! - One server: `redis://[user:pass@]host[:port][/db]` (`rediss://` for TLS).
+//! - One server: `redis://[user:pass@]host[:port][/db]` (`rediss://` for TLS; a private CA and a
+//!   client certificate with `?tls_ca=…&tls_cert=…&tls_key=…` on every `rediss` form, see
+//!   [`tls`](super::tls)).
 //! - Sentinel: `redis-sentinel://[user:pass@]s1:26379,s2:26379/<master name>[/db]`
 //!   (`rediss-sentinel://` for TLS): every (re)connect asks the sentinels for the master, checks
 //!   that the server really is a master (`ROLE`), and the ping also checks `ROLE`, so a demoted

@@ -17,6 +17,7 @@ pub mod link;
 mod sentinel;
 pub mod sharded;
 pub mod stream;
+pub mod tls;
 
 pub use broker::RedisBroker;
 pub use kv::RedisKv;
@@ -25,7 +26,8 @@ pub use link::{RedisConnection, RedisLink, RedisOptions};
 use crate::error::EngineError;
 
 /// Connects to the Redis server at `url` (`redis://[user:pass@]host[:port][/db]`, or `rediss://`
-/// for TLS; `redis-sentinel://…` and `redis-cluster://…` pick those topologies, see [`link`])
+/// for TLS, `?tls_ca=/path/ca.pem` to trust a private CA, see [`tls`]; `redis-sentinel://…` and
+/// `redis-cluster://…` pick those topologies, see [`link`])
 /// and returns a broker and a key/value store sharing one [`RedisLink`].
 ///
 /// Fails with [`EngineError::InvalidUrl`] for a malformed URL, [`EngineError::Auth`] when Redis

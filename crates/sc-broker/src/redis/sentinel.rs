@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, Client, Value};
+use ::redis::{AsyncConnectionConfig, Client, TlsCertificates, Value};
 
 use super::link::{OpenFailure, RedisOptions};
 use crate::error::EngineError;
@@ -39,6 +39,8 @@ pub(super) struct Sentinels {
     user_info: String,
     /// `/db`, or empty.
     db: String,
+    /// `tls_ca` / `tls_cert` / `tls_key` of the URL, for the sentinels and the master.
+    certs: Option<TlsCertificates>,
     /// The master last found (`host:port`), for health.
     last: parking_lot::Mutex<Option<String>>,
     /// Which sentinels answered the last lookup (one per sentinel), for health.
@@ -47,8 +49,11 @@ pub(super) struct Sentinels {
 
 impl ClientSource {
     /// Parses a `redis://`, `rediss://`, `redis-sentinel://` or `rediss-sentinel://` URL
-    /// (`target` is the URL with its password redacted, for errors).
+    /// (`target` is the URL with its password redacted, for errors), with its TLS options (see
+    /// [`tls`](super::tls)).
     pub(super) fn from_url(url: &str, target: &str) -> Result<ClientSource, EngineError> {
+        let (url, certs) = super::tls::split_tls_options(url, target)?;
+        let url = url.as_str();
         let invalid = |reason: String| EngineError::InvalidUrl {
             url: target.to_owned(),
             reason,
@@ -58,7 +63,8 @@ impl ClientSource {
             .ok_or_else(|| invalid("expected <scheme>://…".to_owned()))?;
         let scheme = scheme.to_ascii_lowercase();
         if scheme != "redis-sentinel" && scheme != "rediss-sentinel" {
-            let client = Client::open(url).map_err(|e| invalid(e.to_string()))?;
+            let client =
+                super::tls::client(url, certs.as_ref()).map_err(|e| invalid(e.to_string()))?;
             let addr = client.get_connection_info().addr().to_string();
             return Ok(ClientSource::Fixed { client, addr });
         }
@@ -108,6 +114,7 @@ impl ClientSource {
             } else {
                 format!("/{db}")
             },
+            certs,
             last: parking_lot::Mutex::new(None),
             answered: parking_lot::Mutex::new(Vec::new()),
         }))
@@ -178,7 +185,8 @@ impl Sentinels {
                     *self.last.lock() = Some(host_port.clone());
                     let master =
                         format!("{}://{}{host_port}{}", self.scheme, self.user_info, self.db);
-                    return Client::open(master.as_str()).map_err(OpenFailure::Redis);
+                    return super::tls::client(&master, self.certs.as_ref())
+                        .map_err(OpenFailure::Redis);
                 }
                 Ok(None) => reasons.push(format!("{host}: unknown master {:?}", self.master)),
                 Err(reason) => reasons.push(format!("{host}: {reason}")),
@@ -196,7 +204,7 @@ impl Sentinels {
         url: &str,
         options: &RedisOptions,
     ) -> Result<Option<(String, u16)>, String> {
-        let client = Client::open(url).map_err(|e| e.to_string())?;
+        let client = super::tls::client(url, self.certs.as_ref()).map_err(|e| e.to_string())?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.op_timeout));

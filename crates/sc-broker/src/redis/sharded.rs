@@ -1,6 +1,6 @@
 //! The Redis engine on a Redis Cluster: `redis-cluster://[user:pass@]h1:p1,h2:p2,…`
-//! (`rediss-cluster://` for TLS). The nodes listed are seeds: the whole cluster is discovered
-//! from them.
+//! (`rediss-cluster://` for TLS, with `?tls_ca=…` for a private CA: see [`tls`](super::tls)).
+//! The nodes listed are seeds: the whole cluster is discovered from them.
 //!
 //! # Sharded pub/sub and slot-tagged keys
 //!
@@ -52,6 +52,16 @@ use crate::url::redact;
 
 /// How often channels whose subscription was lost are subscribed again until it succeeds.
 pub const RESUBSCRIBE_RETRY: Duration = Duration::from_millis(100);
+
+/// For this long after a disruption (a node connection closed, a command failed at the
+/// connection level, a subscription moved, a new cluster connection), every held channel is
+/// subscribed again at each probe (once per [`RedisOptions::ping_interval`]), even though its
+/// last subscription succeeded: while a restarted node rejoins, the cluster connection can
+/// replace a node connection, and the sharded subscriptions on the old one, without telling
+/// (seen with Redis 7.0 and redis 1.2: a channel stayed unsubscribed for good). `SSUBSCRIBE` of
+/// a channel the connection already has is a no-op, so this costs one command per channel per
+/// second, for this window only.
+pub const VERIFY_WINDOW: Duration = Duration::from_secs(10);
 
 const ENGINE: &str = "redis";
 
@@ -217,7 +227,7 @@ fn seed_nodes(url: &str, target: &str) -> Result<Vec<String>, EngineError> {
     let rest = rest.trim_end_matches('/');
     if rest.contains(['/', '?', '#']) {
         return Err(invalid(
-            "a cluster URL has no database or options: redis-cluster://[user:pass@]h1:p1,h2:p2",
+            "a cluster URL has no database or options other than tls_ca, tls_cert, tls_key: redis-cluster://[user:pass@]h1:p1,h2:p2",
         ));
     }
     let (user_info, hosts) = match rest.rfind('@') {
@@ -242,7 +252,8 @@ pub(super) async fn connect(
     options: RedisOptions,
 ) -> Result<Arc<RedisLink>, EngineError> {
     let target = redact(url);
-    let nodes = seed_nodes(url, &target)?;
+    let (url, certs) = super::tls::split_tls_options(url, &target)?;
+    let nodes = seed_nodes(&url, &target)?;
     if options.prefix.contains(['{', '}']) {
         return Err(EngineError::Setup {
             engine: ENGINE,
@@ -262,24 +273,20 @@ pub(super) async fn connect(
     });
     let held: Arc<RwLock<HashSet<String>>> = Arc::default();
     let (events, events_rx) = mpsc::unbounded_channel();
-    let pushes = Pushes {
-        shared: Arc::downgrade(&shared),
-        held: held.clone(),
-        prefix: shared.options.prefix.clone(),
-        events,
+    let maker = ClientMaker {
+        nodes,
+        certs,
+        pushes: Pushes {
+            shared: Arc::downgrade(&shared),
+            held: held.clone(),
+            prefix: shared.options.prefix.clone(),
+            events,
+            generation: 1,
+            current: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        },
     };
-    let client = ClusterClientBuilder::new(nodes)
-        .use_protocol(ProtocolVersion::RESP3)
-        .push_sender(move |push: PushInfo| {
-            pushes.handle(push);
-            Ok::<(), ::redis::aio::SendError>(())
-        })
-        .connection_timeout(shared.options.connect_timeout)
-        .response_timeout(shared.options.op_timeout)
-        .retries(3)
-        .min_retry_wait(20)
-        .max_retry_wait(200)
-        .build()
+    let client = maker
+        .client(1, &shared.options)
         .map_err(|e| EngineError::InvalidUrl {
             url: target.clone(),
             reason: e.to_string(),
@@ -307,7 +314,7 @@ pub(super) async fn connect(
     let (ctl, ctl_rx) = mpsc::unbounded_channel();
     tokio::spawn(supervise(
         shared.clone(),
-        client,
+        maker,
         conn,
         held,
         ctl_rx,
@@ -324,17 +331,71 @@ enum Event {
     Dropped(String),
 }
 
+/// Makes the cluster client of each connection generation. Each client has its own push
+/// handler, tagged with its generation: when the supervisor replaces a stuck connection, the old
+/// one lives on until the commands still waiting on it finish, and its pushes (messages of
+/// channels subscribed on both, disconnections) are ignored, so nothing is delivered twice.
+struct ClientMaker {
+    nodes: Vec<String>,
+    certs: Option<::redis::TlsCertificates>,
+    /// The handler of generation 1; others are copies with their own generation.
+    pushes: Pushes,
+}
+
+impl ClientMaker {
+    /// A client whose pushes count while `generation` is the current one.
+    fn client(
+        &self,
+        generation: u64,
+        options: &RedisOptions,
+    ) -> RedisResult<::redis::cluster::ClusterClient> {
+        let pushes = Pushes {
+            generation,
+            ..self.pushes.clone()
+        };
+        let mut builder = ClusterClientBuilder::new(self.nodes.clone());
+        if let Some(certs) = &self.certs {
+            builder = builder.certs(certs.clone());
+        }
+        builder
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(move |push: PushInfo| {
+                pushes.handle(push);
+                Ok::<(), ::redis::aio::SendError>(())
+            })
+            .connection_timeout(options.connect_timeout)
+            .response_timeout(options.op_timeout)
+            .retries(3)
+            .min_retry_wait(20)
+            .max_retry_wait(200)
+            .build()
+    }
+
+    /// Makes `generation` the one whose pushes count.
+    fn make_current(&self, generation: u64) {
+        self.pushes.current.store(generation, Ordering::Release);
+    }
+}
+
 /// Handles the cluster's push messages, on the node connections' tasks: delivers sharded
 /// messages of held channels (the sink never blocks) and reports lost subscriptions.
+#[derive(Clone)]
 struct Pushes {
     shared: Weak<Shared>,
     held: Arc<RwLock<HashSet<String>>>,
     prefix: String,
     events: mpsc::UnboundedSender<Event>,
+    /// The connection generation of this handler's client.
+    generation: u64,
+    /// The current generation (see [`ClientMaker`]).
+    current: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Pushes {
     fn handle(&self, push: PushInfo) {
+        if self.current.load(Ordering::Acquire) != self.generation {
+            return; // a replaced connection
+        }
         let key = |index: usize| match push.data.get(index) {
             Some(Value::BulkString(bytes)) => std::str::from_utf8(bytes).ok(),
             _ => None,
@@ -386,7 +447,7 @@ impl Pushes {
 /// health report. Ends when every handle of the link is dropped.
 async fn supervise(
     shared: Arc<Shared>,
-    client: ::redis::cluster::ClusterClient,
+    maker: ClientMaker,
     mut conn: ClusterConnection,
     held: Arc<RwLock<HashSet<String>>>,
     mut ctl: mpsc::UnboundedReceiver<Ctl>,
@@ -396,6 +457,8 @@ async fn supervise(
     let op_timeout = shared.options.op_timeout;
     let mut lost: HashSet<String> = HashSet::new();
     let mut lost_since: Option<Instant> = None;
+    // Until when every held channel is subscribed again at each probe (see VERIFY_WINDOW).
+    let mut verify_until: Option<Instant> = None;
     let mut retry = tokio::time::interval(RESUBSCRIBE_RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failed_probes = 0u32;
@@ -439,14 +502,21 @@ async fn supervise(
                         }
                     }
                 }
-                Some(Ctl::Broken(_)) => mark_lost(&shared, &held, &mut lost, &mut lost_since, "a command failed at the connection level"),
+                Some(Ctl::Broken(_)) => {
+                    mark_lost(&shared, &held, &mut lost, &mut lost_since, "a command failed at the connection level");
+                    verify_until = Some(Instant::now() + VERIFY_WINDOW);
+                }
             },
             event = events.recv() => match event {
                 None => return,
-                Some(Event::Disconnected) => mark_lost(&shared, &held, &mut lost, &mut lost_since, "a node connection closed"),
+                Some(Event::Disconnected) => {
+                    mark_lost(&shared, &held, &mut lost, &mut lost_since, "a node connection closed");
+                    verify_until = Some(Instant::now() + VERIFY_WINDOW);
+                }
                 Some(Event::Dropped(channel)) => {
                     lost.insert(channel);
                     lost_since.get_or_insert_with(Instant::now);
+                    verify_until = Some(Instant::now() + VERIFY_WINDOW);
                 }
             },
             _ = retry.tick(), if !lost.is_empty() => {
@@ -464,6 +534,14 @@ async fn supervise(
                 }
             }
             _ = probe.tick() => {
+                match verify_until {
+                    Some(until) if Instant::now() < until => {
+                        // Subscribed again by the retry tick (quietly: no outage is logged).
+                        lost.extend(held.read().iter().cloned());
+                    }
+                    Some(_) => verify_until = None,
+                    None => {}
+                }
                 let health = cluster_health(&mut conn.clone(), &shared.options).await;
                 let any_up = health.nodes.iter().any(|n| n.up);
                 // Commands failed at the connection level or timed out since the last probe: the connection may be stuck for some slots even though the nodes answer
@@ -478,20 +556,25 @@ async fn supervise(
                 failed_probes = if any_up && !stalled { 0 } else { failed_probes + 1 };
                 if failed_probes >= 2 {
                     // The cluster connection can stay stuck after a node comes back (its slot
-                    // refresh keeps failing): open a new one; the old one (and every subscription
-                    // on it) is dropped, and every held channel is subscribed on the new one.
-                    let fresh = tokio::time::timeout(
-                        shared.options.connect_timeout,
-                        client.get_async_connection(),
-                    )
-                    .await;
+                    // refresh keeps failing): open a new one, with a client of its own; the old
+                    // one is dropped (its pushes ignored from now on), and every held channel is
+                    // subscribed on the new one.
+                    let opening = async {
+                        maker
+                            .client(generation + 1, &shared.options)?
+                            .get_async_connection()
+                            .await
+                    };
+                    let fresh = tokio::time::timeout(shared.options.connect_timeout, opening).await;
                     if let Ok(Ok(fresh)) = fresh {
                         generation += 1;
+                        maker.make_current(generation);
                         conn = fresh;
                         *shared.command.write() =
                             Some((generation, RedisConnection::Cluster(conn.clone())));
                         failed_probes = 0;
                         mark_lost(&shared, &held, &mut lost, &mut lost_since, "the cluster stopped answering");
+                        verify_until = Some(Instant::now() + VERIFY_WINDOW);
                         tracing::info!(engine = ENGINE, target = %shared.target, "opened a new cluster connection");
                     }
                 }

