@@ -95,7 +95,7 @@ impl RedisKv {
         let inner = Arc::new(Inner {
             data_prefix: format!("{prefix}kv:"),
             expiry_key: format!("{prefix}kvx"),
-            compare_and_set: super::sharded::script(COMPARE_AND_SET),
+            compare_and_set: super::connection::script(COMPARE_AND_SET),
             hint: DueHint::new(),
             link,
         });

@@ -12,10 +12,16 @@
 //! [`sharded`]; Sentinel: `sentinel` (private).
 
 pub mod broker;
+mod connect;
+mod connection;
+mod failure;
+mod keys;
 pub mod kv;
 pub mod link;
+mod options;
 mod sentinel;
 pub mod sharded;
+mod single;
 pub mod stream;
 pub mod tls;
 

@@ -11,7 +11,8 @@ use std::time::Duration;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, TlsCertificates, Value};
 
-use super::link::{OpenFailure, RedisOptions};
+use super::failure::OpenFailure;
+use super::options::RedisOptions;
 use crate::error::EngineError;
 use crate::health::{EngineHealth, NodeHealth};
 

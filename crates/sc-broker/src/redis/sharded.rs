@@ -24,30 +24,27 @@
 //! cluster connection and subscribes every held channel on it (the cluster connection can stay
 //! stuck after a node comes back).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use ::redis::aio::ConnectionLike;
 use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
-use ::redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use ::redis::{
-    Cmd, FromRedisValue, Pipeline, ProtocolVersion, PushInfo, PushKind, RedisError, RedisFuture,
-    RedisResult, Value,
-};
+use ::redis::{ProtocolVersion, PushInfo, PushKind, RedisError, RedisResult, Value};
 use bytes::Bytes;
 use futures_util::future::join_all;
 use parking_lot::RwLock;
 use sc_protocol::Publication;
 use tokio::sync::mpsc;
 
-use super::link::{Ctl, RedisLink, RedisOptions, Shared, is_connection_error};
+use super::connection::RedisConnection;
+use super::failure::{OpenFailure, is_connection_error};
+use super::link::{CommandCounts, Ctl, RedisLink, Shared};
+use super::options::RedisOptions;
 use crate::BrokerError;
 use crate::error::EngineError;
 use crate::health::{EngineHealth, NodeHealth};
-use crate::stream::PRESENCE_PREFIX;
 use crate::url::redact;
 
 /// How often channels whose subscription was lost are subscribed again until it succeeds.
@@ -65,143 +62,7 @@ pub const VERIFY_WINDOW: Duration = Duration::from_secs(10);
 
 const ENGINE: &str = "redis";
 
-/// The command connection of a Redis link: one server, or a Redis Cluster. Both run any command
-/// (`ConnectionLike`); the cluster routes each by its key's slot.
-#[derive(Clone)]
-pub enum RedisConnection {
-    /// One server (directly, or the master Sentinel names).
-    Single(::redis::aio::MultiplexedConnection),
-    /// A Redis Cluster.
-    Cluster(ClusterConnection),
-}
-
-impl std::fmt::Debug for RedisConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            RedisConnection::Single(_) => "RedisConnection::Single",
-            RedisConnection::Cluster(_) => "RedisConnection::Cluster",
-        })
-    }
-}
-
-/// The text of every Lua script we run, by SHA1 (see [`script`]).
-static SCRIPTS: std::sync::LazyLock<parking_lot::Mutex<HashMap<String, Arc<str>>>> =
-    std::sync::LazyLock::new(Default::default);
-
-/// A Lua script, remembered so that a Redis Cluster node that lost its script cache (a
-/// restarted master) gets the script with `EVAL`, routed by the script's key like `EVALSHA`.
-/// (The `redis` crate's fallback, `SCRIPT LOAD`, goes to every node and fails while any node is
-/// unreachable, which left a channel's publications failing after a master restart.)
-pub(super) fn script(text: &str) -> ::redis::Script {
-    let script = ::redis::Script::new(text);
-    SCRIPTS
-        .lock()
-        .entry(script.get_hash().to_owned())
-        .or_insert_with(|| Arc::from(text));
-    script
-}
-
-/// `EVAL <text> …` for an `EVALSHA <sha> …` command whose script we know.
-fn eval_instead(cmd: &Cmd) -> Option<Cmd> {
-    let mut args = cmd.args_iter().map(|arg| match arg {
-        ::redis::Arg::Simple(bytes) => Some(bytes),
-        _ => None,
-    });
-    if !args.next()??.eq_ignore_ascii_case(b"EVALSHA") {
-        return None;
-    }
-    let sha = std::str::from_utf8(args.next()??).ok()?;
-    let text = SCRIPTS.lock().get(sha)?.clone();
-    let mut eval = ::redis::cmd("EVAL");
-    eval.arg(&*text);
-    for arg in args {
-        eval.arg(arg?);
-    }
-    Some(eval)
-}
-
-impl ConnectionLike for RedisConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            RedisConnection::Single(conn) => conn.req_packed_command(cmd),
-            RedisConnection::Cluster(conn) => Box::pin(async move {
-                match conn.req_packed_command(cmd).await {
-                    Err(error)
-                        if error.kind()
-                            == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
-                    {
-                        match eval_instead(cmd) {
-                            Some(eval) => conn.req_packed_command(&eval).await,
-                            None => Err(error),
-                        }
-                    }
-                    other => other,
-                }
-            }),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            RedisConnection::Single(conn) => conn.req_packed_commands(cmd, offset, count),
-            RedisConnection::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            RedisConnection::Single(conn) => conn.get_db(),
-            RedisConnection::Cluster(conn) => conn.get_db(),
-        }
-    }
-}
-
-impl RedisConnection {
-    /// Runs `cmd` on one node (`host`, `port`) of a cluster, or on the server.
-    pub(super) async fn query_on<T: FromRedisValue>(
-        &mut self,
-        node: Option<&(String, u16)>,
-        cmd: Cmd,
-    ) -> RedisResult<T> {
-        match (self, node) {
-            (RedisConnection::Cluster(conn), Some((host, port))) => {
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port: *port,
-                });
-                let value = conn.route_command(cmd, routing).await?;
-                T::from_redis_value(value).map_err(Into::into)
-            }
-            (conn, _) => cmd.query_async(conn).await,
-        }
-    }
-}
-
-/// The Redis key of kind `kind` for `channel` on a Redis Cluster:
-/// `<prefix><kind>:{<tag>}<channel>`, where the tag is the channel without the presence
-/// companion prefix and without `{` / `}` (`_` if that leaves nothing). A channel, its presence
-/// companion and all their keys therefore hash to one slot; the full channel name after the tag
-/// keeps keys unique.
-///
-/// ```
-/// use sc_broker::redis::sharded::slot_key;
-/// assert_eq!(slot_key("sc:", "h", "chat"), "sc:h:{chat}chat");
-/// assert_eq!(slot_key("sc:", "ch", "#presence/chat"), "sc:ch:{chat}#presence/chat");
-/// assert_eq!(slot_key("sc:", "ch", "{}"), "sc:ch:{_}{}");
-/// ```
-pub fn slot_key(prefix: &str, kind: &str, channel: &str) -> String {
-    let base = channel.strip_prefix(PRESENCE_PREFIX).unwrap_or(channel);
-    let mut tag: String = base.chars().filter(|c| *c != '{' && *c != '}').collect();
-    if tag.is_empty() {
-        tag.push('_');
-    }
-    format!("{prefix}{kind}:{{{tag}}}{channel}")
-}
+pub use super::keys::slot_key;
 
 /// The channel of a pub/sub key made by [`slot_key`] with kind `ch` (`None`: not one of ours).
 fn channel_of<'a>(prefix: &str, key: &'a str) -> Option<&'a str> {
@@ -269,7 +130,7 @@ pub(super) async fn connect(
         sink: RwLock::new(None),
         cluster: true,
         health: RwLock::new(EngineHealth::default()),
-        commands: super::link::CommandCounts::default(),
+        commands: CommandCounts::default(),
     });
     let held: Arc<RwLock<HashSet<String>>> = Arc::default();
     let (events, events_rx) = mpsc::unbounded_channel();
@@ -300,12 +161,10 @@ pub(super) async fn connect(
     let conn = match tokio::time::timeout(timeout, opening).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(error)) => {
-            return Err(super::link::OpenFailure::Redis(error).into_engine_error(&target));
+            return Err(OpenFailure::Redis(error).into_engine_error(&target));
         }
         Err(_) => {
-            return Err(
-                super::link::OpenFailure::TimedOut("cluster connection").into_engine_error(&target)
-            );
+            return Err(OpenFailure::TimedOut("cluster connection").into_engine_error(&target));
         }
     };
     *shared.command.write() = Some((1, RedisConnection::Cluster(conn.clone())));
@@ -704,6 +563,7 @@ pub(super) async fn masters(link: &RedisLink) -> Result<Vec<Option<(String, u16)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::PRESENCE_PREFIX;
 
     #[test]
     fn keys_share_the_channel_slot_and_map_back() {

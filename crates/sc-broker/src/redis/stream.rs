@@ -51,7 +51,9 @@ if exp > now then break end redis.call('LPOP', KEYS[2]) end ";
 /// `script` with its `PUBLISH` calls made `SPUBLISH` on a Redis Cluster (sharded pub/sub: the
 /// channel is in the slot of the script's keys).
 fn for_link(link: &RedisLink, script: &str) -> Script {
-    super::sharded::script(&script.replace("'PUBLISH'", &format!("'{}'", link.publish_command())))
+    super::connection::script(
+        &script.replace("'PUBLISH'", &format!("'{}'", link.publish_command())),
+    )
 }
 
 fn publish_script(link: &RedisLink) -> Script {
@@ -73,7 +75,7 @@ return {{offset, epoch}}"
 }
 
 fn history_script() -> Script {
-    super::sharded::script(&format!(
+    super::connection::script(&format!(
         "{NOW}{ENSURE_EPOCH}{PRUNE}\
 redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
 local offset = tonumber(redis.call('HGET', KEYS[1], 'offset')) \
