@@ -16,6 +16,7 @@ use sc_broker::{
     BoxFuture, Broker, BrokerError, DeliverySink, KvCommand, KvStore, MemoryBroker, MemoryKv,
 };
 use sc_protocol::{Json, Publication};
+use sc_test_support::wait::eventually;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -112,14 +113,6 @@ async fn start_broker(id: usize, path: &Path) -> (BrokerServer, Arc<MemoryKv>) {
     (server, kv)
 }
 
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_cross_workers_exactly_once_in_order_and_route_by_sc_hasher() {
     let dir = TempDir::new("pubsub");
@@ -175,7 +168,7 @@ async fn publishes_cross_workers_exactly_once_in_order_and_route_by_sc_hasher() 
 
     // A worker going away releases its subscriptions.
     drop(a);
-    eventually("worker A's subscriptions to go", || {
+    eventually("worker A's subscriptions to go", WAIT, || {
         b1.channels().is_empty() && b0.channels() == vec!["chan-a"]
     })
     .await;
@@ -359,7 +352,7 @@ async fn broker_restart_fails_fast_then_resubscribes_and_resumes() {
 
     // The broker "crashes": its task and connections vanish.
     drop(b1);
-    eventually("workers to notice", || {
+    eventually("workers to notice", WAIT, || {
         a.connected() == [true, false] && b.connected() == [true, false]
     })
     .await;
@@ -397,8 +390,8 @@ async fn broker_restart_fails_fast_then_resubscribes_and_resumes() {
 
     // A new broker on the same path: the worker reconnects and re-subscribes on its own.
     let (b1, _) = start_broker(1, &dir.socket(1)).await;
-    eventually("re-subscription", || b1.channels() == vec!["news"]).await;
-    eventually("publisher reconnect", || b.is_connected()).await;
+    eventually("re-subscription", WAIT, || b1.channels() == vec!["news"]).await;
+    eventually("publisher reconnect", WAIT, || b.is_connected()).await;
     b.publish(Publication::new("news", Some(&json(r#""back""#))))
         .await
         .unwrap();
@@ -669,7 +662,10 @@ async fn raw_protocol_and_slow_consumer_is_dropped() {
     )
     .await
     .unwrap();
-    eventually("slow subscription", || server.subscriber_count("big") == 1).await;
+    eventually("slow subscription", WAIT, || {
+        server.subscriber_count("big") == 1
+    })
+    .await;
     let big = Publication::new("big", Some(&Json::string(&"z".repeat(256 * 1024))));
     let mut publisher = raw_worker(&dir.socket(0)).await;
     for _ in 0..64 {
@@ -681,7 +677,7 @@ async fn raw_protocol_and_slow_consumer_is_dropped() {
             break;
         }
     }
-    eventually("slow consumer dropped", || {
+    eventually("slow consumer dropped", WAIT, || {
         server.subscriber_count("big") == 0
     })
     .await;
@@ -691,7 +687,7 @@ async fn raw_protocol_and_slow_consumer_is_dropped() {
     fast.send(Bytes::from_static(&[0x42, 1, 2])).await.unwrap();
     let end = timeout(WAIT, async { while let Some(Ok(_)) = fast.next().await {} }).await;
     assert!(end.is_ok(), "connection closed after garbage");
-    eventually("garbage sender removed", || {
+    eventually("garbage sender removed", WAIT, || {
         server.subscriber_count("x") == 0
     })
     .await;
@@ -718,7 +714,7 @@ async fn bind_replaces_stale_sockets_refuses_live_ones_and_shutdown_cleans_up() 
     worker.subscribe("a").await.unwrap();
     timeout(WAIT, server.shutdown()).await.unwrap();
     assert!(!path.exists(), "socket file removed");
-    eventually("worker to notice shutdown", || {
+    eventually("worker to notice shutdown", WAIT, || {
         worker.connected() == [false]
     })
     .await;

@@ -1,6 +1,5 @@
 //! The conformance suite (`tests/conformance/mod.rs`) against the in-process engine.
 
-mod common;
 mod conformance;
 
 use std::sync::Arc;

@@ -4,15 +4,14 @@
 //! streams).
 #![cfg(feature = "nats")]
 
-mod common;
 mod conformance;
 
 use std::sync::Arc;
 
-use common::{Kind, Server, machine_engine, unique};
 use conformance::{BoxFuture, Engine, Instance};
 use futures_util::TryStreamExt;
 use sc_broker::nats::{self, NatsOptions};
+use sc_test_support::engine::{EngineKind, EngineServer, machine_engine, unique};
 
 /// The NATS server and this test's options (its own subject prefix and bucket).
 struct Nats {
@@ -20,7 +19,7 @@ struct Nats {
     id: String,
     url: String,
     options: NatsOptions,
-    _private: Option<Server>,
+    _private: Option<EngineServer>,
 }
 
 impl Engine for Nats {
@@ -57,7 +56,7 @@ impl Engine for Nats {
 }
 
 async fn nats() -> Nats {
-    let (url, private) = machine_engine(Kind::Nats);
+    let (url, private) = machine_engine(EngineKind::Nats);
     let id = unique("sctest");
     let options = NatsOptions {
         subject_prefix: format!("{id}."),

@@ -2,7 +2,6 @@
 //! processes (run in-process as tasks, on temporary Unix sockets), each instance a worker's
 //! `ClusterBroker` and `ClusterKv` over both.
 
-mod common;
 mod conformance;
 
 use std::path::PathBuf;
@@ -12,6 +11,7 @@ use std::time::Duration;
 use conformance::{BoxFuture, Engine, Instance};
 use sc_broker::MemoryKv;
 use sc_broker::process::{BrokerLinkConfig, BrokerServer, ClusterBroker};
+use sc_test_support::engine::unique;
 
 /// Two broker processes and the directory of their sockets (removed on drop).
 struct Processes {
@@ -48,7 +48,7 @@ impl Drop for Processes {
 }
 
 async fn processes() -> Processes {
-    let dir = std::env::temp_dir().join(common::unique("sc-conformance"));
+    let dir = std::env::temp_dir().join(unique("sc-conformance"));
     std::fs::create_dir_all(&dir).unwrap();
     let sockets: Vec<PathBuf> = (0..2).map(|i| dir.join(format!("b{i}"))).collect();
     let mut servers = Vec::new();

@@ -3,21 +3,20 @@
 //! are deleted after the test).
 #![cfg(feature = "redis")]
 
-mod common;
 mod conformance;
 
 use std::sync::Arc;
 
 use ::redis::AsyncCommands;
-use common::{Kind, Server, machine_engine, unique};
 use conformance::{BoxFuture, Engine, Instance};
 use sc_broker::redis::{self, RedisOptions};
+use sc_test_support::engine::{EngineKind, EngineServer, machine_engine, unique};
 
 /// The Redis server and this test's options (its own prefix).
 struct Redis {
     url: String,
     options: RedisOptions,
-    _private: Option<Server>,
+    _private: Option<EngineServer>,
 }
 
 impl Engine for Redis {
@@ -50,7 +49,7 @@ impl Engine for Redis {
 }
 
 async fn redis() -> Redis {
-    let (url, private) = machine_engine(Kind::Redis);
+    let (url, private) = machine_engine(EngineKind::Redis);
     let options = RedisOptions {
         prefix: format!("{}:", unique("sctest")),
         ..RedisOptions::default()

@@ -4,15 +4,14 @@
 //! and channel history surviving the loss of a node.
 #![cfg(feature = "nats")]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::nats_cluster::NatsCluster;
-use common::{Collect, publication, unique};
 use sc_broker::nats::{self, NatsOptions};
 use sc_broker::{Broker, HistoryPolicy, HistoryRead, KvCommand, KvStore};
 use sc_protocol::Json;
+use sc_test_support::engine::unique;
+use sc_test_support::nats_cluster::NatsCluster;
+use sc_test_support::sink::{Collect, publication};
 
 fn options() -> NatsOptions {
     NatsOptions {

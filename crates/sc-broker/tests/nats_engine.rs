@@ -4,15 +4,16 @@
 //! expiry, history, presence) is checked by the conformance suite, `tests/conformance_nats.rs`.
 #![cfg(feature = "nats")]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Collect, Kind, Server, machine_engine, publication, unique};
 use sc_broker::nats::{self, NatsOptions};
 use sc_broker::{Broker, BrokerError, EngineError, KvCommand, KvStore, NatsBroker, NatsKv};
 use sc_protocol::Json;
+use sc_test_support::engine::{EngineKind, EngineServer, machine_engine, unique};
+use sc_test_support::logs::capture_logs;
+use sc_test_support::net::free_port;
+use sc_test_support::sink::{Collect, publication};
 
 /// Options with a subject prefix of our own, so tests never see each other's traffic. The
 /// bucket is the default one: tests use unique keys in it (and a private server for
@@ -49,7 +50,7 @@ async fn run(kv: &impl KvStore, command: KvCommand) -> String {
 
 #[tokio::test]
 async fn limits_and_connect_errors() {
-    let (url, _guard) = machine_engine(Kind::Nats);
+    let (url, _guard) = machine_engine(EngineKind::Nats);
     let (a, kv, _) = instance(&url, &options()).await;
     // The server's max_payload (1 MiB by default) caps our 8 MiB default.
     let big = format!("\"{}\"", "x".repeat(2 * 1024 * 1024));
@@ -83,14 +84,14 @@ async fn limits_and_connect_errors() {
         .err()
         .unwrap();
     assert!(matches!(err, EngineError::InvalidUrl { .. }), "{err:?}");
-    let closed = common::free_port();
+    let closed = free_port();
     let err = NatsBroker::connect(&format!("nats://127.0.0.1:{closed}"), options())
         .await
         .err()
         .unwrap();
     assert!(matches!(err, EngineError::Unreachable { .. }), "{err:?}");
 
-    let secured = Server::start(Kind::NatsPlain, &["--user", "u", "--pass", "s3cret"]);
+    let secured = EngineServer::start(EngineKind::NatsPlain, &["--user", "u", "--pass", "s3cret"]);
     let wrong = format!("nats://u:wrong@127.0.0.1:{}", secured.port);
     let err = NatsBroker::connect(&wrong, options()).await.err().unwrap();
     assert!(matches!(err, EngineError::Auth { .. }), "{err:?}");
@@ -123,8 +124,8 @@ async fn limits_and_connect_errors() {
 
 #[tokio::test]
 async fn survives_an_outage_without_resubscribing() {
-    let (_logging, logs) = common::capture_logs();
-    let mut server = Server::start(Kind::Nats, &[]);
+    let (_logging, logs) = capture_logs();
+    let mut server = EngineServer::start(EngineKind::Nats, &[]);
     let url = server.url();
     let opts = options();
     let (a, kv_a, sink_a) = instance(&url, &opts).await;

@@ -6,17 +6,16 @@
 //! leads the key/value stream keeps the key/value store and the history working.
 #![cfg(feature = "nats")]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use common::nats_cluster::{NatsCluster, modern_nats_server};
-use common::{publication, unique};
 use futures_util::StreamExt;
 use sc_broker::nats::{self, NatsBroker, NatsOptions};
 use sc_broker::{Broker, HistoryPolicy, HistoryRead, KvCommand, KvStore, PresenceMember};
 use sc_protocol::Json;
+use sc_test_support::engine::unique;
+use sc_test_support::nats_cluster::{NatsCluster, modern_nats_server};
+use sc_test_support::sink::publication;
 
 fn options() -> NatsOptions {
     NatsOptions {

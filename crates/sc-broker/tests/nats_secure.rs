@@ -4,16 +4,17 @@
 //! health reports.
 #![cfg(feature = "nats")]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Kind, Server, capture_logs, free_port, listening, make_certificates, unique};
 use data_encoding::BASE64URL_NOPAD;
 use nkeys::KeyPair;
 use sc_broker::nats::{self, NatsOptions};
 use sc_broker::{Broker, EngineError, KvCommand, KvStore, connect_engine};
 use sc_protocol::Json;
+use sc_test_support::certs::make_certificates;
+use sc_test_support::engine::{EngineKind, EngineServer, unique};
+use sc_test_support::logs::capture_logs;
+use sc_test_support::net::{free_port, listening};
 
 /// A JWT of `claims` (the `nats` part) for `subject`, signed by `issuer`.
 fn jwt(issuer: &KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
@@ -225,7 +226,7 @@ async fn an_nkey_seed_file_logs_in() {
 #[tokio::test]
 async fn user_and_password_never_show_in_errors_logs_or_health() {
     let (_guard, logs) = capture_logs();
-    let server = Server::start(Kind::Nats, &["--user", "sc", "--pass", "t0p-s3cret"]);
+    let server = EngineServer::start(EngineKind::Nats, &["--user", "sc", "--pass", "t0p-s3cret"]);
     let good = format!("nats://sc:t0p-s3cret@127.0.0.1:{}", server.port);
     let (broker, kv) = nats::connect(&good, options()).await.expect("login");
     round_trip(&kv).await;

@@ -4,18 +4,17 @@
 //! `size`), and presence with join/leave events across instances.
 #![cfg(feature = "nats")]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Kind, machine_engine, publication, unique};
 use parking_lot::Mutex;
 use sc_broker::nats::{self, NatsOptions};
 use sc_broker::{
     Broker, DeliverySink, HistoryPolicy, HistoryRead, NatsBroker, Position, PresenceMember,
 };
 use sc_protocol::Publication;
+use sc_test_support::engine::{EngineKind, machine_engine, unique};
+use sc_test_support::sink::publication;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -74,7 +73,7 @@ fn offsets(publications: &[Publication]) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_brokers_share_one_sequence_and_the_history() {
-    let (url, _guard) = machine_engine(Kind::Nats);
+    let (url, _guard) = machine_engine(EngineKind::Nats);
     let options = NatsOptions {
         subject_prefix: format!("{}.", unique("scst")),
         ..NatsOptions::default()
@@ -201,7 +200,7 @@ async fn two_brokers_share_one_sequence_and_the_history() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_publishers_on_one_channel() {
-    let (url, _guard) = machine_engine(Kind::Nats);
+    let (url, _guard) = machine_engine(EngineKind::Nats);
     let options = NatsOptions {
         subject_prefix: format!("{}.", unique("scsc")),
         ..NatsOptions::default()
@@ -223,7 +222,7 @@ async fn many_concurrent_publishers_on_one_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_history_starts_a_new_epoch() {
-    let (url, _guard) = machine_engine(Kind::Nats);
+    let (url, _guard) = machine_engine(EngineKind::Nats);
     let options = NatsOptions {
         subject_prefix: format!("{}.", unique("scse")),
         ..NatsOptions::default()
@@ -268,7 +267,7 @@ async fn expired_history_starts_a_new_epoch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_is_shared_and_announced() {
-    let (url, _guard) = machine_engine(Kind::Nats);
+    let (url, _guard) = machine_engine(EngineKind::Nats);
     let options = NatsOptions {
         subject_prefix: format!("{}.", unique("scsp")),
         ..NatsOptions::default()

@@ -6,20 +6,20 @@
 //! its replica promoted mid-stream.
 #![cfg(feature = "redis")]
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Collect, free_port, listening, publication, unique};
 use sc_broker::redis::{self, RedisOptions};
 use sc_broker::{
     Broker, HistoryPolicy, HistoryRead, KvCommand, KvStore, Position, PresenceMember, RedisBroker,
     RedisKv,
 };
 use sc_protocol::Json;
+use sc_test_support::engine::unique;
+use sc_test_support::net::{free_port, listening};
+use sc_test_support::sink::{Collect, publication};
 
 /// One `redis-server` of the cluster.
 struct Node {

@@ -4,15 +4,16 @@
 //! conformance suite, `tests/conformance_redis.rs`.
 #![cfg(feature = "redis")]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Collect, Kind, Server, machine_engine, publication, unique};
 use sc_broker::redis::{self, RedisOptions};
 use sc_broker::{Broker, BrokerError, EngineError, KvCommand, KvStore, RedisBroker, RedisKv};
 use sc_protocol::Json;
+use sc_test_support::engine::{EngineKind, EngineServer, machine_engine, unique};
+use sc_test_support::logs::capture_logs;
+use sc_test_support::net::free_port;
+use sc_test_support::sink::{Collect, publication};
 
 /// Options with a prefix of our own, so tests never see each other's data.
 fn options() -> RedisOptions {
@@ -47,7 +48,7 @@ async fn run(kv: &impl KvStore, command: KvCommand) -> String {
 
 #[tokio::test]
 async fn limits_and_connect_errors() {
-    let (url, _guard) = machine_engine(Kind::Redis);
+    let (url, _guard) = machine_engine(EngineKind::Redis);
     let opts = RedisOptions {
         max_message_size: 1024,
         ..options()
@@ -82,7 +83,7 @@ async fn limits_and_connect_errors() {
         .err()
         .unwrap();
     assert!(matches!(err, EngineError::InvalidUrl { .. }), "{err:?}");
-    let closed = common::free_port();
+    let closed = free_port();
     let err = RedisBroker::connect(&format!("redis://127.0.0.1:{closed}"), options())
         .await
         .err()
@@ -90,7 +91,7 @@ async fn limits_and_connect_errors() {
     assert!(matches!(err, EngineError::Unreachable { .. }), "{err:?}");
 
     // TLS is compiled in: a TLS handshake against a plain server fails cleanly.
-    let plain = Server::start(Kind::Redis, &[]);
+    let plain = EngineServer::start(EngineKind::Redis, &[]);
     let tls = format!("rediss://127.0.0.1:{}", plain.port);
     let err = RedisBroker::connect(
         &tls,
@@ -104,7 +105,7 @@ async fn limits_and_connect_errors() {
     .unwrap();
     assert!(matches!(err, EngineError::Unreachable { .. }), "{err:?}");
 
-    let secured = Server::start(Kind::Redis, &["--requirepass", "s3cret"]);
+    let secured = EngineServer::start(EngineKind::Redis, &["--requirepass", "s3cret"]);
     let wrong = format!("redis://:wrong@127.0.0.1:{}", secured.port);
     let err = RedisBroker::connect(&wrong, options()).await.err().unwrap();
     assert!(matches!(err, EngineError::Auth { .. }), "{err:?}");
@@ -139,8 +140,8 @@ async fn limits_and_connect_errors() {
 
 #[tokio::test]
 async fn survives_an_outage_without_resubscribing() {
-    let (_logging, logs) = common::capture_logs();
-    let mut server = Server::start(Kind::Redis, &[]);
+    let (_logging, logs) = capture_logs();
+    let mut server = EngineServer::start(EngineKind::Redis, &[]);
     let url = server.url();
     let opts = options();
     let (a, kv_a, sink_a) = instance(&url, &opts).await;

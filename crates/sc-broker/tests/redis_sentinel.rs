@@ -3,16 +3,16 @@
 //! sentinels promote the replica, both instances resubscribe and delivery resumes.
 #![cfg(feature = "redis")]
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Collect, free_port, listening, publication, unique};
 use sc_broker::redis::{self, RedisOptions};
 use sc_broker::{Broker, EngineError, RedisBroker};
+use sc_test_support::engine::unique;
+use sc_test_support::net::{free_port, listening};
+use sc_test_support::sink::{Collect, publication};
 
 /// A process killed when dropped.
 struct Proc {

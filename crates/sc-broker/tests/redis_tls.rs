@@ -5,20 +5,19 @@
 //! Passwords never appear in errors or logs.
 #![cfg(feature = "redis")]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{
-    Collect, capture_logs, free_port, listening, make_certificates, make_client_certificate,
-    publication, unique,
-};
 use sc_broker::redis::{self, RedisOptions};
 use sc_broker::{Broker, EngineError, KvCommand, KvStore, RedisBroker, RedisKv};
 use sc_protocol::Json;
+use sc_test_support::certs::{make_certificates, make_client_certificate};
+use sc_test_support::engine::unique;
+use sc_test_support::logs::capture_logs;
+use sc_test_support::net::{free_port, listening};
+use sc_test_support::sink::{Collect, publication};
 
 const PASSWORD: &str = "t1s-s3cret";
 

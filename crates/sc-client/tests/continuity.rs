@@ -9,7 +9,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::rust::RustServer;
 use common::{WAIT, connected_client, next_event, options, within};
 use futures_util::StreamExt;
 use sc_client::{
@@ -18,13 +17,15 @@ use sc_client::{
 };
 use sc_server::ServerOptions;
 use sc_server::options::HistoryOption;
+use sc_test_support::interop;
+use sc_test_support::server::TestServer;
 use serde_json::json;
 
 /// Publications in the mid-stream test.
 const STREAM: u64 = 600;
 
-async fn server() -> RustServer {
-    RustServer::start_with(ServerOptions {
+async fn server() -> TestServer {
+    interop::start(ServerOptions {
         history: vec![HistoryOption {
             pattern: "room/*".to_owned(),
             size: 1000,
@@ -57,7 +58,7 @@ fn number(item: &Publication) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_connections_lose_nothing_and_double_nothing() {
     let server = server().await;
-    let proxy = Proxy::start(server.addr()).await;
+    let proxy = Proxy::start(server.addr).await;
     let (subscriber, mut events) =
         connected_client(&proxy.url(), options(ProtocolVersion::V2)).await;
     let (publisher, _) = connected_client(&server.url(), options(ProtocolVersion::V2)).await;
@@ -131,7 +132,7 @@ async fn cut_connections_lose_nothing_and_double_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_is_a_new_epoch() {
     let first = server().await;
-    let proxy = Proxy::start(first.addr()).await;
+    let proxy = Proxy::start(first.addr).await;
     let (subscriber, mut events) =
         connected_client(&proxy.url(), options(ProtocolVersion::V1)).await;
     let mut room = subscribed(&subscriber, "room/restart", SubscribeOptions::default()).await;
@@ -154,7 +155,7 @@ async fn a_restarted_server_is_a_new_epoch() {
     drop(publisher);
     drop(first);
     let second = server().await;
-    proxy.set_target(second.addr());
+    proxy.set_target(second.addr);
     proxy.cut();
     let event = next_event(&mut events, "the recovery", |e| {
         matches!(e, ClientEvent::Recovery { .. })

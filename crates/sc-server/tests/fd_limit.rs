@@ -7,45 +7,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{WAIT, http_request, start_server, v2};
 use rustix::process::{Resource, getrlimit, setrlimit};
+use sc_test_support::logs::Logs;
 use tokio::net::{TcpSocket, TcpStream};
-
-/// Log lines captured from the server.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    async fn wait_for(&self, needle: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !self.text().contains(needle) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no log line with {needle:?}; log:\n{}",
-                self.text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
 
 fn open_fds() -> u64 {
     std::fs::read_dir("/proc/self/fd").unwrap().count() as u64
@@ -53,7 +20,7 @@ fn open_fds() -> u64 {
 
 #[tokio::test]
 async fn out_of_descriptors_the_server_logs_backs_off_serves_and_recovers() {
-    let log = Captured::default();
+    let log = Logs::default();
     let writer = log.clone();
     tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
@@ -74,7 +41,7 @@ async fn out_of_descriptors_the_server_logs_backs_off_serves_and_recovers() {
     for socket in sockets {
         connected.push(socket.connect(ts.addr).await.unwrap());
     }
-    log.wait_for("cannot accept connections").await;
+    log.wait_for("cannot accept connections", WAIT).await;
     assert!(
         log.text().contains("out of file descriptors"),
         "{}",
@@ -93,7 +60,7 @@ async fn out_of_descriptors_the_server_logs_backs_off_serves_and_recovers() {
 
     // Descriptors free up: the server accepts again, and serves new requests.
     connected.clear();
-    log.wait_for("accepting connections again").await;
+    log.wait_for("accepting connections again", WAIT).await;
     let response = http_request(ts.addr, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(response.status, 200);
 

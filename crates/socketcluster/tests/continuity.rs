@@ -8,22 +8,22 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::Instance;
-use common::raw::{Pos, Raw};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use sc_test_support::raw::{JsonClient, Pos};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Raw clients until each of the two workers has at least `per_worker`.
-async fn raw_on_both_workers(port: u16, per_worker: usize) -> HashMap<u64, Vec<Raw>> {
-    let mut by_worker: HashMap<u64, Vec<Raw>> = HashMap::new();
+async fn raw_on_both_workers(port: u16, per_worker: usize) -> HashMap<u64, Vec<JsonClient>> {
+    let mut by_worker: HashMap<u64, Vec<JsonClient>> = HashMap::new();
     for _ in 0..200 {
         if by_worker.len() == 2 && by_worker.values().all(|c| c.len() >= per_worker) {
             return by_worker;
         }
-        let mut raw = Raw::connect_retrying(port).await;
+        let mut raw = JsonClient::connect_retrying(port).await;
         let info = raw
             .invoke("workerInfo", Value::Null)
             .await
@@ -34,7 +34,7 @@ async fn raw_on_both_workers(port: u16, per_worker: usize) -> HashMap<u64, Vec<R
     panic!("connections did not spread over both workers");
 }
 
-async fn cluster_info(raw: &mut Raw) -> Value {
+async fn cluster_info(raw: &mut JsonClient) -> Value {
     raw.invoke("clusterInfo", Value::Null)
         .await
         .expect("clusterInfo")["data"]
@@ -51,7 +51,7 @@ fn publication(frame: &Value, channel: &str) -> Option<(Pos, Value)> {
 async fn one_sequence_and_one_presence_across_workers_and_brokers() {
     let cluster = Instance::start(&["--workers", "2", "--brokers", "2"]);
     let mut by_worker = raw_on_both_workers(cluster.port, 2).await;
-    let mut all: Vec<Raw> = by_worker.values_mut().flat_map(std::mem::take).collect();
+    let mut all: Vec<JsonClient> = by_worker.values_mut().flat_map(std::mem::take).collect();
     // Two channels, so that (by sc-hasher) both brokers are likely to own one.
     for channel in ["room/a", "room/b"] {
         let mut epoch = None;
@@ -99,7 +99,7 @@ async fn one_sequence_and_one_presence_across_workers_and_brokers() {
         .expect("presence");
     assert_eq!(answer["data"]["count"], all.len(), "{answer}");
     // A new socket's join reaches the others whichever worker they are on.
-    let mut late = Raw::connect_retrying(cluster.port).await;
+    let mut late = JsonClient::connect_retrying(cluster.port).await;
     late.invoke("#subscribe", json!({"channel": "room/a"}))
         .await
         .expect("subscribe");
@@ -122,7 +122,7 @@ async fn one_sequence_and_one_presence_across_workers_and_brokers() {
 async fn recovering_subscriber(
     port: u16,
     channel: &'static str,
-    mut raw: Raw,
+    mut raw: JsonClient,
     done: watch::Receiver<Option<u64>>,
 ) -> (Vec<u64>, Vec<bool>) {
     let mut offsets = Vec::new();
@@ -170,7 +170,7 @@ async fn recovering_subscriber(
                 }
             }
         }
-        raw = Raw::connect_retrying(port).await;
+        raw = JsonClient::connect_retrying(port).await;
     }
 }
 
@@ -307,7 +307,7 @@ async fn a_broker_kill_changes_the_epoch_and_recovery_says_recovered_false() {
         }
     }
     // A client recovering from the old position is told: recovered false, nothing replayed.
-    let mut late = Raw::connect_retrying(cluster.port).await;
+    let mut late = JsonClient::connect_retrying(cluster.port).await;
     let old = old.expect("old position");
     let ack = late
         .invoke(

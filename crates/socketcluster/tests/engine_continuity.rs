@@ -6,156 +6,48 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::Instance;
-use common::raw::{Pos, Raw};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use sc_test_support::engine::{EngineKind, EngineServer};
+use sc_test_support::raw::{JsonClient, Pos};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// Which engine a test runs on.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Redis,
-    Nats,
-}
-
-/// A private engine server: redis-server without persistence, or nats-server with JetStream in
-/// its own directory (empty after [`Engine::wipe`]).
-struct Engine {
-    kind: Kind,
-    port: u16,
-    dir: std::path::PathBuf,
-    process: Option<Child>,
-}
-
-impl Engine {
-    fn start(kind: Kind) -> Engine {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "sc-engine-continuity-{}-{port}",
-            std::process::id()
-        ));
-        let mut engine = Engine {
-            kind,
-            port,
-            dir,
-            process: None,
-        };
-        engine.run();
-        engine
-    }
-
-    fn run(&mut self) {
-        let port = self.port.to_string();
-        let mut command = match self.kind {
-            Kind::Redis => {
-                let mut command = Command::new("redis-server");
-                command.args([
-                    "--port",
-                    &port,
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ]);
-                command
-            }
-            Kind::Nats => {
-                let mut command = Command::new("nats-server");
-                command
-                    .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
-                    .arg(&self.dir);
-                command
-            }
-        };
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {:?}: {e}", self.kind));
-        self.process = Some(child);
-        for _ in 0..400 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("{:?} did not listen", self.kind);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.process.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Forgets everything the engine stored on disk (while stopped; Redis keeps nothing there).
-    fn wipe(&self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-
-    fn url(&self) -> String {
-        match self.kind {
-            Kind::Redis => format!("redis://127.0.0.1:{}", self.port),
-            Kind::Nats => format!("nats://127.0.0.1:{}", self.port),
-        }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        self.stop();
-        self.wipe();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_two_instances_share_one_sequence_and_one_presence() {
-    two_instances_share_one_sequence_and_one_presence(Kind::Redis).await;
+    two_instances_share_one_sequence_and_one_presence(EngineKind::Redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_two_instances_share_one_sequence_and_one_presence() {
-    two_instances_share_one_sequence_and_one_presence(Kind::Nats).await;
+    two_instances_share_one_sequence_and_one_presence(EngineKind::Nats).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_history_in_the_engine_survives_a_broker_kill_with_zero_loss() {
-    history_in_the_engine_survives_a_broker_kill_with_zero_loss(Kind::Redis).await;
+    history_in_the_engine_survives_a_broker_kill_with_zero_loss(EngineKind::Redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_history_in_the_engine_survives_a_broker_kill_with_zero_loss() {
-    history_in_the_engine_survives_a_broker_kill_with_zero_loss(Kind::Nats).await;
+    history_in_the_engine_survives_a_broker_kill_with_zero_loss(EngineKind::Nats).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_engine_restarted_empty_fails_publishes_then_changes_the_epoch() {
-    engine_restarted_empty_fails_publishes_then_changes_the_epoch(Kind::Redis).await;
+    engine_restarted_empty_fails_publishes_then_changes_the_epoch(EngineKind::Redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_engine_restarted_empty_fails_publishes_then_changes_the_epoch() {
-    engine_restarted_empty_fails_publishes_then_changes_the_epoch(Kind::Nats).await;
+    engine_restarted_empty_fails_publishes_then_changes_the_epoch(EngineKind::Nats).await;
 }
 
-fn instance(engine: &Engine) -> Instance {
+fn instance(engine: &EngineServer) -> Instance {
     Instance::start(&[
         "--engine",
         &engine.url(),
@@ -172,7 +64,7 @@ fn publication(frame: &Value, channel: &str) -> Option<Pos> {
         .flatten()
 }
 
-async fn next_position(raw: &mut Raw, channel: &str) -> Pos {
+async fn next_position(raw: &mut JsonClient, channel: &str) -> Pos {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let frame = raw.next(WAIT).await.expect("a delivery");
@@ -183,7 +75,7 @@ async fn next_position(raw: &mut Raw, channel: &str) -> Pos {
     }
 }
 
-async fn publish(raw: &mut Raw, channel: &str, data: Value) -> Result<Pos, Value> {
+async fn publish(raw: &mut JsonClient, channel: &str, data: Value) -> Result<Pos, Value> {
     let ack = raw
         .invoke("#publish", json!({"channel": channel, "data": data}))
         .await
@@ -191,11 +83,11 @@ async fn publish(raw: &mut Raw, channel: &str, data: Value) -> Result<Pos, Value
     Pos::of(&ack["data"]).ok_or(ack)
 }
 
-async fn two_instances_share_one_sequence_and_one_presence(kind: Kind) {
-    let engine = Engine::start(kind);
+async fn two_instances_share_one_sequence_and_one_presence(kind: EngineKind) {
+    let engine = EngineServer::start(kind, &[]);
     let (a, b) = (instance(&engine), instance(&engine));
-    let mut on_a = Raw::connect_retrying(a.port).await;
-    let mut on_b = Raw::connect_retrying(b.port).await;
+    let mut on_a = JsonClient::connect_retrying(a.port).await;
+    let mut on_b = JsonClient::connect_retrying(b.port).await;
     let ack_a = on_a
         .invoke("#subscribe", json!({"channel": "room/x"}))
         .await
@@ -269,11 +161,11 @@ async fn two_instances_share_one_sequence_and_one_presence(kind: Kind) {
     assert_eq!(answer["data"]["count"], 1, "{answer}");
 }
 
-async fn history_in_the_engine_survives_a_broker_kill_with_zero_loss(kind: Kind) {
-    let engine = Engine::start(kind);
+async fn history_in_the_engine_survives_a_broker_kill_with_zero_loss(kind: EngineKind) {
+    let engine = EngineServer::start(kind, &[]);
     let cluster = instance(&engine);
-    let mut subscriber = Raw::connect_retrying(cluster.port).await;
-    let mut publisher = Raw::connect_retrying(cluster.port).await;
+    let mut subscriber = JsonClient::connect_retrying(cluster.port).await;
+    let mut publisher = JsonClient::connect_retrying(cluster.port).await;
     subscriber
         .invoke("#subscribe", json!({"channel": "room/z"}))
         .await
@@ -301,7 +193,7 @@ async fn history_in_the_engine_survives_a_broker_kill_with_zero_loss(kind: Kind)
     let offsets: Vec<u64> = acknowledged.iter().map(|p| p.offset).collect();
     assert_eq!(offsets, vec![1, 2, 3, 4, 5]);
     // A client recovering from the first position gets every acknowledged one.
-    let mut late = Raw::connect_retrying(cluster.port).await;
+    let mut late = JsonClient::connect_retrying(cluster.port).await;
     let ack = late
         .invoke(
             "#subscribe",
@@ -319,11 +211,11 @@ async fn history_in_the_engine_survives_a_broker_kill_with_zero_loss(kind: Kind)
     assert_eq!(replayed, vec![2, 3, 4, 5]);
 }
 
-async fn engine_restarted_empty_fails_publishes_then_changes_the_epoch(kind: Kind) {
-    let mut engine = Engine::start(kind);
+async fn engine_restarted_empty_fails_publishes_then_changes_the_epoch(kind: EngineKind) {
+    let mut engine = EngineServer::start(kind, &[]);
     let cluster = instance(&engine);
-    let mut subscriber = Raw::connect_retrying(cluster.port).await;
-    let mut publisher = Raw::connect_retrying(cluster.port).await;
+    let mut subscriber = JsonClient::connect_retrying(cluster.port).await;
+    let mut publisher = JsonClient::connect_retrying(cluster.port).await;
     subscriber
         .invoke("#subscribe", json!({"channel": "room/e"}))
         .await
@@ -333,14 +225,14 @@ async fn engine_restarted_empty_fails_publishes_then_changes_the_epoch(kind: Kin
         .unwrap();
     assert_eq!(next_position(&mut subscriber, "room/e").await, before);
 
-    engine.stop();
+    engine.kill();
     engine.wipe();
     let refused = publish(&mut publisher, "room/e", json!("while down"))
         .await
         .expect_err("nothing is acknowledged while the engine is down");
     assert_eq!(refused["error"]["name"], "BrokerError", "{refused}");
 
-    engine.run();
+    engine.restart();
     let deadline = tokio::time::Instant::now() + WAIT;
     let after = loop {
         if let Ok(position) = publish(&mut publisher, "room/e", json!("after")).await {

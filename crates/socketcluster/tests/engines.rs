@@ -5,106 +5,19 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{Instance, client_options, fixture_path};
 use futures_util::StreamExt;
 use sc_client::{Channel, Client, ClientOptions};
+use sc_test_support::engine::{EngineKind, EngineServer};
+use sc_test_support::net::free_port;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn wait_for_port(port: u16) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on port {port}");
-}
-
-/// A private engine server process.
-struct Engine {
-    kind: &'static str,
-    port: u16,
-    dir: tempfile::TempDir,
-    process: Option<Child>,
-}
-
-impl Engine {
-    fn start(kind: &'static str) -> Engine {
-        let mut engine = Engine {
-            kind,
-            port: free_port(),
-            dir: tempfile::tempdir().expect("tmp"),
-            process: None,
-        };
-        engine.run();
-        engine
-    }
-
-    fn run(&mut self) {
-        let port = self.port.to_string();
-        let mut command = match self.kind {
-            "redis" => {
-                let mut c = Command::new("redis-server");
-                c.args([
-                    "--port",
-                    &port,
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ]);
-                c
-            }
-            _ => {
-                let mut c = Command::new("nats-server");
-                c.args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
-                    .arg(self.dir.path());
-                c
-            }
-        };
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}-server: {e}", self.kind));
-        self.process = Some(child);
-        wait_for_port(self.port);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.process.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("{}://127.0.0.1:{}", self.kind, self.port)
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn start_instance(engine: &Engine, args: &[&str]) -> Instance {
+fn start_instance(engine: &EngineServer, args: &[&str]) -> Instance {
     let url = engine.url();
     let mut all = vec!["--engine", url.as_str()];
     all.extend_from_slice(args);
@@ -132,8 +45,8 @@ async fn next(channel: &mut Channel) -> Value {
     item.parse().expect("json")
 }
 
-async fn cross_instance_delivery(kind: &'static str) {
-    let engine = Engine::start(kind);
+async fn cross_instance_delivery(kind: EngineKind) {
+    let engine = EngineServer::start(kind, &[]);
     let instances: Vec<Instance> = (0..3)
         .map(|i| {
             start_instance(
@@ -204,16 +117,16 @@ async fn cross_instance_delivery(kind: &'static str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_links_three_instances() {
-    cross_instance_delivery("redis").await;
+    cross_instance_delivery(EngineKind::Redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_links_three_instances() {
-    cross_instance_delivery("nats").await;
+    cross_instance_delivery(EngineKind::Nats).await;
 }
 
-async fn survives_an_engine_restart(kind: &'static str) {
-    let mut engine = Engine::start(kind);
+async fn survives_an_engine_restart(kind: EngineKind) {
+    let mut engine = EngineServer::start(kind, &[]);
     let a = start_instance(&engine, &["--workers", "1", "--brokers", "1"]);
     let b = start_instance(&engine, &["--workers", "1", "--brokers", "1"]);
     let subscriber = Client::connect(&a.url(), options()).await.expect("connect");
@@ -226,7 +139,7 @@ async fn survives_an_engine_restart(kind: &'static str) {
         .expect("publish");
     assert_eq!(next(&mut news).await, json!(0));
 
-    engine.stop();
+    engine.kill();
     // While the engine is down: clients stay connected, publishes fail fast with an error.
     let started = std::time::Instant::now();
     let failed = publisher.invoke_publish("news", json!("lost")).await;
@@ -246,7 +159,7 @@ async fn survives_an_engine_restart(kind: &'static str) {
     let health = a.health();
     assert_eq!(health["status"], json!("degraded"), "{health}");
 
-    engine.run();
+    engine.restart();
     // Delivery resumes without the clients doing anything.
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut n = 1;
@@ -263,7 +176,7 @@ async fn survives_an_engine_restart(kind: &'static str) {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "delivery did not resume after the {kind} restart"
+            "delivery did not resume after the {kind:?} restart"
         );
         n += 1;
     }
@@ -273,12 +186,12 @@ async fn survives_an_engine_restart(kind: &'static str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_mid_traffic() {
-    survives_an_engine_restart("redis").await;
+    survives_an_engine_restart(EngineKind::Redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restart_mid_traffic() {
-    survives_an_engine_restart("nats").await;
+    survives_an_engine_restart(EngineKind::Nats).await;
 }
 
 #[test]

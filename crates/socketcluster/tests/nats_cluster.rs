@@ -7,14 +7,11 @@
 
 mod common;
 
-#[path = "../../sc-broker/tests/common/nats_cluster.rs"]
-mod nats_cluster;
-
 use std::time::Duration;
 
 use common::Instance;
-use common::raw::{Pos, Raw};
-use nats_cluster::NatsCluster;
+use sc_test_support::nats_cluster::NatsCluster;
+use sc_test_support::raw::{JsonClient, Pos};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -47,7 +44,7 @@ struct Published {
 
 /// Publishes to `channel` every `every` until `stop`; data is `[name, n]`.
 async fn publisher(
-    mut raw: Raw,
+    mut raw: JsonClient,
     name: &'static str,
     channel: &'static str,
     every: Duration,
@@ -85,7 +82,7 @@ struct Received {
     stored: Vec<Pos>,
 }
 
-async fn subscriber(mut raw: Raw, until: Instant) -> Received {
+async fn subscriber(mut raw: JsonClient, until: Instant) -> Received {
     let mut got = Received::default();
     while let Some(left) = until.checked_duration_since(Instant::now()) {
         let frame = match raw.next(left).await {
@@ -128,7 +125,7 @@ async fn killing_the_connected_nats_node_resumes_delivery_and_recovery_is_exact(
     let mut subs = Vec::new();
     let mut epoch = String::new();
     for port in [a.port, b.port] {
-        let mut raw = Raw::connect_retrying(port).await;
+        let mut raw = JsonClient::connect_retrying(port).await;
         raw.invoke("#subscribe", json!({"channel": PLAIN}))
             .await
             .unwrap();
@@ -159,7 +156,7 @@ async fn killing_the_connected_nats_node_resumes_delivery_and_recovery_is_exact(
         (a.port, "a", HISTORY, 10),
         (b.port, "b", PLAIN, 20),
     ] {
-        let raw = Raw::connect_retrying(port).await;
+        let raw = JsonClient::connect_retrying(port).await;
         let every = Duration::from_millis(every);
         publishers.push(tokio::spawn(publisher(raw, name, channel, every, stop)));
     }
@@ -250,7 +247,7 @@ async fn killing_the_connected_nats_node_resumes_delivery_and_recovery_is_exact(
 
     // A client recovering from the last offset before the first miss gets exactly the rest.
     let from = missed.first().map_or(last, |m| m - 1);
-    let mut late = Raw::connect_retrying(a.port).await;
+    let mut late = JsonClient::connect_retrying(a.port).await;
     let ack = late
         .invoke(
             "#subscribe",

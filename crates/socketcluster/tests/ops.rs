@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -17,6 +16,8 @@ use nix::unistd::Pid;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use sc_client::Client;
+use sc_test_support::logs::Logs;
+use sc_test_support::process::{capture_stderr, wait_listening};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -29,7 +30,7 @@ const WAIT: Duration = Duration::from_secs(20);
 struct Server {
     child: Child,
     port: u16,
-    stderr: Arc<parking_lot::Mutex<String>>,
+    stderr: Logs,
 }
 
 impl Server {
@@ -46,32 +47,8 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start socketcluster");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(parking_lot::Mutex::new(String::new()));
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let mut log = log.lock();
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            });
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(port) = line.strip_prefix("LISTENING ") {
-                    let _ = tx.send(port.trim().parse::<u16>().expect("port"));
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                panic!("no LISTENING line; stderr:\n{}", log.lock());
-            });
+        let log = capture_stderr(&mut child);
+        let port = wait_listening(&mut child, || format!("; stderr:\n{}", log.text()));
         Server {
             child,
             port,
@@ -622,7 +599,7 @@ async fn admin_procedure_opens_only_with_the_token_and_the_page_is_404_without_i
         .sum();
     assert_eq!(total, 1, "{report}");
     assert_eq!(report["engineUp"], true);
-    assert!(server.stderr.lock().contains("admin page: wrong token"));
+    assert!(server.stderr.text().contains("admin page: wrong token"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -633,7 +610,7 @@ async fn json_logs_name_their_process_one_object_per_line() {
     );
     server.signal(Signal::SIGTERM);
     server.wait_exit();
-    let log = server.stderr.lock().clone();
+    let log = server.stderr.text();
     let mut processes = std::collections::HashSet::new();
     for line in log.lines() {
         let value: Value =
@@ -651,7 +628,7 @@ async fn json_logs_name_their_process_one_object_per_line() {
     let mut quiet = Server::start_with_env(&["--log-format", "json"], &[("RUST_LOG", "warn")]);
     quiet.signal(Signal::SIGTERM);
     quiet.wait_exit();
-    assert!(!quiet.stderr.lock().contains("\"level\":\"INFO\""));
+    assert!(!quiet.stderr.text().contains("\"level\":\"INFO\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

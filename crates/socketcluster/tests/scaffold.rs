@@ -1,13 +1,14 @@
 //! `socketcluster new myapp` writes a project that builds against these crates and serves the
 //! boilerplate: generate one, build it, run it, ping it.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use sc_client::{Client, ClientOptions};
+use sc_test_support::http::get_blocking;
+use sc_test_support::process::spawn_listening;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -38,25 +39,12 @@ async fn a_new_app_builds_runs_and_answers_ping_with_pong() {
         .expect("cargo build");
     assert!(build.success(), "the generated app must build");
 
-    let mut server = Command::new(target.join("debug").join("myapp"))
+    let mut command = Command::new(target.join("debug").join("myapp"));
+    command
         .current_dir(&app)
         .env("SOCKETCLUSTER_PORT", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the app");
-    let stdout = server.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(port) = line.strip_prefix("LISTENING ") {
-                let _ = tx.send(port.trim().parse::<u16>().expect("port"));
-            }
-        }
-    });
-    let port = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the app reports LISTENING");
+        .stderr(Stdio::null());
+    let (mut server, port) = spawn_listening(&mut command, String::new);
     let url = format!("ws://127.0.0.1:{port}/socketcluster/");
     let client = Client::connect(&url, ClientOptions::default())
         .await
@@ -71,7 +59,7 @@ async fn a_new_app_builds_runs_and_answers_ping_with_pong() {
         .await
         .expect("pong in time");
     assert_eq!(first.expect("open").get(), "1");
-    let page = reqwest_like_get(port, "/");
+    let page = get_blocking(port, "/");
     assert!(
         page.contains("<title>SocketCluster</title>"),
         "the app serves public/index.html"
@@ -81,18 +69,4 @@ async fn a_new_app_builds_runs_and_answers_ping_with_pong() {
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = server.wait();
-}
-
-/// A minimal HTTP GET over a TCP stream.
-fn reqwest_like_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).expect("read");
-    body
 }

@@ -33,8 +33,8 @@ use sc_broker::{
     Broker, BrokerError, HistoryPolicy, HistoryRead, KvCommand, KvStore, Position, PresenceMember,
 };
 use sc_protocol::{Json, Publication};
-
-use crate::common::{Collect, publication, unique};
+use sc_test_support::engine::unique;
+use sc_test_support::sink::{Collect, publication};
 
 /// How long any one delivery may take before the suite gives up.
 const WAIT: Duration = Duration::from_secs(10);

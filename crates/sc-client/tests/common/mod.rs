@@ -1,35 +1,25 @@
-//! Shared helpers of the integration tests: servers to talk to (the Node reference fixture, the
-//! Rust server in-process, a scripted fake WebSocket server) and bounded waits.
+//! What only the client's integration tests share: servers to talk to (the Node reference
+//! fixture, a scripted fake WebSocket server, a TCP proxy), the scenarios run against every
+//! server, and waits on a client's events. The in-process Rust server with the interop fixture's
+//! handlers, bounded waits and test client options are `sc_test_support`'s, re-exported here.
 //!
 //! Every wait is bounded by [`WAIT`]: a test that expects something fails with a message
 //! instead of hanging.
 
-#![allow(dead_code, unreachable_pub)] // Each test binary uses a different subset.
+#![allow(dead_code, unreachable_pub, unused_imports)] // Each test binary uses a different subset.
 
 pub mod fake;
 pub mod node;
 pub mod proxy;
-pub mod rust;
 pub mod scenarios;
 
-use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use sc_client::{
-    AutoReconnectOptions, Client, ClientEvent, ClientOptions, Events, ProtocolVersion,
-};
+use sc_client::{Client, ClientEvent, ClientOptions, Events};
 
-/// The longest any single expected thing may take. Generous: it only matters when a test fails.
-pub const WAIT: Duration = Duration::from_secs(10);
-
-/// Awaits `future`, failing the test after [`WAIT`].
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(WAIT, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
-    }
-}
+pub use sc_test_support::client::{fast_reconnect, options};
+pub use sc_test_support::wait::{WAIT, within};
 
 /// The next event that matches `predicate` (others are skipped), within [`WAIT`].
 pub async fn next_event(
@@ -62,27 +52,6 @@ pub async fn no_event(
         }
     })
     .await;
-}
-
-/// Fast reconnects, so tests do not wait the default 10–20 s.
-pub fn fast_reconnect() -> AutoReconnectOptions {
-    AutoReconnectOptions {
-        initial_delay: Duration::from_millis(100),
-        randomness: Duration::from_millis(50),
-        multiplier: 1.5,
-        max_delay: Duration::from_secs(2),
-    }
-}
-
-/// Test options: short ack timeout, fast reconnects, the given heartbeat dialect.
-pub fn options(version: ProtocolVersion) -> ClientOptions {
-    ClientOptions {
-        ack_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(5),
-        auto_reconnect_options: fast_reconnect(),
-        protocol_version: version,
-        ..ClientOptions::default()
-    }
 }
 
 /// A client that has not started connecting yet, and its events stream (so that no event is

