@@ -1,6 +1,8 @@
 //! Certificates made at test time with the `openssl` command: a private CA, a server
 //! certificate for 127.0.0.1 and a client certificate, for the TLS tests of the engines.
 
+use std::process::{Command, Stdio};
+
 /// A CA (`ca.pem`, `ca.key`) and a server certificate for 127.0.0.1 (`server.pem`,
 /// `server.key`) in `dir`, made with the `openssl` command.
 pub fn make_certificates(dir: &std::path::Path) {
@@ -113,5 +115,3 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
         .expect("openssl");
     assert!(status.success(), "openssl {args:?}");
 }
-
-pub(crate) mod nats_cluster;

@@ -9,6 +9,7 @@
 //! | [`wait`] | bounded waits ([`wait::within`], [`wait::eventually`]) so a failing test fails instead of hanging |
 //! | [`engine`] | private `redis-server` / `nats-server` processes on free ports (restart, kill, wipe), or the machine's own engine; [`engine::unique`] names |
 //! | [`nats_cluster`] | a private 3-node NATS cluster with JetStream, of the machine's `nats-server` or a newer one ([`nats_cluster::modern_nats_server`]) |
+//! | [`redis_cluster`] | a private Redis Cluster (3 masters, optionally with replicas) |
 //! | [`certs`] | a private CA, server and client certificates made with `openssl` |
 //! | [`process`] | child processes that print `LISTENING <port>` (the `socketcluster` binary, fixture examples, the Node reference); [`process::example_path`] |
 //! | [`raw`] | raw WebSocket clients: [`raw::RawClient`] (exact frames in and out), [`raw::JsonClient`] (JSON frames, heartbeats answered) |
@@ -37,6 +38,7 @@ pub mod nats_cluster;
 pub mod net;
 pub mod process;
 pub mod raw;
+pub mod redis_cluster;
 pub mod server;
 pub mod sink;
 pub mod wait;

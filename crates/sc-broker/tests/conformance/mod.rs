@@ -19,12 +19,11 @@
 //! | [`kv_whole_store`] | `getAll` returns the whole store as one map, `removeAll` empties it |
 //! | [`kv_rejects_an_empty_key`] | a command without a key path fails with a typed error and changes nothing |
 //!
-//! Adding an engine (e.g. Redis Cluster): a new `tests/conformance_<engine>.rs` with an
+//! It runs against memory, broker processes, Redis, Redis Cluster and NATS
+//! (`tests/conformance_*.rs`). Adding an engine: a new `tests/conformance_<engine>.rs` with an
 //! [`Engine`] implementation and one line, `conformance_suite!(<factory>);`.
 #![allow(dead_code)]
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,7 +41,7 @@ const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(200);
 
 /// A boxed future (the [`Engine`] trait is object-safe).
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) use sc_broker::BoxFuture;
 
 /// One instance of an engine, as a worker holds it: its broker (with a collecting sink
 /// attached) and its key/value store.
