@@ -158,24 +158,30 @@ impl Exchange {
 
     /// Publishes an already encoded publication. Returns the position on a channel with
     /// history.
+    ///
+    /// Returns once the publication went out and, if a subscriber on this worker has fallen half
+    /// an outbound queue behind, once that subscriber's backlog is being written (see
+    /// docs/security.md, "Inbound work and backpressure"): a publishing loop runs at the pace of
+    /// the subscribers that keep reading instead of getting them cut off as slow consumers.
     pub async fn publish_encoded(
         &self,
         publication: Publication,
     ) -> Result<Option<Position>, ExchangeError> {
-        match self.hub.streams().history(publication.channel()) {
-            None => Ok(self
-                .hub
-                .broker()
-                .publish(publication)
-                .await
-                .map(|()| None)?),
-            Some(policy) => Ok(Some(
+        let channel = publication.channel_arc().clone();
+        let position = match self.hub.streams().history(&channel) {
+            None => {
+                self.hub.broker().publish(publication).await?;
+                None
+            }
+            Some(policy) => Some(
                 self.hub
                     .broker()
                     .publish_stored(publication, policy)
                     .await?,
-            )),
-        }
+            ),
+        };
+        self.hub.pace(&channel).await;
+        Ok(position)
     }
 
     /// Reads the history of a channel with history: everything after `since` (the page says

@@ -10,9 +10,21 @@
 //! sent, the acknowledgement is queued, and the socket joins the live subscribers. Nothing is
 //! lost or sent twice, and the acknowledgement's position is exactly the last one it was sent.
 //! Channels without history never have pending sockets: their fan-out is unchanged.
+//!
+//! **Pacing.** Delivering never waits, but a publisher does, afterwards: when a delivery finds a
+//! subscriber's outbound queue at half its limit (`outboundQueueLimit` / 2) or more, the channel is
+//! marked congested, and [`Hub::pace`] (awaited by every publish made on this worker, after the
+//! publication went out) waits until that socket's writer has taken its backlog. A publisher
+//! therefore runs at most about half a queue ahead of the slowest subscriber that keeps reading,
+//! as the round trip to a broker process used to pace it, and a reader that keeps up is not cut
+//! off by a fast publisher. A subscriber that makes no progress for [`PACE_STALL`] is not waited
+//! for again (until it makes progress): it fills its queue and is closed with 4100 as before.
+//! Unloaded, pacing costs one lookup of the channel per publish.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -32,6 +44,10 @@ const HOLD_LIMIT: usize = 4096;
 /// Broker operations for one channel run one at a time; channels share these locks by hash.
 const OP_LOCKS: usize = 64;
 
+/// How long a publisher waits for a congested subscriber's writer to take its backlog before it
+/// gives up on that subscriber (see "Pacing" above).
+pub(crate) const PACE_STALL: Duration = Duration::from_secs(1);
+
 pub(crate) struct Hub {
     channels: RwLock<HashMap<Arc<str>, ChannelEntry>>,
     broker: Arc<dyn Broker>,
@@ -41,6 +57,8 @@ pub(crate) struct Hub {
     next_watcher: std::sync::atomic::AtomicU64,
     /// Publications delivered here (metrics).
     pub(crate) delivered: std::sync::atomic::AtomicU64,
+    /// Woken when a congested queue was taken by its writer, or a socket closed (pacing).
+    drained: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -54,6 +72,9 @@ struct ChannelEntry {
     /// This is the companion channel of a presence channel: its publications are
     /// `#presenceJoin`/`#presenceLeave` frames for the sockets of `presence_of`.
     presence_of: Option<Arc<str>>,
+    /// A delivery found a subscriber's queue congested: publishers check before returning
+    /// ([`Hub::pace`]).
+    congested: AtomicBool,
 }
 
 impl ChannelEntry {
@@ -108,6 +129,7 @@ impl Hub {
             op_locks: (0..OP_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             next_watcher: std::sync::atomic::AtomicU64::new(1),
             delivered: std::sync::atomic::AtomicU64::new(0),
+            drained: tokio::sync::Notify::new(),
         });
         hub.broker.attach(Arc::new(HubSink(Arc::downgrade(&hub))));
         hub
@@ -146,21 +168,26 @@ impl Hub {
         }
         // Encoded once per codec: JSON as published, min-bin on the first min-bin subscriber.
         let shared = SharedFrame::new(publication.frame());
+        let mut congested = false;
         if self.middleware.has_outbound() {
             for socket in &entry.sockets {
-                let _ = match self.middleware.run_outbound(socket, publication) {
+                let sent = match self.middleware.run_outbound(socket, publication) {
                     OutboundVerdict::Allow => socket.send_shared(&shared),
-                    OutboundVerdict::Replace(data) => {
-                        socket.send_frame(replaced_frame(publication, &data))
-                    }
+                    OutboundVerdict::Replace(data) => socket
+                        .send_frame(replaced_frame(publication, &data))
+                        .map(|()| socket.is_congested()),
                     OutboundVerdict::Block => continue,
                 };
+                congested |= matches!(sent, Ok(true));
             }
         } else {
             for socket in &entry.sockets {
                 // A full queue closes that socket (slow consumer); others are unaffected.
-                let _ = socket.send_shared(&shared);
+                congested |= matches!(socket.send_shared(&shared), Ok(true));
             }
+        }
+        if congested {
+            entry.congested.store(true, Ordering::Relaxed);
         }
         for watcher in &entry.watchers {
             if watcher.tx.try_send(publication.clone()).is_err() && !watcher.tx.is_closed() {
@@ -170,6 +197,55 @@ impl Hub {
                 );
             }
         }
+    }
+
+    /// Waits, after a publish to `channel`, while one of the channel's subscribers on this worker
+    /// has a congested outbound queue, until its writer took the backlog (or the socket closed,
+    /// or it made no progress for [`PACE_STALL`]). Returns at once when nothing is congested:
+    /// one lookup of the channel. No lock is held across the wait.
+    pub(crate) async fn pace(&self, channel: &str) {
+        loop {
+            if !self.channel_congested(channel) {
+                return;
+            }
+            // Registered before the socket is looked at: a writer taking the backlog right after
+            // the look still wakes us.
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            let Some(socket) = self.congested_socket(channel) else {
+                return;
+            };
+            if tokio::time::timeout(PACE_STALL, drained).await.is_err() && socket.is_congested() {
+                tracing::debug!(socket = %socket.id(), channel, "a congested subscriber made no progress; not pacing for it");
+                socket.mark_stalled();
+            }
+        }
+    }
+
+    /// Whether a delivery on `channel` found a congested subscriber (cheap: one lookup).
+    fn channel_congested(&self, channel: &str) -> bool {
+        self.channels
+            .read()
+            .get(channel)
+            .is_some_and(|entry| entry.congested.load(Ordering::Relaxed))
+    }
+
+    /// A subscriber of `channel` whose queue is congested; clears the channel's mark if none is.
+    fn congested_socket(&self, channel: &str) -> Option<Socket> {
+        let channels = self.channels.read();
+        let entry = channels.get(channel)?;
+        let socket = entry.sockets.iter().find(|s| s.is_congested()).cloned();
+        if socket.is_none() {
+            entry.congested.store(false, Ordering::Relaxed);
+        }
+        socket
+    }
+
+    /// A congested queue was taken by its writer, or a socket closed: publishers waiting in
+    /// [`Hub::pace`] look again.
+    pub(crate) fn notify_drained(&self) {
+        self.drained.notify_waiters();
     }
 
     /// The frame `socket` gets for `publication` after publish-out middleware (`None`: blocked).

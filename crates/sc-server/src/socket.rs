@@ -604,18 +604,31 @@ impl Socket {
         self.send_encoded(frame)
     }
 
-    /// Sends a frame shared with other sockets (a channel delivery).
-    pub(crate) fn send_shared(&self, frame: &SharedFrame<'_>) -> Result<(), SendError> {
+    /// Sends a frame shared with other sockets (a channel delivery). `Ok(true)`: the socket's
+    /// queue is congested, publishers of the channel should wait for it
+    /// ([`crate::hub::Hub::pace`]).
+    pub(crate) fn send_shared(&self, frame: &SharedFrame<'_>) -> Result<bool, SendError> {
         if self.0.batching.load(Ordering::Acquire) && self.add_to_batch(frame.json)? {
-            return Ok(());
+            return Ok(false);
         }
         match self.codec() {
             Some(Codec::MinBin) => match frame.min_bin() {
-                Some(bytes) => self.push(Outbound::Binary(bytes.clone())),
+                Some(bytes) => self.push_paced(Outbound::Binary(bytes.clone())),
                 None => Err(SendError::Serialize("min-bin encoding failed".into())),
             },
-            _ => self.push(Outbound::Text(frame.json.clone())),
+            _ => self.push_paced(Outbound::Text(frame.json.clone())),
         }
+    }
+
+    /// Whether publishers should wait for this socket's queue (see [`crate::hub::Hub::pace`]).
+    pub(crate) fn is_congested(&self) -> bool {
+        self.0.queue.is_congested()
+    }
+
+    /// A publisher waited for this socket's queue without progress: do not wait for it again
+    /// until its writer takes a backlog.
+    pub(crate) fn mark_stalled(&self) {
+        self.0.queue.mark_stalled();
     }
 
     /// Collects a packet if the socket is batching (`false`: it is not, send it now).
@@ -664,8 +677,13 @@ impl Socket {
     }
 
     fn push(&self, item: Outbound) -> Result<(), SendError> {
+        self.push_paced(item).map(drop)
+    }
+
+    /// Queues a frame; `Ok(true)`: the queue is congested.
+    fn push_paced(&self, item: Outbound) -> Result<bool, SendError> {
         match self.0.queue.push_item(item) {
-            Ok(()) => Ok(()),
+            Ok(congested) => Ok(congested),
             Err(PushError::Closed) => Err(SendError::Closed),
             Err(PushError::Overflow) => Err(SendError::SlowConsumer),
         }

@@ -196,3 +196,94 @@ async fn handlers_in_flight_are_bounded_per_socket_and_reading_waits_for_a_slot(
         "never more than the limit at once"
     );
 }
+
+/// The number after `"n":` in a delivery.
+fn sequence_number(text: &str) -> usize {
+    let rest = &text[text.find(r#""n":"#).expect("a numbered delivery") + 4..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().expect("a number")
+}
+
+/// A subscriber that reads more slowly than two publishers publish (a client's `#publish` and the
+/// server's `exchange.publish`), but keeps reading, is not cut off as a slow consumer even with a
+/// small outbound queue: every publish waits while the subscriber is half a queue behind. It gets
+/// every publication in order, every publish succeeds, and nobody is disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_that_keeps_reading_paces_the_publishers_and_is_not_cut_off() {
+    const LIMIT: usize = 16;
+    const EACH: usize = 300;
+    let ts = start_server(
+        ServerOptions {
+            outbound_queue_limit: LIMIT,
+            ..v2()
+        },
+        |_| {},
+    )
+    .await;
+    let mut reader = ts.client().await;
+    reader.subscribe("big", 2).await;
+    // 64 KiB each: the loopback buffers hold only a few dozen, the rest waits in the queue.
+    let padding = "x".repeat(64 * 1024);
+
+    let exchange = ts.server.exchange();
+    let pad = padding.clone();
+    let server_side = tokio::spawn(async move {
+        for n in 0..EACH {
+            let data = sc_protocol::Json::from_text(&format!(
+                r#"{{"from":"server","n":{n},"p":"{pad}"}}"#
+            ))
+            .unwrap();
+            exchange
+                .publish_json("big", Some(&data))
+                .await
+                .expect("a paced publish still succeeds");
+        }
+    });
+    let mut publisher = ts.client().await;
+    let client_side = tokio::spawn(async move {
+        for n in 0..EACH {
+            publisher
+                .send_text(&format!(
+                    r##"{{"event":"#publish","data":{{"channel":"big","data":{{"from":"client","n":{n},"p":"{padding}"}}}},"cid":{}}}"##,
+                    n + 10
+                ))
+                .await;
+        }
+        let mut acks = 0;
+        while acks < EACH {
+            match publisher.recv_within(Duration::from_secs(30)).await {
+                Some(Received::Text(text)) if text.starts_with(r#"{"rid":"#) => {
+                    assert!(!text.contains("error"), "publish refused: {text}");
+                    acks += 1;
+                }
+                Some(Received::Text(_)) => {}
+                other => panic!("publisher after {acks} acks: {other:?}"),
+            }
+        }
+        publisher
+    });
+
+    // About a millisecond per publication: far slower than the publishers.
+    let mut next = [0; 2];
+    while next[0] + next[1] < 2 * EACH {
+        match reader.recv_within(Duration::from_secs(30)).await {
+            Some(Received::Text(text)) if text.contains(r#""channel":"big""#) => {
+                let from = usize::from(text.contains(r#""from":"client""#));
+                assert_eq!(
+                    sequence_number(&text),
+                    next[from],
+                    "each publisher's publications arrive in order, none lost"
+                );
+                next[from] += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Some(Received::Text(_)) => {}
+            other => panic!("the reader was cut off after {next:?}: {other:?}"),
+        }
+    }
+    server_side.await.expect("server-side publisher");
+    let _publisher = client_side.await.expect("client publisher");
+    assert_eq!(ts.server.clients_count(), 2, "nobody was disconnected");
+}

@@ -120,3 +120,114 @@ async fn a_ping_flood_cuts_no_reader_and_loses_nothing_across_processes() {
         "all six clients still connected: {health}"
     );
 }
+
+/// Connects a raw WebSocket client and handshakes.
+async fn raw_client(
+    cluster: &Instance,
+) -> tokio_websockets::WebSocketStream<tokio_websockets::MaybeTlsStream<tokio::net::TcpStream>> {
+    let (mut ws, _) = ClientBuilder::new()
+        .uri(&cluster.url())
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    ws.send(Message::text(
+        r##"{"event":"#handshake","data":{"authToken":null},"cid":1}"##.to_owned(),
+    ))
+    .await
+    .expect("handshake");
+    ws
+}
+
+/// The number after `"n":` in a delivery.
+fn sequence_number(text: &str) -> usize {
+    let rest = &text[text.find(r#""n":"#).expect("a numbered delivery") + 4..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().expect("a number")
+}
+
+/// The worker is the solo subscriber of `big`, so its publications never cross the broker: a
+/// publishing client that is far faster than the only reader is slowed down to that reader's pace
+/// (the local path's backpressure), instead of getting a reader that keeps reading cut off as a
+/// slow consumer. Every publication arrives in order and every publish is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_solo_channel_paces_its_publisher_to_a_slow_reader() {
+    const EACH: usize = 300;
+    let cluster = Instance::start(&[
+        "--workers",
+        "1",
+        "--brokers",
+        "1",
+        "--outbound-queue-limit",
+        "16",
+    ]);
+    let mut reader = raw_client(&cluster).await;
+    reader
+        .send(Message::text(
+            r##"{"event":"#subscribe","data":{"channel":"big"},"cid":2}"##.to_owned(),
+        ))
+        .await
+        .expect("subscribe");
+    let subscribed = timeout(WAIT, async {
+        while let Some(Ok(message)) = reader.next().await {
+            if message.as_text() == Some(r#"{"rid":2}"#) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(subscribed, Ok(true), "subscribed");
+
+    let mut publisher = raw_client(&cluster).await;
+    let publishing = tokio::spawn(async move {
+        // 64 KiB each: the loopback buffers hold only a few dozen, the rest waits in the queue.
+        let padding = "x".repeat(64 * 1024);
+        for n in 0..EACH {
+            let publish = format!(
+                r##"{{"event":"#publish","data":{{"channel":"big","data":{{"n":{n},"p":"{padding}"}}}},"cid":{}}}"##,
+                n + 10
+            );
+            publisher
+                .send(Message::text(publish))
+                .await
+                .expect("publish");
+        }
+        let mut acks = 0;
+        while acks < EACH {
+            match timeout(WAIT, publisher.next()).await {
+                Ok(Some(Ok(message))) => {
+                    let text = message.as_text().unwrap_or_default();
+                    // Not the handshake's answer (`{"rid":1,"data":…}`).
+                    if text.starts_with(r#"{"rid":"#) && !text.starts_with(r#"{"rid":1,"#) {
+                        assert!(!text.contains("error"), "publish refused: {text}");
+                        acks += 1;
+                    }
+                }
+                other => panic!("publisher after {acks} acks: {other:?}"),
+            }
+        }
+        publisher
+    });
+
+    // About a millisecond per publication: far slower than the publisher.
+    let mut next = 0;
+    while next < EACH {
+        match timeout(WAIT, reader.next()).await {
+            Ok(Some(Ok(message))) => {
+                let text = message.as_text().unwrap_or_default();
+                if text.contains(r#""channel":"big""#) {
+                    assert_eq!(sequence_number(text), next, "in order, none lost");
+                    next += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            other => panic!("the reader was cut off after {next} publications: {other:?}"),
+        }
+    }
+    let _publisher = publishing.await.expect("publisher task");
+    let health = cluster.health();
+    assert_eq!(health["clients"], 2, "nobody was disconnected: {health}");
+}

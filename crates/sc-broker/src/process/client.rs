@@ -74,8 +74,10 @@ pub struct BrokerLinkConfig {
     pub publish_ack: bool,
     /// Whether a publication of a channel this worker is the solo subscriber of (see
     /// [`protocol`](super::protocol)) is delivered here without crossing the broker (default
-    /// `false`; needs `publish_ack`). Off by default until the local path slows a flooding
-    /// publisher down the way the broker round trip does (see docs/BENCHMARKS.md).
+    /// `true`; needs `publish_ack`). Such a publication is handed to the attached
+    /// [`DeliverySink`] inside `publish`, so nothing but the caller paces a publisher that is
+    /// faster than its subscribers: sc-server's channel table does (its publishes wait while a
+    /// subscriber's outbound queue is half full, docs/security.md).
     pub solo_delivery: bool,
 }
 
@@ -87,7 +89,7 @@ impl Default for BrokerLinkConfig {
             backoff: LINK_BACKOFF,
             outbound_capacity: 4096,
             publish_ack: true,
-            solo_delivery: false,
+            solo_delivery: true,
         }
     }
 }

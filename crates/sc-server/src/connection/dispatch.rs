@@ -383,6 +383,10 @@ async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
             .await
             .map(Some),
     };
+    if published.is_ok() {
+        // The client's next packets wait while a local subscriber is half a queue behind.
+        hub.pace(&publish.channel).await;
+    }
     match published {
         Ok(None) => respond(socket, cid, Ok(None)),
         Ok(Some(position)) => {

@@ -71,7 +71,7 @@ where
 {
     let queue = &socket.0.queue;
     let registered = Unregister(&socket);
-    let mut writer = Writer::new(socket.server().metrics().clone());
+    let mut writer = Writer::new(socket.server().clone());
     let mut writer_done = false;
     let mut close: Option<(CloseCode, String)> = None;
     let served = AssertUnwindSafe(serve(
@@ -95,6 +95,8 @@ where
         tracing::error!(socket = %socket.id(), "a disconnect listener panicked");
     }
     socket.unsubscribe_all().await;
+    // Publishers waiting for this socket's queue need not wait for it any more.
+    socket.server().hub().notify_drained();
     drop(registered);
     if !writer_done {
         // Write what is still queued (the queue is finished now), for at most a second.

@@ -55,6 +55,12 @@ struct State {
     overflowed: bool,
     /// The connection is gone: the writer should stop.
     finished: bool,
+    /// The queue reached half its limit: publishers of this socket's channels wait for the
+    /// writer to take the backlog (see [`crate::hub`], "Pacing").
+    congested: bool,
+    /// A publisher waited in vain for this queue to make progress: it is not waited for again
+    /// until the writer takes a backlog (a client that stopped reading is closed at the limit).
+    stalled: bool,
 }
 
 /// A bounded, lock-protected frame queue with a wake-up for the connection task that drains it.
@@ -70,8 +76,9 @@ pub(crate) struct OutboundQueue {
 
 /// What [`OutboundQueue::poll_take`] found.
 enum Take {
-    /// Frames were swapped into the batch.
-    Items,
+    /// Frames were swapped into the batch; `relieved`: the queue was congested (publishers may
+    /// be waiting for it).
+    Items { relieved: bool },
     /// The queue overflowed.
     Overflow,
     /// The connection ended and nothing is left.
@@ -89,12 +96,14 @@ impl OutboundQueue {
 
     /// Queues a text frame.
     #[cfg(test)]
-    pub(crate) fn push(&self, frame: Bytes) -> Result<(), PushError> {
+    pub(crate) fn push(&self, frame: Bytes) -> Result<bool, PushError> {
         self.push_item(Outbound::Text(frame))
     }
 
-    /// Queues a text or binary frame.
-    pub(crate) fn push_item(&self, item: Outbound) -> Result<(), PushError> {
+    /// Queues a text or binary frame. `Ok(true)`: the queue is congested (it holds half its limit
+    /// or more and is not stalled), so a publisher should wait for it ([`Self::is_congested`]).
+    pub(crate) fn push_item(&self, item: Outbound) -> Result<bool, PushError> {
+        let congested;
         {
             let mut state = self.state.lock();
             if state.closed {
@@ -109,9 +118,33 @@ impl OutboundQueue {
                 return Err(PushError::Overflow);
             }
             state.items.push_back(item);
+            if !state.congested && !state.stalled && state.items.len() >= self.high_water() {
+                state.congested = true;
+            }
+            congested = state.congested;
         }
         self.waker.wake();
-        Ok(())
+        Ok(congested)
+    }
+
+    /// Half the limit: from here on publishers wait for the writer (at least 1).
+    fn high_water(&self) -> usize {
+        (self.limit / 2).max(1)
+    }
+
+    /// Whether publishers should wait for this queue: it reached half its limit, the writer has
+    /// not taken the backlog since, the socket is open and was not found stalled.
+    pub(crate) fn is_congested(&self) -> bool {
+        let state = self.state.lock();
+        state.congested && !state.closed
+    }
+
+    /// A publisher waited [`crate::hub::PACE_STALL`] for this queue without progress: stop
+    /// waiting for it until the writer takes a backlog again.
+    pub(crate) fn mark_stalled(&self) {
+        let mut state = self.state.lock();
+        state.congested = false;
+        state.stalled = true;
     }
 
     /// Queues a close after the frames already queued; later pushes fail. Returns false if the
@@ -164,7 +197,9 @@ impl OutboundQueue {
         }
         if !state.items.is_empty() {
             mem::swap(&mut state.items, batch);
-            return Poll::Ready(Take::Items);
+            let relieved = mem::take(&mut state.congested);
+            state.stalled = false;
+            return Poll::Ready(Take::Items { relieved });
         }
         if state.finished {
             return Poll::Ready(Take::Finished);
@@ -215,17 +250,18 @@ pub(crate) struct Writer {
     phase: Phase,
     /// Bounds the wait for the 4100 close frame (allocated only then).
     give_up: Option<Pin<Box<Sleep>>>,
-    /// Frames written are counted once per batch.
-    metrics: std::sync::Arc<crate::metrics::ServerMetrics>,
+    /// The server: frames written are counted once per batch, and publishers waiting for a
+    /// congested queue are woken when it is taken ([`crate::hub::Hub::pace`]).
+    server: std::sync::Arc<crate::shared::ServerShared>,
 }
 
 impl Writer {
-    pub(crate) fn new(metrics: std::sync::Arc<crate::metrics::ServerMetrics>) -> Writer {
+    pub(crate) fn new(server: std::sync::Arc<crate::shared::ServerShared>) -> Writer {
         Writer {
             batch: VecDeque::new(),
             phase: Phase::Idle,
             give_up: None,
-            metrics,
+            server,
         }
     }
 
@@ -246,7 +282,11 @@ impl Writer {
                 Phase::Idle if self.batch.is_empty() => {
                     match queue.poll_take(cx, &mut self.batch) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Take::Items) => {}
+                        Poll::Ready(Take::Items { relieved }) => {
+                            if relieved {
+                                self.server.hub().notify_drained();
+                            }
+                        }
                         Poll::Ready(Take::Overflow) => {
                             tracing::warn!(
                                 "closing a slow consumer: its outbound queue reached {} frames",
@@ -264,7 +304,7 @@ impl Writer {
                 Phase::Idle => {
                     // Hand the batch over (up to a close, which ends the connection).
                     let frames = self.batch.len();
-                    self.metrics.frames_out(frames as u64);
+                    self.server.metrics().frames_out(frames as u64);
                     while let Some(item) = self.batch.pop_front() {
                         let sent = match item {
                             Outbound::Text(frame) => ws.send_text(frame),
@@ -360,8 +400,12 @@ mod tests {
     #[test]
     fn overflow_closes_and_drops_backlog() {
         let q = OutboundQueue::new(2);
-        q.push(Bytes::from_static(b"a")).unwrap();
-        q.push(Bytes::from_static(b"b")).unwrap();
+        assert_eq!(
+            q.push(Bytes::from_static(b"a")),
+            Ok(true),
+            "half the limit: congested"
+        );
+        assert_eq!(q.push(Bytes::from_static(b"b")), Ok(true));
         assert_eq!(q.push(Bytes::from_static(b"c")), Err(PushError::Overflow));
         assert_eq!(q.push(Bytes::from_static(b"d")), Err(PushError::Closed));
         assert_eq!(q.len(), 0);
@@ -370,10 +414,50 @@ mod tests {
     #[test]
     fn close_is_queued_after_frames_and_blocks_later_pushes() {
         let q = OutboundQueue::new(8);
-        q.push(Bytes::from_static(b"a")).unwrap();
+        assert_eq!(q.push(Bytes::from_static(b"a")), Ok(false));
         assert!(q.push_close(CloseCode(4321), "bye".into()));
         assert!(!q.push_close(CloseCode(4322), "again".into()));
         assert_eq!(q.push(Bytes::from_static(b"b")), Err(PushError::Closed));
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn congestion_starts_at_half_the_limit_and_ends_when_the_backlog_is_taken() {
+        let q = OutboundQueue::new(4);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut batch = VecDeque::new();
+        assert_eq!(q.push(Bytes::from_static(b"a")), Ok(false));
+        assert!(!q.is_congested());
+        assert_eq!(q.push(Bytes::from_static(b"b")), Ok(true));
+        assert!(q.is_congested());
+        assert!(matches!(
+            q.poll_take(&mut cx, &mut batch),
+            Poll::Ready(Take::Items { relieved: true })
+        ));
+        assert!(!q.is_congested(), "the writer took the backlog");
+        batch.clear();
+
+        // Found stalled: not waited for again until the writer takes a backlog.
+        q.push(Bytes::from_static(b"c")).unwrap();
+        assert_eq!(q.push(Bytes::from_static(b"d")), Ok(true));
+        q.mark_stalled();
+        assert!(!q.is_congested());
+        assert_eq!(q.push(Bytes::from_static(b"e")), Ok(false));
+        assert!(matches!(
+            q.poll_take(&mut cx, &mut batch),
+            Poll::Ready(Take::Items { relieved: false })
+        ));
+        batch.clear();
+        q.push(Bytes::from_static(b"f")).unwrap();
+        assert_eq!(
+            q.push(Bytes::from_static(b"g")),
+            Ok(true),
+            "waited for again"
+        );
+
+        // A closed socket is never waited for.
+        q.push_close(CloseCode(1000), String::new());
+        assert!(!q.is_congested());
     }
 }

@@ -34,9 +34,10 @@ pub(crate) async fn worker_link(
         let paths: Vec<PathBuf> = (0..config.brokers)
             .map(|id| broker_socket(dir, id))
             .collect();
-        // Solo delivery (docs/cluster.md, "Solo channels") is opt-in for now.
+        // Solo delivery (docs/cluster.md, "Solo channels") is on unless turned off with
+        // SOCKETCLUSTER_SOLO_DELIVERY=0 in the master's environment (inherited by workers).
         let link_config = BrokerLinkConfig {
-            solo_delivery: std::env::var("SOCKETCLUSTER_SOLO_DELIVERY").is_ok_and(|v| v == "1"),
+            solo_delivery: solo_delivery(std::env::var("SOCKETCLUSTER_SOLO_DELIVERY").ok()),
             ..BrokerLinkConfig::default()
         };
         let broker = ClusterBroker::connect(paths, link_config)
@@ -64,6 +65,17 @@ pub(crate) async fn worker_link(
     })
 }
 
+/// Whether solo delivery is on, given `SOCKETCLUSTER_SOLO_DELIVERY`: on unless it is `0`,
+/// `false`, `off` or `no`.
+fn solo_delivery(value: Option<String>) -> bool {
+    !value.is_some_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "0" | "false" | "off" | "no"
+        )
+    })
+}
+
 /// Sends a custom message to broker `id` (or every broker) and collects the answers.
 pub(crate) async fn send_to_brokers(
     brokers: &BrokerControllers,
@@ -79,4 +91,19 @@ pub(crate) async fn engine(url: &str) -> Result<(Arc<dyn Broker>, Arc<dyn KvStor
         .await
         // The error names the URL with its password redacted; `url` itself may hold one.
         .map_err(|e| ClusterError::Broker(format!("engine: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::solo_delivery;
+
+    #[test]
+    fn solo_delivery_is_on_unless_turned_off() {
+        assert!(solo_delivery(None));
+        assert!(solo_delivery(Some("1".into())));
+        assert!(solo_delivery(Some(String::new())));
+        for off in ["0", "false", "OFF", " no "] {
+            assert!(!solo_delivery(Some(off.into())), "{off}");
+        }
+    }
 }
