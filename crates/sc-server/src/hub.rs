@@ -58,7 +58,7 @@ pub(crate) struct Hub {
     /// Publications delivered here (metrics).
     pub(crate) delivered: std::sync::atomic::AtomicU64,
     /// Woken when a congested queue was taken by its writer, or a socket closed (pacing).
-    drained: tokio::sync::Notify,
+    drained: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -129,7 +129,7 @@ impl Hub {
             op_locks: (0..OP_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             next_watcher: std::sync::atomic::AtomicU64::new(1),
             delivered: std::sync::atomic::AtomicU64::new(0),
-            drained: tokio::sync::Notify::new(),
+            drained: Arc::new(tokio::sync::Notify::new()),
         });
         hub.broker.attach(Arc::new(HubSink(Arc::downgrade(&hub))));
         hub
@@ -240,6 +240,12 @@ impl Hub {
             entry.congested.store(false, Ordering::Relaxed);
         }
         socket
+    }
+
+    /// What a connection's writer notifies when it took a congested queue's backlog (see
+    /// [`Hub::pace`]).
+    pub(crate) fn drained_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.drained.clone()
     }
 
     /// A congested queue was taken by its writer, or a socket closed: publishers waiting in

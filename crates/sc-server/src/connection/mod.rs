@@ -71,7 +71,10 @@ where
 {
     let queue = &socket.0.queue;
     let registered = Unregister(&socket);
-    let mut writer = Writer::new(socket.server().clone());
+    let mut writer = Writer::new(
+        socket.server().metrics().clone(),
+        socket.server().hub().drained_signal(),
+    );
     let mut writer_done = false;
     let mut close: Option<(CloseCode, String)> = None;
     let served = AssertUnwindSafe(serve(

@@ -250,18 +250,24 @@ pub(crate) struct Writer {
     phase: Phase,
     /// Bounds the wait for the 4100 close frame (allocated only then).
     give_up: Option<Pin<Box<Sleep>>>,
-    /// The server: frames written are counted once per batch, and publishers waiting for a
-    /// congested queue are woken when it is taken ([`crate::hub::Hub::pace`]).
-    server: std::sync::Arc<crate::shared::ServerShared>,
+    /// Frames written are counted once per batch.
+    metrics: std::sync::Arc<crate::metrics::ServerMetrics>,
+    /// Publishers waiting for a congested queue are woken when it is taken
+    /// ([`crate::hub::Hub::pace`]).
+    drained: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Writer {
-    pub(crate) fn new(server: std::sync::Arc<crate::shared::ServerShared>) -> Writer {
+    pub(crate) fn new(
+        metrics: std::sync::Arc<crate::metrics::ServerMetrics>,
+        drained: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Writer {
         Writer {
             batch: VecDeque::new(),
             phase: Phase::Idle,
             give_up: None,
-            server,
+            metrics,
+            drained,
         }
     }
 
@@ -284,7 +290,7 @@ impl Writer {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Take::Items { relieved }) => {
                             if relieved {
-                                self.server.hub().notify_drained();
+                                self.drained.notify_waiters();
                             }
                         }
                         Poll::Ready(Take::Overflow) => {
@@ -304,7 +310,7 @@ impl Writer {
                 Phase::Idle => {
                     // Hand the batch over (up to a close, which ends the connection).
                     let frames = self.batch.len();
-                    self.server.metrics().frames_out(frames as u64);
+                    self.metrics.frames_out(frames as u64);
                     while let Some(item) = self.batch.pop_front() {
                         let sent = match item {
                             Outbound::Text(frame) => ws.send_text(frame),
