@@ -101,6 +101,17 @@ impl KvCommand {
     /// broker.
     pub fn routing_key(&self) -> Option<&str> {
         match self {
+            KvCommand::Expire { keys, .. } | KvCommand::Unexpire { keys } => {
+                keys.first().and_then(|k| k.first()).map(String::as_str)
+            }
+            command => command.path()?.first().map(String::as_str),
+        }
+    }
+
+    /// The key path a single-key document command works on (`None` for `getAll`, `removeAll`,
+    /// `expire` and `unexpire`).
+    pub fn path(&self) -> Option<&KeyPath> {
+        match self {
             KvCommand::Set { key, .. }
             | KvCommand::Get { key }
             | KvCommand::GetRange { key, .. }
@@ -109,11 +120,11 @@ impl KvCommand {
             | KvCommand::Remove { key }
             | KvCommand::RemoveRange { key, .. }
             | KvCommand::Pop { key }
-            | KvCommand::HasKey { key } => key.first().map(String::as_str),
-            KvCommand::Expire { keys, .. } | KvCommand::Unexpire { keys } => {
-                keys.first().and_then(|k| k.first()).map(String::as_str)
-            }
-            KvCommand::GetAll | KvCommand::RemoveAll => None,
+            | KvCommand::HasKey { key } => Some(key),
+            KvCommand::GetAll
+            | KvCommand::RemoveAll
+            | KvCommand::Expire { .. }
+            | KvCommand::Unexpire { .. } => None,
         }
     }
 }

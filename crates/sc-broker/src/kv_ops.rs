@@ -93,23 +93,9 @@ pub fn is_read_only(command: &KvCommand) -> bool {
 }
 
 /// The key path a single-key document command works on (`None` for `getAll`, `removeAll`,
-/// `expire` and `unexpire`).
+/// `expire` and `unexpire`); see [`KvCommand::path`].
 pub fn command_path(command: &KvCommand) -> Option<&KeyPath> {
-    match command {
-        KvCommand::Set { key, .. }
-        | KvCommand::Get { key }
-        | KvCommand::GetRange { key, .. }
-        | KvCommand::Count { key }
-        | KvCommand::Add { key, .. }
-        | KvCommand::Remove { key }
-        | KvCommand::RemoveRange { key, .. }
-        | KvCommand::Pop { key }
-        | KvCommand::HasKey { key } => Some(key),
-        KvCommand::GetAll
-        | KvCommand::RemoveAll
-        | KvCommand::Expire { .. }
-        | KvCommand::Unexpire { .. } => None,
-    }
+    command.path()
 }
 
 /// Runs one document command on `root` (a JSON object: the store, or the part of it the engine
