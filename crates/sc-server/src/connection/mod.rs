@@ -50,6 +50,10 @@ const FINAL_FLUSH: Duration = Duration::from_secs(1);
 /// turn every 64 packets, readers that keep up drain their queues in between.
 const PACKETS_PER_TURN: u32 = 64;
 
+/// Inbound frames a connection handles in a row, while more are already buffered, before its
+/// writer flushes what they queued.
+const FRAMES_PER_FLUSH: u32 = 16;
+
 /// What woke the connection task.
 enum Wake {
     /// A message from the client, an error, or the end of the stream.
@@ -140,6 +144,8 @@ async fn serve<S>(
     let mut timers = Timers::new(&options, connection.last_activity);
     let timer = sleep_until(connection.next_deadline(&timers, false));
     tokio::pin!(timer);
+    // Inbound frames handled since the writer last had its turn.
+    let mut unflushed: u32 = 0;
 
     loop {
         if connection.work >= PACKETS_PER_TURN {
@@ -148,12 +154,24 @@ async fn serve<S>(
             tokio::task::yield_now().await;
         }
         let wake = std::future::poll_fn(|cx| {
-            // Write first: what handling the last frames queued goes out in one flush.
-            if !*writer_done && let Poll::Ready(end) = writer.poll(ws, queue, cx) {
-                return Poll::Ready(Wake::Written(end));
+            // Read on while the client's frames are already here, and write when they run out
+            // (or after `FRAMES_PER_FLUSH` of them): what handling them queued (answers,
+            // deliveries) then goes out in one flush instead of one write per inbound frame.
+            let write_first = unflushed >= FRAMES_PER_FLUSH;
+            if write_first && !*writer_done {
+                unflushed = 0;
+                if let Poll::Ready(end) = writer.poll(ws, queue, cx) {
+                    return Poll::Ready(Wake::Written(end));
+                }
             }
             if let Poll::Ready(message) = ws.poll_next(cx) {
                 return Poll::Ready(Wake::Inbound(message));
+            }
+            if !write_first && !*writer_done {
+                unflushed = 0;
+                if let Poll::Ready(end) = writer.poll(ws, queue, cx) {
+                    return Poll::Ready(Wake::Written(end));
+                }
             }
             timer.as_mut().poll(cx).map(|()| Wake::Timer)
         })
@@ -169,6 +187,7 @@ async fn serve<S>(
             Wake::Inbound(Some(Ok(message @ (Inbound::Text(_) | Inbound::Binary(_))))) => {
                 connection.last_activity = Instant::now();
                 connection.work += 1;
+                unflushed += 1;
                 socket.server().metrics().frame_in();
                 let (payload, binary) = match message {
                     Inbound::Binary(payload) => (payload, true),
