@@ -790,29 +790,26 @@ async fn next_on(
     subject: &str,
     from: u64,
 ) -> Result<Option<StreamMessage>, Failure> {
-    if !stream.cached_info().config.allow_direct {
-        return api_answer(
+    // Through the stream's leader (`$JS.API.STREAM.MSG.GET`).
+    let from_leader = || async {
+        api_answer(
             stream
                 .raw_message_builder()
                 .sequence(from)
                 .next_by_subject(subject.to_owned())
                 .send()
                 .await,
-        );
+        )
+    };
+    if !stream.cached_info().config.allow_direct {
+        return from_leader().await;
     }
     match stream
         .direct_get_next_for_subject(subject, Some(from))
         .await
     {
         Ok(message) => Ok(Some(message)),
-        Err(e) if no_responders(&e.kind()) => api_answer(
-            stream
-                .raw_message_builder()
-                .sequence(from)
-                .next_by_subject(subject.to_owned())
-                .send()
-                .await,
-        ),
+        Err(e) if no_responders(&e.kind()) => from_leader().await,
         Err(e) => direct_failure(e.kind(), e.to_string()),
     }
 }
