@@ -922,3 +922,61 @@ async fn a_solo_worker_publishes_locally_and_a_new_subscriber_misses_nothing_aft
         nothing_more(rx).await;
     }
 }
+
+/// Publishes started one after the other without waiting ([`Broker::start_publish`]), more of
+/// them than the link's queue holds, so that some are given back and published the slow way in
+/// between: every subscriber on both workers gets each exactly once, in start order, and every
+/// outcome is `Ok`.
+#[tokio::test]
+async fn started_publishes_keep_their_order_across_a_full_link_queue() {
+    let dir = TempDir::new("started");
+    let (_b0, _) = start_broker(0, &dir.socket(0)).await;
+    let small_queue = BrokerLinkConfig {
+        outbound_capacity: 8,
+        ..fast_config()
+    };
+    let a = ClusterBroker::connect(dir.sockets(1), small_queue)
+        .await
+        .unwrap();
+    let b = ClusterBroker::connect(dir.sockets(1), fast_config())
+        .await
+        .unwrap();
+    let mut a_rx = collector(&a);
+    let mut b_rx = collector(&b);
+    a.subscribe("room").await.unwrap();
+    b.subscribe("room").await.unwrap();
+
+    const COUNT: u64 = 2000;
+    let mut outcomes = Vec::new();
+    let mut given_back = 0;
+    for n in 0..COUNT {
+        let publication = Publication::new("room", Some(&json(&format!(r#"{{"n":{n}}}"#))));
+        // This single-threaded runtime runs nothing else until we wait: the queue (8) fills.
+        match a.start_publish(publication) {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(publication) => {
+                given_back += 1;
+                a.publish(publication).await.unwrap();
+            }
+        }
+    }
+    assert!(
+        given_back > 0,
+        "the link's queue never filled: no batch boundary was crossed"
+    );
+    assert!(
+        outcomes.len() > 100,
+        "most publishes were started: {}",
+        outcomes.len()
+    );
+    // Outcomes awaited last-first: the order was fixed when they started.
+    for outcome in outcomes.into_iter().rev() {
+        timeout(WAIT, outcome).await.unwrap().unwrap();
+    }
+    for rx in [&mut a_rx, &mut b_rx] {
+        for n in 0..COUNT {
+            assert_eq!(sequence(&next(rx).await), n);
+        }
+        nothing_more(rx).await;
+    }
+}
