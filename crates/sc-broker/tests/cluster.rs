@@ -645,7 +645,8 @@ async fn raw_protocol_and_slow_consumer_is_dropped() {
     let pushed = timeout(WAIT, fast.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(
         BrokerMessage::decode(pushed.freeze()).unwrap(),
-        BrokerMessage::Publication {
+        BrokerMessage::Delivery {
+            channel: "x".into(),
             frame: p.frame().clone()
         }
     );
@@ -819,6 +820,109 @@ async fn a_second_subscriber_is_answered_once_the_solo_holder_shares() {
         timeout(Duration::from_millis(100), holder.next())
             .await
             .is_err()
+    );
+}
+
+/// A worker that sends many publishes at once (one write) gets every delivery, in order, and
+/// the acknowledgements batched: after the deliveries they acknowledge, each id once, in order,
+/// in fewer messages than publishes, at most `MAX_ACKS` ids each. Any other answer comes after
+/// the acknowledgements of the publishes sent before its request.
+#[tokio::test]
+async fn acknowledgements_are_batched_after_their_deliveries() {
+    let dir = TempDir::new("acks");
+    let _server = BrokerServer::builder(7, Arc::new(MemoryKv::new()))
+        .bind(dir.socket(0))
+        .await
+        .unwrap();
+    let mut worker = raw_worker(&dir.socket(0)).await;
+    worker
+        .send(
+            WorkerMessage::Subscribe {
+                id: 1,
+                channel: "c".into(),
+            }
+            .encode(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        read_raw(&mut worker).await,
+        BrokerMessage::Reply { id: 1, .. }
+    ));
+
+    const COUNT: u64 = 1000;
+    for id in 2..COUNT + 2 {
+        let p = Publication::new("c", Some(&json(&format!(r#"{{"n":{}}}"#, id - 2))));
+        worker
+            .feed(WorkerMessage::publish(id, &p).encode())
+            .await
+            .unwrap();
+    }
+    SinkExt::<Bytes>::flush(&mut worker).await.unwrap();
+
+    let mut delivered = 0;
+    let mut acked = Vec::new();
+    let mut ack_messages = 0;
+    while acked.len() < COUNT as usize {
+        match read_raw(&mut worker).await {
+            BrokerMessage::Delivery { channel, frame } => {
+                assert_eq!(channel, "c");
+                let p = Publication::from_channel_and_frame(&channel, frame).unwrap();
+                assert_eq!(sequence(&p), delivered, "deliveries in order");
+                delivered += 1;
+            }
+            BrokerMessage::Acks { ids } => {
+                assert!(ids.len() <= sc_broker::process::protocol::MAX_ACKS);
+                ack_messages += 1;
+                for id in ids {
+                    assert!(
+                        id - 2 < delivered,
+                        "publish {id} acknowledged before its delivery"
+                    );
+                    acked.push(id);
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(acked, (2..COUNT + 2).collect::<Vec<_>>(), "each id once, in order");
+    assert_eq!(delivered, COUNT);
+    assert!(
+        ack_messages < COUNT / 2,
+        "acknowledgements were not batched: {ack_messages} messages for {COUNT} publishes"
+    );
+
+    // A request right behind a publish: the publish is acknowledged first.
+    let p = Publication::new("c", None);
+    worker
+        .feed(WorkerMessage::publish(5000, &p).encode())
+        .await
+        .unwrap();
+    worker
+        .feed(
+            WorkerMessage::Unsubscribe {
+                id: 5001,
+                channel: "c".into(),
+            }
+            .encode(),
+        )
+        .await
+        .unwrap();
+    SinkExt::<Bytes>::flush(&mut worker).await.unwrap();
+    assert!(matches!(
+        read_raw(&mut worker).await,
+        BrokerMessage::Delivery { .. }
+    ));
+    assert_eq!(
+        read_raw(&mut worker).await,
+        BrokerMessage::Acks { ids: vec![5000] }
+    );
+    assert_eq!(
+        read_raw(&mut worker).await,
+        BrokerMessage::Reply {
+            id: 5001,
+            result: Ok(Json::NULL)
+        }
     );
 }
 

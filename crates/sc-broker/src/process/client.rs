@@ -991,17 +991,21 @@ async fn session(
                 Some(Ok(body)) => body.freeze(),
             };
             match BrokerMessage::decode(body) {
-                Ok(BrokerMessage::Publication { frame }) => match Publication::from_frame(frame) {
-                    Ok(publication) => {
-                        let sink = sink.read().clone();
-                        if let Some(sink) = sink {
-                            sink.deliver(publication);
-                        }
+                Ok(BrokerMessage::Delivery { channel, frame }) => {
+                    deliver(link, sink, Publication::from_channel_and_frame(&channel, frame));
+                }
+                Ok(BrokerMessage::Publication { frame }) => {
+                    deliver(link, sink, Publication::from_frame(frame));
+                }
+                Ok(BrokerMessage::Acks { ids }) => {
+                    let waiters: Vec<Waiter> = {
+                        let mut state = link.state.lock();
+                        ids.iter().filter_map(|id| state.take_waiter(*id)).collect()
+                    };
+                    for waiter in waiters {
+                        let _ = waiter.reply.send(Ok(Json::NULL));
                     }
-                    Err(e) => {
-                        tracing::warn!(broker = link.index, error = %e, "dropping malformed publication from broker");
-                    }
-                },
+                }
                 Ok(BrokerMessage::Reply { id, result }) => {
                     let waiter = {
                         let mut state = link.state.lock();
@@ -1044,6 +1048,25 @@ async fn session(
         },
     };
     Session::Lost(reason)
+}
+
+/// Hands a publication from the broker to the attached sink.
+fn deliver(
+    link: &Link,
+    sink: &Sink,
+    publication: Result<Publication, sc_protocol::publication::NotAPublication>,
+) {
+    match publication {
+        Ok(publication) => {
+            let sink = sink.read().clone();
+            if let Some(sink) = sink {
+                sink.deliver(publication);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(broker = link.index, error = %e, "dropping malformed publication from broker");
+        }
+    }
 }
 
 /// Connects and waits for the broker's `Ready`.
