@@ -885,7 +885,11 @@ async fn acknowledgements_are_batched_after_their_deliveries() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(acked, (2..COUNT + 2).collect::<Vec<_>>(), "each id once, in order");
+    assert_eq!(
+        acked,
+        (2..COUNT + 2).collect::<Vec<_>>(),
+        "each id once, in order"
+    );
     assert_eq!(delivered, COUNT);
     assert!(
         ack_messages < COUNT / 2,

@@ -288,7 +288,8 @@ mod tests {
         }
         let p = Publication::new("room/1", Some(&data));
         assert!(Publication::from_channel_and_frame("room/2", p.frame().clone()).is_err());
-        let broken = Bytes::from_static(br##"{"event":"#publish","data":{"channel":"c","data":{"a"}}"##);
+        let broken =
+            Bytes::from_static(br##"{"event":"#publish","data":{"channel":"c","data":{"a"}}"##);
         assert!(Publication::from_channel_and_frame("c", broken).is_err());
     }
 

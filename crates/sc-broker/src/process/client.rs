@@ -992,7 +992,11 @@ async fn session(
             };
             match BrokerMessage::decode(body) {
                 Ok(BrokerMessage::Delivery { channel, frame }) => {
-                    deliver(link, sink, Publication::from_channel_and_frame(&channel, frame));
+                    deliver(
+                        link,
+                        sink,
+                        Publication::from_channel_and_frame(&channel, frame),
+                    );
                 }
                 Ok(BrokerMessage::Publication { frame }) => {
                     deliver(link, sink, Publication::from_frame(frame));
