@@ -124,6 +124,22 @@ pub trait Broker: Send + Sync + 'static {
     /// Publishes to every subscriber of the publication's channel, everywhere.
     fn publish(&self, publication: Publication) -> BoxFuture<'_, Result<(), BrokerError>>;
 
+    /// Starts a [`publish`](Broker::publish) whose place in the publisher's order is taken before
+    /// this returns, so that the caller may go on (and start its next publishes) while the
+    /// returned future waits for the outcome, in a task of its own if it likes: publications
+    /// started one after the other are delivered in that order, whenever their futures are
+    /// awaited. The future reports what `publish` would have reported.
+    ///
+    /// Gives the publication back when the engine cannot take its place at once (the default;
+    /// or a full queue): the caller then awaits [`publish`](Broker::publish) before it starts
+    /// anything else.
+    fn start_publish(
+        &self,
+        publication: Publication,
+    ) -> Result<BoxFuture<'static, Result<(), BrokerError>>, Publication> {
+        Err(publication)
+    }
+
     /// A short human description for logs and the health endpoint (e.g. `memory`).
     fn describe(&self) -> String;
 

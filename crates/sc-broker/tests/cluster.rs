@@ -645,7 +645,8 @@ async fn raw_protocol_and_slow_consumer_is_dropped() {
     let pushed = timeout(WAIT, fast.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(
         BrokerMessage::decode(pushed.freeze()).unwrap(),
-        BrokerMessage::Publication {
+        BrokerMessage::Delivery {
+            channel: "x".into(),
             frame: p.frame().clone()
         }
     );
@@ -822,6 +823,113 @@ async fn a_second_subscriber_is_answered_once_the_solo_holder_shares() {
     );
 }
 
+/// A worker that sends many publishes at once (one write) gets every delivery, in order, and
+/// the acknowledgements batched: after the deliveries they acknowledge, each id once, in order,
+/// in fewer messages than publishes, at most `MAX_ACKS` ids each. Any other answer comes after
+/// the acknowledgements of the publishes sent before its request.
+#[tokio::test]
+async fn acknowledgements_are_batched_after_their_deliveries() {
+    let dir = TempDir::new("acks");
+    let _server = BrokerServer::builder(7, Arc::new(MemoryKv::new()))
+        .bind(dir.socket(0))
+        .await
+        .unwrap();
+    let mut worker = raw_worker(&dir.socket(0)).await;
+    worker
+        .send(
+            WorkerMessage::Subscribe {
+                id: 1,
+                channel: "c".into(),
+            }
+            .encode(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        read_raw(&mut worker).await,
+        BrokerMessage::Reply { id: 1, .. }
+    ));
+
+    const COUNT: u64 = 1000;
+    for id in 2..COUNT + 2 {
+        let p = Publication::new("c", Some(&json(&format!(r#"{{"n":{}}}"#, id - 2))));
+        worker
+            .feed(WorkerMessage::publish(id, &p).encode())
+            .await
+            .unwrap();
+    }
+    SinkExt::<Bytes>::flush(&mut worker).await.unwrap();
+
+    let mut delivered = 0;
+    let mut acked = Vec::new();
+    let mut ack_messages = 0;
+    while acked.len() < COUNT as usize {
+        match read_raw(&mut worker).await {
+            BrokerMessage::Delivery { channel, frame } => {
+                assert_eq!(channel, "c");
+                let p = Publication::from_channel_and_frame(&channel, frame).unwrap();
+                assert_eq!(sequence(&p), delivered, "deliveries in order");
+                delivered += 1;
+            }
+            BrokerMessage::Acks { ids } => {
+                assert!(ids.len() <= sc_broker::process::protocol::MAX_ACKS);
+                ack_messages += 1;
+                for id in ids {
+                    assert!(
+                        id - 2 < delivered,
+                        "publish {id} acknowledged before its delivery"
+                    );
+                    acked.push(id);
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        acked,
+        (2..COUNT + 2).collect::<Vec<_>>(),
+        "each id once, in order"
+    );
+    assert_eq!(delivered, COUNT);
+    assert!(
+        ack_messages < COUNT / 2,
+        "acknowledgements were not batched: {ack_messages} messages for {COUNT} publishes"
+    );
+
+    // A request right behind a publish: the publish is acknowledged first.
+    let p = Publication::new("c", None);
+    worker
+        .feed(WorkerMessage::publish(5000, &p).encode())
+        .await
+        .unwrap();
+    worker
+        .feed(
+            WorkerMessage::Unsubscribe {
+                id: 5001,
+                channel: "c".into(),
+            }
+            .encode(),
+        )
+        .await
+        .unwrap();
+    SinkExt::<Bytes>::flush(&mut worker).await.unwrap();
+    assert!(matches!(
+        read_raw(&mut worker).await,
+        BrokerMessage::Delivery { .. }
+    ));
+    assert_eq!(
+        read_raw(&mut worker).await,
+        BrokerMessage::Acks { ids: vec![5000] }
+    );
+    assert_eq!(
+        read_raw(&mut worker).await,
+        BrokerMessage::Reply {
+            id: 5001,
+            result: Ok(Json::NULL)
+        }
+    );
+}
+
 /// The `n` of a `{"n":…}` publication.
 fn sequence(publication: &Publication) -> u64 {
     let value: serde_json::Value = publication.data().unwrap().parse().unwrap();
@@ -919,6 +1027,64 @@ async fn a_solo_worker_publishes_locally_and_a_new_subscriber_misses_nothing_aft
     for rx in [&mut a_rx, &mut b_rx] {
         next(rx).await;
         next(rx).await;
+        nothing_more(rx).await;
+    }
+}
+
+/// Publishes started one after the other without waiting ([`Broker::start_publish`]), more of
+/// them than the link's queue holds, so that some are given back and published the slow way in
+/// between: every subscriber on both workers gets each exactly once, in start order, and every
+/// outcome is `Ok`.
+#[tokio::test]
+async fn started_publishes_keep_their_order_across_a_full_link_queue() {
+    let dir = TempDir::new("started");
+    let (_b0, _) = start_broker(0, &dir.socket(0)).await;
+    let small_queue = BrokerLinkConfig {
+        outbound_capacity: 8,
+        ..fast_config()
+    };
+    let a = ClusterBroker::connect(dir.sockets(1), small_queue)
+        .await
+        .unwrap();
+    let b = ClusterBroker::connect(dir.sockets(1), fast_config())
+        .await
+        .unwrap();
+    let mut a_rx = collector(&a);
+    let mut b_rx = collector(&b);
+    a.subscribe("room").await.unwrap();
+    b.subscribe("room").await.unwrap();
+
+    const COUNT: u64 = 2000;
+    let mut outcomes = Vec::new();
+    let mut given_back = 0;
+    for n in 0..COUNT {
+        let publication = Publication::new("room", Some(&json(&format!(r#"{{"n":{n}}}"#))));
+        // This single-threaded runtime runs nothing else until we wait: the queue (8) fills.
+        match a.start_publish(publication) {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(publication) => {
+                given_back += 1;
+                a.publish(publication).await.unwrap();
+            }
+        }
+    }
+    assert!(
+        given_back > 0,
+        "the link's queue never filled: no batch boundary was crossed"
+    );
+    assert!(
+        outcomes.len() > 100,
+        "most publishes were started: {}",
+        outcomes.len()
+    );
+    // Outcomes awaited last-first: the order was fixed when they started.
+    for outcome in outcomes.into_iter().rev() {
+        timeout(WAIT, outcome).await.unwrap().unwrap();
+    }
+    for rx in [&mut a_rx, &mut b_rx] {
+        for n in 0..COUNT {
+            assert_eq!(sequence(&next(rx).await), n);
+        }
         nothing_more(rx).await;
     }
 }

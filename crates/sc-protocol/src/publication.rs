@@ -174,6 +174,68 @@ impl Publication {
     }
 }
 
+impl Publication {
+    /// Reads back a publication whose channel came beside its frame (as a broker process sends
+    /// them, crates/sc-broker `process::protocol`): when the frame is `channel`'s `#publish`
+    /// frame as [`Publication::new`] writes it, only its data is read (validated once), instead
+    /// of the whole frame twice as [`Publication::from_frame`] does; any other frame (one with a
+    /// position, say) is read by `from_frame`, which also checks that its channel is `channel`.
+    ///
+    /// ```
+    /// use sc_protocol::{Json, Publication};
+    ///
+    /// let p = Publication::new("news", Some(&Json::from_text(r#"{"a":1}"#).unwrap()));
+    /// let back = Publication::from_channel_and_frame("news", p.frame().clone()).unwrap();
+    /// assert_eq!(back, p);
+    /// assert!(Publication::from_channel_and_frame("other", p.frame().clone()).is_err());
+    /// ```
+    pub fn from_channel_and_frame(
+        channel: &str,
+        frame: Bytes,
+    ) -> Result<Publication, NotAPublication> {
+        let data = match data_range(channel, &frame) {
+            Some(None) => Some(None),
+            // Data that does not validate may be a positioned frame's: `from_frame` tells.
+            Some(Some((start, end))) => Json::from_bytes(frame.slice(start..end)).ok().map(Some),
+            None => None,
+        };
+        if let Some(data) = data {
+            return Ok(Publication {
+                channel: Arc::from(channel),
+                frame,
+                data,
+                position: None,
+            });
+        }
+        let publication = Publication::from_frame(frame)?;
+        if publication.channel() != channel {
+            return Err(NotAPublication);
+        }
+        Ok(publication)
+    }
+}
+
+/// Where the data of `channel`'s plain `#publish` frame lies: `Some(None)` for a frame without
+/// data, `Some(Some(range))` for one with data (not yet validated; a positioned frame's data
+/// runs on into its position and fails validation), `None` for a frame of another shape.
+fn data_range(channel: &str, frame: &[u8]) -> Option<Option<(usize, usize)>> {
+    // Only channel names that JSON writes verbatim between quotes take the short way.
+    if channel.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        return None;
+    }
+    let rest = frame.strip_prefix(PREFIX)?;
+    let rest = rest.strip_prefix(b"\"")?;
+    let rest = rest.strip_prefix(channel.as_bytes())?;
+    let rest = rest.strip_prefix(b"\"")?;
+    let rest = rest.strip_suffix(b"}}")?;
+    if rest.is_empty() {
+        return Some(None);
+    }
+    let data = rest.strip_prefix(b",\"data\":")?;
+    let end = frame.len() - 2;
+    Some(Some((end - data.len(), end)))
+}
+
 /// The `offset` and `epoch` of a positioned frame. Only frames whose end can be a position
 /// (`…"}}`) are parsed a second time, so plain publications cost nothing more.
 fn read_position(data: Option<&Json>, frame: &[u8]) -> Result<Option<Position>, NotAPublication> {
@@ -209,6 +271,26 @@ mod tests {
         let back = Publication::from_frame(p.frame().clone()).unwrap();
         assert_eq!(back.channel(), "we\"ird/ch");
         assert!(back.data().is_none());
+    }
+
+    #[test]
+    fn channel_beside_the_frame_reads_only_the_data() {
+        let data = Json::from_text(r#"{"n":[1,2]}"#).unwrap();
+        for p in [
+            Publication::new("room/1", Some(&data)),
+            Publication::new("room/1", None),
+            Publication::new("we\"ird", Some(&data)),
+            Publication::new("c", Some(&Json::from_text(r#""text""#).unwrap()))
+                .with_position(Position::new(7, "e1")),
+        ] {
+            let back = Publication::from_channel_and_frame(p.channel(), p.frame().clone());
+            assert_eq!(back.unwrap(), p);
+        }
+        let p = Publication::new("room/1", Some(&data));
+        assert!(Publication::from_channel_and_frame("room/2", p.frame().clone()).is_err());
+        let broken =
+            Bytes::from_static(br##"{"event":"#publish","data":{"channel":"c","data":{"a"}}"##);
+        assert!(Publication::from_channel_and_frame("c", broken).is_err());
     }
 
     #[test]

@@ -170,7 +170,7 @@ struct LinkState {
     /// The writer's queue while connected; `None` while down (requests fail fast).
     tx: Option<mpsc::Sender<Bytes>>,
     /// Requests waiting for their reply.
-    pending: HashMap<u64, oneshot::Sender<Result<Json, String>>>,
+    pending: HashMap<u64, Waiter>,
     /// Channels this worker holds on this broker: re-subscribed after every reconnect.
     channels: HashSet<Arc<str>>,
     /// Presence members this worker registered on this broker: registered again after every
@@ -188,28 +188,49 @@ struct LinkState {
     in_flight: HashMap<Arc<str>, u32>,
 }
 
+/// A request waiting for its reply.
+struct Waiter {
+    reply: oneshot::Sender<Result<Json, String>>,
+    /// A publish's channel: counted in [`LinkState::in_flight`] until the reply comes (or the
+    /// caller stops waiting).
+    publishing: Option<Arc<str>>,
+}
+
 impl LinkState {
     /// Whether a publication of `channel` may be delivered here without the broker.
     fn delivers_locally(&self, channel: &str) -> bool {
         self.solo.contains(channel) && !self.in_flight.contains_key(channel)
     }
-}
 
-/// Counts one publish in flight to the broker while it lives (see [`LinkState::in_flight`]).
-struct InFlight<'a> {
-    link: &'a Link,
-    channel: Arc<str>,
-}
+    /// Registers publish `id` of `channel` as waiting for its reply and in flight.
+    fn register_publish(
+        &mut self,
+        id: u64,
+        channel: &Arc<str>,
+        reply: oneshot::Sender<Result<Json, String>>,
+    ) {
+        *self.in_flight.entry(channel.clone()).or_default() += 1;
+        self.pending.insert(
+            id,
+            Waiter {
+                reply,
+                publishing: Some(channel.clone()),
+            },
+        );
+    }
 
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let mut state = self.link.state.lock();
-        if let Some(count) = state.in_flight.get_mut(&self.channel) {
+    /// Takes request `id`'s waiter; a publish stops counting as in flight.
+    fn take_waiter(&mut self, id: u64) -> Option<Waiter> {
+        let waiter = self.pending.remove(&id)?;
+        if let Some(channel) = &waiter.publishing
+            && let Some(count) = self.in_flight.get_mut(channel)
+        {
             *count -= 1;
             if *count == 0 {
-                state.in_flight.remove(&self.channel);
+                self.in_flight.remove(channel);
             }
         }
+        Some(waiter)
     }
 }
 
@@ -355,6 +376,69 @@ impl ClusterBroker {
     }
 }
 
+impl ClusterBroker {
+    /// Hands a solo channel's publication to the attached sink (see [`LinkState::solo`]).
+    fn deliver_here(&self, publication: Publication) {
+        let sink = self.inner.sink.read().clone();
+        if let Some(sink) = sink {
+            sink.deliver(publication);
+        }
+    }
+
+    /// [`Broker::publish`] when the link's queue was full: waits for room (within the request
+    /// timeout), then for the reply as usual.
+    async fn publish_waiting(&self, publication: Publication) -> Result<(), BrokerError> {
+        let link = &self.inner.links[self.broker_for(publication.channel())];
+        let config = &self.inner.config;
+        if !config.publish_ack {
+            let message = WorkerMessage::publish(NO_REPLY, &publication);
+            return tokio::time::timeout(config.request_timeout, link.post(message))
+                .await
+                .unwrap_or(Err(BrokerError::Timeout { action: "publish" }));
+        }
+        let id = link.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let tx = {
+            let mut state = link.state.lock();
+            if config.solo_delivery && state.delivers_locally(publication.channel()) {
+                drop(state);
+                self.deliver_here(publication);
+                return Ok(());
+            }
+            let Some(tx) = state.tx.clone() else {
+                return Err(link.unavailable());
+            };
+            state.register_publish(id, publication.channel_arc(), reply_tx);
+            tx
+        };
+        let _guard = PendingGuard { link: &**link, id };
+        let body = WorkerMessage::publish(id, &publication).encode();
+        let exchange = async {
+            tx.send(body).await.map_err(|_| link.lost())?;
+            match reply_rx.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(message)) => Err(BrokerError::Engine(message)),
+                Err(_) => Err(link.lost()),
+            }
+        };
+        tokio::time::timeout(config.request_timeout, exchange)
+            .await
+            .unwrap_or(Err(BrokerError::Timeout { action: "publish" }))
+    }
+}
+
+/// Refuses a publication whose message would exceed [`MAX_FRAME_LEN`].
+fn check_size(publication: &Publication) -> Result<(), BrokerError> {
+    let size = publication.frame().len() + publication.channel().len() + 13;
+    if size > MAX_FRAME_LEN {
+        return Err(BrokerError::TooLarge {
+            size,
+            limit: MAX_FRAME_LEN,
+        });
+    }
+    Ok(())
+}
+
 impl Broker for ClusterBroker {
     fn attach(&self, sink: Arc<dyn DeliverySink>) {
         *self.inner.sink.write() = Some(sink);
@@ -421,56 +505,74 @@ impl Broker for ClusterBroker {
     }
 
     fn publish(&self, publication: Publication) -> BoxFuture<'_, Result<(), BrokerError>> {
-        Box::pin(async move {
-            let size = publication.frame().len() + publication.channel().len() + 13;
-            if size > MAX_FRAME_LEN {
-                return Err(BrokerError::TooLarge {
-                    size,
-                    limit: MAX_FRAME_LEN,
-                });
+        match self.start_publish(publication) {
+            Ok(outcome) => outcome,
+            Err(publication) => Box::pin(self.publish_waiting(publication)),
+        }
+    }
+
+    /// Places the publication in its link's queue at once (or delivers it here, on a solo
+    /// channel): the order of publications is the order of the calls. Gives it back when the
+    /// queue is full ([`publish`](Broker::publish) then waits for room).
+    fn start_publish(
+        &self,
+        publication: Publication,
+    ) -> Result<BoxFuture<'static, Result<(), BrokerError>>, Publication> {
+        fn done(result: Result<(), BrokerError>) -> BoxFuture<'static, Result<(), BrokerError>> {
+            Box::pin(std::future::ready(result))
+        }
+        if let Err(e) = check_size(&publication) {
+            return Ok(done(Err(e)));
+        }
+        let index = self.broker_for(publication.channel());
+        let link = &self.inner.links[index];
+        let config = &self.inner.config;
+        if !config.publish_ack {
+            let Some(tx) = link.state.lock().tx.clone() else {
+                return Ok(done(Err(link.unavailable())));
+            };
+            let message = WorkerMessage::publish(NO_REPLY, &publication).encode();
+            return match tx.try_send(message) {
+                Ok(()) => Ok(done(Ok(()))),
+                Err(mpsc::error::TrySendError::Closed(_)) => Ok(done(Err(link.lost()))),
+                Err(mpsc::error::TrySendError::Full(_)) => Err(publication),
+            };
+        }
+        let id = link.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        {
+            let mut state = link.state.lock();
+            if config.solo_delivery && state.delivers_locally(publication.channel()) {
+                drop(state);
+                // Solo: nobody else subscribes, the broker would send it back to us alone.
+                self.deliver_here(publication);
+                return Ok(done(Ok(())));
             }
-            let link = self.link(publication.channel());
-            if self.inner.config.publish_ack {
-                let solo_delivery = self.inner.config.solo_delivery;
-                let local = {
-                    let mut state = link.state.lock();
-                    if solo_delivery && state.delivers_locally(publication.channel()) {
-                        true
-                    } else {
-                        *state
-                            .in_flight
-                            .entry(publication.channel_arc().clone())
-                            .or_default() += 1;
-                        false
-                    }
-                };
-                if local {
-                    // Solo: nobody else subscribes, the broker would send it back to us alone.
-                    let sink = self.inner.sink.read().clone();
-                    if let Some(sink) = sink {
-                        sink.deliver(publication);
-                    }
-                    return Ok(());
-                }
-                let _in_flight = InFlight {
-                    link,
-                    channel: publication.channel_arc().clone(),
-                };
-                link.request(
-                    |id| WorkerMessage::publish(id, &publication),
-                    "publish",
-                    self.inner.config.request_timeout,
-                    |_, _| {},
-                )
-                .await
-                .map(drop)
-            } else {
-                let message = WorkerMessage::publish(NO_REPLY, &publication);
-                tokio::time::timeout(self.inner.config.request_timeout, link.post(message))
-                    .await
-                    .unwrap_or(Err(BrokerError::Timeout { action: "publish" }))
+            let Some(tx) = &state.tx else {
+                return Ok(done(Err(link.unavailable())));
+            };
+            // Queued under the state lock: the reply cannot be read before the waiter is in.
+            match tx.try_send(WorkerMessage::publish(id, &publication).encode()) {
+                Ok(()) => state.register_publish(id, publication.channel_arc(), reply_tx),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Ok(done(Err(link.lost()))),
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(publication),
             }
-        })
+        }
+        let guard = PendingGuard {
+            link: link.clone(),
+            id,
+        };
+        let timeout = config.request_timeout;
+        Ok(Box::pin(async move {
+            let answer = tokio::time::timeout(timeout, reply_rx).await;
+            let link = &guard.link;
+            match answer {
+                Ok(Ok(Ok(_))) => Ok(()),
+                Ok(Ok(Err(message))) => Err(BrokerError::Engine(message)),
+                Ok(Err(_)) => Err(link.lost()),
+                Err(_) => Err(BrokerError::Timeout { action: "publish" }),
+            }
+        }))
     }
 
     fn describe(&self) -> String {
@@ -689,16 +791,17 @@ impl KvStore for ClusterKv {
     }
 }
 
-/// Removes a pending request when its caller stops waiting (reply, error, timeout or drop).
-struct PendingGuard<'a> {
-    link: &'a Link,
+/// Removes a pending request when its caller stops waiting (reply, error, timeout or drop); a
+/// publish stops counting as in flight. Holds its link by reference or by `Arc`.
+struct PendingGuard<L: std::ops::Deref<Target = Link>> {
+    link: L,
     id: u64,
 }
 
-impl Drop for PendingGuard<'_> {
+impl<L: std::ops::Deref<Target = Link>> Drop for PendingGuard<L> {
     fn drop(&mut self) {
         let mut state = self.link.state.lock();
-        state.pending.remove(&self.id);
+        state.take_waiter(self.id);
         state.subscribing.remove(&self.id);
     }
 }
@@ -722,7 +825,13 @@ impl Link {
                 return Err(self.unavailable());
             };
             prepare(&mut state, id);
-            state.pending.insert(id, reply_tx);
+            state.pending.insert(
+                id,
+                Waiter {
+                    reply: reply_tx,
+                    publishing: None,
+                },
+            );
             tx
         };
         let _guard = PendingGuard { link: self, id };
@@ -882,21 +991,29 @@ async fn session(
                 Some(Ok(body)) => body.freeze(),
             };
             match BrokerMessage::decode(body) {
-                Ok(BrokerMessage::Publication { frame }) => match Publication::from_frame(frame) {
-                    Ok(publication) => {
-                        let sink = sink.read().clone();
-                        if let Some(sink) = sink {
-                            sink.deliver(publication);
-                        }
+                Ok(BrokerMessage::Delivery { channel, frame }) => {
+                    deliver(
+                        link,
+                        sink,
+                        Publication::from_channel_and_frame(&channel, frame),
+                    );
+                }
+                Ok(BrokerMessage::Publication { frame }) => {
+                    deliver(link, sink, Publication::from_frame(frame));
+                }
+                Ok(BrokerMessage::Acks { ids }) => {
+                    let waiters: Vec<Waiter> = {
+                        let mut state = link.state.lock();
+                        ids.iter().filter_map(|id| state.take_waiter(*id)).collect()
+                    };
+                    for waiter in waiters {
+                        let _ = waiter.reply.send(Ok(Json::NULL));
                     }
-                    Err(e) => {
-                        tracing::warn!(broker = link.index, error = %e, "dropping malformed publication from broker");
-                    }
-                },
+                }
                 Ok(BrokerMessage::Reply { id, result }) => {
                     let waiter = {
                         let mut state = link.state.lock();
-                        let waiter = state.pending.remove(&id);
+                        let waiter = state.take_waiter(id).map(|w| w.reply);
                         if let Some(channel) = state.subscribing.remove(&id)
                             && waiter.is_some()
                             && result.as_ref().is_ok_and(is_solo_reply)
@@ -935,6 +1052,25 @@ async fn session(
         },
     };
     Session::Lost(reason)
+}
+
+/// Hands a publication from the broker to the attached sink.
+fn deliver(
+    link: &Link,
+    sink: &Sink,
+    publication: Result<Publication, sc_protocol::publication::NotAPublication>,
+) {
+    match publication {
+        Ok(publication) => {
+            let sink = sink.read().clone();
+            if let Some(sink) = sink {
+                sink.deliver(publication);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(broker = link.index, error = %e, "dropping malformed publication from broker");
+        }
+    }
 }
 
 /// Connects and waits for the broker's `Ready`.
@@ -1015,6 +1151,8 @@ impl Link {
             // A new connection grants nothing until the channel is subscribed afresh.
             state.solo.clear();
             state.subscribing.clear();
+            // Every publish in flight fails below.
+            state.in_flight.clear();
             std::mem::take(&mut state.pending)
         };
         // Dropping the senders wakes each waiter with "connection lost".

@@ -14,17 +14,32 @@
 //! | `0x05` | worker → broker | [`WorkerMessage::Send`] | `id:u64` JSON |
 //! | `0x06` | worker → broker | [`WorkerMessage::Stream`] | `id:u64` JSON ([`StreamRequest`](super::stream_wire::StreamRequest)) |
 //! | `0x07` | worker → broker | [`WorkerMessage::SharedAck`] | `token:u64` |
-//! | `0x81` | broker → worker | [`BrokerMessage::Publication`] | `frame` |
+//! | `0x81` | broker → worker | [`BrokerMessage::Publication`] | `frame` (read, no longer sent) |
 //! | `0x82` | broker → worker | [`BrokerMessage::Reply`] (`Ok`) | `id:u64` JSON |
 //! | `0x83` | broker → worker | [`BrokerMessage::Reply`] (`Err`) | `id:u64` message (UTF-8) |
 //! | `0x84` | broker → worker | [`BrokerMessage::Ready`] | `broker_id:u32` |
 //! | `0x85` | broker → worker | [`BrokerMessage::Shared`] | `token:u64` `channel` |
+//! | `0x86` | broker → worker | [`BrokerMessage::Delivery`] | `channel_len:u32` `channel` `frame` |
+//! | `0x87` | broker → worker | [`BrokerMessage::Acks`] | `id:u64` … (one or more) |
 //!
 //! `frame` is a [`Publication::frame`](sc_protocol::Publication::frame): the `#publish` frame
-//! exactly as subscribers receive it. It crosses the link byte for byte and the worker rebuilds
-//! the publication with [`Publication::from_frame`](sc_protocol::Publication::from_frame); the
-//! payload is never re-encoded. A publish carries its channel name beside the frame so the broker
-//! routes it without parsing any JSON.
+//! exactly as subscribers receive it. It crosses the link byte for byte; the payload is never
+//! re-encoded. A publish carries its channel name beside the frame so the broker routes it
+//! without parsing any JSON, and a delivery carries it too, so the worker rebuilds the
+//! publication with
+//! [`Publication::from_channel_and_frame`](sc_protocol::Publication::from_channel_and_frame),
+//! which reads only the data (validated once) instead of the whole frame twice.
+//!
+//! # Batched acknowledgements
+//!
+//! A publish that succeeded is acknowledged in an [`BrokerMessage::Acks`] with the ids of every
+//! publish of that connection the broker handled since its last one: the broker sends it when
+//! the connection has no more commands ready to read (or after [`MAX_ACKS`] of them), and before
+//! any other answer. It always follows the deliveries of the publishes it acknowledges on the
+//! same connection. A failed publish is answered with its own [`BrokerMessage::Reply`].
+//!
+//! Workers and brokers of one cluster run the same binary (the master starts them all); the
+//! kinds above are not meant to be read by another version.
 //!
 //! # Solo channels
 //!
@@ -38,7 +53,8 @@
 //! channel stays shared until every connection has left it (docs/cluster.md, "Solo channels").
 //!
 //! Request id `0` ([`NO_REPLY`]) asks the broker not to answer (fire-and-forget publish or
-//! unsubscribe); any other id is answered with exactly one [`BrokerMessage::Reply`].
+//! unsubscribe); any other id is answered exactly once: with a [`BrokerMessage::Reply`], or, for
+//! a publish that succeeded, within a [`BrokerMessage::Acks`].
 //!
 //! [`WorkerMessage::decode`] and [`BrokerMessage::decode`] accept arbitrary bytes and never
 //! panic: garbage yields a [`DecodeError`].
@@ -70,6 +86,11 @@ const REPLY_OK: u8 = 0x82;
 const REPLY_ERR: u8 = 0x83;
 const READY: u8 = 0x84;
 const SHARED: u8 = 0x85;
+const DELIVERY: u8 = 0x86;
+const ACKS: u8 = 0x87;
+
+/// The most publish ids one [`BrokerMessage::Acks`] carries.
+pub const MAX_ACKS: usize = 256;
 
 /// The reply value of a subscribe that made the connection the channel's solo subscriber, `true`
 /// (see the module documentation); any other subscribe is answered with `null`.
@@ -152,10 +173,23 @@ pub enum WorkerMessage {
 /// A message from a broker to a worker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrokerMessage {
-    /// A publication on a channel this connection subscribes to.
+    /// A publication on a channel this connection subscribes to (sent by earlier versions;
+    /// see [`BrokerMessage::Delivery`]).
     Publication {
         /// The encoded `#publish` frame, verbatim.
         frame: Bytes,
+    },
+    /// A publication on a channel this connection subscribes to, with its channel.
+    Delivery {
+        /// The publication's channel (so the worker need not parse `frame` for it).
+        channel: String,
+        /// The encoded `#publish` frame, verbatim.
+        frame: Bytes,
+    },
+    /// The publishes with these request ids succeeded (see "Batched acknowledgements").
+    Acks {
+        /// Request ids, in the order the publishes were handled.
+        ids: Vec<u64>,
     },
     /// The answer to the request with the same id.
     Reply {
@@ -332,10 +366,34 @@ impl BrokerMessage {
         b.freeze()
     }
 
+    /// The body of a delivery message of `frame` on `channel`: built once per publish and shared
+    /// by every subscribed connection.
+    pub fn delivery(channel: &str, frame: &[u8]) -> Bytes {
+        let mut b = BytesMut::with_capacity(5 + channel.len() + frame.len());
+        b.put_u8(DELIVERY);
+        // Channel names come from a frame, far below 4 GiB.
+        b.put_u32(u32::try_from(channel.len()).unwrap_or(u32::MAX));
+        b.put_slice(channel.as_bytes());
+        b.put_slice(frame);
+        b.freeze()
+    }
+
+    /// The body of an acknowledgement of the publishes `ids`.
+    pub fn acks(ids: &[u64]) -> Bytes {
+        let mut b = BytesMut::with_capacity(1 + 8 * ids.len());
+        b.put_u8(ACKS);
+        for id in ids {
+            b.put_u64(*id);
+        }
+        b.freeze()
+    }
+
     /// The message body (kind byte and payload), without the length prefix.
     pub fn encode(&self) -> Bytes {
         match self {
             BrokerMessage::Publication { frame } => BrokerMessage::publication(frame),
+            BrokerMessage::Delivery { channel, frame } => BrokerMessage::delivery(channel, frame),
+            BrokerMessage::Acks { ids } => BrokerMessage::acks(ids),
             BrokerMessage::Reply { id, result: Ok(v) } => {
                 with_id(REPLY_OK, *id, v.as_bytes().len(), |b| {
                     b.put_slice(v.as_bytes())
@@ -364,6 +422,24 @@ impl BrokerMessage {
         let kind = take_kind(&mut body)?;
         match kind {
             PUBLICATION => Ok(BrokerMessage::Publication { frame: body }),
+            DELIVERY => {
+                let len = take_u32(&mut body, kind)? as usize;
+                if body.len() < len {
+                    return Err(DecodeError::Truncated(kind));
+                }
+                let channel = into_string(body.split_to(len), "channel")?;
+                Ok(BrokerMessage::Delivery {
+                    channel,
+                    frame: body,
+                })
+            }
+            ACKS => {
+                if body.is_empty() || body.len() % 8 != 0 {
+                    return Err(DecodeError::Truncated(kind));
+                }
+                let ids = body.chunks_exact(8).map(|mut id| id.get_u64()).collect();
+                Ok(BrokerMessage::Acks { ids })
+            }
             REPLY_OK => {
                 let id = take_u64(&mut body, kind)?;
                 let value = into_json(body, "reply value")?;
@@ -597,6 +673,34 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_carries_its_channel_beside_the_frame() {
+        let p = Publication::new("news", Some(&json(r#"{"a":1}"#)));
+        let body = BrokerMessage::delivery(p.channel(), p.frame());
+        assert_eq!(body[0], DELIVERY);
+        let BrokerMessage::Delivery { channel, frame } = BrokerMessage::decode(body).unwrap()
+        else {
+            panic!("not a delivery");
+        };
+        assert_eq!(channel, "news");
+        assert_eq!(
+            Publication::from_channel_and_frame(&channel, frame).unwrap(),
+            p
+        );
+        assert_eq!(
+            BrokerMessage::decode(BrokerMessage::acks(&[3, 1, 2])).unwrap(),
+            BrokerMessage::Acks { ids: vec![3, 1, 2] }
+        );
+        assert_eq!(
+            BrokerMessage::decode(Bytes::from_static(&[ACKS, 0, 0, 0])),
+            Err(DecodeError::Truncated(ACKS))
+        );
+        assert_eq!(
+            BrokerMessage::decode(Bytes::from_static(&[ACKS])),
+            Err(DecodeError::Truncated(ACKS))
+        );
+    }
+
+    #[test]
     fn kv_commands_round_trip_with_json_values() {
         let commands = [
             KvCommand::Set {
@@ -759,6 +863,14 @@ mod tests {
                 .prop_map(|(id, v)| BrokerMessage::Reply { id, result: Ok(v) }),
             (any::<u64>(), ".*").prop_map(|(id, e)| BrokerMessage::Reply { id, result: Err(e) }),
             any::<u32>().prop_map(|broker_id| BrokerMessage::Ready { broker_id }),
+            (".*", proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(channel, f)| {
+                BrokerMessage::Delivery {
+                    channel,
+                    frame: Bytes::from(f),
+                }
+            }),
+            proptest::collection::vec(any::<u64>(), 1..40)
+                .prop_map(|ids| BrokerMessage::Acks { ids }),
             (any::<u64>(), ".*")
                 .prop_map(|(token, channel)| BrokerMessage::Shared { token, channel }),
         ]

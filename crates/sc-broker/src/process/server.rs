@@ -40,7 +40,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
@@ -52,7 +52,7 @@ use tokio_util::task::TaskTracker;
 
 use sc_protocol::{Json, Publication};
 
-use super::protocol::{BrokerMessage, NO_REPLY, WorkerMessage, codec, solo_reply};
+use super::protocol::{BrokerMessage, MAX_ACKS, NO_REPLY, WorkerMessage, codec, solo_reply};
 use super::stream_wire::{StreamOp, StreamRequest, page_json, position_json, presence_json};
 use crate::memory::stream::{MemoryHistory, MemoryPresence};
 use crate::stream::{PresenceChange, PresenceMember, presence_event};
@@ -396,6 +396,14 @@ impl Peer {
         }
     }
 
+    /// Sends the acknowledgements owed, if any, in one message.
+    async fn flush_acks(&self, acks: &mut Vec<u64>) {
+        if !acks.is_empty() {
+            self.send(BrokerMessage::acks(acks)).await;
+            acks.clear();
+        }
+    }
+
     async fn reply(&self, id: u64, result: Result<Json, String>) {
         if id != NO_REPLY {
             self.send(BrokerMessage::Reply { id, result }.encode())
@@ -413,7 +421,7 @@ impl Shared {
         {
             let table = self.table.lock();
             if let Some(subscribers) = table.get(channel) {
-                let message = BrokerMessage::publication(frame);
+                let message = BrokerMessage::delivery(channel, frame);
                 for peer in subscribers.peers.values() {
                     match peer.tx.try_send(message.clone()) {
                         Ok(()) | Err(TrySendError::Closed(_)) => {}
@@ -433,7 +441,7 @@ impl Shared {
     fn fan_out_now(&self, channel: &str, frame: &[u8]) {
         let table = self.table.lock();
         if let Some(subscribers) = table.get(channel) {
-            let message = BrokerMessage::publication(frame);
+            let message = BrokerMessage::delivery(channel, frame);
             for peer in subscribers.peers.values() {
                 if let Err(TrySendError::Full(_)) = peer.tx.try_send(message.clone()) {
                     let dropped = self.upstream_dropped.fetch_add(1, Ordering::Relaxed);
@@ -777,12 +785,27 @@ async fn serve(
     let mut subscribed: HashSet<Arc<str>> = HashSet::new();
     // Presence members this connection registered upstream (channel, socket id).
     let mut joined: HashSet<(String, String)> = HashSet::new();
+    // Publishes handled and not acknowledged yet (protocol: "Batched acknowledgements").
+    let mut acks: Vec<u64> = Vec::new();
     loop {
-        let next = tokio::select! {
-            biased;
-            _ = kill.cancelled() => break,
-            _ = stop.cancelled() => break,
-            next = reader.next() => next,
+        // With acknowledgements owed, take a command that is ready without waiting; wait only
+        // once they are sent.
+        let ready = if acks.is_empty() {
+            None
+        } else {
+            reader.next().now_or_never()
+        };
+        let next = match ready {
+            Some(next) => next,
+            None => {
+                peer.flush_acks(&mut acks).await;
+                tokio::select! {
+                    biased;
+                    _ = kill.cancelled() => break,
+                    _ = stop.cancelled() => break,
+                    next = reader.next() => next,
+                }
+            }
         };
         let body = match next {
             None => break,
@@ -803,9 +826,14 @@ async fn serve(
         tokio::select! {
             biased;
             _ = kill.cancelled() => break,
-            () = handle(&shared, &peer, &mut subscribed, &mut joined, message, &tracker) => {}
+            () = handle(&shared, &peer, &mut subscribed, &mut joined, &mut acks, message, &tracker) => {}
+        }
+        if acks.len() >= MAX_ACKS {
+            peer.flush_acks(&mut acks).await;
         }
     }
+    // Whatever was handled is acknowledged (a graceful stop, or the worker closed its side).
+    peer.flush_acks(&mut acks).await;
 
     // The worker is gone (closed, crashed or killed): so are its sockets' presence entries.
     for (channel, member) in shared.presence.remove_owner(id) {
@@ -833,14 +861,29 @@ async fn serve(
     // Dropping `peer` (and the table's clones, removed above) lets the writer drain and finish.
 }
 
+/// Handles one command. A successful publish's acknowledgement is left in `acks`; before
+/// anything else is answered, those are sent.
 async fn handle(
     shared: &Arc<Shared>,
     peer: &Peer,
     subscribed: &mut HashSet<Arc<str>>,
     joined: &mut HashSet<(String, String)>,
+    acks: &mut Vec<u64>,
     message: WorkerMessage,
     tracker: &TaskTracker,
 ) {
+    if let WorkerMessage::Publish { id, channel, frame } = message {
+        match shared.publish(&channel, frame).await {
+            Ok(()) if id != NO_REPLY => acks.push(id),
+            Ok(()) => {}
+            Err(e) => {
+                peer.flush_acks(acks).await;
+                peer.reply(id, Err(e)).await;
+            }
+        }
+        return;
+    }
+    peer.flush_acks(acks).await;
     match message {
         WorkerMessage::Stream { id, request } => {
             let result = match request.parse::<StreamRequest>() {
@@ -895,10 +938,7 @@ async fn handle(
             }
             peer.reply(id, Ok(Json::NULL)).await;
         }
-        WorkerMessage::Publish { id, channel, frame } => {
-            let result = shared.publish(&channel, frame).await;
-            peer.reply(id, result.map(|()| Json::NULL)).await;
-        }
+        WorkerMessage::Publish { .. } => {} // handled above
         WorkerMessage::Kv { id, command } => {
             let result = shared.kv.execute(command).await.map_err(|e| e.to_string());
             peer.reply(id, result).await;

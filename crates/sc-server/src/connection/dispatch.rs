@@ -12,7 +12,7 @@ use futures_util::FutureExt;
 use sc_protocol::error::names;
 use sc_protocol::frame::{PublishData, SubscribeData};
 use sc_protocol::{
-    CloseCode, EventPacket, HeartbeatDialect, Json, Packet, Publication, ScError, encode,
+    CloseCode, EventPacket, HeartbeatDialect, Json, Packet, Position, Publication, ScError, encode,
 };
 
 use super::handshake;
@@ -23,6 +23,7 @@ use crate::middleware::{
 };
 use crate::socket::{HANDLER_SCOPE, HandlerScope, HandlerSlot, Socket};
 use crate::streams::parse_catchup;
+use sc_broker::BrokerError;
 use sc_broker::stream::PRESENCE_PREFIX;
 
 /// Whether to keep reading after a frame.
@@ -376,17 +377,89 @@ async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
     let publication = Publication::new(&publish.channel, publish.data.as_ref());
     let hub = socket.server().hub();
     let published = match hub.streams().history(&publish.channel) {
-        None => hub.broker().publish(publication).await.map(|()| None),
+        None => match start_publish(socket, cid, &publish.channel, publication) {
+            Started::Answering => return Flow::Continue,
+            Started::Done(result) => result.map(|()| None),
+            Started::Wait(publication) => hub.broker().publish(publication).await.map(|()| None),
+        },
         Some(policy) => hub
             .broker()
             .publish_stored(publication, policy)
             .await
             .map(Some),
     };
+    publish_done(socket, cid, &publish.channel, published).await;
+    Flow::Continue
+}
+
+/// What [`start_publish`] did with a publication.
+enum Started {
+    /// Placed; a task of its own answers once the broker has.
+    Answering,
+    /// Published already (or failed): pace and answer now.
+    Done(Result<(), BrokerError>),
+    /// Not started: publish it and wait for the outcome before reading on.
+    Wait(Publication),
+}
+
+/// Starts a client's publish in its place in the socket's order (see
+/// [`Broker::start_publish`](sc_broker::Broker::start_publish)), so that the connection reads on
+/// while the broker answers: the wait for the outcome, the pacing and the answer then run in a
+/// task of their own holding one of the socket's handler slots (`inboundHandlerLimit`), which
+/// bounds how many publishes wait at once (so a publisher is still paced by its local
+/// subscribers, `inboundHandlerLimit` publishes later). Gives the publication back when the
+/// broker cannot place it at once or every slot is taken.
+fn start_publish(
+    socket: &Socket,
+    cid: Option<u64>,
+    channel: &str,
+    publication: Publication,
+) -> Started {
+    let Some(slot) = socket.try_handler_slot() else {
+        return Started::Wait(publication);
+    };
+    let mut outcome = match socket.server().hub().broker().start_publish(publication) {
+        Ok(outcome) => outcome,
+        Err(publication) => return Started::Wait(publication),
+    };
+    let waker = futures_util::task::noop_waker();
+    let mut context = std::task::Context::from_waker(&waker);
+    if let Poll::Ready(result) = outcome.poll_unpin(&mut context) {
+        // Done already (delivered on this worker alone, or failed): paced and answered here.
+        drop(slot);
+        return Started::Done(result);
+    }
+    let socket = socket.clone();
+    let channel = channel.to_owned();
+    tokio::spawn(async move {
+        let result = outcome.await;
+        publish_done(&socket, cid, &channel, result.map(|()| None)).await;
+        drop(slot);
+    });
+    Started::Answering
+}
+
+/// Paces the publisher after a successful publish, then answers the client.
+async fn publish_done(
+    socket: &Socket,
+    cid: Option<u64>,
+    channel: &str,
+    published: Result<Option<Position>, BrokerError>,
+) {
     if published.is_ok() {
         // The client's next packets wait while a local subscriber is half a queue behind.
-        hub.pace(&publish.channel).await;
+        socket.server().hub().pace(channel).await;
     }
+    answer_publish(socket, cid, channel, published);
+}
+
+/// Answers a client's publish: its position on a channel with history, or the broker's error.
+fn answer_publish(
+    socket: &Socket,
+    cid: Option<u64>,
+    channel: &str,
+    published: Result<Option<Position>, BrokerError>,
+) {
     match published {
         Ok(None) => respond(socket, cid, Ok(None)),
         Ok(Some(position)) => {
@@ -395,15 +468,11 @@ async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
             }
         }
         Err(error) => {
-            tracing::warn!(socket = %socket.id(), channel = %publish.channel, %error, "publish failed at the broker");
-            let message = format!(
-                "Failed to publish to the {} channel - {error}",
-                publish.channel
-            );
+            tracing::warn!(socket = %socket.id(), channel, %error, "publish failed at the broker");
+            let message = format!("Failed to publish to the {channel} channel - {error}");
             respond_error(socket, cid, names::BROKER, message);
         }
     }
-    Flow::Continue
 }
 
 /// `#presence` (EXTENSIONS.md E5): who is in a presence channel the socket is subscribed to.
