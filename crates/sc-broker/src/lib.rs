@@ -99,6 +99,20 @@ pub trait DeliverySink: Send + Sync + 'static {
     fn deliver(&self, publication: Publication);
 }
 
+/// What a publish started by [`Broker::start_publish_then`] calls with its outcome.
+pub type PublishDone = Box<dyn FnOnce(Result<(), BrokerError>) + Send>;
+
+/// What [`Broker::start_publish_then`] did with a publication.
+pub enum PublishStart {
+    /// Published already (or failed); the callback was not built.
+    Done(Result<(), BrokerError>),
+    /// Placed in the publisher's order; the callback gets the outcome later, exactly once.
+    Pending,
+    /// Not placed (the engine cannot take its place at once, or its queue is full): the caller
+    /// awaits [`Broker::publish`] before it starts anything else.
+    Refused(Publication),
+}
+
 /// The engine that carries publications between workers (and machines).
 ///
 /// Guarantees every implementation gives:
@@ -138,6 +152,31 @@ pub trait Broker: Send + Sync + 'static {
         publication: Publication,
     ) -> Result<BoxFuture<'static, Result<(), BrokerError>>, Publication> {
         Err(publication)
+    }
+
+    /// [`start_publish`](Broker::start_publish) without a future per publish: the engine calls
+    /// the callback that `make_done` builds with the outcome, exactly once, from whichever task
+    /// learns it (the cluster link's reader: no task, timer or channel per publish). `make_done`
+    /// is called only when the outcome is not known at once ([`PublishStart::Pending`]).
+    ///
+    /// The default runs [`start_publish`](Broker::start_publish)'s future in a task of its own.
+    fn start_publish_then(
+        &self,
+        publication: Publication,
+        make_done: &mut dyn FnMut() -> PublishDone,
+    ) -> PublishStart {
+        let mut outcome = match self.start_publish(publication) {
+            Ok(outcome) => outcome,
+            Err(publication) => return PublishStart::Refused(publication),
+        };
+        let waker = futures_util::task::noop_waker();
+        let mut context = std::task::Context::from_waker(&waker);
+        if let std::task::Poll::Ready(result) = outcome.as_mut().poll(&mut context) {
+            return PublishStart::Done(result);
+        }
+        let done = make_done();
+        tokio::spawn(async move { done(outcome.await) });
+        PublishStart::Pending
     }
 
     /// A short human description for logs and the health endpoint (e.g. `memory`).

@@ -14,6 +14,7 @@ use sc_broker::process::protocol::{BrokerMessage, WorkerMessage, codec, solo_rep
 use sc_broker::process::{BrokerLinkConfig, BrokerServer, ClusterBroker, MapIndex, MessageHandler};
 use sc_broker::{
     BoxFuture, Broker, BrokerError, DeliverySink, KvCommand, KvStore, MemoryBroker, MemoryKv,
+    PublishDone, PublishStart,
 };
 use sc_protocol::{Json, Publication};
 use sc_test_support::wait::eventually;
@@ -435,7 +436,24 @@ async fn a_broker_that_never_answers_times_out() {
         worker.publish(Publication::new("news", None)).await,
         Err(BrokerError::Timeout { action: "publish" })
     );
+    // A publish answered through a callback times out by the link's sweep, once.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut make_done = || -> PublishDone {
+        let done_tx = done_tx.clone();
+        Box::new(move |result| {
+            let _ = done_tx.send(result);
+        })
+    };
+    let start = worker.start_publish_then(Publication::new("news", None), &mut make_done);
+    assert!(matches!(start, PublishStart::Pending));
+    assert_eq!(
+        timeout(WAIT, done_rx.recv()).await.unwrap(),
+        Some(Err(BrokerError::Timeout { action: "publish" }))
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
+    drop(make_done);
+    drop(done_tx);
+    assert_eq!(done_rx.recv().await, None, "the callback ran once");
     mute.abort();
 }
 
@@ -1081,6 +1099,61 @@ async fn started_publishes_keep_their_order_across_a_full_link_queue() {
     for outcome in outcomes.into_iter().rev() {
         timeout(WAIT, outcome).await.unwrap().unwrap();
     }
+    for rx in [&mut a_rx, &mut b_rx] {
+        for n in 0..COUNT {
+            assert_eq!(sequence(&next(rx).await), n);
+        }
+        nothing_more(rx).await;
+    }
+}
+
+/// Publishes started with a callback ([`Broker::start_publish_then`]), more of them than the
+/// link's queue holds: each callback runs exactly once, with `Ok`, and every subscriber on both
+/// workers gets each publication exactly once, in start order.
+#[tokio::test]
+async fn publishes_answered_by_callback_keep_their_order_and_answer_once() {
+    let dir = TempDir::new("callbacks");
+    let (_b0, _) = start_broker(0, &dir.socket(0)).await;
+    let small_queue = BrokerLinkConfig {
+        outbound_capacity: 8,
+        ..fast_config()
+    };
+    let a = ClusterBroker::connect(dir.sockets(1), small_queue)
+        .await
+        .unwrap();
+    let b = ClusterBroker::connect(dir.sockets(1), fast_config())
+        .await
+        .unwrap();
+    let mut a_rx = collector(&a);
+    let mut b_rx = collector(&b);
+    a.subscribe("room").await.unwrap();
+    b.subscribe("room").await.unwrap();
+
+    const COUNT: u64 = 2000;
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut pending = 0;
+    for n in 0..COUNT {
+        let publication = Publication::new("room", Some(&json(&format!(r#"{{"n":{n}}}"#))));
+        let mut make_done = || -> PublishDone {
+            let done_tx = done_tx.clone();
+            Box::new(move |result| {
+                let _ = done_tx.send((n, result));
+            })
+        };
+        match a.start_publish_then(publication, &mut make_done) {
+            PublishStart::Pending => pending += 1,
+            PublishStart::Done(result) => result.unwrap(),
+            PublishStart::Refused(publication) => a.publish(publication).await.unwrap(),
+        }
+    }
+    assert!(pending > 100, "most publishes were started: {pending}");
+    drop(done_tx);
+    let mut answered = HashSet::new();
+    while let Some((n, result)) = timeout(WAIT, done_rx.recv()).await.unwrap() {
+        result.unwrap();
+        assert!(answered.insert(n), "publish {n} answered twice");
+    }
+    assert_eq!(answered.len(), pending);
     for rx in [&mut a_rx, &mut b_rx] {
         for n in 0..COUNT {
             assert_eq!(sequence(&next(rx).await), n);

@@ -224,7 +224,7 @@ impl Hub {
     }
 
     /// Whether a delivery on `channel` found a congested subscriber (cheap: one lookup).
-    fn channel_congested(&self, channel: &str) -> bool {
+    pub(crate) fn channel_congested(&self, channel: &str) -> bool {
         self.channels
             .read()
             .get(channel)

@@ -18,10 +18,10 @@
 //! holds on it before anything else is sent, without the caller's involvement. Publications made
 //! while a broker was down are lost (at-most-once, docs/protocol.md §14.6).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -46,7 +47,9 @@ use super::stream_wire::{StreamOp, StreamRequest, parse_page, parse_position, pa
 use crate::stream::{
     HistoryPage, HistoryPolicy, HistoryRead, Position, PresenceInfo, PresenceMember,
 };
-use crate::{BoxFuture, Broker, BrokerError, DeliverySink, KvCommand, KvStore};
+use crate::{
+    BoxFuture, Broker, BrokerError, DeliverySink, KvCommand, KvStore, PublishDone, PublishStart,
+};
 
 /// The link's reconnect delays by default: attempt `k` (from 0) waits
 /// `min((200 ms + random(0..100 ms)) × 1.3^k, 1 s)`, as sc-broker's client.
@@ -186,14 +189,67 @@ struct LinkState {
     /// published locally only when none is in flight, so that a publication never overtakes an
     /// earlier one still coming back from the broker.
     in_flight: HashMap<Arc<str>, u32>,
+    /// The deadlines of the publishes answered through a callback ([`Answer::Publish`]), in the
+    /// order they were sent (so in deadline order): one sweep per link fails the expired ones,
+    /// instead of a timer per publish. Answered entries leave from the front as replies come.
+    publish_deadlines: VecDeque<(Instant, u64)>,
 }
 
 /// A request waiting for its reply.
 struct Waiter {
-    reply: oneshot::Sender<Result<Json, String>>,
+    reply: Answer,
     /// A publish's channel: counted in [`LinkState::in_flight`] until the reply comes (or the
     /// caller stops waiting).
     publishing: Option<Arc<str>>,
+}
+
+/// Where a request's reply goes.
+enum Answer {
+    /// To a caller awaiting it (which times out on its own).
+    Request(oneshot::Sender<Result<Json, String>>),
+    /// To a publish started by [`Broker::start_publish_then`].
+    Publish(PublishWaiter),
+}
+
+impl Answer {
+    /// Hands the broker's reply over.
+    fn send(self, result: Result<Json, String>) {
+        match self {
+            Answer::Request(reply) => {
+                let _ = reply.send(result);
+            }
+            Answer::Publish(waiter) => waiter.finish(result.map(drop).map_err(BrokerError::Engine)),
+        }
+    }
+}
+
+/// A publish's callback. Dropped unanswered (the link went down), it reports the link lost; so
+/// it must not be dropped under the link's state lock.
+struct PublishWaiter {
+    done: Option<PublishDone>,
+    /// For the link's [`Link::lost`] error, in case it is dropped unanswered (weak: the link
+    /// holds its waiters).
+    link: Weak<Link>,
+}
+
+impl PublishWaiter {
+    fn finish(mut self, result: Result<(), BrokerError>) {
+        if let Some(done) = self.done.take() {
+            done(result);
+        }
+    }
+}
+
+impl Drop for PublishWaiter {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let error = match self.link.upgrade() {
+                Some(link) => link.lost(),
+                None => BrokerError::Unavailable("the broker link was closed".to_owned()),
+            };
+            done(Err(error));
+        }
+    }
 }
 
 impl LinkState {
@@ -207,7 +263,7 @@ impl LinkState {
         &mut self,
         id: u64,
         channel: &Arc<str>,
-        reply: oneshot::Sender<Result<Json, String>>,
+        reply: Answer,
     ) {
         *self.in_flight.entry(channel.clone()).or_default() += 1;
         self.pending.insert(
@@ -217,6 +273,29 @@ impl LinkState {
                 publishing: Some(channel.clone()),
             },
         );
+    }
+
+    /// Drops the answered publishes from the front of [`publish_deadlines`](Self::publish_deadlines).
+    fn trim_deadlines(&mut self) {
+        while let Some(&(_, id)) = self.publish_deadlines.front() {
+            if self.pending.contains_key(&id) {
+                break;
+            }
+            self.publish_deadlines.pop_front();
+        }
+    }
+
+    /// Takes the callback publishes whose deadline passed by `now` (they answer with a timeout).
+    fn take_expired(&mut self, now: Instant) -> Vec<Waiter> {
+        let mut expired = Vec::new();
+        while let Some(&(deadline, id)) = self.publish_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.publish_deadlines.pop_front();
+            expired.extend(self.take_waiter(id));
+        }
+        expired
     }
 
     /// Takes request `id`'s waiter; a publish stops counting as in flight.
@@ -408,7 +487,7 @@ impl ClusterBroker {
             let Some(tx) = state.tx.clone() else {
                 return Err(link.unavailable());
             };
-            state.register_publish(id, publication.channel_arc(), reply_tx);
+            state.register_publish(id, publication.channel_arc(), Answer::Request(reply_tx));
             tx
         };
         let _guard = PendingGuard { link: &**link, id };
@@ -553,7 +632,9 @@ impl Broker for ClusterBroker {
             };
             // Queued under the state lock: the reply cannot be read before the waiter is in.
             match tx.try_send(WorkerMessage::publish(id, &publication).encode()) {
-                Ok(()) => state.register_publish(id, publication.channel_arc(), reply_tx),
+                Ok(()) => {
+                    state.register_publish(id, publication.channel_arc(), Answer::Request(reply_tx))
+                }
                 Err(mpsc::error::TrySendError::Closed(_)) => return Ok(done(Err(link.lost()))),
                 Err(mpsc::error::TrySendError::Full(_)) => return Err(publication),
             }
@@ -573,6 +654,60 @@ impl Broker for ClusterBroker {
                 Err(_) => Err(BrokerError::Timeout { action: "publish" }),
             }
         }))
+    }
+
+    /// As [`start_publish`](Broker::start_publish), but the link's reader calls the callback
+    /// when the broker's acknowledgement comes: no task, timer or channel per publish (the
+    /// link's sweeper times publishes out, [`BrokerLinkConfig::request_timeout`] after they were
+    /// placed).
+    fn start_publish_then(
+        &self,
+        publication: Publication,
+        make_done: &mut dyn FnMut() -> PublishDone,
+    ) -> PublishStart {
+        if let Err(e) = check_size(&publication) {
+            return PublishStart::Done(Err(e));
+        }
+        let index = self.broker_for(publication.channel());
+        let link = &self.inner.links[index];
+        let config = &self.inner.config;
+        if !config.publish_ack {
+            let Some(tx) = link.state.lock().tx.clone() else {
+                return PublishStart::Done(Err(link.unavailable()));
+            };
+            let message = WorkerMessage::publish(NO_REPLY, &publication).encode();
+            return match tx.try_send(message) {
+                Ok(()) => PublishStart::Done(Ok(())),
+                Err(mpsc::error::TrySendError::Closed(_)) => PublishStart::Done(Err(link.lost())),
+                Err(mpsc::error::TrySendError::Full(_)) => PublishStart::Refused(publication),
+            };
+        }
+        let id = link.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut state = link.state.lock();
+        if config.solo_delivery && state.delivers_locally(publication.channel()) {
+            drop(state);
+            // Solo: nobody else subscribes, the broker would send it back to us alone.
+            self.deliver_here(publication);
+            return PublishStart::Done(Ok(()));
+        }
+        let Some(tx) = &state.tx else {
+            return PublishStart::Done(Err(link.unavailable()));
+        };
+        // Queued under the state lock: the reply cannot be read before the waiter is in.
+        match tx.try_send(WorkerMessage::publish(id, &publication).encode()) {
+            Ok(()) => {
+                let waiter = PublishWaiter {
+                    done: Some(make_done()),
+                    link: Arc::downgrade(link),
+                };
+                let deadline = Instant::now() + config.request_timeout;
+                state.publish_deadlines.push_back((deadline, id));
+                state.register_publish(id, publication.channel_arc(), Answer::Publish(waiter));
+                PublishStart::Pending
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => PublishStart::Done(Err(link.lost())),
+            Err(mpsc::error::TrySendError::Full(_)) => PublishStart::Refused(publication),
+        }
     }
 
     fn describe(&self) -> String {
@@ -828,7 +963,7 @@ impl Link {
             state.pending.insert(
                 id,
                 Waiter {
-                    reply: reply_tx,
+                    reply: Answer::Request(reply_tx),
                     publishing: None,
                 },
             );
@@ -1004,10 +1139,12 @@ async fn session(
                 Ok(BrokerMessage::Acks { ids }) => {
                     let waiters: Vec<Waiter> = {
                         let mut state = link.state.lock();
-                        ids.iter().filter_map(|id| state.take_waiter(*id)).collect()
+                        let waiters = ids.iter().filter_map(|id| state.take_waiter(*id)).collect();
+                        state.trim_deadlines();
+                        waiters
                     };
                     for waiter in waiters {
-                        let _ = waiter.reply.send(Ok(Json::NULL));
+                        waiter.reply.send(Ok(Json::NULL));
                     }
                 }
                 Ok(BrokerMessage::Reply { id, result }) => {
@@ -1021,10 +1158,11 @@ async fn session(
                         {
                             state.solo.insert(channel);
                         }
+                        state.trim_deadlines();
                         waiter
                     };
                     if let Some(waiter) = waiter {
-                        let _ = waiter.send(result);
+                        waiter.send(result);
                     }
                 }
                 Ok(BrokerMessage::Shared { token, channel }) => {
@@ -1043,8 +1181,24 @@ async fn session(
             }
         }
     };
+    // Fails the callback publishes that waited longer than `request_timeout` for their reply.
+    let sweeper = async {
+        let period = (config.request_timeout / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let expired = link.state.lock().take_expired(Instant::now());
+            for waiter in expired {
+                if let Answer::Publish(waiter) = waiter.reply {
+                    waiter.finish(Err(BrokerError::Timeout { action: "publish" }));
+                }
+            }
+        }
+    };
     let reason = tokio::select! {
         reason = reader => reason,
+        () = sweeper => "sweeper stopped".to_owned(),
         written = &mut writer => match written {
             Ok(Ok(())) => "writer stopped".to_owned(),
             Ok(Err(e)) => format!("write failed: {e}"),
@@ -1153,9 +1307,11 @@ impl Link {
             state.subscribing.clear();
             // Every publish in flight fails below.
             state.in_flight.clear();
+            state.publish_deadlines.clear();
             std::mem::take(&mut state.pending)
         };
-        // Dropping the senders wakes each waiter with "connection lost".
+        // Dropping the senders wakes each waiter with "connection lost" (a callback publish is
+        // called with it).
         drop(pending);
         self.up.send_replace(false);
     }

@@ -23,7 +23,7 @@ use crate::middleware::{
 };
 use crate::socket::{HANDLER_SCOPE, HandlerScope, HandlerSlot, Socket};
 use crate::streams::parse_catchup;
-use sc_broker::BrokerError;
+use sc_broker::{BrokerError, PublishDone, PublishStart};
 use sc_broker::stream::PRESENCE_PREFIX;
 
 /// Whether to keep reading after a frame.
@@ -377,7 +377,7 @@ async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
     let publication = Publication::new(&publish.channel, publish.data.as_ref());
     let hub = socket.server().hub();
     let published = match hub.streams().history(&publish.channel) {
-        None => match start_publish(socket, cid, &publish.channel, publication) {
+        None => match start_publish(socket, cid, &publication.channel_arc().clone(), publication) {
             Started::Answering => return Flow::Continue,
             Started::Done(result) => result.map(|()| None),
             Started::Wait(publication) => hub.broker().publish(publication).await.map(|()| None),
@@ -394,7 +394,7 @@ async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
 
 /// What [`start_publish`] did with a publication.
 enum Started {
-    /// Placed; a task of its own answers once the broker has.
+    /// Placed; the broker answers the client when it has the publication.
     Answering,
     /// Published already (or failed): pace and answer now.
     Done(Result<(), BrokerError>),
@@ -403,40 +403,64 @@ enum Started {
 }
 
 /// Starts a client's publish in its place in the socket's order (see
-/// [`Broker::start_publish`](sc_broker::Broker::start_publish)), so that the connection reads on
-/// while the broker answers: the wait for the outcome, the pacing and the answer then run in a
-/// task of their own holding one of the socket's handler slots (`inboundHandlerLimit`), which
-/// bounds how many publishes wait at once (so a publisher is still paced by its local
-/// subscribers, `inboundHandlerLimit` publishes later). Gives the publication back when the
-/// broker cannot place it at once or every slot is taken.
+/// [`Broker::start_publish_then`](sc_broker::Broker::start_publish_then)), so that the connection
+/// reads on while the broker answers. The answer is a callback that the broker calls with the
+/// outcome (on the cluster link, from the link's reader: no task, timer or channel per publish);
+/// it holds one of the socket's handler slots (`inboundHandlerLimit`) until the client is
+/// answered, which bounds how many publishes wait at once. A publisher is still paced by its
+/// local subscribers: when one of them is congested, the callback paces in a task of its own
+/// before it answers (so the pacing holds the slot, `inboundHandlerLimit` publishes later).
+/// Gives the publication back when the broker cannot place it at once or every slot is taken.
 fn start_publish(
     socket: &Socket,
     cid: Option<u64>,
-    channel: &str,
+    channel: &Arc<str>,
     publication: Publication,
 ) -> Started {
     let Some(slot) = socket.try_handler_slot() else {
         return Started::Wait(publication);
     };
-    let mut outcome = match socket.server().hub().broker().start_publish(publication) {
-        Ok(outcome) => outcome,
-        Err(publication) => return Started::Wait(publication),
+    let mut slot = Some(slot);
+    let mut make_done = || -> PublishDone {
+        let socket = socket.clone();
+        let channel = channel.clone();
+        let slot = slot.take();
+        Box::new(move |result: Result<(), BrokerError>| {
+            answer_later(socket, cid, channel, result, slot);
+        })
     };
-    let waker = futures_util::task::noop_waker();
-    let mut context = std::task::Context::from_waker(&waker);
-    if let Poll::Ready(result) = outcome.poll_unpin(&mut context) {
+    match socket
+        .server()
+        .hub()
+        .broker()
+        .start_publish_then(publication, &mut make_done)
+    {
+        PublishStart::Pending => Started::Answering,
         // Done already (delivered on this worker alone, or failed): paced and answered here.
-        drop(slot);
-        return Started::Done(result);
+        PublishStart::Done(result) => Started::Done(result),
+        PublishStart::Refused(publication) => Started::Wait(publication),
     }
-    let socket = socket.clone();
-    let channel = channel.to_owned();
-    tokio::spawn(async move {
-        let result = outcome.await;
-        publish_done(&socket, cid, &channel, result.map(|()| None)).await;
-        drop(slot);
-    });
-    Started::Answering
+}
+
+/// A started publish's outcome, from the broker: answers the client at once unless a local
+/// subscriber of the channel is congested, in which case a task paces the publisher first.
+fn answer_later(
+    socket: Socket,
+    cid: Option<u64>,
+    channel: Arc<str>,
+    result: Result<(), BrokerError>,
+    slot: Option<HandlerSlot>,
+) {
+    let hub = socket.server().hub();
+    if result.is_ok() && hub.channel_congested(&channel) {
+        tokio::spawn(async move {
+            publish_done(&socket, cid, &channel, Ok(None)).await;
+            drop(slot);
+        });
+        return;
+    }
+    answer_publish(&socket, cid, &channel, result.map(|()| None));
+    drop(slot);
 }
 
 /// Paces the publisher after a successful publish, then answers the client.
