@@ -103,6 +103,7 @@ pub trait DeliverySink: Send + Sync + 'static {
 pub type PublishDone = Box<dyn FnOnce(Result<(), BrokerError>) + Send>;
 
 /// What [`Broker::start_publish_then`] did with a publication.
+#[derive(Debug)]
 pub enum PublishStart {
     /// Published already (or failed); the callback was not built.
     Done(Result<(), BrokerError>),
