@@ -678,16 +678,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_channel_of_one_socket_is_small_and_holds_no_allocation_of_its_own() {
+    fn a_channel_entry_fits_one_socket_in_48_bytes() {
         // Key (16 bytes) + entry: one table slot per channel of this worker.
         assert!(
             std::mem::size_of::<ChannelEntry>() <= 48,
             "{}",
             std::mem::size_of::<ChannelEntry>()
         );
-        let entry = ChannelEntry::default();
-        assert!(!entry.sockets.spilled());
-        assert!(entry.rare.is_none());
-        assert!(entry.is_empty());
     }
 }
