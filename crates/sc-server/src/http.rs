@@ -21,7 +21,7 @@ use crate::id::new_socket_id;
 use crate::middleware::{Block, HandshakeWsAction};
 use crate::origin::origin_allowed;
 use crate::shared::ServerShared;
-use crate::socket::{Socket, UpgradeRequest};
+use crate::socket::{KeptRequest, Socket, UpgradeRequest};
 use crate::ws::WebSocket;
 
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -201,13 +201,17 @@ pub(crate) async fn upgrade(server: &Arc<ServerShared>, mut request: Request) ->
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let upgrade_request = UpgradeRequest::detached(remote_addr, request.uri(), request.headers());
+    let kept_request = KeptRequest::new(remote_addr, request.uri(), request.headers());
     let middleware = server.middleware();
     if middleware.has_handshake_ws()
         && let Err(block) = middleware
             .run_handshake_ws(
                 HandshakeWsAction {
-                    request: upgrade_request.clone(),
+                    request: UpgradeRequest::detached(
+                        remote_addr,
+                        request.uri(),
+                        request.headers(),
+                    ),
                 },
                 server.options().durations().middleware_timeout,
             )
@@ -252,7 +256,7 @@ pub(crate) async fn upgrade(server: &Arc<ServerShared>, mut request: Request) ->
         let socket = Socket::new(
             new_socket_id(),
             server.clone(),
-            upgrade_request,
+            kept_request,
             server.fixed_dialect(),
         );
         tokio::spawn(connection::run(ws, socket));

@@ -31,6 +31,7 @@ use parking_lot::{Mutex, RwLock};
 use sc_broker::stream::presence_channel;
 use sc_broker::{Broker, BrokerError, DeliverySink, HistoryPolicy, HistoryRead, Position};
 use sc_protocol::{Json, Publication};
+use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
 use crate::middleware::{Middleware, OutboundVerdict};
@@ -61,28 +62,68 @@ pub(crate) struct Hub {
     drained: Arc<tokio::sync::Notify>,
 }
 
+/// One channel's local subscribers.
+///
+/// Laid out for the common case, a channel with one subscribing socket and nothing else (a
+/// private channel per user): that socket is held inline and the rarer parts (watchers,
+/// catching-up sockets, presence) sit behind one pointer that is `None` then, so the table holds
+/// such a channel in 48 bytes and no allocation of its own.
 #[derive(Default)]
 struct ChannelEntry {
-    sockets: Vec<Socket>,
-    watchers: Vec<Watcher>,
-    /// Sockets catching up on a history channel (their live deliveries are held).
-    pending: Vec<Arc<Pending>>,
+    sockets: SmallVec<[Socket; 1]>,
+    /// Watchers, catching-up sockets and presence, when the channel has any (else `None`).
+    rare: Option<Box<RareParts>>,
     /// The broker subscription is in place.
     ready: bool,
-    /// This is the companion channel of a presence channel: its publications are
-    /// `#presenceJoin`/`#presenceLeave` frames for the sockets of `presence_of`.
-    presence_of: Option<Arc<str>>,
     /// A delivery found a subscriber's queue congested: publishers check before returning
     /// ([`Hub::pace`]).
     congested: AtomicBool,
 }
 
+/// The parts of a [`ChannelEntry`] that most channels do not have.
+#[derive(Default)]
+struct RareParts {
+    watchers: Vec<Watcher>,
+    /// Sockets catching up on a history channel (their live deliveries are held).
+    pending: Vec<Arc<Pending>>,
+    /// This is the companion channel of a presence channel: its publications are
+    /// `#presenceJoin`/`#presenceLeave` frames for the sockets of `presence_of`.
+    presence_of: Option<Arc<str>>,
+}
+
+impl RareParts {
+    fn is_empty(&self) -> bool {
+        self.watchers.is_empty() && self.pending.is_empty() && self.presence_of.is_none()
+    }
+}
+
 impl ChannelEntry {
     fn is_empty(&self) -> bool {
-        self.sockets.is_empty()
-            && self.watchers.is_empty()
-            && self.pending.is_empty()
-            && self.presence_of.is_none()
+        self.sockets.is_empty() && self.rare.as_ref().is_none_or(|rare| rare.is_empty())
+    }
+
+    fn watchers(&self) -> &[Watcher] {
+        self.rare.as_ref().map_or(&[], |rare| &rare.watchers)
+    }
+
+    fn pending(&self) -> &[Arc<Pending>] {
+        self.rare.as_ref().map_or(&[], |rare| &rare.pending)
+    }
+
+    fn presence_of(&self) -> Option<&Arc<str>> {
+        self.rare.as_ref()?.presence_of.as_ref()
+    }
+
+    /// The rare parts, made if the channel had none.
+    fn rare_mut(&mut self) -> &mut RareParts {
+        self.rare.get_or_insert_default()
+    }
+
+    /// Releases the rare parts once they hold nothing (after a removal).
+    fn trim(&mut self) {
+        if self.rare.as_ref().is_some_and(|rare| rare.is_empty()) {
+            self.rare = None;
+        }
     }
 }
 
@@ -152,11 +193,11 @@ impl Hub {
         let Some(entry) = channels.get(publication.channel()) else {
             return;
         };
-        if let Some(channel) = &entry.presence_of {
+        if let Some(channel) = entry.presence_of() {
             deliver_presence(&channels, channel, publication);
             return;
         }
-        for pending in &entry.pending {
+        for pending in entry.pending() {
             let mut held = pending.held.lock();
             if held.publications.len() >= HOLD_LIMIT {
                 held.publications.clear();
@@ -189,7 +230,7 @@ impl Hub {
         if congested {
             entry.congested.store(true, Ordering::Relaxed);
         }
-        for watcher in &entry.watchers {
+        for watcher in entry.watchers() {
             if watcher.tx.try_send(publication.clone()).is_err() && !watcher.tx.is_closed() {
                 tracing::warn!(
                     channel = publication.channel(),
@@ -294,7 +335,7 @@ impl Hub {
             let mut channels = self.channels.write();
             let entry = channels.entry(channel.clone()).or_default();
             if catching_up {
-                entry.pending.push(Arc::new(Pending {
+                entry.rare_mut().pending.push(Arc::new(Pending {
                     socket: socket.clone(),
                     held: Mutex::default(),
                 }));
@@ -352,11 +393,11 @@ impl Hub {
             let Some(entry) = channels.get_mut(channel) else {
                 return Ok(());
             };
-            let Some(index) = entry.pending.iter().position(|p| p.socket.ptr_eq(socket)) else {
+            let Some(index) = entry.pending().iter().position(|p| p.socket.ptr_eq(socket)) else {
                 // Unsubscribed meanwhile.
                 return Ok(());
             };
-            let held = std::mem::take(&mut *entry.pending[index].held.lock());
+            let held = std::mem::take(&mut *entry.pending()[index].held.lock());
             if held.overflowed {
                 drop(channels);
                 let since = last.clone().unwrap_or_else(|| page.position.clone());
@@ -377,7 +418,8 @@ impl Hub {
             if let Some(frame) = ack(&position, recovered) {
                 let _ = socket.send_frame(frame);
             }
-            let pending = entry.pending.swap_remove(index);
+            let pending = entry.rare_mut().pending.swap_remove(index);
+            entry.trim();
             entry.sockets.push(pending.socket.clone());
             return Ok(());
         }
@@ -394,8 +436,13 @@ impl Hub {
             let mut removed = true;
             if let Some(i) = entry.sockets.iter().position(|s| s.ptr_eq(socket)) {
                 entry.sockets.swap_remove(i);
-            } else if let Some(i) = entry.pending.iter().position(|p| p.socket.ptr_eq(socket)) {
-                entry.pending.swap_remove(i);
+                if entry.sockets.len() == 1 {
+                    // Back to the common case: inline again.
+                    entry.sockets.shrink_to_fit();
+                }
+            } else if let Some(i) = entry.pending().iter().position(|p| p.socket.ptr_eq(socket)) {
+                entry.rare_mut().pending.swap_remove(i);
+                entry.trim();
             } else {
                 removed = false;
             }
@@ -419,7 +466,7 @@ impl Hub {
         let ready = {
             let mut channels = self.channels.write();
             let entry = channels.entry(companion.clone()).or_default();
-            entry.presence_of = Some(channel.clone());
+            entry.rare_mut().presence_of = Some(channel.clone());
             entry.ready
         };
         if ready {
@@ -441,7 +488,7 @@ impl Hub {
         let ready = {
             let mut channels = self.channels.write();
             let entry = channels.entry(channel.clone()).or_default();
-            entry.watchers.push(Watcher { id, tx });
+            entry.rare_mut().watchers.push(Watcher { id, tx });
             entry.ready
         };
         if !ready && let Err(error) = self.ensure_broker_subscription(channel).await {
@@ -458,7 +505,10 @@ impl Hub {
             let Some(entry) = channels.get_mut(channel) else {
                 return;
             };
-            entry.watchers.retain(|w| w.id != id);
+            if let Some(rare) = &mut entry.rare {
+                rare.watchers.retain(|w| w.id != id);
+            }
+            entry.trim();
             entry.is_empty()
         };
         if now_empty {
@@ -471,7 +521,7 @@ impl Hub {
         self.channels
             .read()
             .get(channel)
-            .map_or(0, |e| e.sockets.len() + e.watchers.len())
+            .map_or(0, |e| e.sockets.len() + e.watchers().len())
     }
 
     /// Channels with at least one local subscriber.
@@ -539,7 +589,10 @@ impl Hub {
                         // The channel's presence events are no longer wanted here.
                         let released = match channels.get_mut(companion.as_str()) {
                             Some(entry) => {
-                                entry.presence_of = None;
+                                if let Some(rare) = &mut entry.rare {
+                                    rare.presence_of = None;
+                                }
+                                entry.trim();
                                 entry.is_empty()
                             }
                             None => false,
@@ -613,9 +666,24 @@ fn deliver_presence(
             let _ = socket.send_shared(&shared);
         }
     }
-    for pending in &entry.pending {
+    for pending in entry.pending() {
         if pending.socket.id() != about {
             let _ = pending.socket.send_shared(&shared);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_entry_fits_one_socket_in_48_bytes() {
+        // Key (16 bytes) + entry: one table slot per channel of this worker.
+        assert!(
+            std::mem::size_of::<ChannelEntry>() <= 48,
+            "{}",
+            std::mem::size_of::<ChannelEntry>()
+        );
     }
 }

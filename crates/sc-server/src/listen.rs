@@ -186,7 +186,7 @@ async fn serve_connection<S>(
     });
     let io = TokioIo::new(Watched {
         inner: stream,
-        watch: watch.clone(),
+        watch: Some(watch.clone()),
     });
     let busy = watch.clone();
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
@@ -288,13 +288,20 @@ fn now_ms() -> u64 {
 /// A TCP stream that records when bytes last moved, until the connection upgrades.
 struct Watched<S> {
     inner: S,
-    watch: Arc<Watch>,
+    /// Let go at the first read or write after the upgrade (the WebSocket keeps this stream for
+    /// its whole life, and needs no watch).
+    watch: Option<Arc<Watch>>,
 }
 
 impl<S> Watched<S> {
-    fn moved(&self, moved: bool) {
-        if moved && self.watch.watching.load(Ordering::Relaxed) {
-            self.watch.touch();
+    fn moved(&mut self, moved: bool) {
+        let Some(watch) = &self.watch else {
+            return;
+        };
+        if !watch.watching.load(Ordering::Relaxed) {
+            self.watch = None;
+        } else if moved {
+            watch.touch();
         }
     }
 }
@@ -308,8 +315,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         let moved = buf.filled().len() > before;
-        if moved && !self.watch.received.load(Ordering::Relaxed) {
-            self.watch.received.store(true, Ordering::Relaxed);
+        if moved
+            && let Some(watch) = &self.watch
+            && !watch.received.load(Ordering::Relaxed)
+        {
+            watch.received.store(true, Ordering::Relaxed);
         }
         self.moved(moved);
         result

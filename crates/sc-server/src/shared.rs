@@ -2,7 +2,7 @@
 //! [`Socket`] of it share. Its fields are private; the rest of the crate goes through the
 //! accessors below.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -26,6 +26,29 @@ pub(crate) type HealthCheck = Arc<dyn Fn() -> BoxFuture<serde_json::Value> + Sen
 /// A listener of [`AuthEvent`]s.
 pub(crate) type AuthListener = dyn Fn(&Socket, AuthEvent<'_>) + Send + Sync;
 
+/// A socket in [`ServerShared`]'s table of open sockets: equal, hashed and looked up by its id.
+struct ById(Socket);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &ById) -> bool {
+        self.0.id() == other.0.id()
+    }
+}
+
+impl Eq for ById {}
+
+impl std::hash::Hash for ById {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.id().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        self.0.id()
+    }
+}
+
 /// One server's state, shared by the server handle and its sockets.
 pub(crate) struct ServerShared {
     options: Arc<ServerOptions>,
@@ -33,7 +56,8 @@ pub(crate) struct ServerShared {
     kv: Arc<dyn KvStore>,
     handlers: RwLock<HashMap<Box<str>, Arc<dyn Handler>>>,
     connection_handlers: RwLock<Vec<Arc<dyn ConnectionHandler>>>,
-    clients: RwLock<HashMap<Box<str>, Socket>>,
+    /// Open sockets, found by id (the socket's own id is the key: no copy of it).
+    clients: RwLock<HashSet<ById>>,
     /// Woken when the last open socket leaves (see [`ServerShared::wait_idle`]).
     emptied: Notify,
     /// Connections accepted since start.
@@ -71,7 +95,7 @@ impl ServerShared {
             options: Arc::new(options),
             handlers: RwLock::new(HashMap::new()),
             connection_handlers: RwLock::new(Vec::new()),
-            clients: RwLock::new(HashMap::new()),
+            clients: RwLock::new(HashSet::new()),
             emptied: Notify::new(),
             connections_total: AtomicU64::new(0),
             metrics: Arc::default(),
@@ -171,15 +195,13 @@ impl ServerShared {
     /// Adds a socket whose handshake succeeded to the table of open sockets.
     pub(crate) fn register(&self, socket: &Socket) {
         self.metrics.handshake();
-        self.clients
-            .write()
-            .insert(socket.id().into(), socket.clone());
+        self.clients.write().replace(ById(socket.clone()));
     }
 
     /// Removes a socket from the table of open sockets.
     pub(crate) fn unregister(&self, socket: &Socket) {
         let mut clients = self.clients.write();
-        if clients.remove(socket.id()).is_some() && clients.is_empty() {
+        if clients.remove(socket.id()) && clients.is_empty() {
             drop(clients);
             self.emptied.notify_waiters();
         }
@@ -209,12 +231,12 @@ impl ServerShared {
 
     /// The open socket with this id.
     pub(crate) fn socket(&self, id: &str) -> Option<Socket> {
-        self.clients.read().get(id).cloned()
+        self.clients.read().get(id).map(|s| s.0.clone())
     }
 
     /// All open sockets.
     pub(crate) fn sockets(&self) -> Vec<Socket> {
-        self.clients.read().values().cloned().collect()
+        self.clients.read().iter().map(|s| s.0.clone()).collect()
     }
 
     /// Starts a drain.

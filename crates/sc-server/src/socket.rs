@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
 use sc_protocol::{CloseCode, Codec, HeartbeatDialect, Json, ScError, encode, min_bin};
 use serde::Serialize;
+use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
 use crate::auth::{AuthToken, SignOptions};
@@ -74,6 +75,99 @@ impl UpgradeRequest {
     }
 }
 
+/// The upgrade request as a socket keeps it: the URI and every header packed in one allocation
+/// (about the size of the request's text), unpacked into an [`UpgradeRequest`] the first time
+/// [`Socket::request`] asks for it.
+///
+/// A `HeaderMap` of a handful of headers takes about 0.8 KB (its entries, index and values),
+/// kept for the socket's whole life although most applications never look at it.
+pub(crate) struct KeptRequest {
+    remote_addr: Option<SocketAddr>,
+    /// The URI, then per header: whether it is sensitive (one byte), its name and its value; each
+    /// text preceded by its length (4 bytes, native order).
+    packed: Box<[u8]>,
+    unpacked: std::sync::OnceLock<Box<UpgradeRequest>>,
+}
+
+impl KeptRequest {
+    pub(crate) fn new(
+        remote_addr: Option<SocketAddr>,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> KeptRequest {
+        let uri = uri.to_string();
+        let size = 4
+            + uri.len()
+            + headers
+                .iter()
+                .map(|(name, value)| 9 + name.as_str().len() + value.len())
+                .sum::<usize>();
+        let mut packed = Vec::with_capacity(size);
+        push_text(&mut packed, uri.as_bytes());
+        for (name, value) in headers {
+            packed.push(u8::from(value.is_sensitive()));
+            push_text(&mut packed, name.as_str().as_bytes());
+            push_text(&mut packed, value.as_bytes());
+        }
+        KeptRequest {
+            remote_addr,
+            packed: packed.into_boxed_slice(),
+            unpacked: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The request, unpacked on first use.
+    pub(crate) fn get(&self) -> &UpgradeRequest {
+        self.unpacked.get_or_init(|| Box::new(self.unpack()))
+    }
+
+    fn unpack(&self) -> UpgradeRequest {
+        let mut rest: &[u8] = &self.packed;
+        let uri = take_text(&mut rest);
+        let uri = http::Uri::try_from(uri).unwrap_or_default();
+        let mut entries = Vec::new();
+        while !rest.is_empty() {
+            let sensitive = rest[0] != 0;
+            rest = &rest[1..];
+            let name = take_text(&mut rest);
+            let value = take_text(&mut rest);
+            // Both were a valid name and value when packed.
+            if let (Ok(name), Ok(mut value)) = (
+                http::HeaderName::from_bytes(name),
+                http::HeaderValue::from_bytes(value),
+            ) {
+                value.set_sensitive(sensitive);
+                entries.push((name, value));
+            }
+        }
+        let mut headers = http::HeaderMap::with_capacity(entries.len());
+        for (name, value) in entries {
+            headers.append(name, value);
+        }
+        UpgradeRequest {
+            remote_addr: self.remote_addr,
+            uri,
+            headers,
+        }
+    }
+}
+
+/// Appends `text` preceded by its length.
+fn push_text(packed: &mut Vec<u8>, text: &[u8]) {
+    let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
+    packed.extend_from_slice(&len.to_ne_bytes());
+    packed.extend_from_slice(&text[..len as usize]);
+}
+
+/// Takes a text written by [`push_text`] off the front of `rest`.
+fn take_text<'a>(rest: &mut &'a [u8]) -> &'a [u8] {
+    let (len, tail) = rest.split_at(4);
+    let len = u32::from_ne_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let (text, tail) = tail.split_at(len);
+    *rest = tail;
+    text
+}
+
 /// One of a socket's `inboundHandlerLimit` slots, held while a handler runs; freed on drop
 /// (also when the handler panics).
 pub(crate) struct HandlerSlot(Socket);
@@ -118,11 +212,11 @@ pub(crate) struct SocketShared {
     pending: Mutex<HashMap<u64, PendingInvoke>>,
     /// The channels this socket is subscribed to, kept in step with the hub by
     /// [`Socket::subscribe_channel`] and [`Socket::unsubscribe_channel`].
-    channels: Mutex<HashSet<Arc<str>>>,
+    channels: Mutex<ChannelSet>,
     handlers: RwLock<HashMap<Box<str>, Arc<dyn Handler>>>,
     disconnect_listeners: Mutex<Vec<DisconnectListener>>,
     auth_token: Mutex<Option<Arc<AuthToken>>>,
-    pub(crate) request: UpgradeRequest,
+    request: KeptRequest,
 }
 
 const STATE_CONNECTING: u8 = 0;
@@ -134,6 +228,94 @@ const DIALECT_V2: u8 = 2;
 const CODEC_UNKNOWN: u8 = 0;
 const CODEC_JSON: u8 = 1;
 const CODEC_MIN_BIN: u8 = 2;
+
+/// A socket's channels: a short list while it holds a few (most sockets hold one or two; the
+/// first is held inline, without an allocation), a hash set once it holds more than
+/// [`ChannelSet::LIST_MAX`].
+enum ChannelSet {
+    List(SmallVec<[Arc<str>; 1]>),
+    Set(HashSet<Arc<str>>),
+}
+
+impl Default for ChannelSet {
+    fn default() -> ChannelSet {
+        ChannelSet::List(SmallVec::new())
+    }
+}
+
+impl ChannelSet {
+    /// Most channels kept in a list (searched in order).
+    const LIST_MAX: usize = 16;
+
+    fn get(&self, channel: &str) -> Option<&Arc<str>> {
+        match self {
+            ChannelSet::List(list) => list.iter().find(|c| &***c == channel),
+            ChannelSet::Set(set) => set.get(channel),
+        }
+    }
+
+    fn contains(&self, channel: &str) -> bool {
+        self.get(channel).is_some()
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            ChannelSet::List(list) => list.len(),
+            ChannelSet::Set(set) => set.len(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
+        let (list, set) = match self {
+            ChannelSet::List(list) => (Some(list.iter()), None),
+            ChannelSet::Set(set) => (None, Some(set.iter())),
+        };
+        list.into_iter().flatten().chain(set.into_iter().flatten())
+    }
+
+    /// Adds `channel`; false if it was there already.
+    fn insert(&mut self, channel: Arc<str>) -> bool {
+        if self.contains(&channel) {
+            return false;
+        }
+        match self {
+            ChannelSet::List(list) if list.len() < Self::LIST_MAX => list.push(channel),
+            ChannelSet::List(list) => {
+                let mut set: HashSet<Arc<str>> = list.drain(..).collect();
+                set.insert(channel);
+                *self = ChannelSet::Set(set);
+            }
+            ChannelSet::Set(set) => {
+                set.insert(channel);
+            }
+        }
+        true
+    }
+
+    /// Removes `channel`; false if it was not there.
+    fn remove(&mut self, channel: &str) -> bool {
+        match self {
+            ChannelSet::List(list) => match list.iter().position(|c| &**c == channel) {
+                Some(i) => {
+                    list.remove(i);
+                    if list.len() <= 1 {
+                        list.shrink_to_fit();
+                    }
+                    true
+                }
+                None => false,
+            },
+            ChannelSet::Set(set) => set.remove(channel),
+        }
+    }
+
+    fn into_vec(self) -> Vec<Arc<str>> {
+        match self {
+            ChannelSet::List(list) => list.into_vec(),
+            ChannelSet::Set(set) => set.into_iter().collect(),
+        }
+    }
+}
 
 /// Server-side batching state (docs/protocol.md §5.5).
 #[derive(Default)]
@@ -208,7 +390,7 @@ impl Socket {
     pub(crate) fn new(
         id: Box<str>,
         server: Arc<ServerShared>,
-        request: UpgradeRequest,
+        request: KeptRequest,
         dialect: Option<HeartbeatDialect>,
     ) -> Socket {
         let limit = server.options().outbound_queue_limit;
@@ -230,7 +412,7 @@ impl Socket {
             batch: Mutex::new(Batch::default()),
             next_cid: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
-            channels: Mutex::new(HashSet::new()),
+            channels: Mutex::new(ChannelSet::default()),
             handlers: RwLock::new(HashMap::new()),
             disconnect_listeners: Mutex::new(Vec::new()),
             auth_token: Mutex::new(None),
@@ -254,7 +436,7 @@ impl Socket {
 
     /// The upgrade request: remote address, URI (with the client's `query`), headers.
     pub fn request(&self) -> &UpgradeRequest {
-        &self.0.request
+        self.0.request.get()
     }
 
     /// The heartbeat dialect in use, once known (always known unless `protocolVersion` is `auto`
@@ -797,7 +979,7 @@ impl Socket {
 
     /// Unsubscribes the socket from every channel it holds (when it closes).
     pub(crate) async fn unsubscribe_all(&self) {
-        let channels: Vec<Arc<str>> = self.0.channels.lock().drain().collect();
+        let channels = std::mem::take(&mut *self.0.channels.lock()).into_vec();
         for channel in channels {
             self.0.server.hub().unsubscribe_socket(self, &channel).await;
         }
@@ -923,5 +1105,42 @@ mod tests {
                 .all(|v| !inside(v.as_bytes().as_ptr()))
         );
         assert!(!inside(copy.uri.path().as_ptr()));
+    }
+
+    #[test]
+    fn kept_request_unpacks_to_the_same_request() {
+        let mut headers = http::HeaderMap::new();
+        headers.append(http::header::COOKIE, http::HeaderValue::from_static("abc"));
+        headers.append(http::header::COOKIE, http::HeaderValue::from_static("xyz"));
+        headers.insert("x-custom", http::HeaderValue::from_static("v"));
+        headers.insert(
+            http::header::HOST,
+            http::HeaderValue::from_static("127.0.0.1:8000"),
+        );
+        let mut secret = http::HeaderValue::from_static("s");
+        secret.set_sensitive(true);
+        headers.insert(http::header::AUTHORIZATION, secret);
+        let uri: http::Uri = "/socketcluster/?a=1&b=%20".parse().unwrap();
+        let addr: SocketAddr = "10.1.2.3:4567".parse().unwrap();
+
+        let kept = KeptRequest::new(Some(addr), &uri, &headers);
+        let request = kept.get();
+        assert_eq!(request.remote_addr, Some(addr));
+        assert_eq!(request.uri, uri);
+        assert_eq!(request.uri.query(), Some("a=1&b=%20"));
+        assert_eq!(request.headers, headers);
+        assert!(request.headers[http::header::AUTHORIZATION].is_sensitive());
+        assert!(!request.headers[http::header::HOST].is_sensitive());
+        let cookies: Vec<_> = request
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .collect();
+        assert_eq!(cookies, ["abc", "xyz"]);
+        assert!(std::ptr::eq(request, kept.get()), "unpacked once");
+
+        let empty = KeptRequest::new(None, &http::Uri::default(), &http::HeaderMap::new());
+        assert_eq!(empty.get().uri, http::Uri::default());
+        assert!(empty.get().headers.is_empty());
     }
 }

@@ -42,6 +42,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc::{self, error::TrySendError};
@@ -335,10 +336,11 @@ struct Shared {
     upstream_dropped: AtomicU64,
 }
 
-/// The subscribers of one channel.
+/// The subscribers of one channel: worker connections, at most one per worker (a handful), so
+/// a list; most channels have a single one, held inline (no allocation per channel).
 #[derive(Default)]
 struct Subscribers {
-    peers: HashMap<u64, Peer>,
+    peers: SmallVec<[Peer; 1]>,
     /// The connection told it is the channel's solo subscriber (it delivers its own publications
     /// itself): the first subscriber, while it is alone. Revoked when a second one comes, and not
     /// granted again until everyone has left.
@@ -355,9 +357,13 @@ enum Joined {
     Shared,
 }
 
-/// The sending side of one worker connection.
+/// The sending side of one worker connection. Cheap to clone: the table holds one clone per
+/// channel the connection subscribes to.
 #[derive(Clone)]
-struct Peer {
+struct Peer(Arc<PeerLink>);
+
+/// What a [`Peer`] shares.
+struct PeerLink {
     id: u64,
     broker: usize,
     tx: mpsc::Sender<Bytes>,
@@ -365,6 +371,14 @@ struct Peer {
     stall_timeout: Duration,
     /// Cancelled when the connection must end at once (overflow, write error, abort).
     kill: CancellationToken,
+}
+
+impl std::ops::Deref for Peer {
+    type Target = PeerLink;
+
+    fn deref(&self) -> &PeerLink {
+        &self.0
+    }
 }
 
 impl Peer {
@@ -422,7 +436,7 @@ impl Shared {
             let table = self.table.lock();
             if let Some(subscribers) = table.get(channel) {
                 let message = BrokerMessage::delivery(channel, frame);
-                for peer in subscribers.peers.values() {
+                for peer in &subscribers.peers {
                     match peer.tx.try_send(message.clone()) {
                         Ok(()) | Err(TrySendError::Closed(_)) => {}
                         Err(TrySendError::Full(message)) => waiting.push((peer.clone(), message)),
@@ -442,7 +456,7 @@ impl Shared {
         let table = self.table.lock();
         if let Some(subscribers) = table.get(channel) {
             let message = BrokerMessage::delivery(channel, frame);
-            for peer in subscribers.peers.values() {
+            for peer in &subscribers.peers {
                 if let Err(TrySendError::Full(_)) = peer.tx.try_send(message.clone()) {
                     let dropped = self.upstream_dropped.fetch_add(1, Ordering::Relaxed);
                     if dropped % 1000 == 0 {
@@ -500,9 +514,10 @@ impl Shared {
         let mut table = self.table.lock();
         let subscribers = table.entry(channel.clone()).or_default();
         let first = subscribers.peers.is_empty();
-        if subscribers.peers.insert(peer.id, peer.clone()).is_some() {
+        if subscribers.peers.iter().any(|p| p.id == peer.id) {
             return Joined::Shared;
         }
+        subscribers.peers.push(peer.clone());
         if first && self.upstream.is_none() {
             subscribers.solo = Some(peer.id);
             return Joined::Solo;
@@ -510,7 +525,8 @@ impl Shared {
         match subscribers.solo.take() {
             Some(holder) => subscribers
                 .peers
-                .get(&holder)
+                .iter()
+                .find(|p| p.id == holder)
                 .cloned()
                 .map_or(Joined::Shared, Joined::Revoke),
             None => Joined::Shared,
@@ -550,7 +566,9 @@ impl Shared {
         let Some(subscribers) = table.get_mut(channel) else {
             return false;
         };
-        subscribers.peers.remove(&connection);
+        if let Some(i) = subscribers.peers.iter().position(|p| p.id == connection) {
+            subscribers.peers.swap_remove(i);
+        }
         if subscribers.peers.is_empty() {
             table.remove(channel);
             true
@@ -764,13 +782,13 @@ async fn serve(
 
     let (read, write) = stream.into_split();
     let (tx, rx) = mpsc::channel(shared.outbound_capacity);
-    let peer = Peer {
+    let peer = Peer(Arc::new(PeerLink {
         id,
         broker: shared.id,
         tx,
         stall_timeout: shared.stall_timeout,
         kill: kill.clone(),
-    };
+    }));
     peer.send(
         BrokerMessage::Ready {
             // Broker counts are tiny; saturate rather than wrap if one ever is not.
@@ -987,4 +1005,29 @@ async fn write_loop(write: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, kill: 
         }
     }
     kill.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_of_one_worker_is_small_and_holds_no_allocation_of_its_own() {
+        assert!(
+            std::mem::size_of::<Subscribers>() <= 40,
+            "{}",
+            std::mem::size_of::<Subscribers>()
+        );
+        let (tx, _rx) = mpsc::channel(1);
+        let peer = Peer(Arc::new(PeerLink {
+            id: 7,
+            broker: 0,
+            tx,
+            stall_timeout: Duration::from_secs(1),
+            kill: CancellationToken::new(),
+        }));
+        let mut subscribers = Subscribers::default();
+        subscribers.peers.push(peer);
+        assert!(!subscribers.peers.spilled());
+    }
 }
