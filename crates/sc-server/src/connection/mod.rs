@@ -3,7 +3,7 @@
 //!
 //! Each connection is one task. It owns all protocol state and processes the client's packets
 //! strictly in order (a `#publish` the broker can take in order at once, as the cluster's broker
-//! link does, is only started in order: its answer comes from a task of its own, see
+//! link does, is only started in order: the broker answers it later through a callback, see
 //! `dispatch::start_publish`); between frames it drains the socket's outbound queue ([`outbound`])
 //! into the WebSocket with one flush, and one timer ([`timers`]) serves all its deadlines. A
 //! handler that waits runs in a task of its own; the few protocol steps that wait (handshake,
