@@ -21,8 +21,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -259,12 +259,7 @@ impl LinkState {
     }
 
     /// Registers publish `id` of `channel` as waiting for its reply and in flight.
-    fn register_publish(
-        &mut self,
-        id: u64,
-        channel: &Arc<str>,
-        reply: Answer,
-    ) {
+    fn register_publish(&mut self, id: u64, channel: &Arc<str>, reply: Answer) {
         *self.in_flight.entry(channel.clone()).or_default() += 1;
         self.pending.insert(
             id,
@@ -1183,7 +1178,8 @@ async fn session(
     };
     // Fails the callback publishes that waited longer than `request_timeout` for their reply.
     let sweeper = async {
-        let period = (config.request_timeout / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let period =
+            (config.request_timeout / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

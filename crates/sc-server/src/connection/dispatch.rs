@@ -23,8 +23,8 @@ use crate::middleware::{
 };
 use crate::socket::{HANDLER_SCOPE, HandlerScope, HandlerSlot, Socket};
 use crate::streams::parse_catchup;
-use sc_broker::{BrokerError, PublishDone, PublishStart};
 use sc_broker::stream::PRESENCE_PREFIX;
+use sc_broker::{BrokerError, PublishDone, PublishStart};
 
 /// Whether to keep reading after a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
