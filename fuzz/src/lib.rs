@@ -250,10 +250,7 @@ pub fn sc_packets(data: &[u8]) {
         assert_eq!(publish.channel(), generic.channel());
         assert_eq!(publish.data(), generic.data());
         assert_eq!(publish.cid(), generic.cid());
-        assert_eq!(
-            publish.publication().frame(),
-            generic.publication().frame()
-        );
+        assert_eq!(publish.publication().frame(), generic.publication().frame());
     }
     if let Frame::Packets(packets) = frame {
         for packet in packets {

@@ -604,7 +604,9 @@ mod tests {
                     let Frame::Packets(p) = Frame::decode_bytes(frame.clone()) else {
                         unreachable!()
                     };
-                    let Packet::Event(e) = &p[0] else { unreachable!() };
+                    let Packet::Event(e) = &p[0] else {
+                        unreachable!()
+                    };
                     PublishPacket::from_event(e).unwrap()
                 };
                 proptest::prop_assert_eq!(from_event.publication().frame(), &delivery);
@@ -667,7 +669,9 @@ mod tests {
         ] {
             same_as_two_passes(text).unwrap();
         }
-        assert!(PublishPacket::decode(&Bytes::from_static(b"{\"event\":\"#publish\",\xff}")).is_none());
+        assert!(
+            PublishPacket::decode(&Bytes::from_static(b"{\"event\":\"#publish\",\xff}")).is_none()
+        );
     }
 
     proptest::proptest! {
