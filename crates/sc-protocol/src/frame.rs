@@ -599,7 +599,7 @@ mod tests {
                 proptest::prop_assert_eq!(new.channel(), channel.as_str());
                 proptest::prop_assert_eq!(new.data().map(|d| d.get().to_owned()), data);
                 proptest::prop_assert_eq!(new.cid(), cid);
-                proptest::prop_assert_eq!(new.publication().frame(), &delivery);
+                proptest::prop_assert_eq!(new.publication().frame().clone(), delivery.clone());
                 let from_event = {
                     let Frame::Packets(p) = Frame::decode_bytes(frame.clone()) else {
                         unreachable!()
@@ -609,7 +609,10 @@ mod tests {
                     };
                     PublishPacket::from_event(e).unwrap()
                 };
-                proptest::prop_assert_eq!(from_event.publication().frame(), &delivery);
+                proptest::prop_assert_eq!(
+                    from_event.publication().frame().clone(),
+                    delivery.clone()
+                );
             }
             // Not read in one pass: fine for anything (the generic path takes it), but the
             // usual shape of a well-formed publish must take the fast path.
