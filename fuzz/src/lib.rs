@@ -225,16 +225,33 @@ impl Http {
 
 /// The SocketCluster JSON packet decoder and the protocol events' data parsers.
 ///
-/// Property: decoding the same bytes twice gives the same frame.
+/// Property: decoding the same bytes twice gives the same frame, and a `#publish` read in one
+/// pass ([`sc_protocol::frame::PublishPacket`]) is the one the generic path reads.
 pub fn sc_packets(data: &[u8]) {
     use sc_protocol::Frame;
-    use sc_protocol::frame::{HandshakeData, Packet, PublishData, SubscribeData};
+    use sc_protocol::frame::{HandshakeData, Packet, PublishData, PublishPacket, SubscribeData};
     let bytes = Bytes::copy_from_slice(data);
     let frame = Frame::decode_bytes(bytes.clone());
     assert_eq!(
         format!("{frame:?}"),
-        format!("{:?}", Frame::decode_bytes(bytes))
+        format!("{:?}", Frame::decode_bytes(bytes.clone()))
     );
+    // A publish read in one pass is the publish the generic path reads, delivered as the same
+    // frame.
+    if let Some(publish) = PublishPacket::decode(&bytes) {
+        let Frame::Packets(packets) = &frame else {
+            panic!("one pass read a publish, the generic path {frame:?}")
+        };
+        let [Packet::Event(event)] = &packets[..] else {
+            panic!("one pass read a publish, the generic path {packets:?}")
+        };
+        assert_eq!(event.event, "#publish");
+        let generic = PublishPacket::from_event(event).expect("a well-formed publish");
+        assert_eq!(publish.channel(), generic.channel());
+        assert_eq!(publish.data(), generic.data());
+        assert_eq!(publish.cid(), generic.cid());
+        assert_eq!(publish.publication().frame(), generic.publication().frame());
+    }
     if let Frame::Packets(packets) = frame {
         for packet in packets {
             if let Packet::Event(event) = packet {

@@ -41,8 +41,8 @@ pub struct Common {
     #[arg(long, global = true, default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// Protocol dialect the server is expected to speak; heartbeats of both dialects are answered
-    /// anyway, and pings in the other dialect are reported.
+    /// Protocol dialect to speak: only this dialect's heartbeats are answered (as a client of
+    /// that version does), and pings in the other dialect are reported.
     #[arg(long, global = true, value_enum, default_value = "2")]
     pub protocol_version: Dialect,
     /// Wire codec: json (sc-formatter) or min-bin (sc-codec-min-bin, binary frames).

@@ -1,7 +1,9 @@
 //! A minimal SocketCluster client over a raw WebSocket, built for load generation.
 //!
-//! It does only what the scenarios need, and cheaply: the `#handshake`, answering heartbeats of
-//! both dialects (`#1` → `#2`, `""` → `""`, docs/protocol.md §6), `#subscribe`, `#publish` and invokes
+//! It does only what the scenarios need, and cheaply: the `#handshake`, answering the heartbeats
+//! of the dialect it was given (`#1` → `#2` or `""` → `""`, docs/protocol.md §6; a ping of the
+//! other dialect is counted and left unanswered, as a client of that dialect does), `#subscribe`,
+//! `#publish` and invokes
 //! with cid bookkeeping. There is no reconnect, no outbound queue and no event emitter: a scenario
 //! task owns its [`Client`] and drives it directly, reading with [`Client::recv`] and writing with
 //! [`Client::feed`] / [`Client::flush`]. Frames are built with `sc_protocol::encode` and read with
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use sc_protocol::{Codec, Frame, Json, Packet, ResponsePacket, encode, min_bin};
+use sc_protocol::{Codec, Frame, HeartbeatDialect, Json, Packet, ResponsePacket, encode, min_bin};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_websockets::{ClientBuilder, Message, WebSocketStream};
 
@@ -30,6 +32,8 @@ pub struct Target {
     with_token: bool,
     /// The wire codec of every connection.
     codec: Codec,
+    /// The heartbeat dialect every connection speaks.
+    dialect: HeartbeatDialect,
 }
 
 impl Target {
@@ -71,6 +75,7 @@ impl Target {
             handshake_data: r#"{"authToken":null}"#.to_owned(),
             with_token: false,
             codec: Codec::Json,
+            dialect: HeartbeatDialect::V2,
         })
     }
 
@@ -90,6 +95,14 @@ impl Target {
         self.codec = codec;
     }
 
+    /// Makes every connection speak the heartbeat `dialect` (protocol v1 or v2): it answers
+    /// that dialect's pings only. A socketcluster-client 15+ (v2) does not answer the v1 ping
+    /// `#1`, so a server detecting the dialect (`protocolVersion: auto`, whose first ping is a
+    /// `#1` probe) settles on v2 for it; a 14.x client (v1) does not answer `""`.
+    pub fn set_dialect(&mut self, dialect: HeartbeatDialect) {
+        self.dialect = dialect;
+    }
+
     /// Whether handshakes carry an auth token.
     pub fn has_auth_token(&self) -> bool {
         self.with_token
@@ -102,6 +115,7 @@ impl Target {
         other.handshake_data.clone_from(&self.handshake_data);
         other.with_token = self.with_token;
         other.codec = self.codec;
+        other.dialect = self.dialect;
         Ok(other)
     }
 
@@ -172,7 +186,7 @@ pub enum ClientError {
     WebSocket(tokio_websockets::Error),
 }
 
-/// Heartbeat pings a connection has seen, per dialect.
+/// Heartbeat pings a connection has seen, per dialect (it answers those of its own dialect).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Heartbeats {
     /// `#1` pings (protocol v1).
@@ -204,6 +218,7 @@ pub struct Client {
     pending: HashSet<u64>,
     heartbeats: Heartbeats,
     codec: Codec,
+    dialect: HeartbeatDialect,
     /// Payload bytes of every data frame received (WebSocket headers not counted).
     bytes_in: u64,
 }
@@ -247,6 +262,7 @@ impl Client {
             pending: HashSet::new(),
             heartbeats: Heartbeats::default(),
             codec: target.codec,
+            dialect: target.dialect,
             bytes_in: 0,
         };
         client
@@ -294,8 +310,9 @@ impl Client {
         }
     }
 
-    /// Reads the next frame. Heartbeat pings are answered (in the dialect they came in) before
-    /// being returned; WebSocket control frames are handled by the WebSocket layer.
+    /// Reads the next frame. Heartbeat pings of the connection's dialect are answered before
+    /// being returned (those of the other dialect are only counted); WebSocket control frames
+    /// are handled by the WebSocket layer.
     pub async fn recv(&mut self) -> Result<Frame, ClientError> {
         loop {
             let message = match self.ws.next().await {
@@ -335,11 +352,15 @@ impl Client {
             match frame {
                 Frame::PingV1 => {
                     self.heartbeats.v1 += 1;
-                    self.send(Bytes::from_static(b"#2")).await?;
+                    if self.dialect == HeartbeatDialect::V1 {
+                        self.send(Bytes::from_static(b"#2")).await?;
+                    }
                 }
                 Frame::Empty => {
                     self.heartbeats.v2 += 1;
-                    self.send(Bytes::new()).await?;
+                    if self.dialect == HeartbeatDialect::V2 {
+                        self.send(Bytes::new()).await?;
+                    }
                 }
                 _ => {}
             }

@@ -18,7 +18,7 @@
 //! # Layout
 //!
 //! - [`cli`]: command line (common options, one argument set per scenario).
-//! - [`client`]: the minimal SocketCluster client (handshake, heartbeats of both dialects,
+//! - [`client`]: the minimal SocketCluster client (handshake, the heartbeats of one dialect,
 //!   subscribe, publish, invoke with cid bookkeeping) and the benchmark message ([`client::Probe`]).
 //! - [`scenario`]: what the scenarios share (context, opening many connections, inbox/outbox
 //!   accounting) and one module per scenario: `fanout`, `rpc`, `conns`, `pubsub_many`.

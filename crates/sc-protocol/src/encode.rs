@@ -38,9 +38,20 @@ pub fn write_event(out: &mut BytesMut, event: &str, data: Option<&str>, cid: Opt
 /// assert_eq!(&sc_protocol::encode::response(7, None)[..], br#"{"rid":7}"#);
 /// ```
 pub fn response(rid: u64, data: Option<&str>) -> Bytes {
-    let mut out = BytesMut::with_capacity(16 + data.map_or(0, str::len));
+    // The exact length: a buffer filled to its capacity becomes `Bytes` without a second
+    // allocation (an acknowledgement is one per publish).
+    let len = br#"{"rid":}"#.len()
+        + decimal_len(rid)
+        + data.map_or(0, |d| br#","data":"#.len() + d.len());
+    let mut out = BytesMut::with_capacity(len);
     write_response(&mut out, rid, None, data);
+    debug_assert_eq!(out.len(), len);
     out.freeze()
+}
+
+/// The number of decimal digits of `n`.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |log| log as usize + 1)
 }
 
 /// `{"rid":<rid>,"error":<error>[,"data":<data>]}`: a failed response (`data` only in v1 style).
@@ -165,6 +176,9 @@ mod tests {
             br#"{"rid":18446744073709551615}"#
         );
         assert_eq!(&response(0, None)[..], br#"{"rid":0}"#);
+        for n in [0, 9, 10, 99, 100, 12_345, u64::MAX] {
+            assert_eq!(decimal_len(n), n.to_string().len());
+        }
     }
 
     proptest::proptest! {

@@ -160,7 +160,7 @@ fn packet_from_object(frame: &Bytes, text: &str) -> Option<Packet> {
 }
 
 /// A call id: a JSON number that is a non-negative integer. Anything else does not count.
-fn numeric_id(raw: &RawValue) -> Option<u64> {
+pub(crate) fn numeric_id(raw: &RawValue) -> Option<u64> {
     let text = raw.get();
     text.parse::<u64>().ok().or_else(|| {
         let float: f64 = text.parse().ok()?;
@@ -256,6 +256,141 @@ impl PublishData {
                 .data
                 .map(|raw| Json::from_validated(bytes.slice_ref(raw.get().as_bytes()))),
         })
+    }
+}
+
+/// How a client `#publish` frame starts when its client wrote it the usual way (every
+/// SocketCluster client does: `JSON.stringify({event, data, cid})`).
+const PUBLISH_START: &[u8] = br##"{"event":"#publish","##;
+
+/// A client `#publish` event, read in one JSON pass (docs/protocol.md §7.4): the channel and
+/// the published data, borrowed from the frame's bytes.
+///
+/// [`PublishPacket::decode`] reads a frame that is one `#publish` event object, and reads its
+/// `data` object in the same pass, where [`Frame::decode_bytes`] and [`PublishData::parse`]
+/// take two. [`PublishPacket::publication`] then builds the delivery frame from the parsed
+/// slices: the same bytes [`Publication::new`](crate::Publication::new) writes.
+///
+/// ```
+/// use bytes::Bytes;
+/// use sc_protocol::frame::PublishPacket;
+///
+/// let frame = Bytes::from_static(br##"{"event":"#publish","data":{"channel":"news","data":{"a":1}},"cid":8}"##);
+/// let publish = PublishPacket::decode(&frame).unwrap();
+/// assert_eq!((publish.channel(), publish.cid()), ("news", Some(8)));
+/// assert_eq!(
+///     &publish.publication().frame()[..],
+///     br##"{"event":"#publish","data":{"channel":"news","data":{"a":1}}}"##
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishPacket {
+    /// The channel name, decoded.
+    channel: std::sync::Arc<str>,
+    /// Whether the channel's JSON string literal is `"` + the name + `"` (it held no escape, so
+    /// the delivery frame takes it as it is).
+    plain_channel: bool,
+    data: Option<Json>,
+    cid: Option<u64>,
+}
+
+impl PublishPacket {
+    /// Reads `frame` as one `#publish` event in one pass, if it is one in the usual shape: a
+    /// JSON object starting with `{"event":"#publish",` whose `data` is an object with a string
+    /// `channel`. `None` for anything else; such a frame is read with [`Frame::decode_bytes`]
+    /// (and [`PublishData::parse`]), which then come to the same verdict as before, whatever it
+    /// is (a raw message, another packet, a malformed publish).
+    ///
+    /// When this returns a packet, the generic path would have read the same channel, data and
+    /// cid: the fields are those of [`Frame::decode_bytes`] (unknown keys ignored, a repeated
+    /// key refused) and of [`PublishData::parse`].
+    pub fn decode(frame: &Bytes) -> Option<PublishPacket> {
+        if !frame.starts_with(PUBLISH_START) {
+            return None;
+        }
+        let text = std::str::from_utf8(frame).ok()?;
+        #[derive(Deserialize)]
+        struct Fields<'a> {
+            // `event` (known from the start), `rid` and `error` are read only so that a repeated
+            // key is refused here as on the generic path.
+            #[serde(borrow, default)]
+            #[allow(dead_code)]
+            event: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            data: Option<DataFields<'a>>,
+            #[serde(borrow, default)]
+            cid: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            #[allow(dead_code)]
+            rid: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            #[allow(dead_code)]
+            error: Option<&'a RawValue>,
+        }
+        // The fields of `PublishData::parse`.
+        #[derive(Deserialize)]
+        struct DataFields<'a> {
+            #[serde(borrow)]
+            channel: Cow<'a, str>,
+            #[serde(borrow, default, deserialize_with = "present")]
+            data: Option<&'a RawValue>,
+        }
+        let fields: Fields<'_> = serde_json::from_str(text).ok()?;
+        // `"data":null` reads as `None` here: the generic path refuses it as malformed.
+        let data = fields.data?;
+        let plain_channel = matches!(data.channel, Cow::Borrowed(_));
+        Some(PublishPacket {
+            channel: std::sync::Arc::from(data.channel.as_ref()),
+            plain_channel,
+            data: data
+                .data
+                .map(|raw| Json::from_validated(frame.slice_ref(raw.get().as_bytes()))),
+            cid: fields.cid.and_then(numeric_id),
+        })
+    }
+
+    /// A `#publish` event read by [`Frame::decode_bytes`]: its data read with
+    /// [`PublishData::parse`] (`None` when that finds it malformed).
+    pub fn from_event(event: &EventPacket) -> Option<PublishPacket> {
+        let publish = PublishData::parse(event.data.as_ref())?;
+        Some(PublishPacket {
+            channel: std::sync::Arc::from(publish.channel),
+            plain_channel: false,
+            data: publish.data,
+            cid: event.cid,
+        })
+    }
+
+    /// The channel name.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// The published data, verbatim (`None` when absent).
+    pub fn data(&self) -> Option<&Json> {
+        self.data.as_ref()
+    }
+
+    /// The call id, when the client waits for an acknowledgement.
+    pub fn cid(&self) -> Option<u64> {
+        self.cid
+    }
+
+    /// The same publish to `channel` with `data` (as publish-in middleware left them): what is
+    /// unchanged keeps its shared form.
+    pub fn with(mut self, channel: &str, data: Option<Json>) -> PublishPacket {
+        if channel != &*self.channel {
+            self.channel = std::sync::Arc::from(channel);
+            self.plain_channel = false;
+        }
+        self.data = data;
+        self
+    }
+
+    /// The delivery frame every subscriber gets (see [`crate::Publication`]), spliced from the
+    /// parsed channel and data.
+    pub fn publication(&self) -> crate::Publication {
+        crate::Publication::from_parts(self.channel.clone(), self.plain_channel, self.data())
     }
 }
 
@@ -422,7 +557,163 @@ mod tests {
         assert_eq!(HandshakeData::parse(None), HandshakeData::default());
     }
 
+    /// Channel, data, cid and delivery frame of a publish.
+    type ReadPublish = (String, Option<String>, Option<u64>, Bytes);
+
+    /// The two-pass reading of a client `#publish` (before [`PublishPacket::decode`]): the
+    /// channel, data and cid, and the delivery frame; `None` for a frame that is not one
+    /// publish event, `Some(None)` for a malformed publish.
+    fn two_pass(frame: &Bytes) -> Option<Option<ReadPublish>> {
+        let Frame::Packets(packets) = Frame::decode_bytes(frame.clone()) else {
+            return None;
+        };
+        let [Packet::Event(event)] = &packets[..] else {
+            return None;
+        };
+        if event.event != "#publish" {
+            return None;
+        }
+        Some(PublishData::parse(event.data.as_ref()).map(|p| {
+            let delivery = crate::Publication::new(&p.channel, p.data.as_ref());
+            (
+                p.channel,
+                p.data.map(|d| d.get().to_owned()),
+                event.cid,
+                delivery.frame().clone(),
+            )
+        }))
+    }
+
+    /// Checks [`PublishPacket::decode`] against [`two_pass`] on `text`.
+    fn same_as_two_passes(text: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        let frame = Bytes::copy_from_slice(text.as_bytes());
+        let old = two_pass(&frame);
+        match PublishPacket::decode(&frame) {
+            Some(new) => {
+                // One pass found a publish: two passes find the same.
+                let Some(Some((channel, data, cid, delivery))) = old else {
+                    return Err(proptest::test_runner::TestCaseError::fail(format!(
+                        "one pass read {text:?} as a publish, two passes as {old:?}"
+                    )));
+                };
+                proptest::prop_assert_eq!(new.channel(), channel.as_str());
+                proptest::prop_assert_eq!(new.data().map(|d| d.get().to_owned()), data);
+                proptest::prop_assert_eq!(new.cid(), cid);
+                proptest::prop_assert_eq!(new.publication().frame().clone(), delivery.clone());
+                let from_event = {
+                    let Frame::Packets(p) = Frame::decode_bytes(frame.clone()) else {
+                        unreachable!()
+                    };
+                    let Packet::Event(e) = &p[0] else {
+                        unreachable!()
+                    };
+                    PublishPacket::from_event(e).unwrap()
+                };
+                proptest::prop_assert_eq!(
+                    from_event.publication().frame().clone(),
+                    delivery.clone()
+                );
+            }
+            // Not read in one pass: fine for anything (the generic path takes it), but the
+            // usual shape of a well-formed publish must take the fast path.
+            None => proptest::prop_assert!(
+                !(text.starts_with(r##"{"event":"#publish","data":{"channel":"##)
+                    && matches!(old, Some(Some(_)))
+                    && !text.contains(r#""data":null"#)
+                    && text.matches(r#""data""#).count() <= 2
+                    && text.matches(r#""channel""#).count() == 1),
+                "{text:?} is a well-formed publish and was not read in one pass"
+            ),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn publish_in_one_pass() {
+        let frame = Bytes::from_static(
+            br##"{"event":"#publish","data":{"channel":"news","data":{"headline" : "x"}},"cid":8}"##,
+        );
+        let p = PublishPacket::decode(&frame).unwrap();
+        assert_eq!(p.channel(), "news");
+        assert_eq!(p.data().unwrap().get(), r#"{"headline" : "x"}"#);
+        assert_eq!(p.cid(), Some(8));
+        assert_eq!(
+            &p.publication().frame()[..],
+            br##"{"event":"#publish","data":{"channel":"news","data":{"headline" : "x"}}}"##
+        );
+        // Changed by middleware: the new channel is escaped as it must be.
+        let changed = p.clone().with("a\"b", Some(Json::from_text("1").unwrap()));
+        assert_eq!(
+            &changed.publication().frame()[..],
+            br##"{"event":"#publish","data":{"channel":"a\"b","data":1}}"##
+        );
+        assert_eq!(p.clone().with("news", p.data().cloned()), p);
+
+        for text in [
+            // Escapes in the channel: decoded, then written as JSON.stringify would.
+            r##"{"event":"#publish","data":{"channel":"a\u0041\/\"\n\u00e9\ud83d\ude00","data":"x"}}"##,
+            r##"{"event":"#publish","data":{"channel":"c","data":null},"cid":"s"}"##,
+            r##"{"event":"#publish","data":{"channel":"c"},"cid":1.0}"##,
+            r##"{"event":"#publish","data":{"data":1,"channel":"c","other":[1,{}]},"x":2,"cid":3}"##,
+            r##"{"event":"#publish","cid":4,"data":{"channel":"é😀","data":{"deep":[[[]]]}}}"##,
+            // Not one-pass material: malformed, raw, or not a publish.
+            r##"{"event":"#publish","data":null,"cid":5}"##,
+            r##"{"event":"#publish","cid":5}"##,
+            r##"{"event":"#publish","data":{"channel":5},"cid":5}"##,
+            r##"{"event":"#publish","data":{"channel":"c","channel":"d"},"cid":5}"##,
+            r##"{"event":"#publish","data":{"channel":"c"},"data":{"channel":"d"}}"##,
+            r##"{"event":"#publish","event":"x","data":{"channel":"c"}}"##,
+            r##"{"event":"#publish","data":{"channel":"c"}} x"##,
+            r##"{"event":"#publish","data":{"channel":"c"}"##,
+            r##"{"event":"#publish","data":{"channel":"c","data":01}}"##,
+            r##"{"event":"#publishx","data":{"channel":"c"}}"##,
+            r##"[{"event":"#publish","data":{"channel":"c"}}]"##,
+            r##" {"event":"#publish","data":{"channel":"c"}}"##,
+        ] {
+            same_as_two_passes(text).unwrap();
+        }
+        assert!(
+            PublishPacket::decode(&Bytes::from_static(b"{\"event\":\"#publish\",\xff}")).is_none()
+        );
+    }
+
     proptest::proptest! {
+        #[test]
+        fn publish_one_pass_matches_two_passes(
+            channel in "\\PC{0,20}|[\\x00-\\x1f\"\\\\/a\\u{e9}\\u{2028}\\u{1F600}]{0,10}",
+            text in "\\PC{0,20}",
+            n in proptest::num::i64::ANY,
+            shape in 0u8..6,
+            cid in proptest::option::of(0u64..1_000_000),
+            escape_ascii in proptest::bool::ANY,
+        ) {
+            let mut channel_json = serde_json::to_string(&channel).unwrap();
+            if escape_ascii {
+                // Another client's way to write the same name: every ASCII letter as \u00XX.
+                channel_json = channel_json
+                    .chars()
+                    .map(|c| if c.is_ascii_alphabetic() { format!("\\u{:04x}", c as u32) } else { c.to_string() })
+                    .collect();
+            }
+            let data = match shape {
+                0 => None,
+                1 => Some(serde_json::to_string(&text).unwrap()),
+                2 => Some(format!("{{\"t\" : {},\"n\":{n}}}", serde_json::to_string(&text).unwrap())),
+                3 => Some(n.to_string()),
+                4 => Some("null".to_owned()),
+                _ => Some(format!("[{n}, true, {{}}]")),
+            };
+            let data = data.map_or(String::new(), |d| format!(",\"data\":{d}"));
+            let cid = cid.map_or(String::new(), |c| format!(",\"cid\":{c}"));
+            let frame = format!(r##"{{"event":"#publish","data":{{"channel":{channel_json}{data}}}{cid}}}"##);
+            same_as_two_passes(&frame)?;
+        }
+
+        #[test]
+        fn publish_one_pass_never_disagrees(s in "\\PC{0,80}") {
+            same_as_two_passes(&format!(r##"{{"event":"#publish",{s}"##))?;
+        }
+
         #[test]
         fn decode_never_panics(s in ".{0,200}") {
             let _ = Frame::decode(&s);

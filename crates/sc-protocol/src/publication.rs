@@ -88,21 +88,55 @@ pub struct NotAPublication;
 impl Publication {
     /// Encodes a publication of `data` (or of no data) to `channel`.
     pub fn new(channel: &str, data: Option<&Json>) -> Publication {
-        Publication::encode(Arc::from(channel), data, None)
+        Publication::encode(Arc::from(channel), false, data, None)
+    }
+
+    /// [`Publication::new`] with a channel name already shared.
+    pub fn new_shared(channel: Arc<str>, data: Option<&Json>) -> Publication {
+        Publication::encode(channel, false, data, None)
+    }
+
+    /// [`Publication::new`] for a channel whose name is known to need no escaping in JSON
+    /// (`plain_channel`: it arrived as a JSON string without escapes), so that it is copied as
+    /// it is.
+    pub(crate) fn from_parts(
+        channel: Arc<str>,
+        plain_channel: bool,
+        data: Option<&Json>,
+    ) -> Publication {
+        Publication::encode(channel, plain_channel, data, None)
     }
 
     /// The same publication at `position` (its frame re-encoded once with `offset` and `epoch`
     /// after `data`, EXTENSIONS.md E2).
     pub fn with_position(&self, position: Position) -> Publication {
-        Publication::encode(self.channel.clone(), self.data.as_ref(), Some(position))
+        Publication::encode(
+            self.channel.clone(),
+            false,
+            self.data.as_ref(),
+            Some(position),
+        )
     }
 
-    fn encode(channel: Arc<str>, data: Option<&Json>, position: Option<Position>) -> Publication {
+    fn encode(
+        channel: Arc<str>,
+        plain_channel: bool,
+        data: Option<&Json>,
+        position: Option<Position>,
+    ) -> Publication {
         let data_len = data.map_or(0, |d| d.as_bytes().len());
         let extra = position.as_ref().map_or(0, |p| 40 + p.epoch.len());
         let mut out = BytesMut::with_capacity(PREFIX.len() + channel.len() + data_len + 16 + extra);
         out.put_slice(PREFIX);
-        write_json_string(&mut out, &channel);
+        if plain_channel {
+            // A name that arrived as a JSON string without escapes needs none: it has no quote,
+            // no backslash and no control character (JSON forbids them unescaped).
+            out.put_u8(b'"');
+            out.put_slice(channel.as_bytes());
+            out.put_u8(b'"');
+        } else {
+            write_json_string(&mut out, &channel);
+        }
         let data_start = out.len() + 8;
         if let Some(data) = data {
             out.put_slice(b",\"data\":");

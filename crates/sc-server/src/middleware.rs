@@ -36,6 +36,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -145,33 +146,61 @@ pub enum InboundAction {
 impl InboundAction {
     /// v15+'s `action.type`.
     pub fn type_name(&self) -> &'static str {
+        self.kind().type_name()
+    }
+
+    /// This action's kind.
+    pub(crate) fn kind(&self) -> InboundKind {
         match self {
-            InboundAction::Transmit(_) => "transmit",
-            InboundAction::Invoke(_) => "invoke",
-            InboundAction::Subscribe(_) => "subscribe",
-            InboundAction::PublishIn(_) => "publishIn",
-            InboundAction::Authenticate(_) => "authenticate",
+            InboundAction::Transmit(_) => InboundKind::Transmit,
+            InboundAction::Invoke(_) => InboundKind::Invoke,
+            InboundAction::Subscribe(_) => InboundKind::Subscribe,
+            InboundAction::PublishIn(_) => InboundKind::PublishIn,
+            InboundAction::Authenticate(_) => InboundKind::Authenticate,
+        }
+    }
+}
+
+/// The kind of an [`InboundAction`], without the action: what a block's error names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InboundKind {
+    Transmit,
+    Invoke,
+    Subscribe,
+    PublishIn,
+    Authenticate,
+}
+
+impl InboundKind {
+    /// v15+'s `action.type`.
+    pub(crate) fn type_name(self) -> &'static str {
+        match self {
+            InboundKind::Transmit => "transmit",
+            InboundKind::Invoke => "invoke",
+            InboundKind::Subscribe => "subscribe",
+            InboundKind::PublishIn => "publishIn",
+            InboundKind::Authenticate => "authenticate",
         }
     }
 
-    /// This action's kind bit.
-    fn kind(&self) -> u8 {
+    /// This kind's bit (see [`kind`]).
+    fn bit(self) -> u8 {
         match self {
-            InboundAction::Transmit(_) => kind::TRANSMIT,
-            InboundAction::Invoke(_) => kind::INVOKE,
-            InboundAction::Subscribe(_) => kind::SUBSCRIBE,
-            InboundAction::PublishIn(_) => kind::PUBLISH_IN,
-            InboundAction::Authenticate(_) => kind::AUTHENTICATE,
+            InboundKind::Transmit => kind::TRANSMIT,
+            InboundKind::Invoke => kind::INVOKE,
+            InboundKind::Subscribe => kind::SUBSCRIBE,
+            InboundKind::PublishIn => kind::PUBLISH_IN,
+            InboundKind::Authenticate => kind::AUTHENTICATE,
         }
     }
 
-    /// v14's middleware type for this action.
-    fn v14_type(&self) -> &'static str {
+    /// v14's middleware type for this kind.
+    fn v14_type(self) -> &'static str {
         match self {
-            InboundAction::Transmit(_) | InboundAction::Invoke(_) => "emit",
-            InboundAction::Subscribe(_) => "subscribe",
-            InboundAction::PublishIn(_) => "publishIn",
-            InboundAction::Authenticate(_) => "authenticate",
+            InboundKind::Transmit | InboundKind::Invoke => "emit",
+            InboundKind::Subscribe => "subscribe",
+            InboundKind::PublishIn => "publishIn",
+            InboundKind::Authenticate => "authenticate",
         }
     }
 }
@@ -225,15 +254,36 @@ mod kind {
     pub(super) const ALL: u8 = u8::MAX;
 }
 
+/// The middlewares of one kind, in registration order.
+///
+/// Registrations are rare and runs are many: a run takes the current list with one reference
+/// count (copy-on-write: a registration replaces the list).
 struct Stack<A> {
-    items: RwLock<Vec<AsyncMiddleware<A>>>,
+    items: RwLock<Arc<[Entry<A>]>>,
     any: AtomicBool,
+}
+
+/// One registered middleware.
+struct Entry<A> {
+    /// The kinds of action it looks at ([`kind`] bits; [`kind::ALL`] outside the inbound
+    /// stack): the others pass it by, as it would hand them back unchanged.
+    kinds: u8,
+    call: AsyncMiddleware<A>,
+}
+
+impl<A> Clone for Entry<A> {
+    fn clone(&self) -> Self {
+        Entry {
+            kinds: self.kinds,
+            call: self.call.clone(),
+        }
+    }
 }
 
 impl<A> Default for Stack<A> {
     fn default() -> Self {
         Stack {
-            items: RwLock::new(Vec::new()),
+            items: RwLock::new(Arc::from([])),
             any: AtomicBool::new(false),
         }
     }
@@ -241,7 +291,18 @@ impl<A> Default for Stack<A> {
 
 impl<A: Send + 'static> Stack<A> {
     fn push(&self, middleware: AsyncMiddleware<A>) {
-        self.items.write().push(middleware);
+        self.push_for(kind::ALL, middleware);
+    }
+
+    /// Registers a middleware that only looks at actions of `kinds`.
+    fn push_for(&self, kinds: u8, middleware: AsyncMiddleware<A>) {
+        let mut items = self.items.write();
+        let mut next = items.to_vec();
+        next.push(Entry {
+            kinds,
+            call: middleware,
+        });
+        *items = next.into();
         self.any.store(true, Ordering::Release);
     }
 
@@ -249,14 +310,22 @@ impl<A: Send + 'static> Stack<A> {
         !self.any.load(Ordering::Acquire)
     }
 
-    async fn run(&self, mut action: A, timeout: Duration) -> Result<A, Block> {
+    /// Runs the middlewares that look at actions of kind `kind` (a [`kind`] bit) in order.
+    async fn run(&self, mut action: A, kind: u8, timeout: Duration) -> Result<A, Block> {
         if self.is_empty() {
             return Ok(action);
         }
         let items = self.items.read().clone();
-        for middleware in items {
-            let call = std::panic::AssertUnwindSafe(middleware(action)).catch_unwind();
-            action = match tokio::time::timeout(timeout, call).await {
+        for entry in items.iter().filter(|entry| entry.kinds & kind != 0) {
+            let mut call = std::panic::AssertUnwindSafe((entry.call)(action)).catch_unwind();
+            // Most middleware answers at once: the timer (a clock read and a timer entry) is
+            // armed only for one that waits, from its first poll on.
+            let first = std::future::poll_fn(|cx| Poll::Ready(call.poll_unpin(cx))).await;
+            let outcome = match first {
+                Poll::Ready(outcome) => Ok(outcome),
+                Poll::Pending => tokio::time::timeout(timeout, call).await,
+            };
+            action = match outcome {
                 Ok(Ok(result)) => result?,
                 Ok(Err(_)) => {
                     tracing::error!("a middleware panicked; the action is blocked");
@@ -297,7 +366,7 @@ macro_rules! inbound_kind {
             Fut: Future<Output = Result<$action, Block>> + Send + 'static,
         {
             let f = Arc::new(f);
-            self.inbound.push(Arc::new(move |action: InboundAction| -> BoxFuture<Result<InboundAction, Block>> {
+            self.inbound.push_for($kinds, Arc::new(move |action: InboundAction| -> BoxFuture<Result<InboundAction, Block>> {
                 match action {
                     $(InboundAction::$variant(inner) => {
                         let fut = f(inner);
@@ -387,7 +456,11 @@ impl Middleware {
         action: HandshakeWsAction,
         timeout: Duration,
     ) -> Result<(), Block> {
-        let result = self.handshake_ws.run(action, timeout).await.map(drop);
+        let result = self
+            .handshake_ws
+            .run(action, kind::ALL, timeout)
+            .await
+            .map(drop);
         self.count_block("handshakeWS", result.is_err());
         result
     }
@@ -397,7 +470,11 @@ impl Middleware {
         action: HandshakeScAction,
         timeout: Duration,
     ) -> Result<(), Block> {
-        let result = self.handshake_sc.run(action, timeout).await.map(drop);
+        let result = self
+            .handshake_sc
+            .run(action, kind::ALL, timeout)
+            .await
+            .map(drop);
         self.count_block("handshakeSC", result.is_err());
         result
     }
@@ -408,18 +485,20 @@ impl Middleware {
         self.inbound_kinds.load(Ordering::Acquire) & bit != 0
     }
 
-    /// Whether some inbound middleware looks at actions like `action`.
-    pub(crate) fn has_inbound_for(&self, action: &InboundAction) -> bool {
-        self.inbound_kinds.load(Ordering::Acquire) & action.kind() != 0
+    /// Whether some inbound middleware looks at actions of `kind`.
+    pub(crate) fn has_inbound_for(&self, kind: InboundKind) -> bool {
+        self.inbound_kinds.load(Ordering::Acquire) & kind.bit() != 0
     }
 
+    /// Runs the inbound middleware that looks at actions like `action`, in registration order.
     pub(crate) async fn run_inbound(
         &self,
         action: InboundAction,
         timeout: Duration,
     ) -> Result<InboundAction, Block> {
-        let point = action.type_name();
-        let result = self.inbound.run(action, timeout).await;
+        let kind = action.kind();
+        let result = self.inbound.run(action, kind.bit(), timeout).await;
+        let point = kind.type_name();
         self.count_block(point, result.is_err());
         result
     }
@@ -452,7 +531,7 @@ impl Middleware {
         action: RawAction,
         timeout: Duration,
     ) -> Result<RawAction, Block> {
-        let result = self.inbound_raw.run(action, timeout).await;
+        let result = self.inbound_raw.run(action, kind::ALL, timeout).await;
         self.count_block("inboundRaw", result.is_err());
         result
     }
@@ -512,23 +591,78 @@ pub(crate) fn block_error(
     }
 }
 
-/// [`block_error`] for an inbound action.
+/// [`block_error`] for an inbound action of `kind`.
 pub(crate) fn inbound_block_error(
     block: Block,
     dialect: Option<HeartbeatDialect>,
-    action: &InboundAction,
+    kind: InboundKind,
 ) -> ScError {
-    block_error(
-        block,
-        dialect,
-        action.type_name(),
-        "inbound",
-        action.v14_type(),
-    )
+    block_error(block, dialect, kind.type_name(), "inbound", kind.v14_type())
 }
 
 impl std::fmt::Debug for Middleware {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Middleware").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adds(n: u32) -> AsyncMiddleware<u32> {
+        boxed(move |x: u32| async move { Ok(x * 10 + n) })
+    }
+
+    #[tokio::test]
+    async fn a_stack_runs_in_order_and_skips_middleware_of_other_kinds() {
+        let stack = Stack::<u32>::default();
+        assert_eq!(stack.run(7, kind::ALL, Duration::from_secs(1)).await, Ok(7));
+        stack.push(adds(1));
+        stack.push_for(kind::SUBSCRIBE, adds(2));
+        stack.push_for(kind::PUBLISH_IN | kind::SUBSCRIBE, adds(3));
+        let timeout = Duration::from_secs(1);
+        assert_eq!(stack.run(0, kind::SUBSCRIBE, timeout).await, Ok(123));
+        assert_eq!(stack.run(0, kind::PUBLISH_IN, timeout).await, Ok(13));
+        assert_eq!(stack.run(0, kind::INVOKE, timeout).await, Ok(1));
+        // A run keeps the list it started with; a registration meanwhile applies to later runs.
+        let before = stack.items.read().clone();
+        stack.push(adds(4));
+        assert_eq!(before.len(), 3);
+        assert_eq!(stack.run(0, kind::INVOKE, timeout).await, Ok(14));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_middleware_is_bounded_by_the_timeout_and_panics_block() {
+        let timeout = Duration::from_millis(200);
+        let stack = Stack::<u32>::default();
+        // Answers after 150 ms: within the timeout, although it was not ready at once.
+        stack.push(boxed(|x: u32| async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            Ok(x + 1)
+        }));
+        assert_eq!(stack.run(1, kind::ALL, timeout).await, Ok(2));
+
+        stack.push(boxed(|x: u32| async move {
+            if x == 10 {
+                std::future::pending::<()>().await;
+            }
+            if x == 20 {
+                panic!("middleware bug");
+            }
+            Ok(x)
+        }));
+        let started = tokio::time::Instant::now();
+        let Err(Block::Error(error)) = stack.run(9, kind::ALL, timeout).await else {
+            panic!("a hanging middleware times out");
+        };
+        assert_eq!(error.name(), Some(names::TIMEOUT));
+        // (Paused clock.) The first middleware took 150 ms, the second was given its own 200.
+        assert!(started.elapsed() >= Duration::from_millis(350));
+        let Err(Block::Error(error)) = stack.run(19, kind::ALL, timeout).await else {
+            panic!("a panicking middleware blocks");
+        };
+        assert_eq!(error.name(), Some("MiddlewareError"));
+        assert_eq!(stack.run(3, kind::ALL, timeout).await, Ok(4));
     }
 }

@@ -74,6 +74,62 @@ async fn published_data_is_forwarded_verbatim() {
 }
 
 #[tokio::test]
+async fn publishes_of_every_shape_are_delivered_as_json_stringify_writes_them() {
+    let ts = start_server(v2(), |_| {}).await;
+    let mut client = ts.client().await;
+    // `aA"é/😀`, subscribed to as JSON.stringify writes it.
+    client
+        .send_text(r##"{"event":"#subscribe","data":{"channel":"aA\"é/😀"},"cid":2}"##)
+        .await;
+    assert_eq!(client.recv_text().await, r#"{"rid":2}"#);
+    let delivery = r##"{"event":"#publish","data":{"channel":"aA\"é/😀","data":[1, "\u0041"]}}"##;
+    for (publish, ack) in [
+        // As JSON.stringify writes it (read in one pass).
+        (
+            r##"{"event":"#publish","data":{"channel":"aA\"é/😀","data":[1, "\u0041"]},"cid":3}"##,
+            Some(r#"{"rid":3}"#),
+        ),
+        // The same channel written with other escapes: delivered with JSON.stringify's.
+        (
+            r##"{"event":"#publish","data":{"channel":"a\u0041\"\u00e9\/\ud83d\ude00","data":[1, "\u0041"]},"cid":4}"##,
+            Some(r#"{"rid":4}"#),
+        ),
+        // Keys in another order, extra keys, a string cid (no ack), leading space (generic path).
+        (
+            r##"{"cid":"x","data":{"x":1,"data":[1, "\u0041"],"channel":"aA\"é/😀"},"event":"#publish"}"##,
+            None,
+        ),
+        (
+            r##" {"event":"#publish","data":{"data":[1, "\u0041"],"channel":"aA\"é/😀"},"cid":5}"##,
+            Some(r#"{"rid":5}"#),
+        ),
+    ] {
+        client.send_text(publish).await;
+        let mut frames = client.recv_texts(1 + usize::from(ack.is_some())).await;
+        frames.sort();
+        let mut expected: Vec<&str> = ack.into_iter().chain([delivery]).collect();
+        expected.sort();
+        assert_eq!(frames, expected, "{publish}");
+    }
+    // Malformed publishes in the one-pass shape are answered as before.
+    client
+        .send_text(r##"{"event":"#publish","data":null,"cid":6}"##)
+        .await;
+    assert_eq!(
+        client.recv_text().await,
+        r#"{"rid":6,"error":{"message":"Publish channel name was malformatted","name":"InvalidActionError"}}"#
+    );
+    client
+        .send_text(r##"{"event":"#publish","data":{"channel":"c","channel":"d"},"cid":7}"##)
+        .await;
+    assert_eq!(
+        client.recv_text().await,
+        r#"{"rid":7,"error":{"message":"Publish channel name was malformatted","name":"InvalidActionError"}}"#
+    );
+    client.expect_nothing_before_echo(8).await;
+}
+
+#[tokio::test]
 async fn unsubscribe_stops_delivery() {
     let ts = start_server(v2(), |_| {}).await;
     let mut client = ts.client().await;

@@ -4,13 +4,14 @@
 //! Dispatch works on the socket and its heartbeat dialect; it knows nothing of the connection
 //! task that calls it.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use sc_protocol::error::names;
-use sc_protocol::frame::{PublishData, SubscribeData};
+use sc_protocol::frame::{PublishPacket, SubscribeData};
 use sc_protocol::{
     CloseCode, EventPacket, HeartbeatDialect, Json, Packet, Position, Publication, ScError, encode,
 };
@@ -19,7 +20,7 @@ use super::handshake;
 use super::subscribe::{StreamedSubscribe, subscribe_ack, subscribe_plain};
 use crate::handler::{Reply, Request};
 use crate::middleware::{
-    EventAction, InboundAction, PublishAction, SubscribeAction, inbound_block_error,
+    EventAction, InboundAction, InboundKind, PublishAction, SubscribeAction, inbound_block_error,
 };
 use crate::socket::{HANDLER_SCOPE, HandlerScope, HandlerSlot, Socket};
 use crate::streams::parse_catchup;
@@ -82,13 +83,40 @@ pub(crate) enum Deferred {
     Authenticate(EventPacket),
     Subscribe(EventPacket),
     Unsubscribe(EventPacket),
-    Publish(EventPacket),
+    Publish(PublishEvent),
     /// `#presence` (EXTENSIONS.md E5).
     Presence(EventPacket),
     /// An application event that goes through inbound middleware first.
     Application(EventPacket),
     /// An application event whose handler waits for a free slot (`inboundHandlerLimit`).
     Handler(EventPacket),
+}
+
+/// A client `#publish`: read in one pass ([`PublishPacket::decode`]), or an event packet whose
+/// data is read now.
+pub(crate) enum PublishEvent {
+    Read(PublishPacket),
+    Event(EventPacket),
+}
+
+impl PublishEvent {
+    fn cid(&self) -> Option<u64> {
+        match self {
+            PublishEvent::Read(publish) => publish.cid(),
+            PublishEvent::Event(event) => event.cid,
+        }
+    }
+}
+
+/// A `#publish` read in one pass from its frame: what [`on_packet`] and [`on_deferred`] do
+/// with the same publish as an event packet. The token's expiry is checked at once; the rest is
+/// the returned future (which holds only what a publish needs).
+pub(crate) fn on_publish_read(
+    socket: &Socket,
+    publish: PublishPacket,
+) -> impl Future<Output = Flow> + Send + '_ {
+    socket.check_expiry();
+    on_publish(socket, PublishEvent::Read(publish))
 }
 
 /// Handles a packet as far as it can without waiting. `dialect` is the connection's heartbeat
@@ -130,7 +158,7 @@ fn on_event(socket: &Socket, dialect: Option<HeartbeatDialect>, event: EventPack
     match event.event.as_str() {
         "#subscribe" => Step::Deferred(Deferred::Subscribe(event)),
         "#unsubscribe" => Step::Deferred(Deferred::Unsubscribe(event)),
-        "#publish" => Step::Deferred(Deferred::Publish(event)),
+        "#publish" => Step::Deferred(Deferred::Publish(PublishEvent::Event(event))),
         "#presence" => Step::Deferred(Deferred::Presence(event)),
         // A v1 client's way to close (socketcluster-server 14); v15+ ignores it (TV-24).
         "#disconnect" if dialect != Some(HeartbeatDialect::V2) => {
@@ -184,10 +212,10 @@ async fn run_inbound(
     action: InboundAction,
 ) -> Option<InboundAction> {
     let server = socket.server();
-    if !server.middleware().has_inbound_for(&action) {
+    let kind = action.kind();
+    if !server.middleware().has_inbound_for(kind) {
         return Some(action);
     }
-    let kind = action.clone();
     match server
         .middleware()
         .run_inbound(action, server.options().durations().middleware_timeout)
@@ -195,7 +223,7 @@ async fn run_inbound(
     {
         Ok(action) => Some(action),
         Err(block) => {
-            let error = inbound_block_error(block, socket.dialect(), &kind);
+            let error = inbound_block_error(block, socket.dialect(), kind);
             tracing::debug!(socket = %socket.id(), action = kind.type_name(), %error, "blocked by middleware");
             respond(socket, cid, Err(&error));
             None
@@ -340,9 +368,10 @@ async fn on_unsubscribe(socket: &Socket, event: EventPacket) -> Flow {
 }
 
 /// `#publish` from a client (docs/protocol.md §7.4).
-async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
-    let cid = event.cid;
-    if !socket.server().options().allow_client_publish {
+async fn on_publish(socket: &Socket, publish: PublishEvent) -> Flow {
+    let cid = publish.cid();
+    let server = socket.server();
+    if !server.options().allow_client_publish {
         return respond_error(
             socket,
             cid,
@@ -350,7 +379,11 @@ async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
             "Client publish feature is disabled".into(),
         );
     }
-    let Some(publish) = PublishData::parse(event.data.as_ref()) else {
+    let publish = match publish {
+        PublishEvent::Read(publish) => Some(publish),
+        PublishEvent::Event(event) => PublishPacket::from_event(&event),
+    };
+    let Some(mut publish) = publish else {
         return respond_error(
             socket,
             cid,
@@ -358,7 +391,7 @@ async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
             "Publish channel name was malformatted".into(),
         );
     };
-    if publish.channel.starts_with(PRESENCE_PREFIX) {
+    if publish.channel().starts_with(PRESENCE_PREFIX) {
         return respond_error(
             socket,
             cid,
@@ -366,17 +399,21 @@ async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
             format!("Channel names starting with {PRESENCE_PREFIX} are reserved"),
         );
     }
-    let action = InboundAction::PublishIn(PublishAction {
-        socket: socket.clone(),
-        channel: publish.channel,
-        data: publish.data,
-    });
-    let Some(InboundAction::PublishIn(publish)) = run_inbound(socket, cid, action).await else {
-        return Flow::Continue;
-    };
-    let publication = Publication::new(&publish.channel, publish.data.as_ref());
-    let hub = socket.server().hub();
-    let published = match hub.streams().history(&publish.channel) {
+    if server.middleware().has_inbound_for(InboundKind::PublishIn) {
+        let action = InboundAction::PublishIn(PublishAction {
+            socket: socket.clone(),
+            channel: publish.channel().to_owned(),
+            data: publish.data().cloned(),
+        });
+        let Some(InboundAction::PublishIn(action)) = run_inbound(socket, cid, action).await else {
+            return Flow::Continue;
+        };
+        publish = publish.with(&action.channel, action.data);
+    }
+    // The delivery frame, spliced from the parsed channel and data.
+    let publication = publish.publication();
+    let hub = server.hub();
+    let published = match hub.streams().history(publish.channel()) {
         None => match start_publish(socket, cid, &publication.channel_arc().clone(), publication) {
             Started::Answering => return Flow::Continue,
             Started::Done(result) => result.map(|()| None),
@@ -388,7 +425,7 @@ async fn on_publish(socket: &Socket, event: EventPacket) -> Flow {
             .await
             .map(Some),
     };
-    publish_done(socket, cid, &publish.channel, published).await;
+    publish_done(socket, cid, publish.channel(), published).await;
     Flow::Continue
 }
 

@@ -137,7 +137,7 @@ async fn verify_and_authenticate(
         socket: socket.clone(),
         token,
     });
-    let kind = action.clone();
+    let kind = action.kind();
     match server
         .middleware()
         .run_inbound(action, server.options().durations().middleware_timeout)
@@ -152,7 +152,7 @@ async fn verify_and_authenticate(
             false,
         )),
         Err(block) => {
-            let error = inbound_block_error(block, socket.dialect(), &kind);
+            let error = inbound_block_error(block, socket.dialect(), kind);
             let bad = error.field("isBadToken").is_some_and(|v| v.get() == "true");
             // `isBadToken` is how our middleware flags a bad token (v15+ style); socketcluster-server
             // 14 took that flag as `next(err, true)`, so v1 clients get the error without it (TV-14).
