@@ -1048,6 +1048,44 @@ async fn a_solo_worker_publishes_locally_and_a_new_subscriber_misses_nothing_aft
     }
 }
 
+/// Two workers subscribed to `room` on one broker: `a` with a link queue of 8 (so that a burst
+/// of publishes fills it), `b` with the default, each with its collected publications.
+struct Room {
+    a: ClusterBroker,
+    b: ClusterBroker,
+    a_rx: mpsc::UnboundedReceiver<Publication>,
+    b_rx: mpsc::UnboundedReceiver<Publication>,
+}
+
+impl Room {
+    async fn join(dir: &TempDir) -> Room {
+        let small_queue = BrokerLinkConfig {
+            outbound_capacity: 8,
+            ..fast_config()
+        };
+        let a = ClusterBroker::connect(dir.sockets(1), small_queue)
+            .await
+            .unwrap();
+        let b = ClusterBroker::connect(dir.sockets(1), fast_config())
+            .await
+            .unwrap();
+        let a_rx = collector(&a);
+        let b_rx = collector(&b);
+        a.subscribe("room").await.unwrap();
+        b.subscribe("room").await.unwrap();
+        Room { a, b, a_rx, b_rx }
+    }
+}
+
+/// Checks that `rx` got publications `0..count` (by their `n`), each once and in order, and
+/// nothing more.
+async fn in_order(rx: &mut mpsc::UnboundedReceiver<Publication>, count: u64) {
+    for n in 0..count {
+        assert_eq!(sequence(&next(rx).await), n);
+    }
+    nothing_more(rx).await;
+}
+
 /// Publishes started one after the other without waiting ([`Broker::start_publish`]), more of
 /// them than the link's queue holds, so that some are given back and published the slow way in
 /// between: every subscriber on both workers gets each exactly once, in start order, and every
@@ -1056,20 +1094,12 @@ async fn a_solo_worker_publishes_locally_and_a_new_subscriber_misses_nothing_aft
 async fn started_publishes_keep_their_order_across_a_full_link_queue() {
     let dir = TempDir::new("started");
     let (_b0, _) = start_broker(0, &dir.socket(0)).await;
-    let small_queue = BrokerLinkConfig {
-        outbound_capacity: 8,
-        ..fast_config()
-    };
-    let a = ClusterBroker::connect(dir.sockets(1), small_queue)
-        .await
-        .unwrap();
-    let b = ClusterBroker::connect(dir.sockets(1), fast_config())
-        .await
-        .unwrap();
-    let mut a_rx = collector(&a);
-    let mut b_rx = collector(&b);
-    a.subscribe("room").await.unwrap();
-    b.subscribe("room").await.unwrap();
+    let Room {
+        a,
+        b: _b,
+        mut a_rx,
+        mut b_rx,
+    } = Room::join(&dir).await;
 
     const COUNT: u64 = 2000;
     let mut outcomes = Vec::new();
@@ -1099,10 +1129,7 @@ async fn started_publishes_keep_their_order_across_a_full_link_queue() {
         timeout(WAIT, outcome).await.unwrap().unwrap();
     }
     for rx in [&mut a_rx, &mut b_rx] {
-        for n in 0..COUNT {
-            assert_eq!(sequence(&next(rx).await), n);
-        }
-        nothing_more(rx).await;
+        in_order(rx, COUNT).await;
     }
 }
 
@@ -1113,20 +1140,12 @@ async fn started_publishes_keep_their_order_across_a_full_link_queue() {
 async fn publishes_answered_by_callback_keep_their_order_and_answer_once() {
     let dir = TempDir::new("callbacks");
     let (_b0, _) = start_broker(0, &dir.socket(0)).await;
-    let small_queue = BrokerLinkConfig {
-        outbound_capacity: 8,
-        ..fast_config()
-    };
-    let a = ClusterBroker::connect(dir.sockets(1), small_queue)
-        .await
-        .unwrap();
-    let b = ClusterBroker::connect(dir.sockets(1), fast_config())
-        .await
-        .unwrap();
-    let mut a_rx = collector(&a);
-    let mut b_rx = collector(&b);
-    a.subscribe("room").await.unwrap();
-    b.subscribe("room").await.unwrap();
+    let Room {
+        a,
+        b: _b,
+        mut a_rx,
+        mut b_rx,
+    } = Room::join(&dir).await;
 
     const COUNT: u64 = 2000;
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -1154,9 +1173,6 @@ async fn publishes_answered_by_callback_keep_their_order_and_answer_once() {
     }
     assert_eq!(answered.len(), pending);
     for rx in [&mut a_rx, &mut b_rx] {
-        for n in 0..COUNT {
-            assert_eq!(sequence(&next(rx).await), n);
-        }
-        nothing_more(rx).await;
+        in_order(rx, COUNT).await;
     }
 }
