@@ -450,7 +450,67 @@ impl ClusterBroker {
     }
 }
 
+/// Where [`ClusterBroker::place`] put a publication.
+enum Placed {
+    /// In the link's queue as request `id`, its answer registered.
+    Queued { link: Arc<Link>, id: u64 },
+    /// Delivered here (solo), sent without acknowledgement, or failed: nothing more to wait for.
+    Done(Result<(), BrokerError>),
+    /// The link's queue is full: given back.
+    Refused(Publication),
+}
+
 impl ClusterBroker {
+    /// The one place where a publish enters its link without waiting: the size check, the
+    /// unacknowledged mode, solo delivery, and the queueing under the state lock (so that the
+    /// reply cannot be read before its waiter is registered). `answer` makes the waiter once
+    /// the message is queued; a callback waiter also gets a deadline for the link's sweeper.
+    fn place(&self, publication: Publication, answer: impl FnOnce(&Arc<Link>) -> Answer) -> Placed {
+        if let Err(e) = check_size(&publication) {
+            return Placed::Done(Err(e));
+        }
+        let link = &self.inner.links[self.broker_for(publication.channel())];
+        let config = &self.inner.config;
+        if !config.publish_ack {
+            let Some(tx) = link.state.lock().tx.clone() else {
+                return Placed::Done(Err(link.unavailable()));
+            };
+            let message = WorkerMessage::publish(NO_REPLY, &publication).encode();
+            return match tx.try_send(message) {
+                Ok(()) => Placed::Done(Ok(())),
+                Err(mpsc::error::TrySendError::Closed(_)) => Placed::Done(Err(link.lost())),
+                Err(mpsc::error::TrySendError::Full(_)) => Placed::Refused(publication),
+            };
+        }
+        let id = link.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut state = link.state.lock();
+        if config.solo_delivery && state.delivers_locally(publication.channel()) {
+            drop(state);
+            // Solo: nobody else subscribes, the broker would send it back to us alone.
+            self.deliver_here(publication);
+            return Placed::Done(Ok(()));
+        }
+        let Some(tx) = &state.tx else {
+            return Placed::Done(Err(link.unavailable()));
+        };
+        match tx.try_send(WorkerMessage::publish(id, &publication).encode()) {
+            Ok(()) => {
+                let answer = answer(link);
+                if matches!(answer, Answer::Publish(_)) {
+                    let deadline = Instant::now() + config.request_timeout;
+                    state.publish_deadlines.push_back((deadline, id));
+                }
+                state.register_publish(id, publication.channel_arc(), answer);
+                Placed::Queued {
+                    link: link.clone(),
+                    id,
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Placed::Done(Err(link.lost())),
+            Err(mpsc::error::TrySendError::Full(_)) => Placed::Refused(publication),
+        }
+    }
+
     /// Hands a solo channel's publication to the attached sink (see [`LinkState::solo`]).
     fn deliver_here(&self, publication: Publication) {
         let sink = self.inner.sink.read().clone();
@@ -595,50 +655,14 @@ impl Broker for ClusterBroker {
         fn done(result: Result<(), BrokerError>) -> BoxFuture<'static, Result<(), BrokerError>> {
             Box::pin(std::future::ready(result))
         }
-        if let Err(e) = check_size(&publication) {
-            return Ok(done(Err(e)));
-        }
-        let index = self.broker_for(publication.channel());
-        let link = &self.inner.links[index];
-        let config = &self.inner.config;
-        if !config.publish_ack {
-            let Some(tx) = link.state.lock().tx.clone() else {
-                return Ok(done(Err(link.unavailable())));
-            };
-            let message = WorkerMessage::publish(NO_REPLY, &publication).encode();
-            return match tx.try_send(message) {
-                Ok(()) => Ok(done(Ok(()))),
-                Err(mpsc::error::TrySendError::Closed(_)) => Ok(done(Err(link.lost()))),
-                Err(mpsc::error::TrySendError::Full(_)) => Err(publication),
-            };
-        }
-        let id = link.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
-        {
-            let mut state = link.state.lock();
-            if config.solo_delivery && state.delivers_locally(publication.channel()) {
-                drop(state);
-                // Solo: nobody else subscribes, the broker would send it back to us alone.
-                self.deliver_here(publication);
-                return Ok(done(Ok(())));
-            }
-            let Some(tx) = &state.tx else {
-                return Ok(done(Err(link.unavailable())));
-            };
-            // Queued under the state lock: the reply cannot be read before the waiter is in.
-            match tx.try_send(WorkerMessage::publish(id, &publication).encode()) {
-                Ok(()) => {
-                    state.register_publish(id, publication.channel_arc(), Answer::Request(reply_tx))
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return Ok(done(Err(link.lost()))),
-                Err(mpsc::error::TrySendError::Full(_)) => return Err(publication),
-            }
-        }
-        let guard = PendingGuard {
-            link: link.clone(),
-            id,
+        let (link, id) = match self.place(publication, |_| Answer::Request(reply_tx)) {
+            Placed::Queued { link, id } => (link, id),
+            Placed::Done(result) => return Ok(done(result)),
+            Placed::Refused(publication) => return Err(publication),
         };
-        let timeout = config.request_timeout;
+        let guard = PendingGuard { link, id };
+        let timeout = self.inner.config.request_timeout;
         Ok(Box::pin(async move {
             let answer = tokio::time::timeout(timeout, reply_rx).await;
             let link = &guard.link;
@@ -660,48 +684,16 @@ impl Broker for ClusterBroker {
         publication: Publication,
         make_done: &mut dyn FnMut() -> PublishDone,
     ) -> PublishStart {
-        if let Err(e) = check_size(&publication) {
-            return PublishStart::Done(Err(e));
-        }
-        let index = self.broker_for(publication.channel());
-        let link = &self.inner.links[index];
-        let config = &self.inner.config;
-        if !config.publish_ack {
-            let Some(tx) = link.state.lock().tx.clone() else {
-                return PublishStart::Done(Err(link.unavailable()));
-            };
-            let message = WorkerMessage::publish(NO_REPLY, &publication).encode();
-            return match tx.try_send(message) {
-                Ok(()) => PublishStart::Done(Ok(())),
-                Err(mpsc::error::TrySendError::Closed(_)) => PublishStart::Done(Err(link.lost())),
-                Err(mpsc::error::TrySendError::Full(_)) => PublishStart::Refused(publication),
-            };
-        }
-        let id = link.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut state = link.state.lock();
-        if config.solo_delivery && state.delivers_locally(publication.channel()) {
-            drop(state);
-            // Solo: nobody else subscribes, the broker would send it back to us alone.
-            self.deliver_here(publication);
-            return PublishStart::Done(Ok(()));
-        }
-        let Some(tx) = &state.tx else {
-            return PublishStart::Done(Err(link.unavailable()));
+        let waiter = |link: &Arc<Link>| {
+            Answer::Publish(PublishWaiter {
+                done: Some(make_done()),
+                link: Arc::downgrade(link),
+            })
         };
-        // Queued under the state lock: the reply cannot be read before the waiter is in.
-        match tx.try_send(WorkerMessage::publish(id, &publication).encode()) {
-            Ok(()) => {
-                let waiter = PublishWaiter {
-                    done: Some(make_done()),
-                    link: Arc::downgrade(link),
-                };
-                let deadline = Instant::now() + config.request_timeout;
-                state.publish_deadlines.push_back((deadline, id));
-                state.register_publish(id, publication.channel_arc(), Answer::Publish(waiter));
-                PublishStart::Pending
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => PublishStart::Done(Err(link.lost())),
-            Err(mpsc::error::TrySendError::Full(_)) => PublishStart::Refused(publication),
+        match self.place(publication, waiter) {
+            Placed::Queued { .. } => PublishStart::Pending,
+            Placed::Done(result) => PublishStart::Done(result),
+            Placed::Refused(publication) => PublishStart::Refused(publication),
         }
     }
 
