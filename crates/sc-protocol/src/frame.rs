@@ -238,17 +238,21 @@ pub struct PublishData {
     pub data: Option<Json>,
 }
 
+/// The fields of a `#publish` event's data, as both [`PublishData::parse`] and
+/// [`PublishPacket::decode`] read them.
+#[derive(Deserialize)]
+struct PublishFields<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+}
+
 impl PublishData {
     /// Reads `#publish` data; `None` when the channel is missing or not a string.
     pub fn parse(data: Option<&Json>) -> Option<PublishData> {
         let data = data?;
-        #[derive(Deserialize)]
-        struct Fields<'a> {
-            channel: Cow<'a, str>,
-            #[serde(borrow, default, deserialize_with = "present")]
-            data: Option<&'a RawValue>,
-        }
-        let fields: Fields<'_> = serde_json::from_slice(data.as_bytes()).ok()?;
+        let fields: PublishFields<'_> = serde_json::from_slice(data.as_bytes()).ok()?;
         let bytes = data.to_bytes();
         Some(PublishData {
             channel: fields.channel.into_owned(),
@@ -317,7 +321,7 @@ impl PublishPacket {
             #[allow(dead_code)]
             event: Option<&'a RawValue>,
             #[serde(borrow, default)]
-            data: Option<DataFields<'a>>,
+            data: Option<PublishFields<'a>>,
             #[serde(borrow, default)]
             cid: Option<&'a RawValue>,
             #[serde(borrow, default)]
@@ -326,14 +330,6 @@ impl PublishPacket {
             #[serde(borrow, default)]
             #[allow(dead_code)]
             error: Option<&'a RawValue>,
-        }
-        // The fields of `PublishData::parse`.
-        #[derive(Deserialize)]
-        struct DataFields<'a> {
-            #[serde(borrow)]
-            channel: Cow<'a, str>,
-            #[serde(borrow, default, deserialize_with = "present")]
-            data: Option<&'a RawValue>,
         }
         let fields: Fields<'_> = serde_json::from_str(text).ok()?;
         // `"data":null` reads as `None` here: the generic path refuses it as malformed.
