@@ -131,6 +131,10 @@ pub struct RunFlags {
     /// Runtime threads per worker and broker process (0: CPUs / processes of that kind).
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// How the kernel schedules the broker processes: `batch` (default: a woken broker does not
+    /// preempt the running process) or `normal`.
+    #[arg(long, value_parser = ["batch", "normal"])]
+    pub broker_scheduling: Option<String>,
     /// Channels that keep history, as `pattern:size:ttl` (e.g. `room/*:1000:600`: the last 1000
     /// publications of every `room/…` channel, each for 600 s). Repeatable; the first matching
     /// entry wins. Given at least once, it replaces the configured list.
@@ -276,6 +280,10 @@ impl RunFlags {
             self.process_term_timeout.map(Value::from),
         );
         put("workerThreads", self.worker_threads.map(Value::from));
+        put(
+            "brokerScheduling",
+            self.broker_scheduling.clone().map(Value::from),
+        );
         put(
             "history",
             (!self.history.is_empty()).then(|| Value::from(self.history.clone())),

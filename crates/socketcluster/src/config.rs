@@ -61,6 +61,10 @@ pub struct ClusterConfig {
     /// 6 workers on 2 CPUs get 1 thread each instead of 6 × 2 threads taking turns on 2 cores
     /// (docs/BENCHMARKS.md, 100k connections). The master always runs on 1 thread.
     pub worker_threads: usize,
+    /// How the kernel schedules the broker processes: [`BrokerScheduling::Batch`] (the default)
+    /// lets a broker woken by a worker's message wait for the running process's time slice
+    /// instead of preempting it (docs/cluster.md, "Broker scheduling").
+    pub broker_scheduling: BrokerScheduling,
     /// Folder of static files the workers serve.
     pub public_dir: Option<PathBuf>,
     /// Directory for the broker and master Unix sockets (default: a per-app folder in the
@@ -89,6 +93,7 @@ impl Default for ClusterConfig {
             kill_master_on_signal: false,
             process_term_timeout: 10_000,
             worker_threads: 0,
+            broker_scheduling: BrokerScheduling::default(),
             public_dir: None,
             socket_root: None,
             engine: None,
@@ -96,6 +101,31 @@ impl Default for ClusterConfig {
             ops: crate::ops::OpsConfig::default(),
         }
     }
+}
+
+/// The Linux scheduling policy of the broker processes (`brokerScheduling`).
+///
+/// A broker is a relay: a worker's message wakes it, it forwards and acknowledges, and sleeps
+/// again. Under the normal policy each such wakeup may preempt the worker (or client) running on
+/// that CPU, so on a busy machine the processes keep interrupting each other; under the batch
+/// policy the broker waits for the running process's slice (it still runs at once on an idle
+/// CPU), and reads bigger batches when it runs.
+///
+/// ```
+/// use socketcluster::config::{BrokerScheduling, ClusterConfig};
+///
+/// assert_eq!(ClusterConfig::default().broker_scheduling, BrokerScheduling::Batch);
+/// let normal: BrokerScheduling = serde_json::from_str("\"normal\"").unwrap();
+/// assert_eq!(normal, BrokerScheduling::Normal);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerScheduling {
+    /// `SCHED_BATCH`: no wakeup preemption (Linux; elsewhere the same as `Normal`).
+    #[default]
+    Batch,
+    /// The default policy of the machine (`SCHED_OTHER`).
+    Normal,
 }
 
 /// A configuration value is invalid; nothing was started.
@@ -398,6 +428,48 @@ httpHeaderTimeout = 5000
             assert!(ClusterConfig::load(None, &serde_json::json!({})).is_err());
             Ok(())
         });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn broker_scheduling_from_file_env_and_flag() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(
+                ClusterConfig::load(None, &serde_json::json!({}))
+                    .expect("valid")
+                    .broker_scheduling,
+                BrokerScheduling::Batch
+            );
+            jail.create_file("sc.toml", "brokerScheduling = \"normal\"\n")?;
+            let file = ClusterConfig::load(Some("sc.toml".as_ref()), &serde_json::json!({}))
+                .expect("valid");
+            assert_eq!(file.broker_scheduling, BrokerScheduling::Normal);
+            jail.set_env("SOCKETCLUSTER_BROKER_SCHEDULING", "normal");
+            let env = ClusterConfig::load(None, &serde_json::json!({})).expect("valid");
+            assert_eq!(env.broker_scheduling, BrokerScheduling::Normal);
+            let cli = <crate::cli::Cli as clap::Parser>::parse_from([
+                "socketcluster",
+                "--broker-scheduling",
+                "batch",
+            ]);
+            let flag = ClusterConfig::load(None, &cli.run.overrides()).expect("valid");
+            assert_eq!(
+                flag.broker_scheduling,
+                BrokerScheduling::Batch,
+                "the flag wins"
+            );
+            jail.set_env("SOCKETCLUSTER_BROKER_SCHEDULING", "fifo");
+            assert!(ClusterConfig::load(None, &serde_json::json!({})).is_err());
+            Ok(())
+        });
+        assert!(
+            <crate::cli::Cli as clap::Parser>::try_parse_from([
+                "socketcluster",
+                "--broker-scheduling",
+                "idle",
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -489,3 +489,59 @@ fn bad_configuration_fails_before_anything_starts() {
     assert!(!output.status.success(), "a port in use must be refused");
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen"));
 }
+
+/// The Linux scheduling policy of process `pid` (`/proc/<pid>/stat` field 41: 0 is
+/// `SCHED_OTHER`, 3 is `SCHED_BATCH`).
+fn scheduling_policy(pid: u64) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after_name = &stat[stat.rfind(')').expect("name") + 1..];
+    after_name
+        .split_whitespace()
+        .nth(41 - 3)
+        .expect("policy field")
+        .parse()
+        .expect("policy number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_run_under_sched_batch_by_default_and_normal_when_told() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+    for (args, broker_policy) in [
+        (&[][..], SCHED_BATCH),
+        (&["--broker-scheduling", "normal"][..], SCHED_OTHER),
+    ] {
+        let cluster = Cluster::start(&[&["--workers", "1", "--brokers", "2"][..], args].concat());
+        let client = Client::connect(&cluster.url(), options())
+            .await
+            .expect("connect");
+        let info = call(&client, "clusterInfo", Value::Null).await;
+        for id in ["0", "1"] {
+            let pid = info["brokers"][id].as_u64().expect("broker pid");
+            assert_eq!(
+                scheduling_policy(pid),
+                broker_policy,
+                "broker {id} with {args:?}"
+            );
+        }
+        let worker = info["workers"]["0"].as_u64().expect("worker pid");
+        assert_eq!(
+            scheduling_policy(worker),
+            SCHED_OTHER,
+            "workers serve clients: normal policy"
+        );
+        // The brokers still relay: a publication reaches its subscriber.
+        let mut news = client.subscribe("news").await.expect("subscribe");
+        tokio::time::timeout(WAIT, news.subscribed())
+            .await
+            .expect("in time")
+            .expect("subscribed");
+        client
+            .invoke_publish("news", json!("hello"))
+            .await
+            .expect("publish");
+        assert_eq!(next_value(&mut news).await, json!("hello"));
+        client.close().await.expect("close");
+    }
+}

@@ -41,6 +41,7 @@ mod broker_link;
 pub mod ipc;
 pub mod listener;
 pub mod master;
+mod scheduling;
 pub mod worker;
 
 pub use broker::BrokerProcess;
@@ -210,7 +211,12 @@ impl Builder {
     /// Runs this process's part until the cluster stops. Errors before anything started (bad
     /// options, port in use, missing worker controller) are returned at once.
     pub fn run(self) -> Result<(), ClusterError> {
-        let threads = self.runtime_threads();
+        let child = child_process();
+        if let Some((ProcessRole::Broker, config)) = &child {
+            // Before the runtime starts its threads: they inherit the policy.
+            scheduling::apply(config.broker_scheduling);
+        }
+        let threads = runtime_threads(child.as_ref());
         let runtime = if threads == 1 {
             // One thread: no wake-ups handed between threads, no work stealing to look for.
             tokio::runtime::Builder::new_current_thread()
@@ -224,30 +230,6 @@ impl Builder {
         }
         .map_err(ClusterError::Io)?;
         runtime.block_on(self.run_async())
-    }
-
-    /// This process's runtime threads (`workerThreads`): the role comes from the environment
-    /// the master set, the configuration too (this process's own for the master).
-    fn runtime_threads(&self) -> usize {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let Ok(role) = std::env::var(env::ROLE) else {
-            return 1; // the master
-        };
-        let role = match role.split_once(':').map(|(kind, _)| kind) {
-            Some("worker") => ProcessRole::Worker,
-            Some("broker") => ProcessRole::Broker,
-            _ => return cpus,
-        };
-        std::env::var(env::CONFIG)
-            .ok()
-            .and_then(|c| serde_json::from_str::<ClusterConfig>(&c).ok())
-            .map_or(cpus, |config| {
-                let processes = match role {
-                    ProcessRole::Worker => config.workers,
-                    ProcessRole::Broker => config.brokers,
-                };
-                config.runtime_threads(processes, cpus)
-            })
     }
 
     async fn run_async(self) -> Result<(), ClusterError> {
@@ -283,6 +265,37 @@ impl Builder {
             }
         }
     }
+}
+
+/// This process's role and the cluster configuration, from the environment the master set:
+/// `None` in the master (or when the environment is not a child's).
+fn child_process() -> Option<(ProcessRole, ClusterConfig)> {
+    let role = std::env::var(env::ROLE).ok()?;
+    let role = match role.split_once(':').map(|(kind, _)| kind) {
+        Some("worker") => ProcessRole::Worker,
+        Some("broker") => ProcessRole::Broker,
+        _ => return None,
+    };
+    let config = std::env::var(env::CONFIG)
+        .ok()
+        .and_then(|c| serde_json::from_str::<ClusterConfig>(&c).ok())?;
+    Some((role, config))
+}
+
+/// This process's runtime threads (`workerThreads`): shared out by role in a child, 1 in the
+/// master, every CPU when the child's environment cannot be read.
+fn runtime_threads(child: Option<&(ProcessRole, ClusterConfig)>) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if std::env::var(env::ROLE).is_err() {
+        return 1; // the master
+    }
+    child.map_or(cpus, |(role, config)| {
+        let processes = match role {
+            ProcessRole::Worker => config.workers,
+            ProcessRole::Broker => config.brokers,
+        };
+        config.runtime_threads(processes, cpus)
+    })
 }
 
 /// The cluster could not start or failed.
