@@ -172,8 +172,9 @@ struct Link {
 struct LinkState {
     /// The writer's queue while connected; `None` while down (requests fail fast).
     tx: Option<mpsc::Sender<Bytes>>,
-    /// Requests waiting for their reply.
-    pending: HashMap<u64, Waiter>,
+    /// Requests waiting for their reply. Their ids are ours (a counter), never a client's, so a
+    /// fast hasher without HashDoS resistance is safe here.
+    pending: HashMap<u64, Waiter, foldhash::fast::RandomState>,
     /// Channels this worker holds on this broker: re-subscribed after every reconnect.
     channels: HashSet<Arc<str>>,
     /// Presence members this worker registered on this broker: registered again after every
@@ -475,7 +476,7 @@ impl ClusterBroker {
             let Some(tx) = link.state.lock().tx.clone() else {
                 return Placed::Done(Err(link.unavailable()));
             };
-            let message = WorkerMessage::publish(NO_REPLY, &publication).encode();
+            let message = WorkerMessage::publish_body(NO_REPLY, &publication);
             return match tx.try_send(message) {
                 Ok(()) => Placed::Done(Ok(())),
                 Err(mpsc::error::TrySendError::Closed(_)) => Placed::Done(Err(link.lost())),
@@ -493,7 +494,7 @@ impl ClusterBroker {
         let Some(tx) = &state.tx else {
             return Placed::Done(Err(link.unavailable()));
         };
-        match tx.try_send(WorkerMessage::publish(id, &publication).encode()) {
+        match tx.try_send(WorkerMessage::publish_body(id, &publication)) {
             Ok(()) => {
                 let answer = answer(link);
                 if matches!(answer, Answer::Publish(_)) {
@@ -546,7 +547,7 @@ impl ClusterBroker {
             tx
         };
         let _guard = PendingGuard { link: &**link, id };
-        let body = WorkerMessage::publish(id, &publication).encode();
+        let body = WorkerMessage::publish_body(id, &publication);
         let exchange = async {
             tx.send(body).await.map_err(|_| link.lost())?;
             match reply_rx.await {
@@ -1106,6 +1107,9 @@ async fn session(
 
     let mut writer = AbortOnDropHandle::new(tokio::spawn(write_loop(write, rx, resubscribe)));
     let reader = async {
+        // The waiters of one batch of acknowledgements, taken under the lock and answered after
+        // it; kept between batches, so a batch allocates nothing.
+        let mut answered: Vec<Waiter> = Vec::new();
         loop {
             let body = match reader.next().await {
                 None => return "broker closed the connection".to_owned(),
@@ -1124,13 +1128,12 @@ async fn session(
                     deliver(link, sink, Publication::from_frame(frame));
                 }
                 Ok(BrokerMessage::Acks { ids }) => {
-                    let waiters: Vec<Waiter> = {
+                    {
                         let mut state = link.state.lock();
-                        let waiters = ids.iter().filter_map(|id| state.take_waiter(*id)).collect();
+                        answered.extend(ids.iter().filter_map(|id| state.take_waiter(*id)));
                         state.trim_deadlines();
-                        waiters
-                    };
-                    for waiter in waiters {
+                    }
+                    for waiter in answered.drain(..) {
                         waiter.reply.send(Ok(Json::NULL));
                     }
                 }

@@ -249,6 +249,13 @@ impl WorkerMessage {
         }
     }
 
+    /// The body of a publish of `publication` under request `id`, encoded straight from it: the
+    /// same bytes as `WorkerMessage::publish(id, publication).encode()`, without copying the
+    /// channel into a message first (the per-publish path of the broker link).
+    pub fn publish_body(id: u64, publication: &Publication) -> Bytes {
+        publish_body(id, publication.channel(), publication.frame())
+    }
+
     /// The request id.
     pub fn id(&self) -> u64 {
         match self {
@@ -275,14 +282,7 @@ impl WorkerMessage {
                     b.put_slice(channel.as_bytes())
                 })
             }
-            WorkerMessage::Publish { id, channel, frame } => {
-                with_id(PUBLISH, *id, 4 + channel.len() + frame.len(), |b| {
-                    // Channel names come from a frame, far below 4 GiB.
-                    b.put_u32(u32::try_from(channel.len()).unwrap_or(u32::MAX));
-                    b.put_slice(channel.as_bytes());
-                    b.put_slice(frame);
-                })
-            }
+            WorkerMessage::Publish { id, channel, frame } => publish_body(*id, channel, frame),
             WorkerMessage::Kv { id, command } => {
                 // Serialising strings, numbers and validated JSON cannot fail.
                 let json = serde_json::to_vec(&KvWire::from(command)).unwrap_or_default();
@@ -602,6 +602,16 @@ fn with_id(kind: u8, id: u64, rest: usize, write: impl FnOnce(&mut BytesMut)) ->
     b.freeze()
 }
 
+/// A publish body: request id, channel length and channel, then the frame.
+fn publish_body(id: u64, channel: &str, frame: &[u8]) -> Bytes {
+    with_id(PUBLISH, id, 4 + channel.len() + frame.len(), |b| {
+        // Channel names come from a frame, far below 4 GiB.
+        b.put_u32(u32::try_from(channel.len()).unwrap_or(u32::MAX));
+        b.put_slice(channel.as_bytes());
+        b.put_slice(frame);
+    })
+}
+
 fn take_kind(body: &mut Bytes) -> Result<u8, DecodeError> {
     if body.is_empty() {
         return Err(DecodeError::Empty);
@@ -656,6 +666,11 @@ mod tests {
         assert_eq!((id, channel.as_str()), (7, "news"));
         assert_eq!(frame, p.frame());
         assert_eq!(Publication::from_frame(frame).unwrap(), p);
+        assert_eq!(
+            WorkerMessage::publish_body(7, &p),
+            WorkerMessage::publish(7, &p).encode(),
+            "the direct encoding is the message's"
+        );
     }
 
     #[test]
