@@ -140,6 +140,18 @@ async fn survives_an_engine_restart(kind: EngineKind) {
     assert_eq!(next(&mut news).await, json!(0));
 
     engine.kill();
+    // Once the publishing instance knows the engine is gone (its health says so), publishes fail
+    // fast with an error. (One sent in the instant of the crash may still be handed to the
+    // engine client before it has read the connection's end: no server can refuse that one.)
+    let noticed = tokio::time::Instant::now() + WAIT;
+    while b.health()["status"] != json!("degraded") {
+        assert!(
+            tokio::time::Instant::now() < noticed,
+            "the publishing instance did not notice the {kind:?} engine going down: {}",
+            b.health()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // While the engine is down: clients stay connected, publishes fail fast with an error.
     let started = std::time::Instant::now();
     let failed = publisher.invoke_publish("news", json!("lost")).await;
