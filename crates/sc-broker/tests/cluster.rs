@@ -948,6 +948,11 @@ async fn acknowledgements_are_batched_after_their_deliveries() {
 }
 
 /// The `n` of a `{"n":…}` publication.
+/// Publication number `n` of `room` (read back with [`sequence`]).
+fn numbered(n: u64) -> Publication {
+    Publication::new("room", Some(&json(&format!(r#"{{"n":{n}}}"#))))
+}
+
 fn sequence(publication: &Publication) -> u64 {
     let value: serde_json::Value = publication.data().unwrap().parse().unwrap();
     value["n"].as_u64().unwrap()
@@ -986,11 +991,7 @@ async fn a_solo_worker_publishes_locally_and_a_new_subscriber_misses_nothing_aft
         let mut started = Some(started_tx);
         let mut n = 0;
         while n < stop.load(Ordering::SeqCst) {
-            let data = json(&format!(r#"{{"n":{n}}}"#));
-            publisher
-                .publish(Publication::new("room", Some(&data)))
-                .await
-                .unwrap();
+            publisher.publish(numbered(n)).await.unwrap();
             n += 1;
             counter.store(n, Ordering::SeqCst);
             if n == 300 {
@@ -1051,6 +1052,7 @@ async fn a_solo_worker_publishes_locally_and_a_new_subscriber_misses_nothing_aft
 /// Two workers subscribed to `room` on one broker: `a` with a link queue of 8 (so that a burst
 /// of publishes fills it), `b` with the default, each with its collected publications.
 struct Room {
+    _broker: BrokerServer,
     a: ClusterBroker,
     b: ClusterBroker,
     a_rx: mpsc::UnboundedReceiver<Publication>,
@@ -1058,7 +1060,9 @@ struct Room {
 }
 
 impl Room {
+    /// Starts broker 0 in `dir` and connects both workers to it.
     async fn join(dir: &TempDir) -> Room {
+        let (broker, _) = start_broker(0, &dir.socket(0)).await;
         let small_queue = BrokerLinkConfig {
             outbound_capacity: 8,
             ..fast_config()
@@ -1073,7 +1077,13 @@ impl Room {
         let b_rx = collector(&b);
         a.subscribe("room").await.unwrap();
         b.subscribe("room").await.unwrap();
-        Room { a, b, a_rx, b_rx }
+        Room {
+            _broker: broker,
+            a,
+            b,
+            a_rx,
+            b_rx,
+        }
     }
 }
 
@@ -1093,8 +1103,8 @@ async fn in_order(rx: &mut mpsc::UnboundedReceiver<Publication>, count: u64) {
 #[tokio::test]
 async fn started_publishes_keep_their_order_across_a_full_link_queue() {
     let dir = TempDir::new("started");
-    let (_b0, _) = start_broker(0, &dir.socket(0)).await;
     let Room {
+        _broker,
         a,
         b: _b,
         mut a_rx,
@@ -1105,7 +1115,7 @@ async fn started_publishes_keep_their_order_across_a_full_link_queue() {
     let mut outcomes = Vec::new();
     let mut given_back = 0;
     for n in 0..COUNT {
-        let publication = Publication::new("room", Some(&json(&format!(r#"{{"n":{n}}}"#))));
+        let publication = numbered(n);
         // This single-threaded runtime runs nothing else until we wait: the queue (8) fills.
         match a.start_publish(publication) {
             Ok(outcome) => outcomes.push(outcome),
@@ -1139,8 +1149,8 @@ async fn started_publishes_keep_their_order_across_a_full_link_queue() {
 #[tokio::test]
 async fn publishes_answered_by_callback_keep_their_order_and_answer_once() {
     let dir = TempDir::new("callbacks");
-    let (_b0, _) = start_broker(0, &dir.socket(0)).await;
     let Room {
+        _broker,
         a,
         b: _b,
         mut a_rx,
@@ -1151,7 +1161,7 @@ async fn publishes_answered_by_callback_keep_their_order_and_answer_once() {
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut pending = 0;
     for n in 0..COUNT {
-        let publication = Publication::new("room", Some(&json(&format!(r#"{{"n":{n}}}"#))));
+        let publication = numbered(n);
         let mut make_done = || -> PublishDone {
             let done_tx = done_tx.clone();
             Box::new(move |result| {

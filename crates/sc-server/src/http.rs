@@ -21,7 +21,7 @@ use crate::id::new_socket_id;
 use crate::middleware::{Block, HandshakeWsAction};
 use crate::origin::origin_allowed;
 use crate::shared::ServerShared;
-use crate::socket::{KeptRequest, Socket, UpgradeRequest};
+use crate::socket::{KeptRequest, Socket};
 use crate::ws::WebSocket;
 
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -207,11 +207,7 @@ pub(crate) async fn upgrade(server: &Arc<ServerShared>, mut request: Request) ->
         && let Err(block) = middleware
             .run_handshake_ws(
                 HandshakeWsAction {
-                    request: UpgradeRequest::detached(
-                        remote_addr,
-                        request.uri(),
-                        request.headers(),
-                    ),
+                    request: kept_request.to_request(),
                 },
                 server.options().durations().middleware_timeout,
             )

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use sc_protocol::{CloseCode, Codec, HeartbeatDialect, Json, ScError, encode, min_bin};
 use serde::Serialize;
@@ -39,40 +39,6 @@ pub struct UpgradeRequest {
     pub uri: http::Uri,
     /// The request headers.
     pub headers: http::HeaderMap,
-}
-
-impl UpgradeRequest {
-    /// A copy of the request's parts that owns its bytes.
-    ///
-    /// hyper parses the URI and header values as slices of the connection's read buffer (8 to
-    /// 16 KiB); keeping those slices for the socket's lifetime would keep that whole buffer alive
-    /// for every connection. The copy puts all header values in one small allocation.
-    pub(crate) fn detached(
-        remote_addr: Option<SocketAddr>,
-        uri: &http::Uri,
-        headers: &http::HeaderMap,
-    ) -> UpgradeRequest {
-        let mut values = BytesMut::with_capacity(headers.values().map(|v| v.len()).sum());
-        for value in headers.values() {
-            values.extend_from_slice(value.as_bytes());
-        }
-        let mut values = values.freeze();
-        let mut copy = http::HeaderMap::with_capacity(headers.len());
-        for (name, value) in headers {
-            let shared = values.split_to(value.len());
-            let mut owned =
-                http::HeaderValue::from_maybe_shared(shared).unwrap_or_else(|_| value.clone());
-            owned.set_sensitive(value.is_sensitive());
-            // Header names own their bytes already (hyper copies the non-standard ones).
-            copy.append(name.clone(), owned);
-        }
-        let uri = http::Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone());
-        UpgradeRequest {
-            remote_addr,
-            uri,
-            headers: copy,
-        }
-    }
 }
 
 /// The upgrade request as a socket keeps it: the URI and every header packed in one allocation
@@ -116,12 +82,14 @@ impl KeptRequest {
         }
     }
 
-    /// The request, unpacked on first use.
+    /// The request, unpacked on first use and kept.
     pub(crate) fn get(&self) -> &UpgradeRequest {
-        self.unpacked.get_or_init(|| Box::new(self.unpack()))
+        self.unpacked.get_or_init(|| Box::new(self.to_request()))
     }
 
-    fn unpack(&self) -> UpgradeRequest {
+    /// An unpacked copy, not kept (e.g. for the handshake middleware). It owns its bytes: none
+    /// of them point into the buffer hyper parsed the request from.
+    pub(crate) fn to_request(&self) -> UpgradeRequest {
         let mut rest: &[u8] = &self.packed;
         let uri = take_text(&mut rest);
         let uri = http::Uri::try_from(uri).unwrap_or_default();
@@ -1074,7 +1042,7 @@ mod tests {
     }
 
     #[test]
-    fn detached_request_keeps_every_header_and_owns_its_bytes() {
+    fn request_copy_keeps_every_header_and_owns_its_bytes() {
         let buffer = bytes::Bytes::from_static(b"/socketcluster/?a=1 abc xyz");
         let mut headers = http::HeaderMap::new();
         headers.append(
@@ -1091,7 +1059,7 @@ mod tests {
         headers.insert(http::header::AUTHORIZATION, secret);
         let uri = http::Uri::from_maybe_shared(buffer.slice(0..19)).unwrap();
 
-        let copy = UpgradeRequest::detached(None, &uri, &headers);
+        let copy = KeptRequest::new(None, &uri, &headers).to_request();
         assert_eq!(copy.headers, headers);
         assert_eq!(copy.uri, uri);
         assert_eq!(copy.uri.query(), Some("a=1"));

@@ -133,8 +133,8 @@ pub struct RunFlags {
     pub worker_threads: Option<usize>,
     /// How the kernel schedules the broker processes: `batch` (default: a woken broker does not
     /// preempt the running process) or `normal`.
-    #[arg(long, value_parser = ["batch", "normal"])]
-    pub broker_scheduling: Option<String>,
+    #[arg(long, value_enum)]
+    pub broker_scheduling: Option<crate::config::BrokerScheduling>,
     /// Channels that keep history, as `pattern:size:ttl` (e.g. `room/*:1000:600`: the last 1000
     /// publications of every `room/…` channel, each for 600 s). Repeatable; the first matching
     /// entry wins. Given at least once, it replaces the configured list.
@@ -282,7 +282,8 @@ impl RunFlags {
         put("workerThreads", self.worker_threads.map(Value::from));
         put(
             "brokerScheduling",
-            self.broker_scheduling.clone().map(Value::from),
+            self.broker_scheduling
+                .and_then(|s| serde_json::to_value(s).ok()),
         );
         put(
             "history",

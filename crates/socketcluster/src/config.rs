@@ -118,7 +118,7 @@ impl Default for ClusterConfig {
 /// let normal: BrokerScheduling = serde_json::from_str("\"normal\"").unwrap();
 /// assert_eq!(normal, BrokerScheduling::Normal);
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BrokerScheduling {
     /// `SCHED_BATCH`: no wakeup preemption (Linux; elsewhere the same as `Normal`).

@@ -211,12 +211,17 @@ impl Builder {
     /// Runs this process's part until the cluster stops. Errors before anything started (bad
     /// options, port in use, missing worker controller) are returned at once.
     pub fn run(self) -> Result<(), ClusterError> {
-        let child = child_process();
-        if let Some((ProcessRole::Broker, config)) = &child {
+        let this = ThisProcess::from_env()?;
+        if let ThisProcess::Child {
+            role: ProcessRole::Broker,
+            config,
+            ..
+        } = &this
+        {
             // Before the runtime starts its threads: they inherit the policy.
             scheduling::apply(config.broker_scheduling);
         }
-        let threads = runtime_threads(child.as_ref());
+        let threads = this.runtime_threads();
         let runtime = if threads == 1 {
             // One thread: no wake-ups handed between threads, no work stealing to look for.
             tokio::runtime::Builder::new_current_thread()
@@ -229,73 +234,86 @@ impl Builder {
                 .build()
         }
         .map_err(ClusterError::Io)?;
-        runtime.block_on(self.run_async())
+        runtime.block_on(self.run_async(this))
     }
 
-    async fn run_async(self) -> Result<(), ClusterError> {
+    async fn run_async(self, this: ThisProcess) -> Result<(), ClusterError> {
         let Some(worker) = self.worker else {
             return Err(ClusterError::Config(
                 "a worker controller is required (worker_controller)".into(),
             ));
         };
-        match std::env::var(env::ROLE).ok() {
-            None => {
+        match this {
+            ThisProcess::Master => {
                 self.config
                     .validate()
                     .map_err(|e| ClusterError::Config(e.to_string()))?;
                 master::run(self.config, self.master).await
             }
-            Some(role) => {
-                let config: ClusterConfig = std::env::var(env::CONFIG)
-                    .ok()
-                    .and_then(|c| serde_json::from_str(&c).ok())
-                    .ok_or_else(|| ClusterError::Config("missing cluster configuration".into()))?;
+            ThisProcess::Child { role, id, config } => {
                 let dir = PathBuf::from(std::env::var(env::DIR).unwrap_or_default());
-                match role.split_once(':') {
-                    Some(("worker", id)) => {
-                        worker::run(id.parse().unwrap_or(0), config, dir, worker).await
-                    }
-                    Some(("broker", id)) => {
-                        broker::run(id.parse().unwrap_or(0), config, dir, self.broker).await
-                    }
-                    _ => Err(ClusterError::Config(format!(
-                        "unknown process role {role:?}"
-                    ))),
+                match role {
+                    ProcessRole::Worker => worker::run(id, *config, dir, worker).await,
+                    ProcessRole::Broker => broker::run(id, *config, dir, self.broker).await,
                 }
             }
         }
     }
 }
 
-/// This process's role and the cluster configuration, from the environment the master set:
-/// `None` in the master (or when the environment is not a child's).
-fn child_process() -> Option<(ProcessRole, ClusterConfig)> {
-    let role = std::env::var(env::ROLE).ok()?;
-    let role = match role.split_once(':').map(|(kind, _)| kind) {
-        Some("worker") => ProcessRole::Worker,
-        Some("broker") => ProcessRole::Broker,
-        _ => return None,
-    };
-    let config = std::env::var(env::CONFIG)
-        .ok()
-        .and_then(|c| serde_json::from_str::<ClusterConfig>(&c).ok())?;
-    Some((role, config))
+/// What this process is, read once from the environment the master sets for its children.
+enum ThisProcess {
+    /// The first invocation: no role in the environment.
+    Master,
+    /// A worker or broker the master started, with its id and the cluster configuration.
+    Child {
+        role: ProcessRole,
+        id: usize,
+        config: Box<ClusterConfig>,
+    },
 }
 
-/// This process's runtime threads (`workerThreads`): shared out by role in a child, 1 in the
-/// master, every CPU when the child's environment cannot be read.
-fn runtime_threads(child: Option<&(ProcessRole, ClusterConfig)>) -> usize {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if std::env::var(env::ROLE).is_err() {
-        return 1; // the master
-    }
-    child.map_or(cpus, |(role, config)| {
-        let processes = match role {
-            ProcessRole::Worker => config.workers,
-            ProcessRole::Broker => config.brokers,
+impl ThisProcess {
+    /// Reads the role (`worker:1`) and the configuration; a child whose environment cannot be
+    /// read fails here, before anything starts.
+    fn from_env() -> Result<ThisProcess, ClusterError> {
+        let Ok(role) = std::env::var(env::ROLE) else {
+            return Ok(ThisProcess::Master);
         };
-        config.runtime_threads(processes, cpus)
-    })
+        let (kind, id) = match role.split_once(':') {
+            Some(("worker", id)) => (ProcessRole::Worker, id),
+            Some(("broker", id)) => (ProcessRole::Broker, id),
+            _ => {
+                return Err(ClusterError::Config(format!(
+                    "unknown process role {role:?}"
+                )));
+            }
+        };
+        let config: Box<ClusterConfig> = std::env::var(env::CONFIG)
+            .ok()
+            .and_then(|c| serde_json::from_str(&c).ok())
+            .ok_or_else(|| ClusterError::Config("missing cluster configuration".into()))?;
+        Ok(ThisProcess::Child {
+            role: kind,
+            id: id.parse().unwrap_or(0),
+            config,
+        })
+    }
+
+    /// The runtime threads (`workerThreads`): 1 in the master, shared out by role in a child.
+    fn runtime_threads(&self) -> usize {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        match self {
+            ThisProcess::Master => 1,
+            ThisProcess::Child { role, config, .. } => {
+                let processes = match role {
+                    ProcessRole::Worker => config.workers,
+                    ProcessRole::Broker => config.brokers,
+                };
+                config.runtime_threads(processes, cpus)
+            }
+        }
+    }
 }
 
 /// The cluster could not start or failed.
