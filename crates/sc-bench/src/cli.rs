@@ -245,6 +245,12 @@ pub struct ConnsArgs {
     /// and measures the server's idle CPU, over the same window.
     #[arg(long, value_name = "DIR", requires = "shard")]
     pub barrier: Option<std::path::PathBuf>,
+    /// With --probe-rate: write the run's timeline to FILE, one line per event, times in ms
+    /// since the hold began: `probe <sent> <latency> <seq>` for every delivered probe and
+    /// `stall <at> <length>` for every host stall of 5 ms or more (see `host_stall` in the
+    /// report). Shows whether slow probes cluster in time, and with what.
+    #[arg(long, value_name = "FILE", requires = "probe_rate")]
+    pub probe_log: Option<std::path::PathBuf>,
 }
 
 /// A share of the connections (`--shard K/N`).

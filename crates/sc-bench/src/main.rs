@@ -30,6 +30,7 @@ pub mod cli;
 pub mod client;
 pub mod report;
 pub mod scenario;
+pub mod stall;
 pub mod stats;
 pub mod sys;
 

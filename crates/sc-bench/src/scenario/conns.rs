@@ -26,7 +26,8 @@ use crate::client::{
     Client, ClientError, Heartbeats, Probe, PublishEncoder, Target, delivered_probe,
 };
 use crate::report::Report;
-use crate::stats::{Latency, SharedLatency, now_micros, rate};
+use crate::stall::{StallMeter, Stalls};
+use crate::stats::{Latency, SharedLatency, micros_at, now_micros, rate};
 use crate::sys::{CpuMeter, CpuUse};
 
 /// Payload size of a probe publication.
@@ -51,6 +52,17 @@ struct Tally {
     foreign: AtomicU64,
     /// Delivery latency of the probes.
     latency: SharedLatency,
+    /// Every delivered probe, for `--probe-log`.
+    timeline: Mutex<Vec<ProbeSeen>>,
+}
+
+/// One delivered probe.
+#[derive(Debug, Clone, Copy)]
+struct ProbeSeen {
+    seq: u64,
+    /// When it was sent, [`now_micros`] scale.
+    sent_micros: u64,
+    latency_micros: u64,
 }
 
 /// What one connection task hands back.
@@ -76,7 +88,12 @@ pub async fn run(ctx: &Context, args: &ConnsArgs) -> anyhow::Result<Report> {
         held,
         cpu: cpu.finish(),
     };
-    let report = report(ctx, args, &plan, &tally, &outcome);
+    let mut report = report(ctx, args, &plan, &tally, &outcome);
+    if let Some(path) = &args.probe_log
+        && let Err(e) = write_probe_log(path, &tally, &outcome.holding)
+    {
+        report.problem(format!("--probe-log {}: {e}", path.display()));
+    }
     close_all(outcome.held.into_iter().map(|h| h.client)).await;
     Ok(report)
 }
@@ -168,11 +185,7 @@ async fn open(
         );
         bar.set_position(opened);
         if failed > 0 {
-            break tally
-                .first_failure
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            break lock(&tally.first_failure).clone();
         }
         if opened == n {
             break None;
@@ -223,10 +236,7 @@ async fn open_one(
         Ok(client) => Some(client),
         Err(e) => {
             tally.failed.fetch_add(1, Ordering::Relaxed);
-            let mut first = tally
-                .first_failure
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut first = lock(&tally.first_failure);
             first.get_or_insert_with(|| format!("connection {index}: {:#}", anyhow::Error::new(e)));
             None
         }
@@ -242,6 +252,10 @@ struct Holding {
     server_rss: Option<u64>,
     /// What the probe publisher did, with `--probe-rate`.
     probes: Option<Probes>,
+    /// The host stalls seen while holding, with `--probe-rate`.
+    stalls: Option<Stalls>,
+    /// When the hold began, [`now_micros`] scale.
+    began_micros: u64,
 }
 
 /// Holds the open connections (publishing probes with `--probe-rate`) for `--hold`, or until
@@ -272,6 +286,10 @@ async fn hold_all(
         )))
     } else {
         None
+    };
+    let stall_meter = match prober {
+        Some(_) => Some(StallMeter::start().context("the stall meter's thread")?),
+        None => None,
     };
     let server_cpu_before = ctx.server_cpu();
     let hold_start = Instant::now();
@@ -304,6 +322,7 @@ async fn hold_all(
         .map(|(before, after)| after.saturating_sub(before));
 
     let server_rss = ctx.server_rss();
+    let stalls = stall_meter.map(StallMeter::finish);
     let _ = stop_probes.send(true);
     let probes = match prober {
         Some(task) => {
@@ -318,6 +337,8 @@ async fn hold_all(
         server_idle_cpu,
         server_rss,
         probes,
+        stalls,
+        began_micros: micros_at(hold_start),
     })
 }
 
@@ -347,6 +368,8 @@ fn report(
         server_idle_cpu,
         server_rss,
         ref probes,
+        ref stalls,
+        ..
     } = outcome.holding;
     let mut latency = Latency::new();
     let mut heartbeats = Heartbeats::default();
@@ -407,6 +430,18 @@ fn report(
     if let Some(probes) = probes {
         probes.report(tally, &mut report);
     }
+    if let Some(stalls) = stalls {
+        report.latency(
+            "host_stall",
+            "host stall (lateness of a 1 ms sleep)",
+            &stalls.lateness,
+        );
+        report.count(
+            "host_stalls_notable",
+            "host stalls of 5 ms or more",
+            stalls.notable.len() as u64,
+        );
+    }
     let foreign = tally.foreign.load(Ordering::Relaxed);
     if foreign > 0 {
         report.problem(format!(
@@ -426,6 +461,45 @@ fn report(
         ));
     }
     report
+}
+
+/// Writes the `--probe-log` timeline: every delivered probe and every notable host stall, in
+/// time order, times in milliseconds since the hold began.
+fn write_probe_log(
+    path: &std::path::Path,
+    tally: &Tally,
+    holding: &Holding,
+) -> std::io::Result<()> {
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    let since_hold = |micros: u64| (micros as f64 - holding.began_micros as f64) / 1000.0;
+    let mut lines: Vec<(u64, String)> = lock(&tally.timeline)
+        .iter()
+        .map(|p| {
+            let line = format!(
+                "probe {:.3} {:.3} {}",
+                since_hold(p.sent_micros),
+                ms(p.latency_micros),
+                p.seq
+            );
+            (p.sent_micros, line)
+        })
+        .collect();
+    let stalls = holding.stalls.iter().flat_map(|s| &s.notable);
+    lines.extend(
+        stalls.map(|&(at, length)| (at, format!("stall {:.3} {:.3}", since_hold(at), ms(length)))),
+    );
+    lines.sort_by_key(|(at, _)| *at);
+    let mut text = String::new();
+    for (_, line) in lines {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    std::fs::write(path, text)
+}
+
+/// Locks `mutex`, poisoned or not: the tallies stay meaningful after a task panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The channel of connection number `index`.
@@ -466,9 +540,13 @@ async fn hold(
                         tally.foreign.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };
-                    tally
-                        .latency
-                        .record(now_micros().saturating_sub(probe.sent_micros));
+                    let latency_micros = now_micros().saturating_sub(probe.sent_micros);
+                    tally.latency.record(latency_micros);
+                    lock(&tally.timeline).push(ProbeSeen {
+                        seq: probe.seq,
+                        sent_micros: probe.sent_micros,
+                        latency_micros,
+                    });
                     tally.delivered.fetch_add(1, Ordering::Relaxed);
                     if last_seq.is_some_and(|last| probe.seq <= last) {
                         tally.misordered.fetch_add(1, Ordering::Relaxed);

@@ -14,14 +14,18 @@ use crate::socket::{Socket, SocketState};
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Ping ticks fall on a grid of this fraction of the ping interval (at most [`MAX_PING_GRID`]),
-/// shared by every socket of the process. A worker then pings its sockets in batches, a few times
-/// per second, instead of waking up for a socket or two every millisecond, and the pongs come
-/// back in batches too: at 100k connections these wake-ups are much of an idle server's CPU
-/// (docs/BENCHMARKS.md). A ping goes out at most one grid step later than the interval says.
+/// shared by every socket of the process. A worker then pings its sockets in small batches, a few
+/// dozen times per second, instead of waking up for a socket or two every millisecond, and the
+/// pongs come back in batches too: at 100k connections these wake-ups are much of an idle
+/// server's CPU (docs/BENCHMARKS.md). A ping goes out at most one grid step later than the
+/// interval says.
 const PING_GRID_PARTS: u32 = 16;
 
-/// The coarsest ping grid.
-const MAX_PING_GRID: Duration = Duration::from_millis(250);
+/// The coarsest ping grid. Each step's batch delays whatever else the worker has to do (a
+/// publication that arrives meanwhile waits behind the batch's pings), so the step is kept short:
+/// at 100k connections over 6 workers, a 250 ms step made batches of ~3,000 pings that held
+/// deliveries up by up to 50 ms (docs/BENCHMARKS.md, "the ping bursts").
+const MAX_PING_GRID: Duration = Duration::from_millis(25);
 
 /// `t` rounded up to the ping grid of `interval`, counted from the process's first connection.
 fn on_ping_grid(t: Instant, interval: Duration) -> Instant {
@@ -169,7 +173,7 @@ mod tests {
         let a = on_ping_grid(now + interval, interval);
         assert!(a >= now + interval && a < now + interval + MAX_PING_GRID);
         // Ticks within one step share it; a tick on the grid stays there.
-        assert_eq!(on_ping_grid(a - Duration::from_millis(100), interval), a);
+        assert_eq!(on_ping_grid(a - MAX_PING_GRID / 2, interval), a);
         assert_eq!(on_ping_grid(a, interval), a);
         assert_eq!(on_ping_grid(a + interval, interval), a + interval);
         // Short intervals get a finer grid: at most a sixteenth of the interval later.
