@@ -186,20 +186,32 @@ pub enum ClientError {
     WebSocket(tokio_websockets::Error),
 }
 
-/// Heartbeat pings a connection has seen, per dialect (it answers those of its own dialect).
+/// Heartbeat pings seen per dialect (a connection answers those of its own dialect), by one
+/// connection or, summed with [`Heartbeats::add`], by several.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Heartbeats {
     /// `#1` pings (protocol v1).
     pub v1: u64,
     /// Empty-frame pings (protocol v2).
     pub v2: u64,
+    /// How many connections the counts are of.
+    pub connections: u64,
 }
 
 impl Heartbeats {
-    /// Adds another connection's counts.
+    /// The counts of one connection that has seen no ping yet.
+    pub fn of_one_connection() -> Heartbeats {
+        Heartbeats {
+            connections: 1,
+            ..Heartbeats::default()
+        }
+    }
+
+    /// Adds another connection's (or group's) counts.
     pub fn add(&mut self, other: Heartbeats) {
         self.v1 += other.v1;
         self.v2 += other.v2;
+        self.connections += other.connections;
     }
 
     /// Pings of both dialects.
@@ -260,7 +272,7 @@ impl Client {
             ws,
             next_cid: 1,
             pending: HashSet::new(),
-            heartbeats: Heartbeats::default(),
+            heartbeats: Heartbeats::of_one_connection(),
             codec: target.codec,
             dialect: target.dialect,
             bytes_in: 0,

@@ -290,22 +290,43 @@ impl Context {
         }
     }
 
-    /// Reports heartbeats seen in the dialect the run was not told to expect.
+    /// Reports the pings answered, and notes pings of the dialect the run was not told to
+    /// expect.
     pub fn check_heartbeats(&self, report: &mut Report, heartbeats: Heartbeats) {
-        let (expected, other, other_name) = match self.common.protocol_version {
-            crate::cli::Dialect::V1 => (heartbeats.v1, heartbeats.v2, "v2 (empty frame)"),
-            crate::cli::Dialect::V2 => (heartbeats.v2, heartbeats.v1, "v1 (#1)"),
-        };
-        report.count("pings", "pings answered", expected);
-        // A server detecting the dialect probes each connection once with `#1` before its first
-        // v2 ping: fewer pings of the other dialect than of ours are that, not a mismatch.
-        if other > expected {
-            report.note(format!(
-                "the server pinged in the {other_name} dialect {other} times, left unanswered \
-                 ({expected} in the expected one): check --protocol-version"
-            ));
+        let (answered, mismatch) = heartbeat_mismatch(self.common.protocol_version, heartbeats);
+        report.count("pings", "pings answered", answered);
+        if let Some(mismatch) = mismatch {
+            report.note(mismatch);
         }
     }
+}
+
+/// The pings of `dialect` in `heartbeats`, and a note when the server pinged in the other
+/// dialect more than a dialect-detecting server would.
+///
+/// A server detecting the dialect (`protocolVersion: auto`) probes each connection once with
+/// `#1` before its first v2 ping: one `#1` per connection is that, not a mismatch, even when the
+/// run ends before the v2 pings come.
+fn heartbeat_mismatch(
+    dialect: crate::cli::Dialect,
+    heartbeats: Heartbeats,
+) -> (u64, Option<String>) {
+    let (expected, other, other_name, probes) = match dialect {
+        crate::cli::Dialect::V1 => (heartbeats.v1, heartbeats.v2, "v2 (empty frame)", 0),
+        crate::cli::Dialect::V2 => (
+            heartbeats.v2,
+            heartbeats.v1,
+            "v1 (#1)",
+            heartbeats.connections,
+        ),
+    };
+    let note = (other > expected.max(probes)).then(|| {
+        format!(
+            "the server pinged in the {other_name} dialect {other} times, left unanswered \
+             ({expected} in the expected one): check --protocol-version"
+        )
+    });
+    (expected, note)
 }
 
 /// Why the wait for deliveries ended.
@@ -748,4 +769,44 @@ pub async fn close_all(clients: impl IntoIterator<Item = Client>) {
 /// A random channel name for a run: `bench-<16 hex digits>`.
 pub fn random_channel() -> String {
     format!("bench-{:016x}", fastrand::u64(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Dialect;
+
+    fn seen(v1: u64, v2: u64, connections: u64) -> Heartbeats {
+        Heartbeats {
+            v1,
+            v2,
+            connections,
+        }
+    }
+
+    #[test]
+    fn one_dialect_probe_per_connection_is_not_a_mismatch() {
+        // protocolVersion auto, held until the first ping: only the `#1` probes were seen.
+        assert_eq!(
+            heartbeat_mismatch(Dialect::V2, seen(100, 0, 100)),
+            (0, None)
+        );
+        // Held longer: the probe, then v2 pings.
+        assert_eq!(
+            heartbeat_mismatch(Dialect::V2, seen(100, 300, 100)),
+            (300, None)
+        );
+    }
+
+    #[test]
+    fn a_server_of_the_other_dialect_is_noted() {
+        // A v1-only server pings every connection with `#1` again and again.
+        let (answered, note) = heartbeat_mismatch(Dialect::V2, seen(300, 0, 100));
+        assert_eq!(answered, 0);
+        assert!(note.unwrap().contains("v1 (#1) dialect 300 times"));
+        // A v2 server against a v1 run: no empty-frame ping is ever a probe.
+        let (answered, note) = heartbeat_mismatch(Dialect::V1, seen(0, 3, 3));
+        assert_eq!(answered, 0);
+        assert!(note.unwrap().contains("v2 (empty frame) dialect 3 times"));
+    }
 }
