@@ -947,12 +947,12 @@ async fn acknowledgements_are_batched_after_their_deliveries() {
     );
 }
 
-/// The `n` of a `{"n":…}` publication.
 /// Publication number `n` of `room` (read back with [`sequence`]).
 fn numbered(n: u64) -> Publication {
     Publication::new("room", Some(&json(&format!(r#"{{"n":{n}}}"#))))
 }
 
+/// The `n` of a `{"n":…}` publication.
 fn sequence(publication: &Publication) -> u64 {
     let value: serde_json::Value = publication.data().unwrap().parse().unwrap();
     value["n"].as_u64().unwrap()

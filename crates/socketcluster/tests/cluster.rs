@@ -7,14 +7,12 @@ use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Instance, client_options, fixture_path};
+use common::{Instance, WAIT, client_options, fixture_path, next_value, subscribed};
 use futures_util::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use sc_client::{Client, ClientOptions};
 use serde_json::{Value, json};
-
-const WAIT: Duration = Duration::from_secs(20);
 
 type Cluster = Instance;
 
@@ -62,14 +60,6 @@ async fn clients_on_both_workers(
     );
 }
 
-async fn next_value(channel: &mut sc_client::Channel) -> Value {
-    let item = tokio::time::timeout(WAIT, channel.next())
-        .await
-        .expect("a message in time")
-        .expect("channel open");
-    item.parse().expect("json")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_reach_every_subscriber_on_every_worker_exactly_once_in_order() {
     let cluster = Cluster::start(&["--workers", "2", "--brokers", "2"]);
@@ -79,12 +69,7 @@ async fn publishes_reach_every_subscriber_on_every_worker_exactly_once_in_order(
     for clients in by_worker.values() {
         for client in clients {
             for name in ["news", "chan-a"] {
-                let channel = client.subscribe(name).await.expect("subscribe");
-                tokio::time::timeout(WAIT, channel.subscribed())
-                    .await
-                    .expect("in time")
-                    .expect("subscribed");
-                subscriptions.push((name, channel));
+                subscriptions.push((name, subscribed(client, name).await));
             }
         }
     }
@@ -122,12 +107,7 @@ async fn publishes_sent_without_waiting_cross_workers_once_and_in_order() {
     let mut subscriptions = Vec::new();
     for clients in by_worker.values() {
         for client in clients {
-            let channel = client.subscribe("news").await.expect("subscribe");
-            tokio::time::timeout(WAIT, channel.subscribed())
-                .await
-                .expect("in time")
-                .expect("subscribed");
-            subscriptions.push(channel);
+            subscriptions.push(subscribed(client, "news").await);
         }
     }
     let publisher = &by_worker[&1][0];
@@ -255,11 +235,7 @@ async fn a_killed_worker_is_rebooted_and_its_clients_come_back_with_their_channe
     let victim = &by_worker[&1][0];
     let (_, old_pid) = worker_of(victim).await;
     let mut events = victim.events();
-    let mut news = victim.subscribe("news").await.expect("subscribe");
-    tokio::time::timeout(WAIT, news.subscribed())
-        .await
-        .expect("in time")
-        .expect("subscribed");
+    let mut news = subscribed(victim, "news").await;
 
     kill(Pid::from_raw(old_pid as i32), Signal::SIGKILL).expect("kill -9 the worker");
     // The client notices and reconnects by itself (to whichever worker takes it).
@@ -311,11 +287,7 @@ async fn a_killed_broker_is_restarted_and_workers_resubscribe_without_the_client
     let cluster = Cluster::start(&["--workers", "2", "--brokers", "2"]);
     let by_worker = clients_on_both_workers(&cluster, 1).await;
     let (subscriber, publisher) = (&by_worker[&0][0], &by_worker[&1][0]);
-    let mut news = subscriber.subscribe("news").await.expect("subscribe");
-    tokio::time::timeout(WAIT, news.subscribed())
-        .await
-        .expect("in time")
-        .expect("subscribed");
+    let mut news = subscribed(subscriber, "news").await;
     publisher
         .invoke_publish("news", json!(0))
         .await
@@ -541,11 +513,7 @@ async fn brokers_run_under_sched_batch_by_default_and_normal_when_told() {
             "workers serve clients: normal policy"
         );
         // The brokers still relay: a publication reaches its subscriber.
-        let mut news = client.subscribe("news").await.expect("subscribe");
-        tokio::time::timeout(WAIT, news.subscribed())
-            .await
-            .expect("in time")
-            .expect("subscribed");
+        let mut news = subscribed(&client, "news").await;
         client
             .invoke_publish("news", json!("hello"))
             .await

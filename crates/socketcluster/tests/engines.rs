@@ -8,14 +8,12 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Instance, client_options, fixture_path};
+use common::{Instance, WAIT, client_options, fixture_path, next_value, subscribed};
 use futures_util::StreamExt;
-use sc_client::{Channel, Client, ClientOptions};
+use sc_client::{Client, ClientOptions};
 use sc_test_support::engine::{EngineKind, EngineServer};
 use sc_test_support::net::free_port;
 use serde_json::{Value, json};
-
-const WAIT: Duration = Duration::from_secs(20);
 
 fn start_instance(engine: &EngineServer, args: &[&str]) -> Instance {
     let url = engine.url();
@@ -26,23 +24,6 @@ fn start_instance(engine: &EngineServer, args: &[&str]) -> Instance {
 
 fn options() -> ClientOptions {
     client_options()
-}
-
-async fn subscribed(client: &Client, channel: &str) -> Channel {
-    let channel = client.subscribe(channel).await.expect("subscribe");
-    tokio::time::timeout(WAIT, channel.subscribed())
-        .await
-        .expect("in time")
-        .expect("subscribed");
-    channel
-}
-
-async fn next(channel: &mut Channel) -> Value {
-    let item = tokio::time::timeout(WAIT, channel.next())
-        .await
-        .expect("a message in time")
-        .expect("open");
-    item.parse().expect("json")
 }
 
 async fn cross_instance_delivery(kind: EngineKind) {
@@ -83,7 +64,7 @@ async fn cross_instance_delivery(kind: EngineKind) {
     for channel in &mut channels {
         let mut last: [Option<u64>; 6] = [None; 6];
         for _ in 0..COUNT * 3 {
-            let message = next(channel).await;
+            let message = next_value(channel).await;
             let from = message["from"].as_u64().expect("from") as usize;
             let n = message["n"].as_u64().expect("n");
             assert_eq!(
@@ -137,7 +118,7 @@ async fn survives_an_engine_restart(kind: EngineKind) {
         .invoke_publish("news", json!(0))
         .await
         .expect("publish");
-    assert_eq!(next(&mut news).await, json!(0));
+    assert_eq!(next_value(&mut news).await, json!(0));
 
     engine.kill();
     // Once the publishing instance knows the engine is gone (its health says so), publishes fail

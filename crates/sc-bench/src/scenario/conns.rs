@@ -27,7 +27,7 @@ use crate::client::{
 };
 use crate::report::Report;
 use crate::stall::{StallMeter, Stalls};
-use crate::stats::{Latency, SharedLatency, micros_at, now_micros, rate};
+use crate::stats::{Latency, micros_at, now_micros, rate};
 use crate::sys::{CpuMeter, CpuUse};
 
 /// Payload size of a probe publication.
@@ -44,16 +44,29 @@ struct Tally {
     failed: AtomicU64,
     /// The first connection failure, as text.
     first_failure: Mutex<Option<String>>,
-    /// Probes received on the connections' own channels.
-    delivered: AtomicU64,
     /// Probes received with a sequence number not above the channel's previous one.
     misordered: AtomicU64,
     /// `#publish` deliveries that were not a probe of the connection's channel.
     foreign: AtomicU64,
-    /// Delivery latency of the probes.
-    latency: SharedLatency,
-    /// Every delivered probe, for `--probe-log`.
-    timeline: Mutex<Vec<ProbeSeen>>,
+    /// Every probe received on a connection's own channel, in arrival order: the probe figures
+    /// and the `--probe-log` timeline.
+    probes_seen: Mutex<Vec<ProbeSeen>>,
+}
+
+impl Tally {
+    /// How many probes have arrived so far.
+    fn probes_delivered(&self) -> u64 {
+        lock(&self.probes_seen).len() as u64
+    }
+
+    /// The delivery latency of the probes that arrived.
+    fn probe_latency(&self) -> Latency {
+        let mut latency = Latency::new();
+        for probe in lock(&self.probes_seen).iter() {
+            latency.record(probe.latency_micros);
+        }
+        latency
+    }
 }
 
 /// One delivered probe.
@@ -472,7 +485,7 @@ fn write_probe_log(
 ) -> std::io::Result<()> {
     let ms = |micros: u64| micros as f64 / 1000.0;
     let since_hold = |micros: u64| (micros as f64 - holding.began_micros as f64) / 1000.0;
-    let mut lines: Vec<(u64, String)> = lock(&tally.timeline)
+    let mut lines: Vec<(u64, String)> = lock(&tally.probes_seen)
         .iter()
         .map(|p| {
             let line = format!(
@@ -541,13 +554,11 @@ async fn hold(
                         continue;
                     };
                     let latency_micros = now_micros().saturating_sub(probe.sent_micros);
-                    tally.latency.record(latency_micros);
-                    lock(&tally.timeline).push(ProbeSeen {
+                    lock(&tally.probes_seen).push(ProbeSeen {
                         seq: probe.seq,
                         sent_micros: probe.sent_micros,
                         latency_micros,
                     });
-                    tally.delivered.fetch_add(1, Ordering::Relaxed);
                     if last_seq.is_some_and(|last| probe.seq <= last) {
                         tally.misordered.fetch_add(1, Ordering::Relaxed);
                     }
@@ -583,14 +594,14 @@ struct Probes {
 impl Probes {
     /// Adds the probe figures, and what went wrong with them, to `report`.
     fn report(&self, tally: &Tally, report: &mut Report) {
-        let delivered = tally.delivered.load(Ordering::Relaxed);
+        let delivered = tally.probes_delivered();
         let misordered = tally.misordered.load(Ordering::Relaxed);
         report.count("probes_sent", "probe publications", self.sent);
         report.count("probes_delivered", "probes delivered", delivered);
         report.latency(
             "probe_latency",
             "probe publish → delivery",
-            &tally.latency.snapshot(),
+            &tally.probe_latency(),
         );
         if let Some(error) = &self.error {
             report.problem(format!("the probe publisher's connection failed: {error}"));
@@ -706,9 +717,9 @@ async fn publish_probes(
 
 /// Waits until `acked` probes have been delivered, or deliveries stall for [`DELIVERY_STALL`].
 async fn await_probes(tally: &Tally, acked: u64) {
-    let mut last = (tally.delivered.load(Ordering::Relaxed), Instant::now());
+    let mut last = (tally.probes_delivered(), Instant::now());
     loop {
-        let delivered = tally.delivered.load(Ordering::Relaxed);
+        let delivered = tally.probes_delivered();
         if delivered >= acked {
             return;
         }

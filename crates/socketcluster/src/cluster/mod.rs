@@ -289,13 +289,16 @@ impl ThisProcess {
                 )));
             }
         };
+        let id = id
+            .parse()
+            .map_err(|_| ClusterError::Config(format!("bad process id in role {role:?}")))?;
         let config: Box<ClusterConfig> = std::env::var(env::CONFIG)
             .ok()
             .and_then(|c| serde_json::from_str(&c).ok())
             .ok_or_else(|| ClusterError::Config("missing cluster configuration".into()))?;
         Ok(ThisProcess::Child {
             role: kind,
-            id: id.parse().unwrap_or(0),
+            id,
             config,
         })
     }

@@ -8,13 +8,17 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use sc_client::ClientOptions;
 use sc_client::options::AutoReconnectOptions;
+use sc_client::{Channel, Client, ClientOptions};
 use sc_test_support::client::fast_reconnect;
 use sc_test_support::http::get_blocking;
 use sc_test_support::process::{example_path, spawn_listening};
+
+/// How long a test waits for something the cluster is expected to do.
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// A running cluster instance (master, workers, brokers), stopped when dropped.
 pub(crate) struct Instance {
@@ -82,4 +86,23 @@ pub(crate) fn client_options() -> ClientOptions {
         },
         ..ClientOptions::default()
     }
+}
+
+/// Subscribes `client` to `channel` and waits (at most [`WAIT`]) until the server confirms it.
+pub(crate) async fn subscribed(client: &Client, channel: &str) -> Channel {
+    let channel = client.subscribe(channel).await.expect("subscribe");
+    tokio::time::timeout(WAIT, channel.subscribed())
+        .await
+        .expect("in time")
+        .expect("subscribed");
+    channel
+}
+
+/// The next publication on `channel` (within [`WAIT`]), parsed as JSON.
+pub(crate) async fn next_value(channel: &mut Channel) -> serde_json::Value {
+    let item = tokio::time::timeout(WAIT, channel.next())
+        .await
+        .expect("a message in time")
+        .expect("channel open");
+    item.parse().expect("json")
 }
